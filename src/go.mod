@@ -1,0 +1,3 @@
+module github.com/afero/af-conn
+
+go 1.25.0
