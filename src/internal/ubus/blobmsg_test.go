@@ -6,6 +6,7 @@ import (
 	"errors"
 	"math"
 	"reflect"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -43,7 +44,13 @@ func TestBlobmsgRoundTrip(t *testing.T) {
 
 // Go conveniences map to the types blobmsg_add_json would choose.
 func TestBlobmsgGoTypes(t *testing.T) {
-	in := Table{{"t", true}, {"f", false}, {"small", 5}, {"big", 1 << 40}, {"neg", -1}, {"u", uint(1) << 33},
+	// An int past 32 bits becomes INT64 (on 32-bit targets int cannot be).
+	wide, wideWant := int(math.MaxInt32), any(int32(math.MaxInt32))
+	if strconv.IntSize == 64 {
+		w := int64(1) << 40
+		wide, wideWant = int(w), w
+	}
+	in := Table{{"t", true}, {"f", false}, {"small", 5}, {"big", wide}, {"neg", -1}, {"u", uint(wide)},
 		{"i8", int8(-1)}, {"u16", uint16(65535)}, {"u32", uint32(0xffffffff)}, {"u64", uint64(1)},
 		{"f32", float32(0.5)}, {"strs", []string{"a"}}, {"ints", []int{1}}, {"m", map[string]any{"z": 1, "a": 2}}}
 	b, err := MarshalTable(in)
@@ -54,8 +61,8 @@ func TestBlobmsgGoTypes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := Table{{"t", uint8(1)}, {"f", uint8(0)}, {"small", int32(5)}, {"big", int64(1) << 40}, {"neg", int32(-1)},
-		{"u", int64(1) << 33}, {"i8", uint8(0xff)}, {"u16", int16(-1)}, {"u32", int32(-1)}, {"u64", int64(1)},
+	want := Table{{"t", uint8(1)}, {"f", uint8(0)}, {"small", int32(5)}, {"big", wideWant}, {"neg", int32(-1)},
+		{"u", wideWant}, {"i8", uint8(0xff)}, {"u16", int16(-1)}, {"u32", int32(-1)}, {"u64", int64(1)},
 		{"f32", 0.5}, {"strs", []any{"a"}}, {"ints", []any{int32(1)}}, {"m", Table{{"a", int32(2)}, {"z", int32(1)}}}}
 	if !reflect.DeepEqual(out, want) {
 		t.Errorf("got  %#v\nwant %#v", out, want)
