@@ -8,6 +8,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"runtime"
@@ -111,4 +112,34 @@ func (n *NS) Enter(fn func()) error {
 		errc <- nil
 	}()
 	return <-errc
+}
+
+// Veth connects a and b with a veth pair named ifA (in a) and ifB (in b),
+// gives each end its addresses (CIDR strings) and sets both up. It returns
+// the interface index of ifA inside a.
+func Veth(t testing.TB, a *NS, ifA string, addrsA []string, b *NS, ifB string, addrsB []string) int {
+	t.Helper()
+	if out, err := exec.Command("ip", "link", "add", ifA, "netns", a.Name, "type", "veth", "peer", "name", ifB, "netns", b.Name).CombinedOutput(); err != nil {
+		t.Fatalf("veth %s/%s: %v: %s", ifA, ifB, err, out)
+	}
+	for _, side := range []struct {
+		ns    *NS
+		ifc   string
+		addrs []string
+	}{{a, ifA, addrsA}, {b, ifB, addrsB}} {
+		for _, ad := range side.addrs {
+			side.ns.Run(t, "ip", "addr", "add", ad, "dev", side.ifc, "nodad")
+		}
+		side.ns.Run(t, "ip", "link", "set", side.ifc, "up")
+	}
+	var idx int
+	a.Do(t, func() {
+		if ifi, err := net.InterfaceByName(ifA); err == nil {
+			idx = ifi.Index
+		}
+	})
+	if idx == 0 {
+		t.Fatalf("no interface %s in %s", ifA, a.Name)
+	}
+	return idx
 }
