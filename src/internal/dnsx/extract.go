@@ -14,10 +14,12 @@ var (
 	ErrNotResponse = errors.New("not a response")
 )
 
-// Pinhole is one address to open, for how long.
+// Pinhole is one address to open, for how long, and the question name it
+// answered (for the set element's comment and logs).
 type Pinhole struct {
 	Addr    netip.Addr
 	Timeout time.Duration
+	Name    string
 }
 
 // Result is what the extractor decided about one reply.
@@ -138,7 +140,7 @@ func (x *Extractor) Reply(pk Packet) (Result, error) {
 	}
 	x.stats.Whitelisted++
 	for _, a := range res.Chain.Addrs {
-		res.Pinholes = append(res.Pinholes, Pinhole{Addr: a.Addr, Timeout: x.pol.Timeout(a.TTL)})
+		res.Pinholes = append(res.Pinholes, Pinhole{Addr: a.Addr, Timeout: x.pol.Timeout(a.TTL), Name: m.Question.Name})
 	}
 	x.stats.Pinholes += uint64(len(res.Pinholes))
 	return res, nil

@@ -49,7 +49,7 @@ func TestExtractorForgeries(t *testing.T) {
 	}{
 		{
 			name: "genuine", query: true, src: resolver, dst: client, id: 77, qname: "api.afero.io.", want: Trusted,
-			wantHoles: []Pinhole{{netip.MustParseAddr("198.18.2.1"), 40 * time.Second}, {netip.MustParseAddr("198.18.2.2"), 410 * time.Second}},
+			wantHoles: []Pinhole{{netip.MustParseAddr("198.18.2.1"), 40 * time.Second, "api.afero.io"}, {netip.MustParseAddr("198.18.2.2"), 410 * time.Second, "api.afero.io"}},
 		},
 		{name: "unsolicited", src: resolver, dst: client, id: 77, qname: "api.afero.io.", want: Unsolicited},
 		{name: "wrong source", query: true, src: other, dst: client, id: 77, qname: "api.afero.io.", want: WrongSource},
@@ -144,7 +144,7 @@ func TestExtractorOutcomes(t *testing.T) {
 		t.Fatal(err)
 	}
 	res, err = x.Reply(decode(t, ipPacket(ProtoTCP, r6, c6, reply(t, 5, "api.afero.io.", dns.TypeAAAA, "api.afero.io. 3600 IN AAAA 2001:db8::80"))))
-	want := []Pinhole{{netip.MustParseAddr("2001:db8::80"), 3610 * time.Second}}
+	want := []Pinhole{{netip.MustParseAddr("2001:db8::80"), 3610 * time.Second, "api.afero.io"}}
 	if err != nil || res.Reason != Trusted || !reflect.DeepEqual(res.Pinholes, want) {
 		t.Fatalf("tcp6: %+v %v", res, err)
 	}
