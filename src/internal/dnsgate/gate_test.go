@@ -11,6 +11,7 @@ import (
 
 	"github.com/afero/af-conn/internal/dnsx"
 	"github.com/afero/af-conn/internal/nfqueue"
+	"github.com/afero/af-conn/internal/nstest"
 )
 
 var wantChain = []string{"198.18.100.1/40s", "198.18.100.2/40s"}
@@ -177,5 +178,75 @@ func TestForgedRepliesOpenNothing(t *testing.T) {
 				t.Fatalf("genuine reply opened %v", addrs(got))
 			}
 		})
+	}
+}
+
+// A LAN client that the device forwards (and masquerades) for, asking the
+// cloud resolver directly: in hold mode its query is taken on the LAN (the
+// queued reply is seen after NAT is undone), in capture mode on the uplink
+// (the reply is captured before NAT is undone). Both trust the reply.
+func TestForwardedClient(t *testing.T) {
+	for _, mode := range []Mode{ModeHold, ModeCapture} {
+		t.Run(string(mode), func(t *testing.T) {
+			testForwardedClient(t, mode, true)
+		})
+	}
+	// Without the LAN capture, hold mode cannot match the forwarded query.
+	t.Run("hold-without-lan", func(t *testing.T) { testForwardedClient(t, ModeHold, false) })
+}
+
+func testForwardedClient(t *testing.T, mode Mode, withLAN bool) {
+	w := newWorld(t)
+	lan := nstest.New(t)
+	lanIdx := nstest.Veth(t, w.dev, "lan0", []string{"198.18.2.1/24"}, lan, "eth0", []string{"198.18.2.2/24"})
+	lan.Run(t, "ip", "route", "add", "default", "via", "198.18.2.1")
+	w.dev.Run(t, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+	w.dev.Run(t, "iptables", "-t", "nat", "-A", "POSTROUTING", "-o", "up0", "-j", "MASQUERADE")
+	if mode == ModeHold {
+		w.dev.Run(t, "iptables", "-A", "FORWARD", "-i", "up0", "-p", "udp", "--sport", "53", "-j", "NFQUEUE", "--queue-num", "21", "--queue-bypass")
+	}
+	var lans []int
+	if withLAN {
+		lans = []int{lanIdx}
+	}
+	rec := &recorder{delay: 200 * time.Millisecond}
+	var ev events
+	var g *Gate
+	var err error
+	w.dev.Do(t, func() {
+		g, err = Start(Config{
+			Mode: mode, QueueNum: queueNum, Uplinks: []int{w.upIdx}, LANs: lans,
+			IsLocal:   func(a netip.Addr) bool { return a == netip.MustParseAddr("198.18.2.1") },
+			Extractor: dnsx.Config{Policy: dnsx.Policy{Grace: 10 * time.Second, MinTTL: 30 * time.Second}, Matcher: whitelist{"api.afero.io"}},
+			Opener:    rec, OnReply: ev.add,
+		})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Close()
+	var c *net.UDPConn
+	lan.Do(t, func() { c, err = net.DialUDP("udp4", nil, net.UDPAddrFromAddrPort(w.resolver)) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_, arrived := resolve(t, c, 9, "api.afero.io.")
+	evs := ev.wait(t, 1)
+	got, done := rec.opened()
+	if !withLAN {
+		if evs[0].Result.Reason != dnsx.Unsolicited || len(got) != 0 {
+			t.Fatalf("without LAN capture: event %+v, opened %v", evs[0], addrs(got))
+		}
+		return
+	}
+	if evs[0].Result.Reason != dnsx.Trusted {
+		t.Fatalf("event %+v", evs[0])
+	}
+	if !reflect.DeepEqual(addrs(got), wantChain) {
+		t.Fatalf("opened %v", addrs(got))
+	}
+	if mode == ModeHold && done[0].After(arrived) {
+		t.Fatalf("reply reached the LAN client before the pinholes")
 	}
 }
