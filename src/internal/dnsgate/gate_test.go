@@ -118,6 +118,14 @@ func TestForgedRepliesOpenNothing(t *testing.T) {
 			if _, err := c.Write(b); err != nil { // the resolver never answers it
 				t.Fatal(err)
 			}
+			// A forgery that overtakes the query (it waits for ARP) is
+			// rightly unsolicited: wait until the query is on the wire.
+			for deadline := time.Now().Add(20 * time.Second); g.Status().Stats.Tracker.Pending != 1; {
+				if time.Now().After(deadline) {
+					t.Fatalf("query never seen: %+v", g.Status())
+				}
+				time.Sleep(5 * time.Millisecond)
+			}
 			forge := func(id uint16, name string) []byte {
 				m := new(dns.Msg)
 				m.SetQuestion(name, dns.TypeA)
