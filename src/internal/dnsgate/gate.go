@@ -15,7 +15,10 @@
 // capture costs the query no delay, and before a queued reply is judged
 // every query the kernel already captured is handled (the query copy is
 // queued to the capture socket when the query is sent, before its reply can
-// exist), so the capture cannot lose the race to the reply.
+// exist), so the capture cannot lose the race to the reply. Queueing queries
+// would cost each one little (measured: +4 us median, +14 us p99 over
+// loopback, nfqueue's TestBenchQueueDelay) but needs a second rule and hook
+// and makes DNS depend on one more held packet; capture needs neither.
 //
 // Both modes see queries and replies in the same address view: on the
 // uplink (after source NAT for outgoing, before it is undone for incoming)
