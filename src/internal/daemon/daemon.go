@@ -72,6 +72,9 @@ type Daemon struct {
 
 	components []component
 	counters   Counters
+	// preferred is attribute 65008 as last set: -1 automatic, else the network type to use
+	// whenever it is proven.
+	preferred int
 }
 
 // New reads the configuration and prepares the daemon. A configuration error is returned as
@@ -84,10 +87,11 @@ func New(opts Options) (*Daemon, error) {
 		opts.Clock = RealClock{}
 	}
 	d := &Daemon{
-		opts:   opts,
-		log:    opts.Logger,
-		clock:  opts.Clock,
-		events: make(chan event, 256),
+		opts:      opts,
+		log:       opts.Logger,
+		clock:     opts.Clock,
+		events:    make(chan event, 256),
+		preferred: NetworkNone,
 	}
 	cur, err := d.load()
 	if err != nil {

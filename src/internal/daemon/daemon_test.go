@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"os"
@@ -178,3 +179,32 @@ var errBoom = &testErr{"boom"}
 type testErr struct{ s string }
 
 func (e *testErr) Error() string { return e.s }
+
+type prefRecorder struct {
+	recorder
+	got *[]int
+}
+
+func (p prefRecorder) preferenceChanged(v int) { *p.got = append(*p.got, v) }
+func (p prefRecorder) notice(n Notice)         { p.note("notice " + n.Name) }
+
+func TestPreferenceAndNotices(t *testing.T) {
+	d, calls, mu, _ := newTestDaemon(t, t.TempDir())
+	var got []int
+	d.components = append(d.components, prefRecorder{recorder{"p", mu, calls}, &got})
+	for _, v := range []int{1, 1, -2, 3, -1} {
+		d.SetPreferredNetworkType(v)
+	}
+	if fmt.Sprint(got) != "[1 -1]" || d.PreferredNetworkType() != -1 {
+		t.Errorf("preference changes seen = %v, now %d; want [1 -1], -1", got, d.PreferredNetworkType())
+	}
+	if err := d.SetPreferredNetworkType(7); err == nil {
+		t.Error("7 accepted as a network type")
+	}
+	d.announce(Notice{Name: "connmgr.network"})
+	mu.Lock()
+	defer mu.Unlock()
+	if strings.Join(*calls, " ") != "p:notice connmgr.network" {
+		t.Errorf("calls = %v", *calls)
+	}
+}

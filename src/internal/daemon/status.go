@@ -71,7 +71,7 @@ func (d *Daemon) Status() Status {
 	s := Status{
 		Version:              Version,
 		NetworkType:          -1,
-		PreferredNetworkType: -1,
+		PreferredNetworkType: d.preferred,
 		Counters:             d.counters,
 		UptimeSeconds:        int64(d.clock.Now().Sub(d.started).Seconds()),
 		Firewall: FirewallStatus{
