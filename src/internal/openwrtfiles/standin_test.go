@@ -162,13 +162,13 @@ func TestInitStart(t *testing.T) {
 		"[settings][USE_PROCD=1][START=50][STOP=10]",
 		"[procd_open_service][connmgr][" + filepath.Join(filesDir, "etc", "init.d", "connmgr") + "]",
 		"[config_load][connmgr]",
+		"[config_load][network]",
 		"[procd_open_instance]",
 		"[procd_set_param][command][/usr/sbin/connmgr][-c][/etc/config][-w][/etc/af-conn/whitelist][-s][/var/run/ubus/ubus.sock]",
 		"[procd_set_param][respawn][3600][5][0]",
 		"[procd_set_param][stdout][1]",
 		"[procd_set_param][stderr][1]",
 		"[procd_set_param][file][/etc/config/connmgr][/etc/af-conn/whitelist]",
-		"[config_load][network]",
 		"[procd_append_param][netdev][eth0]",
 		"[procd_append_param][netdev][wlan0]",
 		"[procd_append_param][netdev][wwan0]",
@@ -183,23 +183,28 @@ func TestInitStart(t *testing.T) {
 
 func TestInitStartUplinkDevices(t *testing.T) {
 	w := newWorld(t)
-	// Uplinks named in connmgr's config; devices by 'device' or 'ifname'; a modem's /dev node
-	// and a network without a device (a Wi-Fi station's) give no netdev.
+	// Uplink sections are named after their networks. Devices come from the uplink's own
+	// 'device', else the network's 'device' or 'ifname'; a modem's /dev node, a network
+	// without a device (a Wi-Fi station's) and a disabled uplink give no netdev.
 	w.write(t, "uci/connmgr", "config connmgr 'main'\n\toption firewall '1'\n\n"+
-		"config uplink 'wired'\n\toption network 'wan'\n\n"+
-		"config uplink 'cell'\n\toption network 'lte'\n\n"+
-		"config uplink 'wifi'\n\toption network 'wwan'\n", 0o644)
+		"config uplink 'wan'\n\toption type 'ethernet'\n\n"+
+		"config uplink 'lte'\n\toption type 'cellular'\n\n"+
+		"config uplink 'wwan'\n\toption type 'wifi'\n\n"+
+		"config uplink 'usb'\n\toption type 'cellular'\n\toption device 'usb0'\n\n"+
+		"config uplink 'old'\n\toption type 'ethernet'\n\toption enabled '0'\n", 0o644)
 	w.write(t, "uci/network", "config interface 'wan'\n\toption device 'eth1'\n\n"+
 		"config interface 'lte'\n\toption device '/dev/cdc-wdm0'\n\toption proto 'qmi'\n\n"+
-		"config interface 'wwan'\n\toption proto 'dhcp'\n", 0o644)
+		"config interface 'wwan'\n\toption proto 'dhcp'\n\n"+
+		"config interface 'usb'\n\toption ifname 'usb1'\n\n"+
+		"config interface 'old'\n\toption ifname 'eth9'\n", 0o644)
 	var netdev []string
 	for _, r := range w.initScript(t, "start") {
 		if strings.HasPrefix(r, "[procd_append_param][netdev]") || strings.HasPrefix(r, "[procd_set_param][netdev]") {
 			netdev = append(netdev, r)
 		}
 	}
-	if strings.Join(netdev, " ") != "[procd_append_param][netdev][eth1]" {
-		t.Errorf("netdev %v, want eth1 only", netdev)
+	if want := "[procd_append_param][netdev][usb0] [procd_append_param][netdev][eth1]"; strings.Join(netdev, " ") != want {
+		t.Errorf("netdev %v, want %s", netdev, want)
 	}
 }
 
