@@ -46,6 +46,7 @@ define Package/demo/install
 	$(INSTALL_CONF) $(FILES)/demo.$(KIND) \
 		$(1)/etc/config/demo
 	$(INSTALL_DATA) $(FILES)/a $(FILES)/b $(1)/etc/demo/
+	$(INSTALL_BIN) $(FILES)/*.sh $(1)/etc/demo/
 endef
 
 $(eval $(call BuildPackage,demo))
@@ -70,6 +71,7 @@ func TestParse(t *testing.T) {
 			{Line: 34, Op: "dir", Args: []string{"/etc/config", "/etc/demo"}},
 			{Line: 35, Op: "conf", Args: []string{"/src/pkg/../files/demo.dev", "/etc/config/demo"}},
 			{Line: 37, Op: "data", Args: []string{"/src/pkg/../files/a", "/src/pkg/../files/b", "/etc/demo/"}},
+			{Line: 38, Op: "bin", Args: []string{"/src/pkg/../files/*.sh", "/etc/demo/"}},
 		},
 	}
 	if !reflect.DeepEqual(d, want) {
@@ -141,7 +143,8 @@ func TestStage(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	for name, data := range map[string]string{"demo.prod": "prod\n", "demo.dev": "dev\n", "a": "A", "b": "B"} {
+	for name, data := range map[string]string{"demo.prod": "prod\n", "demo.dev": "dev\n", "a": "A", "b": "B",
+		"y.sh": "Y", "x.sh": "X"} {
 		if err := os.WriteFile(filepath.Join(files, name), []byte(data), 0o644); err != nil {
 			t.Fatal(err)
 		}
@@ -166,6 +169,7 @@ func TestStage(t *testing.T) {
 		"/etc": {fs.ModeDir | 0o755, ""}, "/etc/config": {fs.ModeDir | 0o755, ""},
 		"/etc/config/demo": {0o600, "prod\n"}, "/etc/demo": {fs.ModeDir | 0o755, ""},
 		"/etc/demo/a": {0o644, "A"}, "/etc/demo/b": {0o644, "B"},
+		"/etc/demo/x.sh": {0o755, "X"}, "/etc/demo/y.sh": {0o755, "Y"},
 		"/usr": {fs.ModeDir | 0o755, ""}, "/usr/bin": {fs.ModeDir | 0o755, ""},
 		"/usr/bin/demod": {0o755, "\x7fELF"},
 	}
@@ -186,6 +190,20 @@ func TestStage(t *testing.T) {
 	}
 	if _, err := d.Stage(bin); err == nil || !strings.Contains(err.Error(), "is not made first") {
 		t.Errorf("install into a missing directory: %v", err)
+	}
+	// A pattern that matches nothing fails, as install(1) would on the unexpanded pattern.
+	if err := os.Remove(filepath.Join(files, "x.sh")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(filepath.Join(files, "y.sh")); err != nil {
+		t.Fatal(err)
+	}
+	d, err = Parse([]byte(small), map[string]string{"CURDIR": pkgDir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.Stage(bin); err == nil || !strings.Contains(err.Error(), "matches no file") {
+		t.Errorf("empty glob: %v", err)
 	}
 	// A missing source names the file.
 	if _, err := d.Stage(filepath.Join(dir, "nope")); err == nil || !strings.Contains(err.Error(), "nope") {

@@ -5,6 +5,7 @@ import (
 	"io/fs"
 	"os"
 	"path"
+	"path/filepath"
 	"sort"
 	"strings"
 
@@ -73,6 +74,10 @@ func (d *Definition) Stage(binary string) ([]ipk.File, error) {
 				return nil, fmt.Errorf("line %d: unknown install step %q", st.Line, st.Op)
 			}
 			srcs, dst := st.Args[:len(st.Args)-1], path.Clean(st.Args[len(st.Args)-1])
+			srcs, err := glob(st, srcs)
+			if err != nil {
+				return nil, err
+			}
 			if len(srcs) > 1 || strings.HasSuffix(st.Args[len(st.Args)-1], "/") {
 				if f, ok := tree[dst]; !ok || !f.Mode.IsDir() {
 					return nil, fmt.Errorf("line %d: %s: not a directory made before", st.Line, dst)
@@ -96,4 +101,26 @@ func (d *Definition) Stage(binary string) ([]ipk.File, error) {
 		}
 	}
 	return files, nil
+}
+
+// glob expands the shell patterns among an install's sources as the recipe's shell would
+// (sorted); a pattern that matches nothing is an error, as install(1) would fail on it.
+func glob(st Step, srcs []string) ([]string, error) {
+	var out []string
+	for _, src := range srcs {
+		if !strings.ContainsAny(src, "*?[") {
+			out = append(out, src)
+			continue
+		}
+		matches, err := filepath.Glob(src)
+		if err != nil {
+			return nil, fmt.Errorf("line %d: %s: %w", st.Line, src, err)
+		}
+		if len(matches) == 0 {
+			return nil, fmt.Errorf("line %d: %s matches no file", st.Line, src)
+		}
+		sort.Strings(matches)
+		out = append(out, matches...)
+	}
+	return out, nil
 }

@@ -366,3 +366,35 @@ func TestSwitchRoute(t *testing.T) {
 		t.Errorf("connmgr called on bad usage: %v", got)
 	}
 }
+
+// TestFirewallInclude runs the firewall include as fw4 runs script includes (sh -c with the
+// lock descriptor closed and config() made to fail, then the file sourced) and as fw3 does:
+// it must succeed, promptly, and ask connmgr to restore its rules.
+func TestFirewallInclude(t *testing.T) {
+	include := filepath.Join(filesDir, "usr", "lib", "af-conn", "firewall.include")
+	if _, err := os.Stat(include); os.IsNotExist(err) {
+		t.Skip("files/usr/lib/af-conn/firewall.include does not exist yet")
+	}
+	w := newWorld(t)
+	w.write(t, "bin/connmgr", connmgrStandIn, 0o755)
+	for _, runner := range []string{
+		// fw4 (firewall4 main.uc run_includes)
+		`exec 1000>&-; config() { echo "You cannot use UCI in firewall includes!" >&2; exit 1; }; . "$0"`,
+		// fw3 (includes.c)
+		`config() { echo "You cannot use UCI in firewall includes!" >&2; exit 1; }; . "$0"`,
+	} {
+		os.Remove(w.log)
+		start := time.Now()
+		out, err := w.run(t, nil, append(shell(t), "-c", runner, include)...)
+		if err != nil {
+			t.Fatalf("%v\n%s", err, out)
+		}
+		if took := time.Since(start); took > 10*time.Second {
+			t.Errorf("the include took %v", took)
+		}
+		got := strings.Join(w.records(t), "\n")
+		if !strings.Contains(got, "[connmgr][fw][restore]") {
+			t.Errorf("connmgr called as\n%s\nwant connmgr fw restore", got)
+		}
+	}
+}
