@@ -330,8 +330,8 @@ func TestUCIDefaults(t *testing.T) {
 		want := []string{
 			"[uci][-q][batch]",
 			"[batch][set firewall.afconn=include]",
-			"[batch][set firewall.afconn.type='script']",
 			"[batch][set firewall.afconn.path='/usr/lib/af-conn/firewall.include']",
+			"[batch][set firewall.afconn.type='script']",
 			"[batch][set firewall.afconn.fw4_compatible='1']",
 		}
 		if !fw4 {
