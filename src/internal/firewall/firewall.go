@@ -73,6 +73,8 @@ var (
 	ErrQueueUnavailable = errors.New("DNS reply queueing unavailable")
 	// ErrNotSetUp: the firewall has not been set up (or was torn down).
 	ErrNotSetUp = errors.New("firewall not set up")
+	// ErrClosed: the backend was closed.
+	ErrClosed = errors.New("firewall backend closed")
 )
 
 // QueueHook asks that DNS replies arriving on the uplinks (to the device and

@@ -90,13 +90,19 @@ func (b *IPT) Close() error {
 	return err
 }
 
+// family is one of iptables (v6 false) and ip6tables.
+type family struct {
+	v6  bool
+	ipt *iptables.IPTables
+}
+
 // families returns the iptables handles in use, IPv4 first.
-func (b *IPT) families() map[bool]*iptables.IPTables {
-	m := map[bool]*iptables.IPTables{false: b.ipt4}
+func (b *IPT) families() []family {
+	fs := []family{{false, b.ipt4}}
 	if b.ipt6 != nil {
-		m[true] = b.ipt6
+		fs = append(fs, family{true, b.ipt6})
 	}
-	return m
+	return fs
 }
 
 func (b *IPT) setOptions(name string, maxElem int) ipset.CreateOptions {
@@ -115,6 +121,9 @@ func (b *IPT) setOptions(name string, maxElem int) ipset.CreateOptions {
 // rules already are the wanted ones is left alone (counters survive), else
 // it is rewritten; our jumps are moved to the top of INPUT/OUTPUT/FORWARD.
 func (b *IPT) Setup(p Policy) (QueueMode, error) {
+	if b.sets == nil {
+		return QueueOff, ErrClosed
+	}
 	p, err := p.Normalize()
 	if err != nil {
 		return QueueOff, err
@@ -134,12 +143,12 @@ func (b *IPT) Setup(p Policy) (QueueMode, error) {
 	}
 	want := map[bool]iptPolicy{}
 	err = b.run(func() error {
-		for v6, ipt := range b.families() {
-			pol := iptRules(p, v6, mode == QueueXT)
-			if err := b.applyFamily(ipt, pol); err != nil {
+		for _, fam := range b.families() {
+			pol := iptRules(p, fam.v6, mode == QueueXT)
+			if err := b.applyFamily(fam.ipt, pol); err != nil {
 				return err
 			}
-			want[v6] = pol
+			want[fam.v6] = pol
 		}
 		return nil
 	})
@@ -364,6 +373,9 @@ func parseSave(out string) map[string][]string {
 
 // Add implements Backend: one netlink message per set touched.
 func (b *IPT) Add(ps []Pinhole) error {
+	if b.sets == nil {
+		return ErrClosed
+	}
 	if b.want == nil {
 		return ErrNotSetUp
 	}
@@ -391,6 +403,9 @@ func (b *IPT) Add(ps []Pinhole) error {
 
 // Del implements Backend.
 func (b *IPT) Del(ps []Pinhole) error {
+	if b.sets == nil {
+		return ErrClosed
+	}
 	if b.want == nil {
 		return ErrNotSetUp
 	}
@@ -413,6 +428,9 @@ func (b *IPT) Del(ps []Pinhole) error {
 // Check implements Backend: two iptables runs (one per family) and one
 // netlink request per set.
 func (b *IPT) Check() error {
+	if b.sets == nil {
+		return ErrClosed
+	}
 	if b.want == nil {
 		return ErrNotSetUp
 	}
@@ -423,8 +441,9 @@ func (b *IPT) Check() error {
 		}
 	}
 	err := b.run(func() error {
-		for v6, ipt := range b.families() {
-			have, err := b.listAll(ipt)
+		for _, fam := range b.families() {
+			v6 := fam.v6
+			have, err := b.listAll(fam.ipt)
 			if err != nil {
 				return err
 			}
@@ -462,10 +481,14 @@ func familyName(v6 bool) string {
 
 // Teardown implements Backend: our jumps, our chains, our sets; nothing else.
 func (b *IPT) Teardown() error {
+	if b.sets == nil {
+		return ErrClosed
+	}
 	b.want = nil
 	var errs []error
 	err := b.run(func() error {
-		for _, ipt := range b.families() {
+		for _, fam := range b.families() {
+			ipt := fam.ipt
 			have, err := b.listAll(ipt)
 			if err != nil {
 				return err
@@ -523,6 +546,9 @@ func (b *IPT) destroySet(kname string) error {
 
 // Counts implements Backend.
 func (b *IPT) Counts() (map[string]int, error) {
+	if b.sets == nil {
+		return nil, ErrClosed
+	}
 	out := map[string]int{}
 	for _, name := range SetNames {
 		s, err := b.sets.List(ipsetName(name), true)

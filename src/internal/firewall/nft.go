@@ -170,6 +170,9 @@ func (b *NFT) probeUpdateTTL() bool {
 // keeps existing learned sets, refills the uplink and static sets and
 // rewrites every rule of our chains.
 func (b *NFT) Setup(p Policy) (QueueMode, error) {
+	if b.conn == nil {
+		return QueueOff, ErrClosed
+	}
 	p, err := p.Normalize()
 	if err != nil {
 		return QueueOff, err
@@ -335,6 +338,9 @@ func (b *NFT) set(name string) *nftables.Set {
 // an element permanent) each set gets add (so the element surely exists),
 // delete, add with the new timeout, which the kernel applies atomically.
 func (b *NFT) Add(ps []Pinhole) error {
+	if b.conn == nil {
+		return ErrClosed
+	}
 	if b.want == nil {
 		return ErrNotSetUp
 	}
@@ -379,6 +385,9 @@ func (b *NFT) Add(ps []Pinhole) error {
 // Del implements Backend. Deleting an absent element fails the whole batch,
 // so each set gets add-then-delete, which removes present and absent alike.
 func (b *NFT) Del(ps []Pinhole) error {
+	if b.conn == nil {
+		return ErrClosed
+	}
 	if b.want == nil {
 		return ErrNotSetUp
 	}
@@ -461,6 +470,9 @@ func describe(ps []Pinhole) string {
 
 // Check implements Backend.
 func (b *NFT) Check() error {
+	if b.conn == nil {
+		return ErrClosed
+	}
 	if b.want == nil {
 		return ErrNotSetUp
 	}
@@ -505,6 +517,9 @@ func (b *NFT) Check() error {
 
 // Teardown implements Backend: our table is all we ever add.
 func (b *NFT) Teardown() error {
+	if b.conn == nil {
+		return ErrClosed
+	}
 	b.want, b.static = nil, nil
 	t, err := b.conn.ListTableOfFamily(nftTableName, nftables.TableFamilyINet)
 	if err != nil || t == nil {
@@ -519,6 +534,9 @@ func (b *NFT) Teardown() error {
 
 // Counts implements Backend.
 func (b *NFT) Counts() (map[string]int, error) {
+	if b.conn == nil {
+		return nil, ErrClosed
+	}
 	out := map[string]int{}
 	for _, name := range SetNames {
 		elems, err := b.conn.GetSetElements(b.set(name))

@@ -9,11 +9,14 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
+	"regexp"
 	"runtime"
 	"strings"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -128,6 +131,20 @@ func Kinds() []string {
 // "iptables-legacy") working inside ns, torn down and closed at cleanup.
 func NewBackend(t testing.TB, ns *NS, kind string) firewall.Backend {
 	t.Helper()
+	b := OpenBackend(t, ns, kind)
+	t.Cleanup(func() {
+		if err := b.Teardown(); err != nil {
+			t.Errorf("teardown %s: %v", kind, err)
+		}
+		b.Close()
+	})
+	return b
+}
+
+// OpenBackend returns a backend of the given kind working inside ns; the
+// caller closes it (a restarted daemon's view: no teardown at cleanup).
+func OpenBackend(t testing.TB, ns *NS, kind string) firewall.Backend {
+	t.Helper()
 	var (
 		b   firewall.Backend
 		err error
@@ -147,11 +164,177 @@ func NewBackend(t testing.TB, ns *NS, kind string) firewall.Backend {
 	if err != nil {
 		t.Fatalf("new %s backend in %s: %v", kind, ns.Name, err)
 	}
-	t.Cleanup(func() {
-		if err := b.Teardown(); err != nil {
-			t.Errorf("teardown %s: %v", kind, err)
-		}
-		b.Close()
-	})
 	return b
+}
+
+// Veth connects two namespaces with a veth pair: devA in a (with address
+// addrA, CIDR form, "" for none) and devB in b. The pair is created inside
+// a, never in the host's namespace, and vanishes with the namespaces.
+func Veth(t testing.TB, a *NS, devA, addrA string, b *NS, devB, addrB string) {
+	t.Helper()
+	a.MustExec(t, "ip", "link", "add", devA, "type", "veth", "peer", "name", devB, "netns", b.Name)
+	for _, side := range []struct {
+		ns        *NS
+		dev, addr string
+	}{{a, devA, addrA}, {b, devB, addrB}} {
+		if side.addr != "" {
+			side.ns.MustExec(t, "ip", "addr", "add", side.addr, "dev", side.dev)
+		}
+		side.ns.MustExec(t, "ip", "link", "set", side.dev, "up")
+	}
+}
+
+// Flush does to the namespace what an administrator or a firewall restart
+// does to our rules: "nft flush ruleset" for nftables, "iptables -F" and
+// "ip6tables -F" (all chains of the filter table) for iptables.
+func Flush(t testing.TB, ns *NS, kind string) {
+	t.Helper()
+	switch kind {
+	case "nftables":
+		ns.MustExec(t, "nft", "flush", "ruleset")
+	case "iptables":
+		ns.MustExec(t, "iptables", "-F")
+		ns.MustExec(t, "ip6tables", "-F")
+	case "iptables-legacy":
+		ns.MustExec(t, "iptables-legacy", "-F")
+		ns.MustExec(t, "ip6tables-legacy", "-F")
+	default:
+		t.Fatalf("unknown backend kind %q", kind)
+	}
+}
+
+var (
+	reCounters = regexp.MustCompile(`counter packets \d+ bytes \d+|\[\d+:\d+\]`)
+	reExpires  = regexp.MustCompile(` (expires|timeout) [0-9dhms]+`)
+)
+
+// Dump returns the whole firewall state of the namespace as text, without
+// the parts that change by themselves (packet counters, time left of set
+// elements, tool banners), so that two dumps compare equal exactly when
+// the rules, chains, sets and set members are the same.
+func Dump(t testing.TB, ns *NS) string {
+	t.Helper()
+	var b strings.Builder
+	cmds := [][]string{
+		{"nft", "list", "ruleset"},
+		{"iptables-legacy-save"}, {"ip6tables-legacy-save"},
+		{"ipset", "save"},
+	}
+	for _, c := range cmds {
+		if _, err := exec.LookPath(c[0]); err != nil {
+			continue
+		}
+		out := ns.MustExec(t, c[0], c[1:]...)
+		fmt.Fprintf(&b, "== %s\n", strings.Join(c, " "))
+		for _, l := range strings.Split(out, "\n") {
+			if strings.HasPrefix(l, "#") {
+				continue
+			}
+			l = reCounters.ReplaceAllString(l, "")
+			l = reExpires.ReplaceAllString(l, "")
+			b.WriteString(l + "\n")
+		}
+	}
+	return b.String()
+}
+
+// ListenTCP starts a server in ns on addr ("198.18.0.2:8080") that answers
+// every connection with one line "hello from ADDR" and closes; it stops at
+// cleanup.
+func ListenTCP(t testing.TB, ns *NS, addr string) {
+	t.Helper()
+	var ln net.Listener
+	if err := ns.Run(func() error {
+		var err error
+		ln, err = net.Listen("tcp", addr)
+		return err
+	}); err != nil {
+		t.Fatalf("listen %s in %s: %v", addr, ns.Name, err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			fmt.Fprintf(c, "hello from %s\n", c.LocalAddr())
+			c.Close()
+		}
+	}()
+}
+
+// ListenUDP starts a server in ns on addr that echoes every datagram.
+func ListenUDP(t testing.TB, ns *NS, addr string) {
+	t.Helper()
+	var pc net.PacketConn
+	if err := ns.Run(func() error {
+		var err error
+		pc, err = net.ListenPacket("udp", addr)
+		return err
+	}); err != nil {
+		t.Fatalf("listen udp %s in %s: %v", addr, ns.Name, err)
+	}
+	t.Cleanup(func() { pc.Close() })
+	go func() {
+		buf := make([]byte, 1500)
+		for {
+			n, from, err := pc.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			_, _ = pc.WriteTo(buf[:n], from)
+		}
+	}()
+}
+
+// DialTCP connects from ns (from the source address src, "" for any) to
+// addr and reads the server's greeting; it fails when no greeting comes
+// within timeout, which is what a dropped SYN looks like.
+func DialTCP(ns *NS, src, addr string, timeout time.Duration) error {
+	return ns.Run(func() error {
+		d := net.Dialer{Timeout: timeout}
+		if src != "" {
+			d.LocalAddr = &net.TCPAddr{IP: net.ParseIP(src)}
+		}
+		c, err := d.Dial("tcp", addr)
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		_ = c.SetReadDeadline(time.Now().Add(timeout))
+		buf := make([]byte, 64)
+		n, err := c.Read(buf)
+		if err != nil {
+			return fmt.Errorf("read greeting from %s: %w", addr, err)
+		}
+		if !strings.HasPrefix(string(buf[:n]), "hello") {
+			return fmt.Errorf("unexpected greeting %q from %s", buf[:n], addr)
+		}
+		return nil
+	})
+}
+
+// ExchangeUDP sends one datagram from ns to addr and waits for the echo.
+func ExchangeUDP(ns *NS, addr string, timeout time.Duration) error {
+	return ns.Run(func() error {
+		c, err := net.DialTimeout("udp", addr, timeout)
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		_ = c.SetDeadline(time.Now().Add(timeout))
+		if _, err := c.Write([]byte("ping")); err != nil {
+			return err
+		}
+		buf := make([]byte, 16)
+		n, err := c.Read(buf)
+		if err != nil {
+			return fmt.Errorf("no answer from %s: %w", addr, err)
+		}
+		if string(buf[:n]) != "ping" {
+			return fmt.Errorf("unexpected answer %q from %s", buf[:n], addr)
+		}
+		return nil
+	})
 }
