@@ -355,4 +355,3 @@ func TestQueueMode(t *testing.T) {
 		}
 	})
 }
-
