@@ -251,3 +251,11 @@ type Backend interface {
 	// Close releases sockets; kernel state stays.
 	Close() error
 }
+
+// maxElemNote says the bound in a set-full error when it is known.
+func maxElemNote(n int) string {
+	if n <= 0 {
+		return ""
+	}
+	return fmt.Sprintf(" (set_maxelem %d)", n)
+}

@@ -376,9 +376,6 @@ func (b *IPT) Add(ps []Pinhole) error {
 	if b.sets == nil {
 		return ErrClosed
 	}
-	if b.want == nil {
-		return ErrNotSetUp
-	}
 	groups, order, err := groupBySet(ps)
 	if err != nil {
 		return err
@@ -391,7 +388,7 @@ func (b *IPT) Add(ps []Pinhole) error {
 		if err := b.sets.Add(ipsetName(name), entries, true); err != nil {
 			switch {
 			case errors.Is(err, ipset.ErrFull):
-				return fmt.Errorf("iptables backend: %s: set_maxelem %d reached: %w", describe(groups[name]), b.maxElem, ErrSetFull)
+				return fmt.Errorf("iptables backend: %s: %w%s", describe(groups[name]), ErrSetFull, maxElemNote(b.maxElem))
 			case errors.Is(err, ipset.ErrNotFound):
 				return fmt.Errorf("iptables backend: %s: ip set %s is missing: %w", describe(groups[name]), ipsetName(name), ErrNotSetUp)
 			}
@@ -406,9 +403,6 @@ func (b *IPT) Del(ps []Pinhole) error {
 	if b.sets == nil {
 		return ErrClosed
 	}
-	if b.want == nil {
-		return ErrNotSetUp
-	}
 	groups, order, err := groupBySet(ps)
 	if err != nil {
 		return err
@@ -419,6 +413,9 @@ func (b *IPT) Del(ps []Pinhole) error {
 			entries = append(entries, ipset.Entry{Addr: p.Addr})
 		}
 		if err := b.sets.Del(ipsetName(name), entries, true); err != nil {
+			if errors.Is(err, ipset.ErrNotFound) {
+				return fmt.Errorf("iptables backend: ip set %s is missing: %w", ipsetName(name), ErrNotSetUp)
+			}
 			return fmt.Errorf("iptables backend: %w", err)
 		}
 	}

@@ -333,7 +333,9 @@ func (b *NFT) set(name string) *nftables.Set {
 	return b.setSpec(name, b.maxElem)
 }
 
-// Add implements Backend as one netlink batch. On kernels that update the
+// Add implements Backend as one netlink batch. It works on the sets a
+// daemon set up too (connmgr fw add without a daemon); when they do not
+// exist the error wraps ErrNotSetUp. On kernels that update the
 // timeout of an existing element a plain add does; elsewhere (and to make
 // an element permanent) each set gets add (so the element surely exists),
 // delete, add with the new timeout, which the kernel applies atomically.
@@ -341,9 +343,7 @@ func (b *NFT) Add(ps []Pinhole) error {
 	if b.conn == nil {
 		return ErrClosed
 	}
-	if b.want == nil {
-		return ErrNotSetUp
-	}
+	b.probe()
 	groups, order, err := groupBySet(ps)
 	if err != nil {
 		return err
@@ -372,7 +372,7 @@ func (b *NFT) Add(ps []Pinhole) error {
 	}
 	if err := b.flush(); err != nil {
 		if hasErrno(err, unix.ENFILE) {
-			return fmt.Errorf("nftables: %s: set_maxelem %d reached: %w", describe(ps), b.maxElem, ErrSetFull)
+			return fmt.Errorf("nftables: %s: %w%s", describe(ps), ErrSetFull, maxElemNote(b.maxElem))
 		}
 		if isNotFound(err) {
 			return fmt.Errorf("nftables: %s: table inet %s or its sets are missing: %w", describe(ps), nftTableName, ErrNotSetUp)
@@ -387,9 +387,6 @@ func (b *NFT) Add(ps []Pinhole) error {
 func (b *NFT) Del(ps []Pinhole) error {
 	if b.conn == nil {
 		return ErrClosed
-	}
-	if b.want == nil {
-		return ErrNotSetUp
 	}
 	groups, order, err := groupBySet(ps)
 	if err != nil {
@@ -413,6 +410,9 @@ func (b *NFT) Del(ps []Pinhole) error {
 			// The set is full, so the temporary add failed: delete one by
 			// one, ignoring absent elements.
 			return b.delEach(groups, order)
+		}
+		if isNotFound(err) {
+			return fmt.Errorf("nftables: delete %s: table inet %s or its sets are missing: %w", describe(ps), nftTableName, ErrNotSetUp)
 		}
 		return fmt.Errorf("nftables: delete %s: %w", describe(ps), err)
 	}

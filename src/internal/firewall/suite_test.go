@@ -355,3 +355,67 @@ func TestQueueMode(t *testing.T) {
 		}
 	})
 }
+
+// TestDirectAdd is `connmgr fw add` without a daemon: a backend that did
+// not set anything up adds to the sets another one made.
+func TestDirectAdd(t *testing.T) {
+	eachKind(t, func(t *testing.T, kind string) {
+		ns := fwtest.NewNS(t, "afc-fw")
+		lone := fwtest.OpenBackend(t, ns, kind)
+		defer lone.Close()
+		if err := lone.Add([]firewall.Pinhole{{Addr: a("198.18.0.40")}}); !errors.Is(err, firewall.ErrNotSetUp) {
+			t.Fatalf("Add with nothing set up: %v, want ErrNotSetUp", err)
+		}
+		if err := lone.Del([]firewall.Pinhole{{Addr: a("198.18.0.40")}}); !errors.Is(err, firewall.ErrNotSetUp) {
+			t.Fatalf("Del with nothing set up: %v, want ErrNotSetUp", err)
+		}
+		daemon := fwtest.NewBackend(t, ns, kind)
+		if _, err := daemon.Setup(testPolicy); err != nil {
+			t.Fatal(err)
+		}
+		if err := lone.Add([]firewall.Pinhole{{Addr: a("198.18.0.40")}, {Addr: a("2001:db8::40"), Forward: true}}); err != nil {
+			t.Fatal(err)
+		}
+		if c := counts(t, daemon); c["allow4"] != 1 || c["fwd6"] != 1 {
+			t.Fatalf("counts after direct add: %v", c)
+		}
+		if err := lone.Del([]firewall.Pinhole{{Addr: a("198.18.0.40")}, {Addr: a("2001:db8::40"), Forward: true}}); err != nil {
+			t.Fatal(err)
+		}
+		if c := counts(t, daemon); c["allow4"] != 0 || c["fwd6"] != 0 {
+			t.Fatalf("counts after direct del: %v", c)
+		}
+	})
+}
+
+// TestNFTOldKernelRefresh runs the refresh of a pinhole the way kernels
+// without element timeout updates need it (add, delete, add in one batch).
+func TestNFTOldKernelRefresh(t *testing.T) {
+	fwtest.NeedRoot(t)
+	for _, update := range []bool{false, true} {
+		t.Run(fmt.Sprintf("timeout-update=%v", update), func(t *testing.T) {
+			ns := fwtest.NewNS(t, "afc-fw")
+			b := fwtest.NewBackend(t, ns, "nftables")
+			firewall.SetNFTTimeoutUpdate(b, update)
+			if _, err := b.Setup(testPolicy); err != nil {
+				t.Fatal(err)
+			}
+			x := a("198.18.0.50")
+			for _, ttl := range []time.Duration{2 * time.Second, time.Hour} {
+				if err := b.Add([]firewall.Pinhole{{Addr: x, TTL: ttl}}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if d := ns.MustExec(t, "nft", "list", "set", "inet", "afconn", "allow4"); !strings.Contains(d, "timeout 1h") {
+				t.Fatalf("refresh to 1h not applied:\n%s", d)
+			}
+			// A timed element made permanent.
+			if err := b.Add([]firewall.Pinhole{{Addr: x}}); err != nil {
+				t.Fatal(err)
+			}
+			if d := ns.MustExec(t, "nft", "list", "set", "inet", "afconn", "allow4"); strings.Contains(d, "expires") || !strings.Contains(d, "198.18.0.50") {
+				t.Fatalf("element not permanent:\n%s", d)
+			}
+		})
+	}
+}
