@@ -372,7 +372,14 @@ func parseSave(out string) map[string][]string {
 }
 
 // Add implements Backend: one netlink message per set touched.
-func (b *IPT) Add(ps []Pinhole) error {
+func (b *IPT) Add(ps []Pinhole) error { return b.change(ps, true) }
+
+// Del implements Backend.
+func (b *IPT) Del(ps []Pinhole) error { return b.change(ps, false) }
+
+// change adds (with -exist semantics: an entry there gets the new timeout)
+// or deletes (absent entries are fine) pinholes, one message per set.
+func (b *IPT) change(ps []Pinhole, add bool) error {
 	if b.sets == nil {
 		return ErrClosed
 	}
@@ -385,36 +392,16 @@ func (b *IPT) Add(ps []Pinhole) error {
 		for _, p := range groups[name] {
 			entries = append(entries, ipset.Entry{Addr: p.Addr, Timeout: p.TTL, Comment: p.Comment})
 		}
-		if err := b.sets.Add(ipsetName(name), entries, true); err != nil {
+		op := b.sets.Del
+		if add {
+			op = b.sets.Add
+		}
+		if err := op(ipsetName(name), entries, true); err != nil {
 			switch {
 			case errors.Is(err, ipset.ErrFull):
 				return fmt.Errorf("iptables backend: %s: %w%s", describe(groups[name]), ErrSetFull, maxElemNote(b.maxElem))
 			case errors.Is(err, ipset.ErrNotFound):
 				return fmt.Errorf("iptables backend: %s: ip set %s is missing: %w", describe(groups[name]), ipsetName(name), ErrNotSetUp)
-			}
-			return fmt.Errorf("iptables backend: %w", err)
-		}
-	}
-	return nil
-}
-
-// Del implements Backend.
-func (b *IPT) Del(ps []Pinhole) error {
-	if b.sets == nil {
-		return ErrClosed
-	}
-	groups, order, err := groupBySet(ps)
-	if err != nil {
-		return err
-	}
-	for _, name := range order {
-		var entries []ipset.Entry
-		for _, p := range groups[name] {
-			entries = append(entries, ipset.Entry{Addr: p.Addr})
-		}
-		if err := b.sets.Del(ipsetName(name), entries, true); err != nil {
-			if errors.Is(err, ipset.ErrNotFound) {
-				return fmt.Errorf("iptables backend: ip set %s is missing: %w", ipsetName(name), ErrNotSetUp)
 			}
 			return fmt.Errorf("iptables backend: %w", err)
 		}

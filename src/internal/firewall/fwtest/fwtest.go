@@ -6,14 +6,11 @@
 package fwtest
 
 import (
-	"crypto/rand"
-	"encoding/hex"
 	"fmt"
 	"net"
 	"os"
 	"os/exec"
 	"regexp"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -21,6 +18,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/afero/af-conn/internal/firewall"
+	"github.com/afero/af-conn/internal/nstest"
 )
 
 // NeedRoot skips the test when it cannot create namespaces.
@@ -34,85 +32,50 @@ func NeedRoot(t testing.TB) {
 	}
 }
 
-// NS is a named network namespace ("ip netns" style, so that `ip netns exec
-// NAME` works for commands too) with its loopback up.
+// NS is a throwaway named network namespace (nstest's, so that `ip netns
+// exec NAME` works for commands too) with a descriptor for netlink sockets.
 type NS struct {
 	Name string
+	ns   *nstest.NS
 	fd   int
 }
 
-// NewNS creates a namespace named prefix-PID-RANDOM and removes it at
-// cleanup. prefix should be short: interface-name-like limits do not apply,
-// but keep names readable in `ip netns list`.
+// NewNS creates a namespace with loopback up and removes it at cleanup.
+// prefix is kept for readable test code; nstest names the namespace.
 func NewNS(t testing.TB, prefix string) *NS {
 	t.Helper()
 	NeedRoot(t)
-	var rnd [3]byte
-	_, _ = rand.Read(rnd[:])
-	name := fmt.Sprintf("%s-%d-%s", prefix, os.Getpid(), hex.EncodeToString(rnd[:]))
-	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
-		t.Fatalf("ip netns add %s: %v: %s", name, err, out)
-	}
-	ns := &NS{Name: name, fd: -1}
-	t.Cleanup(func() {
-		if ns.fd >= 0 {
-			unix.Close(ns.fd)
-		}
-		if out, err := exec.Command("ip", "netns", "del", name).CombinedOutput(); err != nil {
-			t.Errorf("ip netns del %s: %v: %s", name, err, out)
-		}
-	})
-	fd, err := unix.Open("/run/netns/"+name, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	n := nstest.New(t)
+	fd, err := unix.Open("/run/netns/"+n.Name, unix.O_RDONLY|unix.O_CLOEXEC, 0)
 	if err != nil {
-		t.Fatalf("open namespace %s: %v", name, err)
+		t.Fatalf("open namespace %s: %v", n.Name, err)
 	}
-	ns.fd = fd
-	ns.MustExec(t, "ip", "link", "set", "lo", "up")
-	return ns
+	t.Cleanup(func() { unix.Close(fd) }) // runs before nstest removes the namespace
+	return &NS{Name: n.Name, ns: n, fd: fd}
 }
 
 // FD is an open file descriptor of the namespace (for netlink sockets).
 func (n *NS) FD() int { return n.fd }
 
-// Run calls fn on an OS thread that has entered the namespace. Sockets fn
-// opens and processes it starts live in the namespace. The thread is never
-// given back to the Go scheduler: it ends with fn, so no other goroutine
-// ever runs in the namespace by accident.
+// Run calls fn on an OS thread that has entered the namespace: sockets fn
+// opens and processes it starts live in the namespace.
 func (n *NS) Run(fn func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread() // deliberately never unlocked
-		if err := unix.Setns(n.fd, unix.CLONE_NEWNET); err != nil {
-			errc <- fmt.Errorf("enter namespace %s: %w", n.Name, err)
-			return
-		}
-		errc <- fn()
-	}()
-	return <-errc
+	var err error
+	if eerr := n.ns.Enter(func() { err = fn() }); eerr != nil {
+		return eerr
+	}
+	return err
 }
 
 // Exec runs a command inside the namespace and returns its combined output.
 func (n *NS) Exec(name string, args ...string) (string, error) {
-	var out []byte
-	err := n.Run(func() error {
-		var err error
-		out, err = exec.Command(name, args...).CombinedOutput()
-		return err
-	})
-	if err != nil {
-		return string(out), fmt.Errorf("%s %s in %s: %w: %s", name, strings.Join(args, " "), n.Name, err, out)
-	}
-	return string(out), nil
+	return n.ns.Try(append([]string{name}, args...)...)
 }
 
 // MustExec is Exec that fails the test on error.
 func (n *NS) MustExec(t testing.TB, name string, args ...string) string {
 	t.Helper()
-	out, err := n.Exec(name, args...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return out
+	return n.ns.Run(t, append([]string{name}, args...)...)
 }
 
 // Kinds are the backends a suite runs over. iptables-legacy is included
@@ -168,20 +131,10 @@ func OpenBackend(t testing.TB, ns *NS, kind string) firewall.Backend {
 }
 
 // Veth connects two namespaces with a veth pair: devA in a (with address
-// addrA, CIDR form, "" for none) and devB in b. The pair is created inside
-// a, never in the host's namespace, and vanishes with the namespaces.
+// addrA, CIDR form) and devB in b (addrB).
 func Veth(t testing.TB, a *NS, devA, addrA string, b *NS, devB, addrB string) {
 	t.Helper()
-	a.MustExec(t, "ip", "link", "add", devA, "type", "veth", "peer", "name", devB, "netns", b.Name)
-	for _, side := range []struct {
-		ns        *NS
-		dev, addr string
-	}{{a, devA, addrA}, {b, devB, addrB}} {
-		if side.addr != "" {
-			side.ns.MustExec(t, "ip", "addr", "add", side.addr, "dev", side.dev)
-		}
-		side.ns.MustExec(t, "ip", "link", "set", side.dev, "up")
-	}
+	nstest.Veth(t, a.ns, devA, []string{addrA}, b.ns, devB, []string{addrB})
 }
 
 // Flush does to the namespace what an administrator or a firewall restart

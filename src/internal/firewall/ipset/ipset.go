@@ -393,7 +393,7 @@ func (c *Conn) adt(op string, cmd uint16, name string, entries []Entry, exist bo
 		adt.ByteOrder = binary.BigEndian
 		for i, e := range entries {
 			adt.Nested(attrData, func(d *netlink.AttributeEncoder) error {
-				if err := encodeEntry(d, e, true); err != nil {
+				if err := encodeEntry(d, e, cmd == cmdAdd); err != nil { // timeouts and comments only when adding
 					encErr = err
 					return err
 				}
