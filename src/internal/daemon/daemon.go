@@ -105,7 +105,7 @@ func New(opts Options) (*Daemon, error) {
 
 // buildComponents lists the daemon's concerns in start order; stop runs in reverse.
 func (d *Daemon) buildComponents() []component {
-	return []component{}
+	return []component{newFirewallComponent(d)}
 }
 
 // load reads the UCI configuration and the whitelist. Nothing is applied here, so a bad file
