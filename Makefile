@@ -102,12 +102,19 @@ ipk: cross
 			$(if $(filter dev,$(WHITELIST)),-config CONFIG_AF_CONN_WHITELIST_DEV=y); \
 	done
 
+# The budget: the mipsel_24kc package fits in IPK_BUDGET bytes (2.5 MB); make size fails past it.
+IPK_BUDGET := 2621440
+
 size: ipk
 	@printf '| architecture | connmgr (stripped) | .ipk |\n|---|---|---|\n'
 	@for arch in $(ARCH); do \
 		printf '| %s | %s | %s |\n' $$arch $$(stat -c %s $(BUILD)/$$arch/connmgr) \
 			$$(stat -c %s $(BUILD)/af-conn_$(IPK_VERSION)_$$arch.ipk); \
 	done
+	@ipk=$(BUILD)/af-conn_$(IPK_VERSION)_mipsel_24kc.ipk; \
+	if [ -f $$ipk ] && [ $$(stat -c %s $$ipk) -gt $(IPK_BUDGET) ]; then \
+		echo "size: $$ipk is over the budget of $(IPK_BUDGET) bytes" >&2; exit 1; \
+	fi
 # ---- end of OpenWrt packages -------------------------------------------------------------
 
 # run builds connmgr and runs it inside a throwaway namespace world (never on the host's own
