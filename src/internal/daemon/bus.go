@@ -275,6 +275,9 @@ func (b *bus) callStatus(ctx context.Context, _ ubus.Table) (ubus.Table, error) 
 // encoding of Status read back the way `ubus call` reads JSON, so ubus and `connmgr status
 // --json` show the same document.
 func StatusTable(st Status) (ubus.Table, error) {
+	if st.Uplinks == nil {
+		st.Uplinks = []UplinkStatus{} // [] rather than null: scripts iterate it
+	}
 	j, err := json.Marshal(st)
 	if err != nil {
 		return nil, fmt.Errorf("encode status: %w", err)

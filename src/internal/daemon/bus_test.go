@@ -313,6 +313,11 @@ func TestBusObjectSignature(t *testing.T) {
 
 func TestBusStatus(t *testing.T) {
 	bt := startBus(t, busOpts{})
+	if st, err := bt.call("status", nil); err != nil {
+		t.Fatal(err)
+	} else if j, _ := ubus.FormatJSON(st, false); !strings.Contains(string(j), `"uplinks":[]`) {
+		t.Errorf("no uplinks should read as [], not null:\n%s", j)
+	}
 	bt.loop(func() {
 		bt.up.uplinks = []UplinkStatus{{Network: "ethnet", Device: "eth0", Type: "ethernet", State: "ITFUP_SS", StateNum: 4,
 			Address: "198.18.1.2", Gateway: "198.18.1.1", InUse: true, LastProbe: "success", RTTms: 1.5, Probes: 3}}
