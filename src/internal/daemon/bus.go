@@ -6,23 +6,22 @@ package daemon
 // and the client keeps retrying in the background; the connection's comings and goings are
 // logged once each, never per attempt.
 //
-// Other components take part by implementing small interfaces; the bus finds them in
-// d.components and calls them on the loop goroutine:
+// The methods allow, disallow and firewall_restore (fwcfg.sh, the firewall include) are the
+// firewall component's d.FirewallAllow, FirewallDisallow and FirewallRestore; they answer
+// NOT_SUPPORTED while the firewall mode is off. Other components take part by implementing
+// small interfaces; the bus finds them in d.components and calls them on the loop goroutine:
 //
-//   - firewallControl answers the methods allow, disallow and firewall_restore (the firewall;
-//     fwcfg.sh and the firewall include call them);
 //   - hotplugSink receives the method notify (the hotplug hook: an uplink monitor hint);
 //   - netifdSink is told when netifd's view of an uplink changes (DNS servers, gateways);
 //   - preferenceSink (notices.go) acts on set_attribute 65008 and switch.
 //
-// While no component implements firewallControl the firewall methods answer
-// NOT_SUPPORTED. A component's error becomes the reply's status: a ubus.Status (also
-// wrapped) keeps its code, anything else is UNKNOWN_ERROR; its text goes back as the reply's
-// {"error": "..."}.
+// An error becomes the reply's status: a ubus.Status (also wrapped) keeps its code, anything
+// else is UNKNOWN_ERROR; its text goes back as the reply's {"error": "..."}.
 
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -37,17 +36,6 @@ const ObjectName = "connmgr"
 
 // callTimeout bounds how long a method call waits for the loop; the stock ubus CLI waits 30 s.
 const callTimeout = 10 * time.Second
-
-// firewallControl is implemented by the component that owns the firewall. Its methods run on
-// the loop. allowAddress opens the whitelist to addr outside DNS extraction (a script names a
-// cloud server: fwcfg.sh add/add_forwarding); forward applies it to forwarded LAN traffic
-// instead of the hub's own; comment is the caller's note. disallowAddress undoes it.
-// restoreFirewall re-installs connmgr's rules after a firewall reload removed them.
-type firewallControl interface {
-	allowAddress(addr netip.Addr, comment string, forward bool) error
-	disallowAddress(addr netip.Addr, forward bool) error
-	restoreFirewall() error
-}
 
 // hotplugSink is implemented by components that want the hotplug hook's hint (ubus method
 // notify, from /etc/hotplug.d/iface): network is the UCI interface name (ethnet), action
@@ -361,16 +349,15 @@ func (b *bus) callSwitch(ctx context.Context, args ubus.Table) (ubus.Table, erro
 	})
 }
 
-// onFirewall runs f on the loop with the component that controls the firewall, or answers
-// NOT_SUPPORTED when there is none.
-func (b *bus) onFirewall(ctx context.Context, f func(fw firewallControl) error) (ubus.Table, error) {
+// onFirewall runs one of the firewall's methods on the loop; with the firewall mode off it
+// answers NOT_SUPPORTED.
+func (b *bus) onFirewall(ctx context.Context, f func() error) (ubus.Table, error) {
 	return b.onLoop(ctx, func() (ubus.Table, error) {
-		for _, c := range b.d.components {
-			if fw, ok := c.(firewallControl); ok {
-				return nil, f(fw)
-			}
+		err := f()
+		if errors.Is(err, ErrFirewallOff) {
+			return nil, &statusError{ubus.StatusNotSupported, err.Error() + " (-d or option firewall '0')"}
 		}
-		return nil, errorf(ubus.StatusNotSupported, "this connmgr has no firewall control")
+		return nil, err
 	})
 }
 
@@ -384,7 +371,7 @@ func (b *bus) callAllow(ctx context.Context, args ubus.Table) (ubus.Table, error
 	if err != nil {
 		return nil, err
 	}
-	return b.onFirewall(ctx, func(fw firewallControl) error { return fw.allowAddress(addr, comment, forward) })
+	return b.onFirewall(ctx, func() error { return b.d.FirewallAllow(addr, comment, forward) })
 }
 
 func (b *bus) callDisallow(ctx context.Context, args ubus.Table) (ubus.Table, error) {
@@ -396,11 +383,11 @@ func (b *bus) callDisallow(ctx context.Context, args ubus.Table) (ubus.Table, er
 	if err != nil {
 		return nil, err
 	}
-	return b.onFirewall(ctx, func(fw firewallControl) error { return fw.disallowAddress(addr, forward) })
+	return b.onFirewall(ctx, func() error { return b.d.FirewallDisallow(addr, forward) })
 }
 
 func (b *bus) callFirewallRestore(ctx context.Context, _ ubus.Table) (ubus.Table, error) {
-	return b.onFirewall(ctx, func(fw firewallControl) error { return fw.restoreFirewall() })
+	return b.onFirewall(ctx, b.d.FirewallRestore)
 }
 
 // callNotify is the hotplug hook's hint that netifd changed a network. The bus asks netifd

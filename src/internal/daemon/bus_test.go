@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net/netip"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -15,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/afero/af-conn/internal/firewall"
 	"github.com/afero/af-conn/internal/ubus"
 	"github.com/afero/af-conn/internal/ubus/ubustest"
 )
@@ -70,29 +70,6 @@ func (f *fakeUplinks) netifdChanged(network string, info *NetifdInterface) {
 }
 func (f *fakeUplinks) preferenceChanged(v int) { f.prefs = append(f.prefs, v) }
 
-// fakeFirewall stands in for the firewall component.
-type fakeFirewall struct {
-	calls []string
-	err   error
-}
-
-func (f *fakeFirewall) start(context.Context) error { return nil }
-func (f *fakeFirewall) reload(_, _ *Loaded)         {}
-func (f *fakeFirewall) stop()                       {}
-func (f *fakeFirewall) fillStatus(*Status)          {}
-func (f *fakeFirewall) allowAddress(a netip.Addr, comment string, forward bool) error {
-	f.calls = append(f.calls, fmt.Sprintf("allow %v %q %v", a, comment, forward))
-	return f.err
-}
-func (f *fakeFirewall) disallowAddress(a netip.Addr, forward bool) error {
-	f.calls = append(f.calls, fmt.Sprintf("disallow %v %v", a, forward))
-	return f.err
-}
-func (f *fakeFirewall) restoreFirewall() error {
-	f.calls = append(f.calls, "restore")
-	return f.err
-}
-
 // syncBuf is a log sink tests can read while the daemon writes.
 type syncBuf struct {
 	mu sync.Mutex
@@ -118,7 +95,7 @@ type busTest struct {
 	srv  *ubustest.Server
 	d    *Daemon
 	up   *fakeUplinks
-	fw   *fakeFirewall // nil when the daemon has no firewall control
+	fw   *fakeBackend // the firewall component's backend; nil when the firewall mode is off
 	log  *syncBuf
 	conn *ubus.Conn // the test's own connection, as the ubus CLI would have
 	ctx  context.Context
@@ -139,7 +116,11 @@ func startBus(t *testing.T, o busOpts) *busTest {
 	if err := os.WriteFile(filepath.Join(bt.dir, "network"), []byte(busTestNetwork), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	bt.writeConnmgr("config connmgr 'main'\n\toption firewall '0'\n")
+	if o.firewall {
+		bt.writeConnmgr("config connmgr 'main'\n")
+	} else {
+		bt.writeConnmgr("config connmgr 'main'\n\toption firewall '0'\n")
+	}
 	if !o.noServer {
 		bt.startServer()
 	}
@@ -151,13 +132,14 @@ func startBus(t *testing.T, o busOpts) *busTest {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(d.components) != 1 {
-		t.Fatalf("components = %d, want the bus alone", len(d.components))
-	}
-	d.components = append(d.components, bt.up)
+	// Only the bus is real here, with stand-ins for the rest: the other components touch the
+	// kernel, and this test runs in the host's namespace.
+	d.components = []component{newBus(d), bt.up}
 	if o.firewall {
-		bt.fw = &fakeFirewall{}
-		d.components = append(d.components, bt.fw)
+		bt.fw = &fakeBackend{}
+		fc := newFirewallComponent(d)
+		fc.open = func(string) (firewall.Backend, error) { return bt.fw, nil }
+		d.components = append(d.components, fc)
 	}
 	bt.d = d
 	runCtx, stop := context.WithCancel(ctx)
@@ -464,7 +446,7 @@ func TestBusSwitch(t *testing.T) {
 	wantStatus(t, "switch without interface", r, err, ubus.StatusInvalidArgument, `missing argument "interface"`)
 }
 
-func TestBusFirewallMethodsWithoutFirewall(t *testing.T) {
+func TestBusFirewallMethodsWithFirewallOff(t *testing.T) {
 	bt := startBus(t, busOpts{})
 	for _, m := range []struct {
 		name string
@@ -475,24 +457,47 @@ func TestBusFirewallMethodsWithoutFirewall(t *testing.T) {
 		{"firewall_restore", nil},
 	} {
 		r, err := bt.call(m.name, m.args)
-		wantStatus(t, m.name, r, err, ubus.StatusNotSupported, "no firewall control")
+		wantStatus(t, m.name, r, err, ubus.StatusNotSupported, "firewall mode is off")
 	}
 }
 
+// allow, disallow and firewall_restore reach the firewall component (here on an in-memory
+// backend): what fwcfg.sh and the firewall include call.
 func TestBusFirewallMethods(t *testing.T) {
 	bt := startBus(t, busOpts{firewall: true})
+	elems := func() []string {
+		_, m, _ := bt.fw.snapshot()
+		var out []string
+		for k, p := range m {
+			out = append(out, k+" "+p.Comment)
+		}
+		slices.Sort(out)
+		return out
+	}
 	for _, c := range []struct {
 		method string
 		args   ubus.Table
 	}{
 		{"allow", args("address", "198.18.5.5", "comment", "cloud", "forward", true)},
 		{"allow", args("address", "2001:db8::5")},
-		{"disallow", args("address", "198.18.5.5", "forward", false)},
-		{"firewall_restore", nil},
+		{"allow", args("address", "198.18.5.6", "comment", "other")},
+		{"disallow", args("address", "198.18.5.6", "forward", false)},
 	} {
 		if _, err := bt.call(c.method, c.args); err != nil {
 			t.Errorf("%s %v: %v", c.method, c.args, err)
 		}
+	}
+	want := []string{"false:2001:db8::5 ", "true:198.18.5.5 cloud"}
+	if got := elems(); !slices.Equal(got, want) {
+		t.Errorf("firewall holds %q, want %q", got, want)
+	}
+	// A flush removed everything; firewall_restore puts it back.
+	bt.fw.Teardown()
+	if _, err := bt.call("firewall_restore", nil); err != nil {
+		t.Fatal(err)
+	}
+	if got := elems(); !slices.Equal(got, want) {
+		t.Errorf("after restore the firewall holds %q, want %q", got, want)
 	}
 	for _, c := range []struct {
 		method string
@@ -508,19 +513,9 @@ func TestBusFirewallMethods(t *testing.T) {
 		r, err := bt.call(c.method, c.args)
 		wantStatus(t, fmt.Sprintf("%s %v", c.method, c.args), r, err, ubus.StatusInvalidArgument, c.msg)
 	}
-	var calls []string
-	bt.loop(func() { calls = slices.Clone(bt.fw.calls) })
-	want := []string{`allow 198.18.5.5 "cloud" true`, `allow 2001:db8::5 "" false`, "disallow 198.18.5.5 false", "restore"}
-	if !slices.Equal(calls, want) {
-		t.Errorf("firewall calls\n got %q\nwant %q", calls, want)
+	if got := elems(); !slices.Equal(got, want) {
+		t.Errorf("refused calls changed the firewall: %q", got)
 	}
-	// The component's own error decides the status and its text reaches the caller.
-	bt.loop(func() { bt.fw.err = fmt.Errorf("pinhole set full: %w", ubus.StatusNoMemory) })
-	r, err := bt.call("allow", args("address", "198.18.5.6"))
-	wantStatus(t, "allow with a failing firewall", r, err, ubus.StatusNoMemory, "pinhole set full")
-	bt.loop(func() { bt.fw.err = errors.New("nft: boom") })
-	r, err = bt.call("firewall_restore", nil)
-	wantStatus(t, "restore with a failing firewall", r, err, ubus.StatusUnknownError, "nft: boom")
 }
 
 // Every notice becomes an event and a notification to subscribers; a preference change is

@@ -111,7 +111,7 @@ func (d *Daemon) buildComponents() []component {
 	if d.opts.UbusSocket != "" {
 		cs = append(cs, newBus(d))
 	}
-	return cs
+	return append(cs, newFirewallComponent(d))
 }
 
 // load reads the UCI configuration and the whitelist. Nothing is applied here, so a bad file
