@@ -185,10 +185,17 @@ func writeStatus(w io.Writer, st daemon.Status) {
 			fw += ", " + s
 		}
 	}
+	if st.Firewall.DNSQueue != "" {
+		fw += ", DNS queue " + st.Firewall.DNSQueue
+	}
 	if st.Firewall.Mode == "enabled" {
-		fw += fmt.Sprintf("; %d whitelist entries, %d pinholes", st.Firewall.WhitelistEntries, st.Firewall.Pinholes)
+		fw += fmt.Sprintf("; %d whitelist entries, %d pinholes, restored %d times", st.Firewall.WhitelistEntries,
+			st.Firewall.Pinholes, st.Firewall.Restores)
 	}
 	fmt.Fprintf(tw, "firewall:\t%s\n", fw)
+	if st.Firewall.Error != "" {
+		fmt.Fprintf(tw, "firewall error:\t%s\n", st.Firewall.Error)
+	}
 	if u := st.Ubus; u != nil {
 		fmt.Fprintf(tw, "ubus:\t%s, %d reconnects\n", u.Socket, u.Reconnects)
 	}

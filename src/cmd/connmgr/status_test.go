@@ -65,7 +65,8 @@ func TestParseClientArgs(t *testing.T) {
 func TestWriteStatus(t *testing.T) {
 	st := daemon.Status{
 		Version: "1.2", NetworkType: 0, InUse: "ethnet", InUseDevice: "eth0", PreferredNetworkType: 1,
-		Firewall:      daemon.FirewallStatus{Mode: "enabled", Backend: "nftables", DNSMode: "hold", WhitelistEntries: 9, Pinholes: 3},
+		Firewall: daemon.FirewallStatus{Mode: "enabled", Backend: "nftables", DNSMode: "hold", DNSQueue: "xt-nfqueue",
+			WhitelistEntries: 9, Pinholes: 3, Restores: 1, Error: "set full"},
 		UptimeSeconds: 3723,
 		Ubus:          &daemon.UbusStatus{Connected: true, Socket: "/var/run/ubus/ubus.sock", Reconnects: 2},
 		Counters:      daemon.Counters{Switches: 4, Probes: 20},
@@ -82,7 +83,8 @@ func TestWriteStatus(t *testing.T) {
 		"connmgr 1.2, up 1h2m3s\n",
 		"network type:    0 (Ethernet), in use: ethnet (eth0)\n",
 		"preferred type:  1 (WLAN)\n",
-		"firewall:        enabled, nftables, hold; 9 whitelist entries, 3 pinholes\n",
+		"firewall:        enabled, nftables, hold, DNS queue xt-nfqueue; 9 whitelist entries, 3 pinholes, restored 1 times\n",
+		"firewall error:  set full\n",
 		"ubus:            /var/run/ubus/ubus.sock, 2 reconnects\n",
 		"counters:        switches 4, probes 20,",
 		"* ethnet    eth0    ethernet  ITFUP_SS (4)    198.18.1.2/24  198.18.1.1  success  1.2ms  5m0s   20 (1 failed)\n",
