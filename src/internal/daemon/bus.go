@@ -194,15 +194,16 @@ func (b *bus) post(ev event) bool {
 
 // statusError is an error with the ubus status it answers with.
 type statusError struct {
-	st  ubus.Status
-	msg string
+	st    ubus.Status
+	msg   string
+	cause error // what it stands for, if anything (errors.Is finds it)
 }
 
-func (e *statusError) Error() string { return e.msg }
-func (e *statusError) Unwrap() error { return e.st }
+func (e *statusError) Error() string   { return e.msg }
+func (e *statusError) Unwrap() []error { return []error{e.st, e.cause} }
 
 func errorf(st ubus.Status, format string, args ...any) error {
-	return &statusError{st, fmt.Sprintf(format, args...)}
+	return &statusError{st: st, msg: fmt.Sprintf(format, args...)}
 }
 
 // methodFunc is a method's body: the call's arguments in, the reply out.
@@ -317,7 +318,7 @@ func (b *bus) callReload(ctx context.Context, _ ubus.Table) (ubus.Table, error) 
 	select {
 	case err := <-done:
 		if err != nil {
-			return nil, &statusError{ubus.StatusInvalidArgument, "reload failed, running configuration kept: " + err.Error()}
+			return nil, &statusError{ubus.StatusInvalidArgument, "reload failed, running configuration kept: " + err.Error(), err}
 		}
 		return nil, nil
 	case <-ctx.Done():
@@ -340,7 +341,7 @@ func (b *bus) callSwitch(ctx context.Context, args ubus.Table) (ubus.Table, erro
 				continue
 			}
 			if err := b.d.SetPreferredNetworkType(int(u.Kind)); err != nil {
-				return nil, &statusError{ubus.StatusInvalidArgument, err.Error()}
+				return nil, &statusError{ubus.StatusInvalidArgument, err.Error(), err}
 			}
 			return ubus.Table{{Name: "network", Value: u.Name}, {Name: "device", Value: u.Device},
 				{Name: "preferred_network_type", Value: int32(u.Kind)}}, nil
@@ -355,7 +356,7 @@ func (b *bus) onFirewall(ctx context.Context, f func() error) (ubus.Table, error
 	return b.onLoop(ctx, func() (ubus.Table, error) {
 		err := f()
 		if errors.Is(err, ErrFirewallOff) {
-			return nil, &statusError{ubus.StatusNotSupported, err.Error() + " (-d or option firewall '0')"}
+			return nil, &statusError{ubus.StatusNotSupported, err.Error() + " (-d or option firewall '0')", err}
 		}
 		return nil, err
 	})
@@ -386,8 +387,15 @@ func (b *bus) callDisallow(ctx context.Context, args ubus.Table) (ubus.Table, er
 	return b.onFirewall(ctx, func() error { return b.d.FirewallDisallow(addr, forward) })
 }
 
+// callFirewallRestore puts connmgr's rules back after a firewall reload. With the firewall
+// mode off there is nothing to put back, which is success (the firewall include calls this
+// after every reload, whatever the mode).
 func (b *bus) callFirewallRestore(ctx context.Context, _ ubus.Table) (ubus.Table, error) {
-	return b.onFirewall(ctx, b.d.FirewallRestore)
+	out, err := b.onFirewall(ctx, b.d.FirewallRestore)
+	if errors.Is(err, ErrFirewallOff) {
+		return ubus.Table{{Name: "firewall", Value: "disabled"}}, nil
+	}
+	return out, err
 }
 
 // callNotify is the hotplug hook's hint that netifd changed a network. The bus asks netifd

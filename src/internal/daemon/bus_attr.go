@@ -58,7 +58,7 @@ func (a *attribute) set(d *Daemon, v int64) error {
 		return errorf(ubus.StatusInvalidArgument, "value %d out of range %d..%d for attribute %d (%s)", v, a.min, a.max, a.id, a.name)
 	}
 	if err := a.write(d, v); err != nil {
-		return &statusError{ubus.StatusInvalidArgument, err.Error()}
+		return &statusError{ubus.StatusInvalidArgument, err.Error(), err}
 	}
 	return nil
 }
