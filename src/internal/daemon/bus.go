@@ -60,10 +60,10 @@ type bus struct {
 	outMu     sync.Mutex
 	outN      int // notices queued on out and not yet sent
 
-	mu        sync.Mutex
-	uplinks   []string // configured uplink networks, for the netifd listener
-	connected bool
-	connects  uint64
+	mu       sync.Mutex
+	uplinks  []string   // configured uplink networks, for the netifd listener
+	conn     *ubus.Conn // the connection up now, nil while there is none
+	connects uint64
 
 	netifd    map[string]NetifdInterface // (loop) by network name
 	preferred int                        // (loop) last preference announced
@@ -105,13 +105,15 @@ func (b *bus) start(ctx context.Context) error {
 // ubusd was away).
 func (b *bus) onConnect(_ context.Context, conn *ubus.Conn) {
 	b.mu.Lock()
-	b.connected = true
+	b.conn = conn
 	b.connects++
 	b.mu.Unlock()
 	go func() {
 		<-conn.Done()
 		b.mu.Lock()
-		b.connected = false
+		if b.conn == conn { // not already replaced by the next connection
+			b.conn = nil
+		}
 		b.mu.Unlock()
 	}()
 	b.refreshNetifd(b.uplinkNames()...)
@@ -146,7 +148,7 @@ func (b *bus) stop() {
 
 func (b *bus) fillStatus(s *Status) {
 	b.mu.Lock()
-	u := &UbusStatus{Connected: b.connected, Socket: b.d.opts.UbusSocket}
+	u := &UbusStatus{Connected: b.conn != nil, Socket: b.d.opts.UbusSocket}
 	if b.connects > 1 {
 		u.Reconnects = b.connects - 1
 	}
