@@ -83,35 +83,43 @@ func isNumber(s string) bool {
 	return err == nil
 }
 
-// callDaemon calls a method of the daemon's object. On failure it prints why and returns
-// exit code 1; the daemon's own explanation ({"error": ...}) is part of the message.
-func callDaemon(name, socket, method string, args ubus.Table, stderr io.Writer) (ubus.Table, int) {
-	ctx, cancel := context.WithTimeout(context.Background(), clientTimeout)
-	defer cancel()
+// unreachableError says the daemon is not on the bus: no ubusd, or no connmgr object.
+type unreachableError struct{ msg string }
+
+func (e *unreachableError) Error() string { return e.msg }
+
+// daemonCall calls a method of the daemon's object. A refusal's error carries the daemon's
+// own explanation ({"error": ...}) and the status.
+func daemonCall(ctx context.Context, socket, method string, args ubus.Table) (ubus.Table, error) {
 	conn, err := ubus.Dial(ctx, socket)
 	if err != nil {
-		fmt.Fprintf(stderr, "connmgr %s: cannot reach ubus at %s (is ubusd running?): %v\n", name, socket, err)
-		return nil, exitFailure
+		return nil, &unreachableError{fmt.Sprintf("cannot reach ubus at %s (is ubusd running?): %v", socket, err)}
 	}
 	defer conn.Close()
 	id, err := conn.LookupID(ctx, daemon.ObjectName)
 	if errors.Is(err, ubus.StatusNotFound) {
-		fmt.Fprintf(stderr, "connmgr %s: the connmgr daemon is not running (no %q object on ubus at %s)\n", name, daemon.ObjectName, socket)
-		return nil, exitFailure
+		return nil, &unreachableError{fmt.Sprintf("the connmgr daemon is not running (no %q object on ubus at %s)", daemon.ObjectName, socket)}
 	}
 	if err != nil {
-		fmt.Fprintf(stderr, "connmgr %s: ubus at %s: %v\n", name, socket, err)
-		return nil, exitFailure
+		return nil, fmt.Errorf("ubus at %s: %w", socket, err)
 	}
 	out, err := conn.Invoke(ctx, id, method, args)
 	if err != nil {
-		why := ubus.StatusOf(err).Error()
 		if msg, ok := out.String("error"); ok {
-			why = msg + " (" + why + ")"
-		} else if !errors.As(err, new(ubus.Status)) {
-			why = err.Error()
+			return nil, fmt.Errorf("%s (%w)", msg, ubus.StatusOf(err))
 		}
-		fmt.Fprintf(stderr, "connmgr %s: %s\n", name, why)
+		return nil, err
+	}
+	return out, nil
+}
+
+// callDaemon is daemonCall for a subcommand: on failure it prints why and returns exit code 1.
+func callDaemon(name, socket, method string, args ubus.Table, stderr io.Writer) (ubus.Table, int) {
+	ctx, cancel := context.WithTimeout(context.Background(), clientTimeout)
+	defer cancel()
+	out, err := daemonCall(ctx, socket, method, args)
+	if err != nil {
+		fmt.Fprintf(stderr, "connmgr %s: %v\n", name, err)
 		return nil, exitFailure
 	}
 	return out, 0
@@ -300,5 +308,30 @@ func runSwitch(args []string, stdout, stderr io.Writer) int {
 	device, _ := out.String("device")
 	t, _ := out.Int("preferred_network_type")
 	fmt.Fprintf(stdout, "preferring %s (%s): network type %s\n", network, device, networkTypeName(int(t)))
+	return 0
+}
+
+// notifyTimeout bounds `connmgr notify`: the hotplug hook must never hold netifd up.
+const notifyTimeout = 2 * time.Second
+
+// runNotify is the hotplug hook's hint (ubus method notify). A daemon that is not running is
+// not an error: it reads netifd's state when it starts.
+func runNotify(args []string, stdout, stderr io.Writer) int {
+	ca, code := parseClientArgs("notify", "INTERFACE ACTION [-s SOCKET]", 2, false, args, stdout, stderr)
+	if code >= 0 {
+		return code
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), notifyTimeout)
+	defer cancel()
+	_, err := daemonCall(ctx, ca.socket, "notify", ubus.Table{{Name: "interface", Value: ca.pos[0]}, {Name: "action", Value: ca.pos[1]}})
+	var unreachable *unreachableError
+	switch {
+	case errors.As(err, &unreachable):
+		fmt.Fprintf(stderr, "connmgr notify: %v; nothing to tell\n", err)
+		return 0
+	case err != nil:
+		fmt.Fprintf(stderr, "connmgr notify: %v\n", err)
+		return exitFailure
+	}
 	return 0
 }

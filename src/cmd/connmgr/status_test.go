@@ -108,10 +108,13 @@ func TestWriteStatus(t *testing.T) {
 func TestClientCommandsAgainstAnObject(t *testing.T) {
 	sock := filepath.Join(t.TempDir(), "ubus.sock")
 
-	// No ubusd at all: exit 1 naming the socket.
+	// No ubusd at all: exit 1 naming the socket; but the hotplug hint is not an error.
 	code, _, stderr := runCLI("status", "-s", sock)
 	if code != exitFailure || !strings.Contains(stderr, "cannot reach ubus at "+sock) {
 		t.Errorf("without ubusd: exit %d, %q", code, stderr)
+	}
+	if code, _, stderr := runCLI("notify", "ethnet", "ifup", "-s", sock); code != 0 || !strings.Contains(stderr, "nothing to tell") {
+		t.Errorf("notify without ubusd: exit %d, %q", code, stderr)
 	}
 
 	srv, err := ubustest.NewServer(sock, nil)
@@ -156,11 +159,16 @@ func TestClientCommandsAgainstAnObject(t *testing.T) {
 				return ubus.Table{{Name: "network", Value: "stanet"}, {Name: "device", Value: "wlan0"}, {Name: "preferred_network_type", Value: int32(1)}}, nil
 			}
 			return nil, ubus.StatusNotFound // no text: the status alone explains
+		case "notify":
+			if s, _ := r.Args.String("action"); s == "" {
+				return ubus.Table{{Name: "error", Value: `missing argument "action"`}}, ubus.StatusInvalidArgument
+			}
+			return nil, nil
 		}
 		return nil, ubus.StatusMethodNotFound
 	}
 	obj := &ubus.Object{Name: daemon.ObjectName}
-	for _, m := range []string{"status", "get_attribute", "set_attribute", "switch"} {
+	for _, m := range []string{"status", "get_attribute", "set_attribute", "switch", "notify"} {
 		obj.Methods = append(obj.Methods, ubus.Method{Name: m, Handler: handler})
 	}
 	if _, err := conn.AddObject(ctx, obj); err != nil {
@@ -183,6 +191,9 @@ func TestClientCommandsAgainstAnObject(t *testing.T) {
 		{[]string{"get", "70000", "-s", sock}, exitUsage, "", `attribute id "70000"`},
 		{[]string{"set", "65008", "one", "-s", sock}, exitUsage, "", `value "one" is not an integer`},
 		{[]string{"set", "65008"}, exitUsage, "", "want 2 argument(s), got 1"},
+		{[]string{"notify", "ethnet", "ifup", "-s", sock}, 0, "", ""},
+		{[]string{"notify", "ethnet", "", "-s", sock}, exitFailure, "", `connmgr notify: missing argument "action" (Invalid argument)`},
+		{[]string{"notify", "ethnet"}, exitUsage, "", "want 2 argument(s), got 1"},
 	} {
 		code, stdout, stderr := runCLI(tc.args...)
 		if code != tc.code || !strings.Contains(stdout, tc.stdout) || !strings.Contains(stderr, tc.stderr) {
@@ -192,7 +203,8 @@ func TestClientCommandsAgainstAnObject(t *testing.T) {
 	mu.Lock()
 	defer mu.Unlock()
 	want := []string{`status {}`, `status {}`, `get_attribute {"id":65008}`, `set_attribute {"id":65008,"value":-1}`,
-		`set_attribute {"id":65008,"value":3}`, `switch {"interface":"wlan0"}`, `switch {"interface":"eth9"}`}
+		`set_attribute {"id":65008,"value":3}`, `switch {"interface":"wlan0"}`, `switch {"interface":"eth9"}`,
+		`notify {"interface":"ethnet","action":"ifup"}`, `notify {"interface":"ethnet","action":""}`}
 	if !reflect.DeepEqual(calls, want) {
 		t.Errorf("calls\n got %q\nwant %q", calls, want)
 	}

@@ -136,6 +136,7 @@ func TestUbusEndToEnd(t *testing.T) {
 	if err := json.Unmarshal([]byte(mustCLI("status", "--json")), &st); err != nil || st.Preferred != 0 {
 		t.Errorf("after switch eth0: preferred %d (%v)", st.Preferred, err)
 	}
+	mustCLI("notify", "ethnet", "ifup") // the hotplug hook's hint
 
 	// ubusd restarts: connmgr is back on the new one within a second.
 	for round := 1; round <= 3; round++ {
