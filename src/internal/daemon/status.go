@@ -72,6 +72,8 @@ type UbusStatus struct {
 	Connected  bool   `json:"connected"`
 	Socket     string `json:"socket"`
 	Reconnects uint64 `json:"reconnects"`
+	// Netifd is netifd's view of the uplinks it knows (see NetifdInterface).
+	Netifd []NetifdInterface `json:"netifd,omitempty"`
 }
 
 // Status assembles a snapshot. It runs on the loop goroutine (use Do from elsewhere).
