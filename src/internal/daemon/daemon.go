@@ -105,7 +105,9 @@ func New(opts Options) (*Daemon, error) {
 
 // buildComponents lists the daemon's concerns in start order; stop runs in reverse.
 func (d *Daemon) buildComponents() []component {
-	return []component{newFirewallComponent(d)}
+	// The DNS gate comes after the firewall: its mode depends on the firewall's queue hook, and
+	// it stops (releasing held replies) before the firewall is torn down.
+	return []component{newFirewallComponent(d), newDNSComponent(d)}
 }
 
 // load reads the UCI configuration and the whitelist. Nothing is applied here, so a bad file
