@@ -249,7 +249,8 @@ func (c *dnsComponent) closeGate(why string) {
 	c.totals.add(st)
 	c.gate, c.uplinks, c.lans = nil, nil, nil
 	c.d.log.Info("DNS extraction stopped", "why", why, "replies", c.totals.replies,
-		"opened", c.totals.opened, "forged", c.totals.forged, "rejected", fmt.Sprint(c.totals.rejected))
+		"opened", c.totals.opened, "forged", c.totals.forged, "rejected", fmt.Sprint(c.totals.rejected),
+		"set_latency_p50", st.LatencyP50, "set_latency_p99", st.LatencyP99, "allow_errors", st.AllowErrors)
 }
 
 // logEcho says, once per echo host, how the probe's target is kept reachable.

@@ -329,7 +329,10 @@ func (e *e2e) newForger() *forger {
 			}
 			m := new(dns.Msg)
 			if m.Unpack(buf[:n]) == nil {
-				f.got <- m
+				select {
+				case f.got <- m:
+				default: // a benchmark's flood: nobody counts them
+				}
 			}
 		}
 	}()
