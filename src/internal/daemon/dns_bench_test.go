@@ -106,20 +106,7 @@ func newBench(t *testing.T, backend string) *bench {
 	if err := w.Cloud.IP("route add local 198.19.0.0/16 dev lo"); err != nil {
 		t.Fatal(err)
 	}
-	ln, err := w.Cloud.Listen("tcp4", fmt.Sprintf("0.0.0.0:%d", e2ePort))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			c.Close()
-		}
-	}()
+	serveCloudTCP(t, w)
 	dir := t.TempDir()
 	if err := os.WriteFile(filepath.Join(dir, "network"), []byte(e2eNetwork), 0o644); err != nil {
 		t.Fatal(err)
@@ -281,8 +268,6 @@ func (b *bench) run(hold string) {
 	stopForks := forkWatch(t, p.Pid())
 	var mu sync.Mutex
 	var connects []time.Duration
-	var ferr error
-	var wg sync.WaitGroup
 	var todo atomic.Int64
 	todo.Store(int64(n))
 	workers := 1
@@ -290,40 +275,25 @@ func (b *bench) run(hold string) {
 		workers = captureWorkers
 	}
 	t0 := time.Now()
-	for w := 0; w < workers; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			c := b.resolver()
-			defer c.Close()
-			for todo.Add(-1) >= 0 {
-				i := int(b.next.Add(1) - 1)
-				addr, err := resolveA(c, uint16(i), fmt.Sprintf("h%d.afero.io.", i))
-				var d time.Duration
-				if err == nil {
-					err = b.w.Device.Do(func() error {
-						start := time.Now()
-						conn, err := net.DialTimeout("tcp4", net.JoinHostPort(addr, strconv.Itoa(e2ePort)), 15*time.Second)
-						d = time.Since(start)
-						if err == nil {
-							conn.Close()
-						}
-						return err
-					})
-				}
-				mu.Lock()
-				if err != nil && ferr == nil {
-					ferr = err
-				}
-				connects = append(connects, d)
-				mu.Unlock()
+	err := b.clients(workers, func() bool { return todo.Add(-1) >= 0 }, func(addr string) error {
+		var d time.Duration
+		err := b.w.Device.Do(func() error {
+			start := time.Now()
+			conn, err := net.DialTimeout("tcp4", net.JoinHostPort(addr, strconv.Itoa(e2ePort)), 15*time.Second)
+			d = time.Since(start)
+			if err == nil {
+				conn.Close()
 			}
-		}()
-	}
-	wg.Wait()
+			return err
+		})
+		mu.Lock()
+		connects = append(connects, d)
+		mu.Unlock()
+		return err
+	})
 	wall := time.Since(t0)
-	if ferr != nil {
-		t.Fatal(ferr)
+	if err != nil {
+		t.Fatal(err)
 	}
 	forks, forked := stopForks()
 	sent, passed := counts()
@@ -455,6 +425,43 @@ func (b *bench) forgeMany(count int) int {
 	return sent
 }
 
+// clients runs workers stub resolvers side by side; each, while more says so, resolves the
+// next fresh name and hands the answer to then. It stops when the names run out and returns
+// the first error.
+func (b *bench) clients(workers int, more func() bool, then func(addr string) error) error {
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var first error
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c := b.resolver()
+			defer c.Close()
+			for more() {
+				i := int(b.next.Add(1) - 1)
+				if i >= benchNames {
+					return
+				}
+				addr, err := resolveA(c, uint16(i), fmt.Sprintf("h%d.afero.io.", i))
+				if err == nil {
+					err = then(addr)
+				}
+				if err != nil {
+					mu.Lock()
+					if first == nil {
+						first = err
+					}
+					mu.Unlock()
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	return first
+}
+
 // throughput: connmgr pinned to one CPU in hold mode, 32 resolvers asking fresh whitelisted
 // names for 5 s; every reply is held, judged, opened and released.
 func (b *bench) throughput() {
@@ -462,32 +469,14 @@ func (b *bench) throughput() {
 	p := b.start("1", true)
 	const workers, dur = 32, 5 * time.Second
 	var done atomic.Int64
-	var ferr atomic.Value
-	var wg sync.WaitGroup
 	t0 := time.Now()
-	for w := 0; w < workers; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			c := b.resolver()
-			defer c.Close()
-			for time.Since(t0) < dur {
-				i := int(b.next.Add(1) - 1)
-				if i >= benchNames {
-					return
-				}
-				if _, err := resolveA(c, uint16(i), fmt.Sprintf("h%d.afero.io.", i)); err != nil {
-					ferr.Store(err)
-					return
-				}
-				done.Add(1)
-			}
-		}()
-	}
-	wg.Wait()
+	err := b.clients(workers, func() bool { return time.Since(t0) < dur }, func(string) error {
+		done.Add(1)
+		return nil
+	})
 	el := time.Since(t0)
 	summary := b.stop(p)
-	if err, _ := ferr.Load().(error); err != nil {
+	if err != nil {
 		t.Fatal(err)
 	}
 	fmt.Printf("BENCH dns-throughput backend=%s mode=hold cpus=1 resolvers=%d resolved=%d in %v = %.0f replies/s %s\n",

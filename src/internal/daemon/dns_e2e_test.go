@@ -112,21 +112,7 @@ func newE2E(t *testing.T, backend string) *e2e {
 	if err := w.Cloud.IP(lo...); err != nil {
 		t.Fatal(err)
 	}
-	ln, err := w.Cloud.Listen("tcp4", fmt.Sprintf("0.0.0.0:%d", e2ePort))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			fmt.Fprintf(c, "hello from %s\n", c.LocalAddr())
-			c.Close()
-		}
-	}()
+	serveCloudTCP(t, w)
 	dir := t.TempDir()
 	for n, c := range map[string]string{
 		"network":   e2eNetwork,
@@ -142,6 +128,26 @@ func newE2E(t *testing.T, backend string) *e2e {
 	e.waitLog(0, `msg="firewall lock-down in force" backend=`+backend)
 	e.waitLog(0, `msg="DNS extraction running" mode=hold`)
 	return e
+}
+
+// serveCloudTCP answers TCP connections to port 8080 on every cloud address with a greeting
+// naming the address.
+func serveCloudTCP(t *testing.T, w *testbed.World) {
+	ln, err := w.Cloud.Listen("tcp4", fmt.Sprintf("0.0.0.0:%d", e2ePort))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			fmt.Fprintf(c, "hello from %s\n", c.LocalAddr())
+			c.Close()
+		}
+	}()
 }
 
 func (e *e2e) waitLog(mark int, re string) string {
