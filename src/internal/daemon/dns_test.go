@@ -127,14 +127,21 @@ func (h *fakeHost) Watch(ctx context.Context, changed func()) error {
 	<-ctx.Done()
 	return nil
 }
-func (h *fakeHost) set(name string, i int) {
+// set changes an interface and tells the watcher, once the component has started watching.
+func (h *fakeHost) set(t *testing.T, name string, i int) {
+	var changed func()
+	waitFor(t, func() bool {
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		changed = h.changed
+		return changed != nil
+	})
 	h.mu.Lock()
 	if i == 0 {
 		delete(h.idx, name)
 	} else {
 		h.idx[name] = i
 	}
-	changed := h.changed
 	h.mu.Unlock()
 	changed()
 }
@@ -240,7 +247,7 @@ func TestDNSComponent(t *testing.T) {
 	}
 
 	// A link appears: the interfaces change on the running gate.
-	host.set("wlan0", 3)
+	host.set(t, "wlan0", 3)
 	waitFor(t, func() bool {
 		g.mu.Lock()
 		defer g.mu.Unlock()
