@@ -127,6 +127,7 @@ func (h *fakeHost) Watch(ctx context.Context, changed func()) error {
 	<-ctx.Done()
 	return nil
 }
+
 // set changes an interface and tells the watcher, once the component has started watching.
 func (h *fakeHost) set(t *testing.T, name string, i int) {
 	var changed func()
