@@ -19,6 +19,7 @@ import (
 	"github.com/miekg/dns"
 
 	"github.com/afero/af-conn/internal/testbed"
+	"github.com/afero/af-conn/internal/ubus/ubustest"
 )
 
 // End-to-end: the real connmgr binary in a testbed world, locking the uplinks down and opening
@@ -123,6 +124,11 @@ func newE2E(t *testing.T, backend string) *e2e {
 			t.Fatal(err)
 		}
 	}
+	bus, err := ubustest.NewServer(filepath.Join(dir, "ubus.sock"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { bus.Close() })
 	e := &e2e{t: t, w: w, backend: backend, dir: dir}
 	e.p = w.StartConnmgr(t, "-c", dir, "-w", filepath.Join(dir, "whitelist"), "-s", filepath.Join(dir, "ubus.sock"))
 	e.waitLog(0, `msg="firewall lock-down in force" backend=`+backend)
@@ -616,8 +622,10 @@ func (e *e2e) survivesFlush() {
 	}
 }
 
-// The firewall include (what fw3/fw4 run after a reload) is `connmgr fw restore`. Until the
-// daemon is on ubus it finds no daemon and says so, and the periodic check restores.
+// The firewall include (what fw3/fw4 run after a reload) is `connmgr fw restore`, which asks
+// the daemon over ubus (a test ubusd listens on the daemon's socket). When the daemon answers
+// there, everything is back when the command returns; when it does not (connmgr without its
+// ubus object), the command says so and the periodic check restores.
 func (e *e2e) includeRestore() {
 	e.t.Helper()
 	mark := e.p.Mark()
@@ -626,12 +634,17 @@ func (e *e2e) includeRestore() {
 	if err != nil {
 		e.t.Fatalf("connmgr fw restore: %v", err)
 	}
-	e.t.Logf("connmgr fw restore: %s", strings.TrimSpace(out))
-	e.waitLog(mark, `firewall rules were removed`)
-	e.waitLearned("198.18.200.1", "198.18.200.2")
+	if strings.Contains(out, "no connmgr daemon on the bus") {
+		e.t.Logf("the include found no daemon on ubus (%s); the periodic check restores", strings.TrimSpace(out))
+		e.waitLog(mark, `firewall rules were removed`)
+		e.waitLearned("198.18.200.1", "198.18.200.2")
+	} else if l := e.learned(); !slices.Equal(l, []string{"198.18.200.1", "198.18.200.2"}) {
+		e.t.Fatalf("connmgr fw restore returned (%q) with the learned set %v", out, l)
+	}
 	if err := e.connect("198.18.200.2", 5*time.Second); err != nil {
 		e.t.Fatalf("connect after the include's restore: %v", err)
 	}
+	e.mustDrop("198.18.200.3")
 }
 
 // At exit the daemon sums up what DNS extraction saw, and removes everything.
