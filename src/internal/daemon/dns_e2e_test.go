@@ -638,7 +638,8 @@ func (e *e2e) includeRestore() {
 		e.t.Logf("the include found no daemon on ubus (%s); the periodic check restores", strings.TrimSpace(out))
 		e.waitLog(mark, `firewall rules were removed`)
 		e.waitLearned("198.18.200.1", "198.18.200.2")
-	} else if l := e.learned(); !slices.Equal(l, []string{"198.18.200.1", "198.18.200.2"}) {
+	} else if l := e.learned(); !slices.Contains(l, "198.18.200.1") || !slices.Contains(l, "198.18.200.2") {
+		// (short.afero.io, resolved just before, may still be there: it has time left.)
 		e.t.Fatalf("connmgr fw restore returned (%q) with the learned set %v", out, l)
 	}
 	if err := e.connect("198.18.200.2", 5*time.Second); err != nil {
