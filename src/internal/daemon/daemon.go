@@ -111,7 +111,9 @@ func (d *Daemon) buildComponents() []component {
 	if d.opts.UbusSocket != "" {
 		cs = append(cs, newBus(d))
 	}
-	return append(cs, newFirewallComponent(d))
+	// The DNS gate comes after the firewall: its mode depends on the firewall's queue hook, and
+	// it stops (releasing held replies) before the firewall is torn down.
+	return append(cs, newFirewallComponent(d), newDNSComponent(d))
 }
 
 // load reads the UCI configuration and the whitelist. Nothing is applied here, so a bad file
