@@ -105,7 +105,15 @@ func New(opts Options) (*Daemon, error) {
 
 // buildComponents lists the daemon's concerns in start order; stop runs in reverse.
 func (d *Daemon) buildComponents() []component {
-	return []component{newFirewallComponent(d)}
+	var cs []component
+	// The bus first: it is up before the others announce anything and stops last.
+	// An empty socket path (tests) means no ubus.
+	if d.opts.UbusSocket != "" {
+		cs = append(cs, newBus(d))
+	}
+	// The DNS gate comes after the firewall: its mode depends on the firewall's queue hook, and
+	// it stops (releasing held replies) before the firewall is torn down.
+	return append(cs, newFirewallComponent(d), newDNSComponent(d))
 }
 
 // load reads the UCI configuration and the whitelist. Nothing is applied here, so a bad file
