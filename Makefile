@@ -10,8 +10,8 @@ GOBUILD  := CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)"
 # Seconds each fuzz target runs in `make test` (make fuzz FUZZTIME=5m for a long run).
 FUZZTIME ?= 8s
 # Tools the tests and `make run` use; `make setup` installs what is missing (Debian).
-DEB_PACKAGES := iproute2 nftables iptables ipset conntrack iputils-ping shellcheck
-TOOLS := ip nft iptables ipset conntrack ping shellcheck
+DEB_PACKAGES := iproute2 nftables iptables ipset conntrack iputils-ping shellcheck busybox
+TOOLS := ip nft iptables ipset conntrack ping shellcheck busybox
 
 export PATH := $(PATH):/usr/local/go/bin
 
@@ -60,17 +60,62 @@ fuzz:
 		done; \
 	done
 
-# cross builds the static binary for every router architecture and prints the sizes.
-CROSS := linux/mipsle/softfloat linux/mips/softfloat linux/arm/7 linux/arm64/- linux/amd64/-
-cross:
-	@mkdir -p $(BUILD)/cross
-	@cd $(SRC) && for t in $(CROSS); do \
-		os=$${t%%/*}; rest=$${t#*/}; arch=$${rest%%/*}; variant=$${rest#*/}; \
-		out=$(BUILD)/cross/connmgr-$$arch; env=""; \
-		case $$arch in mips|mipsle) env="GOMIPS=$$variant"; out=$$out-$$variant;; arm) env="GOARM=$$variant"; out=$$out-v$$variant;; esac; \
-		env GOOS=$$os GOARCH=$$arch $$env CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $$out ./cmd/connmgr || exit 1; \
-		printf '%-28s %9d bytes\n' "$$(basename $$out)" "$$(stat -c %s $$out)"; \
+# ---- OpenWrt packages: make cross, make ipk, make size (packaging) -----------------------
+# See README "Install on OpenWrt / build with the SDK".
+#   make cross [ARCH="a b"]    static connmgr per OpenWrt architecture: build/<arch>/connmgr
+#   make ipk [ARCH="a b"]      build/af-conn_<version>_<arch>.ipk, without the OpenWrt SDK
+#   make size [ARCH="a b"]     the binary and package size per architecture (BENCHMARKS.md)
+# ARCH defaults to all of IPK_ARCHS. Options: IPK_VERSION, the package's and the binary's
+# version (default: the feed's PKG_VERSION-PKG_RELEASE), FIREWALL=fw4|fw3|none (for Depends; default fw4),
+# WHITELIST=prod|dev (default prod), SOURCE_DATE_EPOCH (default: the last commit's time).
+IPK_ARCHS := mipsel_24kc mips_24kc arm_cortex-a7_neon-vfpv4 aarch64_cortex-a53 x86_64
+ARCH ?= $(IPK_ARCHS)
+FIREWALL ?= fw4
+WHITELIST ?= prod
+IPK_FEED := openwrt/af-conn
+MKIPK := $(BUILD)/mkipk
+# Expanded in recipes only, once $(MKIPK) exists.
+IPK_VERSION ?= $(shell $(MKIPK) -feed $(IPK_FEED) -print-version)
+IPK_EPOCH = $(or $(SOURCE_DATE_EPOCH),$(shell git log -1 --format=%ct 2>/dev/null),0)
+
+.PHONY: ipk size
+$(if $(filter-out prod dev,$(WHITELIST)),$(error WHITELIST=$(WHITELIST): want prod or dev))
+
+$(MKIPK): FORCE_MKIPK
+	cd $(SRC) && $(GO) build -o $(MKIPK) ./cmd/mkipk
+
+.PHONY: FORCE_MKIPK
+FORCE_MKIPK:
+
+cross: $(MKIPK)
+	@set -e; for arch in $(ARCH); do \
+		out=$(BUILD)/$$arch/connmgr; \
+		env $$($(MKIPK) -goenv $$arch) $(GO) -C $(SRC) build -trimpath -buildvcs=false \
+			-ldflags "-s -w -X main.version=$(IPK_VERSION)" -o $$out ./cmd/connmgr; \
+		printf '%-32s %9d bytes\n' "$$arch/connmgr" "$$(stat -c %s $$out)"; \
 	done
+
+ipk: cross
+	@set -e; for arch in $(ARCH); do \
+		SOURCE_DATE_EPOCH=$(IPK_EPOCH) $(MKIPK) -feed $(IPK_FEED) -arch $$arch -bin $(BUILD)/$$arch/connmgr \
+			-out $(BUILD) -version $(IPK_VERSION) -firewall $(FIREWALL) \
+			$(if $(filter dev,$(WHITELIST)),-config CONFIG_AF_CONN_WHITELIST_DEV=y); \
+	done
+
+# The budget: the mipsel_24kc package fits in IPK_BUDGET bytes (2.5 MB); make size fails past it.
+IPK_BUDGET := 2621440
+
+size: ipk
+	@printf '| architecture | connmgr (stripped) | .ipk |\n|---|---|---|\n'
+	@for arch in $(ARCH); do \
+		printf '| %s | %s | %s |\n' $$arch $$(stat -c %s $(BUILD)/$$arch/connmgr) \
+			$$(stat -c %s $(BUILD)/af-conn_$(IPK_VERSION)_$$arch.ipk); \
+	done
+	@ipk=$(BUILD)/af-conn_$(IPK_VERSION)_mipsel_24kc.ipk; \
+	if [ -f $$ipk ] && [ $$(stat -c %s $$ipk) -gt $(IPK_BUDGET) ]; then \
+		echo "size: $$ipk is over the budget of $(IPK_BUDGET) bytes" >&2; exit 1; \
+	fi
+# ---- end of OpenWrt packages -------------------------------------------------------------
 
 # run builds connmgr and runs it inside a throwaway namespace world (never on the host's own
 # network), with the embedded default configuration. Ctrl-C removes everything.

@@ -314,8 +314,9 @@ func runSwitch(args []string, stdout, stderr io.Writer) int {
 // notifyTimeout bounds `connmgr notify`: the hotplug hook must never hold netifd up.
 const notifyTimeout = 2 * time.Second
 
-// runNotify is the hotplug hook's hint (ubus method notify). A daemon that is not running is
-// not an error: it reads netifd's state when it starts.
+// runNotify is the hotplug hook's hint (ubus method notify). A daemon that is not running, or
+// that does not answer within notifyTimeout, is not an error: it reads netifd's state when it
+// starts, and follows netifd's own ubus events besides.
 func runNotify(args []string, stdout, stderr io.Writer) int {
 	ca, code := parseClientArgs("notify", "INTERFACE ACTION [-s SOCKET]", 2, false, args, stdout, stderr)
 	if code >= 0 {
@@ -328,6 +329,9 @@ func runNotify(args []string, stdout, stderr io.Writer) int {
 	switch {
 	case errors.As(err, &unreachable):
 		fmt.Fprintf(stderr, "connmgr notify: %v; nothing to tell\n", err)
+		return 0
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, ubus.StatusTimeout), errors.Is(err, ubus.ErrClosed):
+		fmt.Fprintf(stderr, "connmgr notify: no answer from the daemon: %v\n", err)
 		return 0
 	case err != nil:
 		fmt.Fprintf(stderr, "connmgr notify: %v\n", err)
