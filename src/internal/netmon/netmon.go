@@ -175,24 +175,40 @@ func New(opts Options) *Monitor {
 	return &Monitor{opts: opts}
 }
 
-// subscription is one set of netlink subscriptions; any channel closing
-// means the kernel dropped messages or the socket failed.
+// subscription is one set of netlink subscriptions, merged into one
+// channel; an error value on it means the kernel dropped messages or a
+// socket failed.
 type subscription struct {
-	done  chan struct{}
-	links chan netlink.LinkUpdate
-	addrs chan netlink.AddrUpdate
-	route chan netlink.RouteUpdate
-	rules chan struct{}
+	done   chan struct{}
+	events chan any
+}
+
+type ruleChanged struct{}
+
+var errOverflow = errors.New("netlink subscription lost (overflow or socket error)")
+
+// forward copies a library channel into events until it closes, then
+// reports the loss (unless we are shutting down).
+func forward[T any](s *subscription, ch <-chan T) {
+	for u := range ch {
+		select {
+		case s.events <- u:
+		case <-s.done:
+		}
+	}
+	select {
+	case s.events <- errOverflow:
+	case <-s.done:
+	}
 }
 
 func (m *Monitor) subscribe() (*subscription, error) {
-	s := &subscription{
-		done:  make(chan struct{}),
-		links: make(chan netlink.LinkUpdate, 64),
-		addrs: make(chan netlink.AddrUpdate, 64),
-		route: make(chan netlink.RouteUpdate, 64),
-		rules: make(chan struct{}, 1),
-	}
+	s := &subscription{done: make(chan struct{}), events: make(chan any, 256)}
+	links := make(chan netlink.LinkUpdate, 64)
+	addrs := make(chan netlink.AddrUpdate, 64)
+	route := make(chan netlink.RouteUpdate, 64)
+	rules := make(chan ruleChanged, 1)
+
 	ns := netns.None()
 	if m.opts.Namespace != nil {
 		ns = *m.opts.Namespace
@@ -204,24 +220,27 @@ func (m *Monitor) subscribe() (*subscription, error) {
 			m.opts.Logf("netmon: %v", err)
 		}
 	}
-	if err := netlink.LinkSubscribeWithOptions(s.links, s.done, netlink.LinkSubscribeOptions{
+	if err := netlink.LinkSubscribeWithOptions(links, s.done, netlink.LinkSubscribeOptions{
 		Namespace: &ns, ErrorCallback: errCb, ReceiveBufferSize: m.opts.RcvBuf, ReceiveBufferForceSize: true,
 	}); err != nil {
 		s.close()
 		return nil, fmt.Errorf("subscribe to links: %w", err)
 	}
-	if err := netlink.AddrSubscribeWithOptions(s.addrs, s.done, netlink.AddrSubscribeOptions{
+	go forward(s, links)
+	if err := netlink.AddrSubscribeWithOptions(addrs, s.done, netlink.AddrSubscribeOptions{
 		Namespace: &ns, ErrorCallback: errCb, ReceiveBufferSize: m.opts.RcvBuf, ReceiveBufferForceSize: true,
 	}); err != nil {
 		s.close()
 		return nil, fmt.Errorf("subscribe to addresses: %w", err)
 	}
-	if err := netlink.RouteSubscribeWithOptions(s.route, s.done, netlink.RouteSubscribeOptions{
+	go forward(s, addrs)
+	if err := netlink.RouteSubscribeWithOptions(route, s.done, netlink.RouteSubscribeOptions{
 		Namespace: &ns, ErrorCallback: errCb, ReceiveBufferSize: m.opts.RcvBuf, ReceiveBufferForceSize: true,
 	}); err != nil {
 		s.close()
 		return nil, fmt.Errorf("subscribe to routes: %w", err)
 	}
+	go forward(s, route)
 	// vishvananda/netlink has no rule subscription; a rule message only
 	// tells us to re-check ours, so its content is not parsed.
 	rs, err := nl.SubscribeAt(ns, netns.None(), unix.NETLINK_ROUTE, unix.RTNLGRP_IPV4_RULE)
@@ -229,26 +248,22 @@ func (m *Monitor) subscribe() (*subscription, error) {
 		s.close()
 		return nil, fmt.Errorf("subscribe to rules: %w", err)
 	}
+	go forward(s, rules)
 	go func() {
 		<-s.done
 		rs.Close()
 	}()
 	go func() {
-		defer close(s.rules)
+		defer close(rules)
 		for {
-			if _, _, err := rs.Receive(); err != nil {
-				var errno unix.Errno
-				if errors.As(err, &errno) && errno == unix.ENOBUFS {
-					select { // overflow: rules may have changed
-					case s.rules <- struct{}{}:
-					default:
-					}
-					continue
-				}
+			_, _, err := rs.Receive()
+			var errno unix.Errno
+			if err != nil && !(errors.As(err, &errno) && errno == unix.ENOBUFS) {
 				return
 			}
+			// A message or an overflow: rules may have changed.
 			select {
-			case s.rules <- struct{}{}:
+			case rules <- ruleChanged{}:
 			default:
 			}
 		}
@@ -256,23 +271,9 @@ func (m *Monitor) subscribe() (*subscription, error) {
 	return s, nil
 }
 
-// close stops the subscription and drains its channels so that the
-// library's reader goroutines, blocked on a send, can exit.
-func (s *subscription) close() {
-	close(s.done)
-	go func() {
-		for range s.links {
-		}
-	}()
-	go func() {
-		for range s.addrs {
-		}
-	}()
-	go func() {
-		for range s.route {
-		}
-	}()
-}
+// close stops the subscription; the forwarders drain the library's
+// channels so its reader goroutines, blocked on a send, can exit.
+func (s *subscription) close() { close(s.done) }
 
 func (m *Monitor) handle() (*netlink.Handle, error) {
 	if m.opts.Namespace != nil {
@@ -386,62 +387,28 @@ func (m *Monitor) Run(ctx context.Context) error {
 	}
 }
 
-var errOverflow = errors.New("netlink subscription lost (overflow or socket error)")
-
 // pump applies messages, coalescing what is already queued into one update.
 func (m *Monitor) pump(ctx context.Context, s *subscription) error {
 	for {
-		var own, rules bool
-		// Block for the first message.
+		var c change
+		// Block for the first message ...
 		select {
 		case <-ctx.Done():
 			return nil
-		case u, ok := <-s.links:
-			if !ok {
-				return errOverflow
+		case ev := <-s.events:
+			if err := m.apply(ev, &c); err != nil {
+				return err
 			}
-			m.applyLink(u)
-		case u, ok := <-s.addrs:
-			if !ok {
-				return errOverflow
-			}
-			m.applyAddr(u)
-		case u, ok := <-s.route:
-			if !ok {
-				return errOverflow
-			}
-			own = m.applyRoute(u) || own
-		case _, ok := <-s.rules:
-			if !ok {
-				return errOverflow
-			}
-			rules = true
 		}
-		// Then take everything already queued, without waiting: a burst
-		// becomes one update, and a lone change is delivered at once.
+		// ... then take everything already queued, without waiting: a
+		// burst becomes one update, and a lone change goes out at once.
 	drain:
 		for range 4096 {
 			select {
-			case u, ok := <-s.links:
-				if !ok {
-					return errOverflow
+			case ev := <-s.events:
+				if err := m.apply(ev, &c); err != nil {
+					return err
 				}
-				m.applyLink(u)
-			case u, ok := <-s.addrs:
-				if !ok {
-					return errOverflow
-				}
-				m.applyAddr(u)
-			case u, ok := <-s.route:
-				if !ok {
-					return errOverflow
-				}
-				own = m.applyRoute(u) || own
-			case _, ok := <-s.rules:
-				if !ok {
-					return errOverflow
-				}
-				rules = true
 			default:
 				break drain
 			}
@@ -452,8 +419,27 @@ func (m *Monitor) pump(ctx context.Context, s *subscription) error {
 				return err
 			}
 		}
-		m.emit(false, own, rules)
+		m.emit(false, c.own, c.rules)
 	}
+}
+
+// change accumulates the flags of one coalesced update.
+type change struct{ own, rules bool }
+
+func (m *Monitor) apply(ev any, c *change) error {
+	switch u := ev.(type) {
+	case netlink.LinkUpdate:
+		m.applyLink(u)
+	case netlink.AddrUpdate:
+		m.applyAddr(u)
+	case netlink.RouteUpdate:
+		c.own = m.applyRoute(u) || c.own
+	case ruleChanged:
+		c.rules = true
+	case error:
+		return u
+	}
+	return nil
 }
 
 func (m *Monitor) applyLink(u netlink.LinkUpdate) {
