@@ -1,0 +1,99 @@
+package testbed
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// New builds a world for a test and removes it when the test ends. Without root the test is
+// skipped, except under CI (CI=true), where a skipped end-to-end suite would hide a broken
+// set-up, so it fails.
+func New(t testing.TB, opt Options) *World {
+	t.Helper()
+	RequireRoot(t)
+	w, err := Build(opt)
+	if err != nil {
+		t.Fatalf("build test world: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := w.Close(); err != nil {
+			t.Errorf("remove test world: %v", err)
+		}
+	})
+	return w
+}
+
+// RequireRoot skips (fails under CI) a test that needs root.
+func RequireRoot(t testing.TB) {
+	t.Helper()
+	if os.Geteuid() == 0 {
+		return
+	}
+	if os.Getenv("CI") == "true" {
+		t.Fatal("this test needs root, and CI runs as root: the set-up is broken")
+	}
+	t.Skip("needs root (network namespaces); run make test as root")
+}
+
+var (
+	buildOnce sync.Once
+	builtBin  string
+	buildErr  error
+)
+
+// Connmgr returns the path of a connmgr binary for end-to-end tests: $CONNMGR_BIN when set
+// (make test builds it once), else one built now from this module, once per test process.
+func Connmgr(t testing.TB) string {
+	t.Helper()
+	if bin := os.Getenv("CONNMGR_BIN"); bin != "" {
+		return bin
+	}
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "connmgr-bin-")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		builtBin = filepath.Join(dir, "connmgr")
+		cmd := exec.Command("go", "build", "-o", builtBin, "github.com/afero/af-conn/cmd/connmgr")
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			buildErr = &buildError{err: err, out: strings.TrimSpace(string(out))}
+		}
+	})
+	if buildErr != nil {
+		t.Fatalf("build connmgr: %v", buildErr)
+	}
+	return builtBin
+}
+
+type buildError struct {
+	err error
+	out string
+}
+
+func (e *buildError) Error() string { return e.err.Error() + ": " + e.out }
+
+// StartConnmgr runs the connmgr binary in the device namespace with args and stops it (SIGTERM)
+// when the test ends, failing the test if it does not exit cleanly.
+func (w *World) StartConnmgr(t testing.TB, args ...string) *Process {
+	t.Helper()
+	p, err := w.Device.Start(nil, Connmgr(t), args...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if p.exited() {
+			return // the test saw it end and judged that itself
+		}
+		if err := p.Stop(15 * time.Second); err != nil {
+			t.Errorf("connmgr did not exit cleanly on SIGTERM: %v\nlog:\n%s", err, p.Log())
+		}
+	})
+	return p
+}
