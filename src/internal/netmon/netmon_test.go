@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/afero/af-conn/internal/nstest"
+	"github.com/afero/af-conn/internal/testbed"
 	"github.com/afero/af-conn/internal/uplink"
 )
 
@@ -66,9 +66,9 @@ func (w *watcher) waitFor(t *testing.T, what string, cond func(w *watcher) bool)
 	t.Fatalf("timed out waiting for %s; have %+v", what, w.cur)
 }
 
-func start(t *testing.T, ns *nstest.NS, w *watcher, rcvbuf int, devs ...string) {
+func start(t *testing.T, ns *testbed.NS, w *watcher, rcvbuf int, devs ...string) {
 	ctx, cancel := context.WithCancel(context.Background())
-	h := ns.Handle
+	h := ns.Handle(t)
 	m := New(Options{Devices: devs, OwnProto: 188, Namespace: &h, RcvBuf: rcvbuf, Notify: w.notify, Logf: t.Logf})
 	done := make(chan error, 1)
 	go func() { done <- m.Run(ctx) }()
@@ -87,18 +87,18 @@ func start(t *testing.T, ns *nstest.NS, w *watcher, rcvbuf int, devs ...string) 
 }
 
 func TestMonitorFollowsDevice(t *testing.T) {
-	ns := nstest.New(t, "netmon")
+	ns := testbed.NewNS(t, "netmon")
 	w := &watcher{}
 	start(t, ns, w, 0, "eth0", "wwan0")
 	w.waitFor(t, "initial dump", func(w *watcher) bool { return w.resyncs == 1 && !w.cur["eth0"].Present && !w.cur["wwan0"].Present })
 
-	ns.IP("link", "add", "eth0", "type", "veth", "peer", "name", "peer0")
+	must(t, ns.IP("link add eth0 type veth peer name peer0"))
 	w.waitFor(t, "eth0 present", func(w *watcher) bool { d := w.cur["eth0"]; return d.Present && !d.AdminUp })
 
-	ns.IP("addr", "add", "198.18.1.2/24", "dev", "eth0")
-	ns.IP("link", "set", "eth0", "up")
-	ns.IP("link", "set", "peer0", "up")
-	ns.IP("route", "add", "default", "via", "198.18.1.1", "dev", "eth0", "metric", "10")
+	must(t, ns.IP("addr add 198.18.1.2/24 dev eth0"))
+	must(t, ns.IP("link set eth0 up"))
+	must(t, ns.IP("link set peer0 up"))
+	must(t, ns.IP("route add default via 198.18.1.1 dev eth0 metric 10"))
 	want := netip.MustParseAddr("198.18.1.1")
 	w.waitFor(t, "eth0 usable", func(w *watcher) bool {
 		d := w.cur["eth0"]
@@ -106,47 +106,47 @@ func TestMonitorFollowsDevice(t *testing.T) {
 	})
 
 	// A second default route with a worse metric does not change the gateway.
-	ns.IP("route", "add", "default", "via", "198.18.1.9", "dev", "eth0", "metric", "50")
+	must(t, ns.IP("route add default via 198.18.1.9 dev eth0 metric 50"))
 	// Our own metric-0 route is reported as ours, not as the uplink's.
-	ns.IP("route", "add", "default", "via", "198.18.1.7", "dev", "eth0", "metric", "0", "proto", "188")
+	must(t, ns.IP("route add default via 198.18.1.7 dev eth0 metric 0 proto 188"))
 	w.waitFor(t, "own route seen", func(w *watcher) bool { return w.own > 0 })
 	if g := w.cur["eth0"].Gateway; g != want {
 		t.Fatalf("gateway %v, want %v", g, want)
 	}
-	ns.IP("rule", "add", "from", "198.18.1.2", "lookup", "100", "pref", "9000")
+	must(t, ns.IP("rule add from 198.18.1.2 lookup 100 pref 9000"))
 	w.waitFor(t, "rule change seen", func(w *watcher) bool { return w.rules > 0 })
 
 	// Gateway changed by DHCP.
-	ns.IP("route", "del", "default", "via", "198.18.1.1", "dev", "eth0", "metric", "10")
+	must(t, ns.IP("route del default via 198.18.1.1 dev eth0 metric 10"))
 	w.waitFor(t, "gateway fallback", func(w *watcher) bool { return w.cur["eth0"].Gateway == netip.MustParseAddr("198.18.1.9") })
 
-	ns.IP("link", "set", "peer0", "down")
+	must(t, ns.IP("link set peer0 down"))
 	w.waitFor(t, "carrier lost", func(w *watcher) bool { d := w.cur["eth0"]; return d.Present && d.AdminUp && !d.Carrier })
 
 	// Admin down flushes routes without RTM_DELROUTE: must still be seen.
-	ns.IP("link", "set", "eth0", "down")
+	must(t, ns.IP("link set eth0 down"))
 	w.waitFor(t, "routes gone with admin down", func(w *watcher) bool { d := w.cur["eth0"]; return !d.AdminUp && !d.HasDefault })
 
-	ns.IP("link", "del", "eth0")
+	must(t, ns.IP("link del eth0"))
 	w.waitFor(t, "eth0 removed", func(w *watcher) bool { return !w.cur["eth0"].Present })
 
 	// Re-added: a fresh device with nothing on it.
-	ns.IP("link", "add", "eth0", "type", "veth", "peer", "name", "peer0")
+	must(t, ns.IP("link add eth0 type veth peer name peer0"))
 	w.waitFor(t, "eth0 re-added", func(w *watcher) bool { d := w.cur["eth0"]; return d.Present && len(d.Addrs) == 0 })
 }
 
 // Carrier loss must reach the consumer fast: it is the first step of a
 // sub-100 ms failover.
 func TestCarrierLossLatency(t *testing.T) {
-	ns := nstest.New(t, "netmon")
-	ns.IP("link", "add", "eth0", "type", "veth", "peer", "name", "peer0")
-	ns.IP("link", "set", "eth0", "up")
-	ns.IP("link", "set", "peer0", "up")
+	ns := testbed.NewNS(t, "netmon")
+	must(t, ns.IP("link add eth0 type veth peer name peer0"))
+	must(t, ns.IP("link set eth0 up"))
+	must(t, ns.IP("link set peer0 up"))
 	w := &watcher{}
 	start(t, ns, w, 0, "eth0")
 	w.waitFor(t, "carrier", func(w *watcher) bool { return w.cur["eth0"].Carrier })
 	t0 := time.Now()
-	ns.IP("link", "set", "peer0", "down")
+	must(t, ns.IP("link set peer0 down"))
 	w.waitFor(t, "carrier lost", func(w *watcher) bool { return !w.cur["eth0"].Carrier })
 	t.Logf("carrier loss seen %v after the command returned (includes polling)", time.Since(t0))
 }
@@ -154,8 +154,8 @@ func TestCarrierLossLatency(t *testing.T) {
 // Overflowing the netlink socket (ENOBUFS) must lead to a resync that makes
 // the view right again.
 func TestResyncAfterOverflow(t *testing.T) {
-	ns := nstest.New(t, "netmon")
-	ns.IP("link", "add", "eth0", "type", "veth", "peer", "name", "peer0")
+	ns := testbed.NewNS(t, "netmon")
+	must(t, ns.IP("link add eth0 type veth peer name peer0"))
 	w := &watcher{}
 	start(t, ns, w, 4096, "eth0")
 	w.waitFor(t, "initial dump", func(w *watcher) bool { return w.resyncs == 1 && w.cur["eth0"].Present })
@@ -169,11 +169,7 @@ func TestResyncAfterOverflow(t *testing.T) {
 	for i := 0; i < 400; i++ {
 		batch += fmt.Sprintf("addr add 198.18.%d.%d/32 dev eth0\n", 2+i/250, 1+i%250)
 	}
-	cmd := ns.Command("ip", "-batch", "-")
-	cmd.Stdin = strings.NewReader(batch)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("ip -batch: %v: %s", err, out)
-	}
+	must(t, ns.IP(strings.Split(strings.TrimSpace(batch), "\n")...))
 	time.Sleep(200 * time.Millisecond)
 	w.mu.Lock()
 	close(w.block)
@@ -182,4 +178,11 @@ func TestResyncAfterOverflow(t *testing.T) {
 	w.waitFor(t, "resync with all 400 addresses", func(w *watcher) bool {
 		return w.resyncs >= 2 && len(w.cur["eth0"].Addrs) == 400
 	})
+}
+
+func must(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
 }
