@@ -17,7 +17,6 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
-	"runtime"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -26,6 +25,7 @@ import (
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
+	"github.com/afero/af-conn/internal/inns"
 	"github.com/afero/af-conn/internal/uplink"
 )
 
@@ -57,30 +57,8 @@ type Target struct {
 	Namespace netns.NsHandle
 }
 
-// in creates sockets in the target's namespace: fn runs on a thread
-// switched into it (a socket stays in the namespace it was made in).
-func (t Target) in(fn func() error) error {
-	if !t.Namespace.IsOpen() {
-		return fn()
-	}
-	runtime.LockOSThread()
-	orig, err := netns.Get()
-	if err != nil {
-		runtime.UnlockOSThread()
-		return fmt.Errorf("get namespace: %w", err)
-	}
-	defer orig.Close()
-	if err := netns.Set(t.Namespace); err != nil {
-		runtime.UnlockOSThread()
-		return fmt.Errorf("enter namespace: %w", err)
-	}
-	ferr := fn()
-	if err := netns.Set(orig); err != nil {
-		return fmt.Errorf("leave namespace: %w", err) // thread stays locked and dies
-	}
-	runtime.UnlockOSThread()
-	return ferr
-}
+// in creates sockets in the target's namespace.
+func (t Target) in(fn func() error) error { return inns.Do(t.Namespace, fn) }
 
 // dial connects from the uplink: bound to its device and source address.
 func (t Target) dial(ctx context.Context, network, addr string) (c net.Conn, err error) {
