@@ -90,7 +90,8 @@ type Controller struct {
 	selected string
 	pref     int
 	counters Counters
-	routeErr bool // the last Apply failed: retry on the next tick
+	routeErr bool           // the last Apply failed: retry on the next tick
+	applied  *route.Desired // what the kernel was last made to match
 	devices  map[string]uplink.Device
 }
 
@@ -163,7 +164,8 @@ func (c *Controller) DeviceUpdate(devs map[string]uplink.Device) {
 // RoutesChanged says routes or rules of ours may have been changed by
 // someone else: the desired state is applied again.
 func (c *Controller) RoutesChanged() {
-	c.applyRoutes("routes changed outside connmgr")
+	c.applied = nil
+	c.applyRoutes("routes or rules changed")
 }
 
 // Alive records passive liveness on an uplink.
@@ -190,6 +192,7 @@ func (c *Controller) ProbeDone(name string, r uplink.ProbeResult) {
 func (c *Controller) Tick() {
 	now := c.env.Now()
 	if c.routeErr {
+		c.applied = nil
 		c.applyRoutes("retry after error")
 	}
 	c.schedule(now)
@@ -335,17 +338,26 @@ func (c *Controller) desired() route.Desired {
 	return d
 }
 
-// applyRoutes makes the kernel match the desired state. Apply is
-// idempotent and cheap when nothing changed.
+// applyRoutes makes the kernel match the desired state when it changed
+// (every probe result and traffic sample ends here: most change nothing),
+// or after a change by someone else or an error.
 func (c *Controller) applyRoutes(why string) {
-	if err := c.router.Apply(c.desired()); err != nil {
+	want := c.desired()
+	if c.applied != nil && sameDesired(*c.applied, want) {
+		return
+	}
+	if err := c.router.Apply(want); err != nil {
 		c.counters.RouteErrors++
-		c.routeErr = true
+		c.routeErr, c.applied = true, nil
 		c.env.Log("route update failed; will retry", "err", err.Error(), "reason", why)
 		c.env.WakeAt(c.env.Now().Add(time.Second))
 		return
 	}
-	c.routeErr = false
+	c.routeErr, c.applied = false, &want
+}
+
+func sameDesired(a, b route.Desired) bool {
+	return a.Selected == b.Selected && slices.Equal(a.Uplinks, b.Uplinks)
 }
 
 // schedule starts due rounds and asks to be woken for the next one.

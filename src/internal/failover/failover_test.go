@@ -244,7 +244,7 @@ func TestCellularProbedSparingly(t *testing.T) {
 
 func TestTrafficReplacesProbes(t *testing.T) {
 	s := newSim(t)
-	n0 := s.c.Counters().Probes
+	n0, applies := s.c.Counters().Probes, s.applies
 	// Traffic arrives on Ethernet every 200 ms for 10 s.
 	for range 50 {
 		s.run(s.now.Add(200 * time.Millisecond))
@@ -253,6 +253,10 @@ func TestTrafficReplacesProbes(t *testing.T) {
 	// Only the standby uplinks were probed (Wi-Fi every 5 s).
 	if got := s.c.Counters().Probes - n0; got > 3 {
 		t.Fatalf("%d probes while the in-use link was busy", got)
+	}
+	// Nothing changed, so the routes were not touched again.
+	if n := s.applies; n != applies {
+		t.Fatalf("%d route applications for traffic that changed nothing", n-applies)
 	}
 }
 
@@ -275,6 +279,15 @@ func TestPreferenceAndSwitch(t *testing.T) {
 	s.until(2*time.Second, "back to ethernet", func() bool { return s.routes.Selected == "ethnet" })
 	if err := s.c.SwitchTo("nope0"); err == nil {
 		t.Fatal("unknown device accepted")
+	}
+}
+
+func TestRoutesReappliedWhenChangedOutside(t *testing.T) {
+	s := newSim(t)
+	n := s.applies
+	s.c.RoutesChanged()
+	if s.applies != n+1 {
+		t.Fatal("routes not re-applied after an outside change")
 	}
 }
 
