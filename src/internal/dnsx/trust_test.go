@@ -1,0 +1,195 @@
+package dnsx
+
+import (
+	"net/netip"
+	"testing"
+	"time"
+)
+
+type fakeClock struct{ t time.Time }
+
+func (c *fakeClock) now() time.Time          { return c.t }
+func (c *fakeClock) advance(d time.Duration) { c.t = c.t.Add(d) }
+
+func newClock() *fakeClock { return &fakeClock{t: time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)} }
+
+func ex(proto uint8, cl, res string, id uint16, name string, qtype uint16) Exchange {
+	return Exchange{
+		Proto:    proto,
+		Client:   netip.MustParseAddrPort(cl),
+		Resolver: netip.MustParseAddrPort(res),
+		ID:       id,
+		Question: Question{Name: name, Type: qtype, Class: ClassINET},
+	}
+}
+
+func TestTrackerVerdicts(t *testing.T) {
+	const (
+		cl  = "198.18.0.2:40000"
+		res = "198.18.1.1:53"
+	)
+	q := ex(ProtoUDP, cl, res, 0x1234, "api.afero.io", TypeA)
+	tests := []struct {
+		name  string
+		reply Exchange
+		want  Reason
+	}{
+		{"exact answer", q, Trusted},
+		{"other client port", ex(ProtoUDP, "198.18.0.2:40001", res, 0x1234, "api.afero.io", TypeA), Unsolicited},
+		{"other client address", ex(ProtoUDP, "198.18.0.3:40000", res, 0x1234, "api.afero.io", TypeA), Unsolicited},
+		{"TCP instead of UDP", ex(ProtoTCP, cl, res, 0x1234, "api.afero.io", TypeA), Unsolicited},
+		{"other resolver address", ex(ProtoUDP, cl, "198.18.1.2:53", 0x1234, "api.afero.io", TypeA), WrongSource},
+		{"other resolver port", ex(ProtoUDP, cl, "198.18.1.1:5353", 0x1234, "api.afero.io", TypeA), WrongPort},
+		{"other ID", ex(ProtoUDP, cl, res, 0x1235, "api.afero.io", TypeA), WrongID},
+		{"other name", ex(ProtoUDP, cl, res, 0x1234, "evil.example", TypeA), WrongQuestion},
+		{"other type", ex(ProtoUDP, cl, res, 0x1234, "api.afero.io", TypeAAAA), WrongQuestion},
+		{"other class", func() Exchange { e := q; e.Question.Class = 3; return e }(), WrongQuestion},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := newClock()
+			tr := NewTracker(c.now, 0, 0)
+			tr.Query(q)
+			if got := tr.Reply(tt.reply); got != tt.want {
+				t.Fatalf("Reply = %v, want %v", got, tt.want)
+			}
+			// A rejected reply leaves the query pending: the real one is
+			// still trusted afterwards, once.
+			if tt.want != Trusted {
+				if got := tr.Reply(q); got != Trusted {
+					t.Fatalf("genuine reply after forgery = %v", got)
+				}
+			}
+			if got := tr.Reply(q); got != Unsolicited {
+				t.Fatalf("second reply = %v, want unsolicited", got)
+			}
+			s := tr.Stats()
+			if s.Pending != 0 || s.Verdicts[Trusted] != 1 {
+				t.Errorf("stats %+v", s)
+			}
+		})
+	}
+}
+
+func TestTrackerUnsolicitedWithNoQueries(t *testing.T) {
+	tr := NewTracker(newClock().now, 0, 0)
+	if got := tr.Reply(ex(ProtoUDP, "198.18.0.2:1", "198.18.1.1:53", 1, "a", TypeA)); got != Unsolicited {
+		t.Fatal(got)
+	}
+}
+
+func TestTrackerCaseInsensitiveQuestion(t *testing.T) {
+	// Names arrive normalized by the parser; a 0x20-randomized question
+	// is the same question.
+	m1, _ := Parse(query(t, 5, "Api.AFERO.io.", TypeA))
+	m2, _ := Parse(reply(t, 5, "aPI.afero.IO.", TypeA))
+	if m1 == nil || m2 == nil {
+		t.Fatal("parse")
+	}
+	tr := NewTracker(newClock().now, 0, 0)
+	tr.Query(Exchange{Proto: ProtoUDP, Client: client, Resolver: resolver, ID: 5, Question: m1.Question})
+	if got := tr.Reply(Exchange{Proto: ProtoUDP, Client: client, Resolver: resolver, ID: 5, Question: m2.Question}); got != Trusted {
+		t.Fatal(got)
+	}
+}
+
+func TestTrackerExpiry(t *testing.T) {
+	c := newClock()
+	tr := NewTracker(c.now, 10*time.Second, 0)
+	a := ex(ProtoUDP, "198.18.0.2:1000", "198.18.1.1:53", 1, "a.example", TypeA)
+	b := ex(ProtoUDP, "198.18.0.2:1001", "198.18.1.1:53", 2, "b.example", TypeA)
+	tr.Query(a)
+	c.advance(5 * time.Second)
+	tr.Query(b)
+	c.advance(5 * time.Second) // a is exactly 10 s old: expired
+	if got := tr.Reply(a); got != Unsolicited {
+		t.Errorf("expired query answered: %v", got)
+	}
+	c.advance(4999 * time.Millisecond)
+	if got := tr.Reply(b); got != Trusted {
+		t.Errorf("query 9.999 s old: %v", got)
+	}
+	s := tr.Stats()
+	if s.Expired != 1 || s.Pending != 0 {
+		t.Errorf("stats %+v", s)
+	}
+}
+
+func TestTrackerDuplicateQueries(t *testing.T) {
+	// A retransmitted query (same ID, port, question) may be answered
+	// twice; a third reply is not trusted.
+	tr := NewTracker(newClock().now, 0, 0)
+	q := ex(ProtoUDP, "198.18.0.2:1000", "198.18.1.1:53", 1, "a.example", TypeA)
+	tr.Query(q)
+	tr.Query(q)
+	for i, want := range []Reason{Trusted, Trusted, Unsolicited} {
+		if got := tr.Reply(q); got != want {
+			t.Errorf("reply %d: %v, want %v", i, got, want)
+		}
+	}
+}
+
+func TestTrackerSeveralPendingOnOneFlow(t *testing.T) {
+	// One socket, several queries (A and AAAA of a name, as getaddrinfo
+	// sends them): each reply finds its own query, in any order.
+	tr := NewTracker(newClock().now, 0, 0)
+	qa := ex(ProtoUDP, "198.18.0.2:1000", "198.18.1.1:53", 7, "a.example", TypeA)
+	qaaaa := ex(ProtoUDP, "198.18.0.2:1000", "198.18.1.1:53", 8, "a.example", TypeAAAA)
+	tr.Query(qa)
+	tr.Query(qaaaa)
+	if got := tr.Reply(qaaaa); got != Trusted {
+		t.Fatal(got)
+	}
+	if got := tr.Reply(qa); got != Trusted {
+		t.Fatal(got)
+	}
+	// The most specific reason is reported: ID right, question wrong.
+	tr.Query(qa)
+	tr.Query(qaaaa)
+	wrongQ := qa
+	wrongQ.Question.Name = "b.example"
+	if got := tr.Reply(wrongQ); got != WrongQuestion {
+		t.Fatal(got)
+	}
+}
+
+func TestTrackerBounded(t *testing.T) {
+	c := newClock()
+	tr := NewTracker(c.now, time.Minute, 3)
+	var qs []Exchange
+	for i := 0; i < 5; i++ {
+		q := ex(ProtoUDP, "198.18.0.2:1000", "198.18.1.1:53", uint16(i), "a.example", TypeA)
+		qs = append(qs, q)
+		tr.Query(q)
+		c.advance(time.Second)
+	}
+	if s := tr.Stats(); s.Pending != 3 || s.Evicted != 2 {
+		t.Fatalf("stats %+v", s)
+	}
+	for i, q := range qs {
+		want := Trusted
+		if i < 2 {
+			want = WrongID
+		}
+		if got := tr.Reply(q); got != want {
+			t.Errorf("query %d: %v, want %v", i, got, want)
+		}
+	}
+}
+
+// Many queries answered out of order keep the table and queue small.
+func TestTrackerQueueCompaction(t *testing.T) {
+	c := newClock()
+	tr := NewTracker(c.now, time.Second, 0)
+	for i := 0; i < 10000; i++ {
+		q := ex(ProtoUDP, "198.18.0.2:1000", "198.18.1.1:53", uint16(i), "a.example", TypeA)
+		tr.Query(q)
+		if tr.Reply(q) != Trusted {
+			t.Fatal("not trusted")
+		}
+		c.advance(time.Millisecond)
+	}
+	if len(tr.queue)-tr.head > 1100 || len(tr.flows) != 0 {
+		t.Fatalf("queue %d head %d flows %d", len(tr.queue), tr.head, len(tr.flows))
+	}
+}
