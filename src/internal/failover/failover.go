@@ -92,6 +92,7 @@ type Controller struct {
 	counters Counters
 	routeErr bool           // the last Apply failed: retry on the next tick
 	applied  *route.Desired // what the kernel was last made to match
+	flushes  []flushReq     // conntrack flushes due once the routes are right
 	devices  map[string]uplink.Device
 }
 
@@ -252,6 +253,14 @@ func (c *Controller) apply(l *link, now time.Time, ev uplink.Event) {
 	c.syncCapture(l)
 }
 
+type flushReq struct {
+	network, why string
+	addrs        []netip.Addr
+}
+
+// flush queues a conntrack flush; it runs after the routes are switched
+// (a dump of the conntrack table takes milliseconds the failover should
+// not wait for).
 func (c *Controller) flush(l *link, why string, addrs []netip.Prefix) {
 	var as []netip.Addr
 	for _, p := range addrs {
@@ -259,18 +268,24 @@ func (c *Controller) flush(l *link, why string, addrs []netip.Prefix) {
 			as = append(as, p.Addr())
 		}
 	}
-	if len(as) == 0 {
-		return
+	if len(as) > 0 {
+		c.flushes = append(c.flushes, flushReq{network: l.set.Name, why: why, addrs: as})
 	}
-	n, err := c.router.FlushConntrack(as...)
-	c.counters.FlushedFlows += uint64(n)
-	if err != nil {
-		c.env.Log("conntrack flush failed", "network", l.set.Name, "err", err.Error())
-		return
+}
+
+func (c *Controller) runFlushes() {
+	for _, f := range c.flushes {
+		n, err := c.router.FlushConntrack(f.addrs...)
+		c.counters.FlushedFlows += uint64(n)
+		if err != nil {
+			c.env.Log("conntrack flush failed", "network", f.network, "err", err.Error())
+			continue
+		}
+		if n > 0 {
+			c.env.Log("conntrack flushed", "network", f.network, "flows", n, "reason", f.why)
+		}
 	}
-	if n > 0 {
-		c.env.Log("conntrack flushed", "network", l.set.Name, "flows", n, "reason", why)
-	}
+	c.flushes = c.flushes[:0]
 }
 
 // syncCapture runs passive liveness while the uplink is up, on its
@@ -301,7 +316,7 @@ func (c *Controller) candidates() []selector.Candidate {
 	for _, l := range c.links {
 		s := l.m.Snapshot()
 		out = append(out, selector.Candidate{Name: l.set.Name, Kind: l.set.Kind, Priority: l.set.Priority,
-			State: s.State, Successes: s.Successes})
+			State: s.State, Successes: s.Successes, Fresh: s.State == uplink.ItfUpSU && s.Fails == 0})
 	}
 	return out
 }
@@ -317,6 +332,7 @@ func (c *Controller) decide(now time.Time, trigger string) {
 		c.counters.Switches++
 	}
 	c.applyRoutes(d.Reason)
+	c.runFlushes()
 	c.schedule(now)
 }
 

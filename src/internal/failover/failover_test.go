@@ -221,7 +221,7 @@ func TestAllDeadThenOneReturns(t *testing.T) {
 	}
 	sel := s.routes.Selected
 	if sel == "" || s.c.Counters().Switches > 3 {
-		t.Fatalf("all failing: selected %q after %d switches (must keep a route, not flap)", sel, s.c.Counters().Switches)
+		t.Fatalf("all failing: selected %q after %d switches (must keep a route, not flap)\n%s", sel, s.c.Counters().Switches, strings.Join(s.log, "\n"))
 	}
 	s.healthy["stanet"] = true
 	s.until(10*time.Second, "wifi back", func() bool { return s.routes.Selected == "stanet" })

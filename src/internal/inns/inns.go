@@ -11,9 +11,10 @@ import (
 	"github.com/vishvananda/netns"
 )
 
-// Do runs fn on a thread switched into ns, or directly when ns is not open.
+// Do runs fn on a thread switched into ns, or directly when ns is not
+// set: the zero handle (fd 0 is never a namespace handle) or netns.None().
 func Do(ns netns.NsHandle, fn func() error) error {
-	if !ns.IsOpen() {
+	if ns <= 0 {
 		return fn()
 	}
 	runtime.LockOSThread()

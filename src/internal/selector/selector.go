@@ -22,6 +22,10 @@ type Candidate struct {
 	// Successes is the count of consecutive successes (probes or
 	// received traffic); a fail-back needs RecoverCount of them.
 	Successes int
+	// Fresh says the uplink is ITFUP_SU with no verdict yet (its first
+	// probe round is out): the in-use uplink is then given that round
+	// before a worse proven one takes over, so start-up does not bounce.
+	Fresh bool
 }
 
 // Automatic is the preference value meaning "no manual preference".
@@ -121,6 +125,9 @@ func Select(in Input) Decision {
 	}
 	if best.Name == cur.Name {
 		return Decision{Selected: cur.Name, Reason: fmt.Sprintf("%s is still the best uplink (%v)", cur.Name, cur.State)}
+	}
+	if cur.Fresh && best.Priority > cur.Priority {
+		return Decision{Selected: cur.Name, Reason: fmt.Sprintf("keep %s: its first probe is out", cur.Name)}
 	}
 	if tier(best.State) < tier(cur.State) {
 		return Decision{Selected: best.Name, Reason: fmt.Sprintf("%s is %v, %s is %v", best.Name, best.State, cur.Name, cur.State)}

@@ -32,6 +32,8 @@ func TestSelect(t *testing.T) {
 		{"nothing up", []Candidate{c("eth", E, DX, 0), c("wifi", W, NS, 0)}, "", Automatic, "", "no uplink is up"},
 		{"in-use lost, nothing else", []Candidate{c("eth", E, DX, 0)}, "eth", Automatic, "", "eth lost"},
 		{"startup: unknown by priority", []Candidate{c("eth", E, SU, 0), c("wifi", W, SU, 0)}, "", Automatic, "eth", "best uplink"},
+		{"in-use fresh keeps its first probe round", []Candidate{{Name: "eth", Kind: E, Priority: 10, State: SU, Fresh: true}, c("wwan", M, SS, 1)}, "eth", Automatic, "eth", "first probe"},
+		{"in-use unknown after a failure gives way", []Candidate{c("eth", E, SU, 0), c("wwan", M, SS, 1)}, "eth", Automatic, "wwan", ""},
 		{"proven beats unproven priority", []Candidate{c("eth", E, SU, 0), c("wifi", W, SS, 1)}, "", Automatic, "wifi", ""},
 		{"carrier loss: in-use down, proven standby", []Candidate{c("eth", E, DX, 0), c("wifi", W, SS, 9)}, "eth", Automatic, "wifi", "eth is down"},
 		{"silent failure: in-use failing, standby proven", []Candidate{c("eth", E, SF, 0), c("wifi", W, SS, 9)}, "eth", Automatic, "wifi", "wifi is ITFUP_SS, eth is ITFUP_SF"},
