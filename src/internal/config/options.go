@@ -1,0 +1,441 @@
+package config
+
+import (
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/afero/af-conn/internal/uci"
+)
+
+// row is one option: its name, default (as UCI text, parsed by the same
+// setter as a file's value, so a default is always valid), what it
+// accepts, what it does, and the setter that parses, checks and stores.
+type row[T any] struct {
+	name    string
+	def     string // "" when the default is not a fixed value (see defDoc)
+	defDoc  string // default as documented, when def is ""
+	accepts string // the Expected of an error, and the docs' "values"
+	desc    string
+	set     func(t *T, v string) bool // false: v is not acceptable
+}
+
+// mainRows are the options of `config connmgr 'main'`.
+var mainRows = []row[Main]{
+	boolRow("firewall", "1", "Firewall-Enabled mode: the uplinks pass only the services (DNS, DHCP, NTP, ICMP echo) and the whitelisted cloud servers. '0' (or connmgr -d) changes no firewall at all.",
+		func(m *Main) *bool { return &m.Firewall }),
+	enumRow("firewall_backend", "auto", []string{"auto", "nftables", "iptables"}, "firewall backend: native nftables, or iptables with ip sets (fw3 systems); auto takes nftables where fw4 runs.",
+		func(m *Main) *string { return &m.FirewallBackend }),
+	{name: "echo_host", def: "echo.afero.io", accepts: "a host name or an IP address",
+		desc: "the Afero echo server the default probe connects to.",
+		set: func(m *Main, v string) bool {
+			if !validHost(v) {
+				return false
+			}
+			m.EchoHost = v
+			return true
+		}},
+	u16Row("echo_port", "80", 1, "a port number 1-65535", "TCP port of the echo server.",
+		func(m *Main) *uint16 { return &m.EchoPort }),
+	enumRow("probe", "echo", []string{"echo", "icmp", "http"}, "active probe: echo (TCP connect, send one byte, read one byte back), icmp (ping echo_host), http (GET probe_url, expect 2xx).",
+		func(m *Main) *string { return &m.Probe }),
+	{name: "probe_url", defDoc: "(none)", accepts: "an http:// or https:// URL",
+		desc: "URL of the http probe; required with probe 'http'.",
+		set: func(m *Main, v string) bool {
+			u, err := url.Parse(v)
+			if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+				return false
+			}
+			m.ProbeURL = v
+			return true
+		}},
+	durRow("probe_timeout", "2s", 50*time.Millisecond, time.Minute, "how long a probe waits for its answer; no answer is a failure.",
+		func(m *Main) *time.Duration { return &m.ProbeTimeout }),
+	durRow("probe_interval", "5s", 100*time.Millisecond, 24*time.Hour, "probe interval of the uplink in use (an uplink's own probe_interval overrides it).",
+		func(m *Main) *time.Duration { return &m.ProbeInterval }),
+	durRow("probe_interval_standby", "30s", 100*time.Millisecond, 24*time.Hour, "probe interval of a working uplink that is not in use (cellular: cellular_probe_interval).",
+		func(m *Main) *time.Duration { return &m.ProbeIntervalStandby }),
+	durRow("probe_interval_failing", "1s", 100*time.Millisecond, 24*time.Hour, "probe interval after a failed probe, until fail_count or recover_count decides.",
+		func(m *Main) *time.Duration { return &m.ProbeIntervalFailing }),
+	durRow("cellular_probe_interval", "5m", time.Second, 24*time.Hour, "probe interval of the cellular uplink while it is not in use (probes cost money).",
+		func(m *Main) *time.Duration { return &m.CellularProbeInterval }),
+	intRow("fail_count", "3", 1, 100, "consecutive failed probes that mark an uplink unreachable (fail-over).",
+		func(m *Main) *int { return &m.FailCount }),
+	intRow("recover_count", "3", 1, 100, "consecutive successful probes that mark an uplink reachable again (fail-back).",
+		func(m *Main) *int { return &m.RecoverCount }),
+	boolRow("dns_hold", "1", "hold DNS replies (netfilter queue) until the whitelisted addresses are in the firewall; '0' captures them instead, which may drop a first packet.",
+		func(m *Main) *bool { return &m.DNSHold }),
+	durRow("dns_grace", "30s", 0, time.Hour, "added to a DNS record's TTL for how long its addresses stay open.",
+		func(m *Main) *time.Duration { return &m.DNSGrace }),
+	durRow("dns_min_ttl", "60s", 0, 24*time.Hour, "TTLs below this count as this.",
+		func(m *Main) *time.Duration { return &m.DNSMinTTL }),
+	intRow("set_maxelem", "65536", 1024, 1<<24, "capacity of the kernel sets of opened addresses.",
+		func(m *Main) *int { return &m.SetMaxElem }),
+	u16Row("queue_num", "27", 0, "a queue number 0-65535", "netfilter queue number for held DNS replies.",
+		func(m *Main) *uint16 { return &m.QueueNum }),
+	boolRow("keep_route", "0", "on exit, leave the default route connmgr installed (else it is removed and netifd's routes remain).",
+		func(m *Main) *bool { return &m.KeepRoute }),
+	{name: "log_level", def: "info", accepts: "debug, info, warn or error", desc: "least important log messages written.",
+		set: func(m *Main, v string) bool {
+			l, ok := map[string]slog.Level{"debug": slog.LevelDebug, "info": slog.LevelInfo,
+				"warn": slog.LevelWarn, "warning": slog.LevelWarn, "error": slog.LevelError}[strings.ToLower(v)]
+			m.LogLevel = l
+			return ok
+		}},
+}
+
+// uplinkRows are the options of `config uplink 'NETWORK'`. Their defaults
+// depend on the uplink's type and are filled in by loadUplink.
+var uplinkRows = []row[Uplink]{
+	{name: "type", defDoc: "ethnet: ethernet, stanet: wifi, modemnet: cellular", accepts: "ethernet, wifi or cellular",
+		desc: "the uplink's medium (required for other network names).",
+		set: func(u *Uplink, v string) bool {
+			for k, n := range kindNames {
+				if strings.EqualFold(v, n) {
+					u.Kind = Kind(k)
+					return true
+				}
+			}
+			return false
+		}},
+	intRow("priority", "", 1, 99, "preference among uplinks confirmed reachable; lower wins.",
+		func(u *Uplink) *int { return &u.Priority }),
+	durRow("probe_interval", "", 100*time.Millisecond, 24*time.Hour, "probe interval of this uplink while in use.",
+		func(u *Uplink) *time.Duration { return &u.ProbeInterval }),
+	boolRow("enabled", "1", "'0' ignores this uplink.",
+		func(u *Uplink) *bool { return &u.Enabled }),
+	{name: "device", defDoc: "from network/wireless, else eth0, wlan0, wwan0", accepts: deviceAccepts,
+		desc: "the uplink's network device, overriding what network and wireless say.",
+		set: func(u *Uplink, v string) bool {
+			u.Device = v
+			return validDevice(v)
+		}},
+}
+
+func init() {
+	uplinkRows[1].defDoc = "by type: ethernet 1, wifi 2, cellular 3"
+	uplinkRows[2].defDoc = "probe_interval of main"
+}
+
+// defaultUplinks are the uplinks when connmgr has no uplink section.
+var defaultUplinks = []struct {
+	name   string
+	kind   Kind
+	device string
+}{{"ethnet", KindEthernet, "eth0"}, {"stanet", KindWiFi, "wlan0"}, {"modemnet", KindCellular, "wwan0"}}
+
+// OptionDoc documents one option for README's configuration table.
+type OptionDoc struct {
+	Section     string // "main" (config connmgr 'main') or "uplink" (config uplink 'NETWORK')
+	Name        string
+	Default     string
+	Values      string // what the option accepts
+	Description string
+}
+
+// Options lists every connmgr option with its default, in table order.
+func Options() []OptionDoc {
+	return append(docs("main", mainRows), docs("uplink", uplinkRows)...)
+}
+
+func docs[T any](section string, rows []row[T]) []OptionDoc {
+	var out []OptionDoc
+	for _, r := range rows {
+		d := r.def
+		if d == "" {
+			d = r.defDoc
+		}
+		out = append(out, OptionDoc{Section: section, Name: r.name, Default: d, Values: r.accepts, Description: r.desc})
+	}
+	return out
+}
+
+func findRow[T any](rows []row[T], name string) *row[T] {
+	for i := range rows {
+		if rows[i].name == name {
+			return &rows[i]
+		}
+	}
+	return nil
+}
+
+// apply sets t from the defaults of rows, then from section s, and returns
+// the options s set. Unknown options become warnings.
+func apply[T any](f file, s *uci.Section, rows []row[T], t *T, c *Config) (map[string]*uci.Option, error) {
+	for _, r := range rows {
+		if r.def != "" && !r.set(t, r.def) {
+			panic("config: invalid default for " + r.name) // TestDefaults proves this never happens
+		}
+	}
+	set := map[string]*uci.Option{}
+	for _, o := range s.Options {
+		r := findRow(rows, o.Name)
+		if r == nil {
+			c.Warnings = append(c.Warnings, fmt.Sprintf("%s:%d: section '%s': unknown option '%s' ignored",
+				f.path, o.Line, f.pkg.SectionRef(s), o.Name))
+			continue
+		}
+		if o.IsList {
+			e := f.valueErr(s, o, "", "a single value ('option "+o.Name+"', not 'list')")
+			e.Problem = "a list"
+			return nil, e
+		}
+		if !r.set(t, o.Values[0]) {
+			return nil, f.valueErr(s, o, o.Values[0], r.accepts)
+		}
+		set[o.Name] = o
+	}
+	return set, nil
+}
+
+// draft is an uplink as connmgr configures it, before network and
+// wireless give its device.
+type draft struct {
+	u       Uplink
+	section *uci.Section // nil for a default uplink
+	device  bool         // device set in connmgr
+}
+
+// loadConnmgr reads connmgr's own file into c.Main and the uplink drafts.
+func (c *Config) loadConnmgr(f file) ([]draft, error) {
+	var main *uci.Section
+	if s := f.pkg.Section("main"); s != nil && s.Type == "connmgr" {
+		main = s
+	}
+	var drafts []draft
+	for _, s := range f.pkg.Sections {
+		switch {
+		case s.Type == "connmgr" && main == nil:
+			main = s
+		case s.Type == "connmgr" && s != main:
+			c.warn(f, s, "second connmgr section ignored (the one named 'main' is used)")
+		case s.Type == "uplink":
+			d, err := c.loadUplink(f, s)
+			if err != nil {
+				return nil, err
+			}
+			drafts = append(drafts, d)
+		case s.Type != "connmgr":
+			c.warn(f, s, "unknown section type '"+s.Type+"' ignored")
+		}
+	}
+	if main == nil {
+		main = &uci.Section{Type: "connmgr", Name: "main"}
+	}
+	set, err := apply(f, main, mainRows, &c.Main, c)
+	if err != nil {
+		return nil, err
+	}
+	if c.Main.Probe == "http" && c.Main.ProbeURL == "" {
+		e := f.valueErr(main, set["probe"], "", "an http:// or https:// URL in option probe_url")
+		e.Option, e.Problem = "probe_url", "missing with probe 'http'"
+		return nil, e
+	}
+	if len(drafts) == 0 {
+		for _, d := range defaultUplinks {
+			drafts = append(drafts, draft{u: Uplink{Name: d.name, Kind: d.kind, Enabled: true}})
+		}
+	}
+	for i := range drafts {
+		u := &drafts[i].u
+		if u.Priority == 0 {
+			u.Priority = int(u.Kind) + 1
+		}
+		if u.ProbeInterval == 0 {
+			u.ProbeInterval = c.Main.ProbeInterval
+		}
+	}
+	return drafts, checkUplinks(f, drafts)
+}
+
+func (c *Config) warn(f file, s *uci.Section, msg string) {
+	c.Warnings = append(c.Warnings, fmt.Sprintf("%s:%d: section '%s': %s", f.path, s.Line, f.pkg.SectionRef(s), msg))
+}
+
+// loadUplink reads one `config uplink 'NETWORK'` section.
+func (c *Config) loadUplink(f file, s *uci.Section) (draft, error) {
+	if s.Anonymous {
+		e := f.valueErr(s, nil, "", "config uplink 'NETWORK', named after the UCI network it uses (e.g. 'ethnet')")
+		e.Problem = "uplink section without a name"
+		return draft{}, e
+	}
+	d := draft{u: Uplink{Name: s.Name, Kind: -1}, section: s}
+	set, err := apply(f, s, uplinkRows, &d.u, c)
+	if err != nil {
+		return draft{}, err
+	}
+	d.device = set["device"] != nil
+	if d.u.Kind < 0 {
+		for _, def := range defaultUplinks {
+			if def.name == s.Name {
+				d.u.Kind = def.kind
+			}
+		}
+	}
+	if d.u.Kind < 0 {
+		e := f.valueErr(s, nil, "", uplinkRows[0].accepts)
+		e.Option, e.Problem = "type", "missing (the network name does not imply it)"
+		return draft{}, e
+	}
+	return d, nil
+}
+
+// checkUplinks: at most one enabled uplink of each kind (the attributes
+// report one state per kind).
+func checkUplinks(f file, drafts []draft) error {
+	byKind := map[Kind]string{}
+	for _, d := range drafts {
+		if !d.u.Enabled {
+			continue
+		}
+		if other, dup := byKind[d.u.Kind]; dup {
+			e := f.valueErr(d.section, d.section.Get("type"), d.u.Kind.String(), "one enabled uplink of each type")
+			e.Option, e.Problem = "type", fmt.Sprintf("second %s uplink (uplink '%s' is one)", d.u.Kind, other)
+			return e
+		}
+		byKind[d.u.Kind] = d.u.Name
+	}
+	return nil
+}
+
+func boolRow[T any](name, def, desc string, field func(*T) *bool) row[T] {
+	return row[T]{name: name, def: def, desc: desc,
+		accepts: "a boolean: 1/0, yes/no, on/off, true/false, enabled/disabled",
+		set: func(t *T, v string) bool {
+			b, ok := parseBool(v)
+			*field(t) = b
+			return ok
+		}}
+}
+
+// parseBool accepts what OpenWrt's config_get_bool accepts.
+func parseBool(v string) (bool, bool) {
+	switch strings.ToLower(v) {
+	case "1", "yes", "on", "true", "enabled":
+		return true, true
+	case "0", "no", "off", "false", "disabled":
+		return false, true
+	}
+	return false, false
+}
+
+func enumRow[T any](name, def string, values []string, desc string, field func(*T) *string) row[T] {
+	accepts := strings.Join(values[:len(values)-1], ", ") + " or " + values[len(values)-1]
+	return row[T]{name: name, def: def, desc: desc, accepts: accepts,
+		set: func(t *T, v string) bool {
+			for _, ok := range values {
+				if strings.EqualFold(v, ok) {
+					*field(t) = ok
+					return true
+				}
+			}
+			return false
+		}}
+}
+
+func intRow[T any](name, def string, lo, hi int, desc string, field func(*T) *int) row[T] {
+	return row[T]{name: name, def: def, desc: desc, accepts: fmt.Sprintf("an integer %d-%d", lo, hi),
+		set: func(t *T, v string) bool {
+			n, err := strconv.Atoi(v)
+			if err != nil || n < lo || n > hi {
+				return false
+			}
+			*field(t) = n
+			return true
+		}}
+}
+
+func u16Row[T any](name, def string, lo int, accepts, desc string, field func(*T) *uint16) row[T] {
+	return row[T]{name: name, def: def, desc: desc, accepts: accepts,
+		set: func(t *T, v string) bool {
+			n, err := strconv.Atoi(v)
+			if err != nil || n < lo || n > 65535 {
+				return false
+			}
+			*field(t) = uint16(n)
+			return true
+		}}
+}
+
+func durRow[T any](name, def string, lo, hi time.Duration, desc string, field func(*T) *time.Duration) row[T] {
+	accepts := fmt.Sprintf("a duration from %s to %s (e.g. 250ms, 2s, 1m; a bare number is seconds)", fmtDur(lo), fmtDur(hi))
+	return row[T]{name: name, def: def, desc: desc, accepts: accepts,
+		set: func(t *T, v string) bool {
+			d, ok := parseDuration(v)
+			if !ok || d < lo || d > hi {
+				return false
+			}
+			*field(t) = d
+			return true
+		}}
+}
+
+// parseDuration reads Go durations ("250ms", "1m30s") and bare numbers of
+// seconds ("5", "0.5"), the OpenWrt habit.
+func parseDuration(v string) (time.Duration, bool) {
+	if f, err := strconv.ParseFloat(v, 64); err == nil {
+		if f < 0 || f > float64(100*24*time.Hour/time.Second) || strings.ContainsAny(v, "eEnNxX") {
+			return 0, false // also refuses "1e3", "NaN", "Inf", hex floats
+		}
+		return time.Duration(f * float64(time.Second)), true
+	}
+	d, err := time.ParseDuration(v)
+	return d, err == nil && d >= 0
+}
+
+// fmtDur writes a bound the way a user would: 50ms, 60s, 5m, 24h.
+func fmtDur(d time.Duration) string {
+	switch {
+	case d == 0:
+		return "0s"
+	case d%time.Hour == 0:
+		return fmt.Sprintf("%dh", d/time.Hour)
+	case d%time.Minute == 0:
+		return fmt.Sprintf("%dm", d/time.Minute)
+	case d%time.Second == 0:
+		return fmt.Sprintf("%ds", d/time.Second)
+	}
+	return fmt.Sprintf("%dms", d/time.Millisecond)
+}
+
+// validHost accepts an IP address literal or a DNS host name.
+func validHost(v string) bool {
+	if _, err := netip.ParseAddr(v); err == nil {
+		return true
+	}
+	v = strings.TrimSuffix(v, ".")
+	if v == "" || len(v) > 253 {
+		return false
+	}
+	for _, label := range strings.Split(v, ".") {
+		if label == "" || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
+			return false
+		}
+		for i := 0; i < len(label); i++ {
+			c := label[i]
+			if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+const deviceAccepts = "a network device name (1-15 characters, none of '/', ':' or white space)"
+
+// validDevice is the kernel's dev_valid_name.
+func validDevice(v string) bool {
+	if v == "" || len(v) > 15 || v == "." || v == ".." {
+		return false
+	}
+	for i := 0; i < len(v); i++ {
+		if c := v[i]; c == '/' || c == ':' || c <= ' ' || c >= 0x7f {
+			return false
+		}
+	}
+	return true
+}

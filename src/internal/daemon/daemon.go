@@ -1,0 +1,256 @@
+// Package daemon owns connmgr's state and runs its single event loop. Every input (netlink
+// changes, captured traffic, probe results, ubus calls, timers, signals) arrives as an event
+// posted by a pump goroutine; only the loop goroutine reads or writes state. Each concern
+// (uplinks and routes, firewall and DNS, ubus) is a component in a file of its own that the loop
+// starts, reloads and stops, and that reaches the outside world only through small interfaces
+// with real implementations and test fakes.
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/afero/af-conn/internal/config"
+	"github.com/afero/af-conn/internal/whitelist"
+)
+
+// Version is set by main from the build.
+var Version = "dev"
+
+// Options are what the command line decides.
+type Options struct {
+	UCIDir        string // -c
+	WhitelistPath string // -w
+	UbusSocket    string // -s
+	NoFirewall    bool   // -d: firewall mode off whatever the config says
+
+	Logger *slog.Logger
+	// Level is the logger's level; the daemon sets it from the config's log_level.
+	Level *slog.LevelVar
+	// Clock is real time unless a test injects its own.
+	Clock Clock
+}
+
+// event is something that happened, applied to the daemon's state on the loop goroutine.
+type event interface {
+	apply(d *Daemon)
+}
+
+// component is one concern of the daemon. All methods run on the loop goroutine.
+type component interface {
+	// start launches the component's pumps; ctx ends when the daemon stops.
+	start(ctx context.Context) error
+	// reload applies a new configuration that has already been validated.
+	reload(old, cur *Loaded)
+	// stop undoes what the component changed outside the process (routes, firewall).
+	stop()
+	// fillStatus adds the component's part to a status snapshot.
+	fillStatus(s *Status)
+}
+
+// Loaded is one consistent configuration: the UCI config and the whitelist read together.
+type Loaded struct {
+	Config    *config.Config
+	Whitelist *whitelist.List // empty, never nil
+	// FirewallOn is the effective firewall mode: config option firewall and not -d.
+	FirewallOn bool
+}
+
+// Daemon is connmgr's state and event loop.
+type Daemon struct {
+	opts    Options
+	log     *slog.Logger
+	clock   Clock
+	events  chan event
+	cur     *Loaded
+	started time.Time
+
+	components []component
+	counters   Counters
+	// preferred is attribute 65008 as last set: -1 automatic, else the network type to use
+	// whenever it is proven.
+	preferred int
+}
+
+// New reads the configuration and prepares the daemon. A configuration error is returned as
+// it is, naming the file and line, for main to print before exiting non-zero.
+func New(opts Options) (*Daemon, error) {
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.Clock == nil {
+		opts.Clock = RealClock{}
+	}
+	d := &Daemon{
+		opts:      opts,
+		log:       opts.Logger,
+		clock:     opts.Clock,
+		events:    make(chan event, 256),
+		preferred: NetworkNone,
+	}
+	cur, err := d.load()
+	if err != nil {
+		return nil, err
+	}
+	d.cur = cur
+	d.applyLogLevel()
+	d.components = d.buildComponents()
+	return d, nil
+}
+
+// buildComponents lists the daemon's concerns in start order; stop runs in reverse.
+func (d *Daemon) buildComponents() []component {
+	return []component{}
+}
+
+// load reads the UCI configuration and the whitelist. Nothing is applied here, so a bad file
+// on reload leaves the running configuration untouched.
+func (d *Daemon) load() (*Loaded, error) {
+	cfg, err := config.Load(d.opts.UCIDir)
+	if err != nil {
+		return nil, err
+	}
+	l := &Loaded{Config: cfg, FirewallOn: cfg.Main.Firewall && !d.opts.NoFirewall}
+	if l.FirewallOn {
+		wl, err := whitelist.Load(d.opts.WhitelistPath)
+		switch {
+		case errors.Is(err, fs.ErrNotExist):
+			d.log.Warn("whitelist missing: only DNS, DHCP, NTP and ICMP echo will pass the firewall", "file", d.opts.WhitelistPath)
+			wl, _ = whitelist.Parse(d.opts.WhitelistPath, strings.NewReader(""))
+		case err != nil:
+			return nil, err
+		}
+		l.Whitelist = wl
+	} else {
+		l.Whitelist, _ = whitelist.Parse("", strings.NewReader(""))
+	}
+	return l, nil
+}
+
+// Run runs the event loop until ctx ends, then stops every component. It returns an error only
+// when start-up fails.
+func (d *Daemon) Run(ctx context.Context) error {
+	d.started = d.clock.Now()
+	d.logConfig("starting")
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var started []component
+	defer func() {
+		for i := len(started) - 1; i >= 0; i-- {
+			started[i].stop()
+		}
+		d.log.Info("stopped")
+	}()
+	for _, c := range d.components {
+		if err := c.start(ctx); err != nil {
+			return fmt.Errorf("start: %w", err)
+		}
+		started = append(started, c)
+	}
+	d.log.Info("running", "components", len(started))
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case ev := <-d.events:
+			ev.apply(d)
+		}
+	}
+}
+
+// post hands an event to the loop. It may be called from any goroutine; it blocks while the
+// loop's queue is full, which pushes back on a pump that produces faster than the loop applies.
+func (d *Daemon) post(ev event) {
+	d.events <- ev
+}
+
+// Reload asks the loop to re-read the configuration (SIGHUP, ubus reload).
+func (d *Daemon) Reload() {
+	go d.post(reloadEvent{})
+}
+
+type reloadEvent struct{ done chan error }
+
+func (e reloadEvent) apply(d *Daemon) {
+	err := d.reload()
+	if e.done != nil {
+		e.done <- err
+	}
+}
+
+// reload swaps in a new configuration if it reads cleanly; otherwise the last good one stays.
+func (d *Daemon) reload() error {
+	next, err := d.load()
+	if err != nil {
+		d.log.Error("reload failed; keeping the running configuration", "err", err)
+		return err
+	}
+	old := d.cur
+	d.cur = next
+	d.applyLogLevel()
+	for _, c := range d.components {
+		c.reload(old, next)
+	}
+	d.counters.Reloads++
+	d.logConfig("reloaded")
+	return nil
+}
+
+// Do runs f on the loop goroutine and waits for it, so callers outside the loop (ubus methods)
+// can read and change state safely.
+func (d *Daemon) Do(ctx context.Context, f func()) error {
+	done := make(chan struct{})
+	select {
+	case d.events <- funcEvent{f: f, done: done}:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+type funcEvent struct {
+	f    func()
+	done chan struct{}
+}
+
+func (e funcEvent) apply(*Daemon) {
+	e.f()
+	close(e.done)
+}
+
+// after posts ev once dur has passed.
+func (d *Daemon) after(dur time.Duration, ev event) Timer {
+	return d.clock.AfterFunc(dur, func() { d.post(ev) })
+}
+
+func (d *Daemon) applyLogLevel() {
+	if d.opts.Level != nil {
+		d.opts.Level.Set(d.cur.Config.Main.LogLevel)
+	}
+}
+
+// logConfig says what the daemon runs with, so a log alone tells how it was set up.
+func (d *Daemon) logConfig(what string) {
+	c := d.cur.Config
+	d.log.Info(what, "version", Version, "uci_dir", d.opts.UCIDir, "firewall", d.cur.FirewallOn,
+		"firewall_backend", c.Main.FirewallBackend, "whitelist", d.opts.WhitelistPath,
+		"whitelist_entries", d.cur.Whitelist.Len(), "echo", fmt.Sprintf("%s:%d", c.Main.EchoHost, c.Main.EchoPort),
+		"probe", c.Main.Probe, "ubus", d.opts.UbusSocket)
+	for _, u := range c.Uplinks {
+		d.log.Info("uplink", "network", u.Name, "device", u.Device, "type", u.Kind.String(),
+			"priority", u.Priority, "enabled", u.Enabled)
+	}
+	for _, w := range c.Warnings {
+		d.log.Warn("config", "warning", w)
+	}
+}

@@ -1,0 +1,89 @@
+package daemon
+
+// Status is the daemon's state as `ubus call connmgr status` and `connmgr status` show it.
+// Field names are an outside contract: add fields, never rename them.
+type Status struct {
+	Version string `json:"version"`
+	// NetworkType is attribute 65008: -1 none, 0 Ethernet, 1 WLAN, 2 WAN.
+	NetworkType int `json:"network_type"`
+	// InUse is the network (UCI section) of the uplink carrying the default route, or "".
+	InUse       string `json:"in_use"`
+	InUseDevice string `json:"in_use_device"`
+	// PreferredNetworkType is what set_attribute 65008 asked for; -1 is automatic.
+	PreferredNetworkType int            `json:"preferred_network_type"`
+	Firewall             FirewallStatus `json:"firewall"`
+	Uplinks              []UplinkStatus `json:"uplinks"`
+	Counters             Counters       `json:"counters"`
+	UptimeSeconds        int64          `json:"uptime"`
+	Ubus                 *UbusStatus    `json:"ubus,omitempty"`
+}
+
+// FirewallStatus is the firewall part of Status.
+type FirewallStatus struct {
+	// Mode is "enabled" or "disabled" (-d or option firewall '0').
+	Mode    string `json:"mode"`
+	Backend string `json:"backend,omitempty"` // nftables or iptables
+	// DNSMode is how learned addresses keep pace with DNS: "hold" (replies held until the
+	// pinhole exists), "capture" (replies observed only), or "off".
+	DNSMode          string `json:"dns_mode,omitempty"`
+	WhitelistEntries int    `json:"whitelist_entries"`
+	Pinholes         int    `json:"pinholes"`
+}
+
+// UplinkStatus is one uplink's part of Status.
+type UplinkStatus struct {
+	Network string `json:"network"` // UCI section: ethnet, stanet, modemnet
+	Device  string `json:"device"`
+	Type    string `json:"type"` // ethernet, wifi, cellular
+	// State and StateNum use the seed's names and numbers (ITFUP_SS = 4, ...).
+	State     string  `json:"state"`
+	StateNum  int     `json:"state_num"`
+	Address   string  `json:"address,omitempty"`
+	Gateway   string  `json:"gateway,omitempty"`
+	InUse     bool    `json:"in_use"`
+	LastProbe string  `json:"last_probe"` // "success", "failure", "none"
+	RTTms     float64 `json:"rtt_ms,omitempty"`
+	// SinceSeconds is the time spent in the current state.
+	SinceSeconds int64  `json:"since"`
+	Probes       uint64 `json:"probes"`
+	ProbeFails   uint64 `json:"probe_failures"`
+}
+
+// Counters count what the daemon did since it started.
+type Counters struct {
+	Switches      uint64 `json:"switches"`
+	Probes        uint64 `json:"probes"`
+	PinholesAdded uint64 `json:"pinholes_added"`
+	DNSReplies    uint64 `json:"dns_replies"`
+	ForgedReplies uint64 `json:"forged_dns_replies"`
+	Reloads       uint64 `json:"reloads"`
+}
+
+// UbusStatus says whether the daemon is on the bus.
+type UbusStatus struct {
+	Connected  bool   `json:"connected"`
+	Socket     string `json:"socket"`
+	Reconnects uint64 `json:"reconnects"`
+}
+
+// Status assembles a snapshot. It runs on the loop goroutine (use Do from elsewhere).
+func (d *Daemon) Status() Status {
+	s := Status{
+		Version:              Version,
+		NetworkType:          -1,
+		PreferredNetworkType: d.preferred,
+		Counters:             d.counters,
+		UptimeSeconds:        int64(d.clock.Now().Sub(d.started).Seconds()),
+		Firewall: FirewallStatus{
+			Mode:             "disabled",
+			WhitelistEntries: d.cur.Whitelist.Len(),
+		},
+	}
+	if d.cur.FirewallOn {
+		s.Firewall.Mode = "enabled"
+	}
+	for _, c := range d.components {
+		c.fillStatus(&s)
+	}
+	return s
+}
