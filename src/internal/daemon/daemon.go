@@ -75,6 +75,7 @@ type Daemon struct {
 	// preferred is attribute 65008 as last set: -1 automatic, else the network type to use
 	// whenever it is proven.
 	preferred int
+	uplinks   *uplinks
 }
 
 // New reads the configuration and prepares the daemon. A configuration error is returned as
@@ -105,7 +106,8 @@ func New(opts Options) (*Daemon, error) {
 
 // buildComponents lists the daemon's concerns in start order; stop runs in reverse.
 func (d *Daemon) buildComponents() []component {
-	return []component{}
+	d.uplinks = newUplinks(d)
+	return []component{d.uplinks}
 }
 
 // load reads the UCI configuration and the whitelist. Nothing is applied here, so a bad file

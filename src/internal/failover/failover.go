@@ -61,6 +61,9 @@ type Env interface {
 	WakeAt(t time.Time)
 	// Log records a decision and its reason.
 	Log(msg string, args ...any)
+	// StateChanged and Switched tell the outside (ubus events).
+	StateChanged(u UplinkSettings, from, to uplink.State, reason string)
+	Switched(from, to UplinkSettings, reason string)
 }
 
 type link struct {
@@ -231,6 +234,7 @@ func (c *Controller) apply(l *link, now time.Time, ev uplink.Event) {
 	if tr.Changed() {
 		c.env.Log("uplink state", "network", l.set.Name, "device", l.set.Device,
 			"from", tr.From.String(), "to", tr.To.String(), "reason", tr.Reason)
+		c.env.StateChanged(l.set, tr.From, tr.To, tr.Reason)
 		if tr.To != uplink.ItfUpSS && (tr.From == uplink.ItfUpSS || tr.From == uplink.ItfUpSU) {
 			// Flows through an uplink that died are dead: clear them so
 			// masqueraded ones are translated afresh over the new route.
@@ -326,12 +330,22 @@ func (c *Controller) decide(now time.Time, trigger string) {
 	d := selector.Select(selector.Input{Candidates: c.candidates(), Current: c.selected,
 		Preference: c.pref, RecoverCount: c.set.Params.RecoverCount})
 	changed := d.Switch(c.selected)
+	var from, to UplinkSettings
 	if changed {
 		c.env.Log("switch uplink", "from", c.selected, "to", d.Selected, "reason", d.Reason, "trigger", trigger)
+		if l := c.link(c.selected); l != nil {
+			from = l.set
+		}
+		if l := c.link(d.Selected); l != nil {
+			to = l.set
+		}
 		c.selected = d.Selected
 		c.counters.Switches++
 	}
 	c.applyRoutes(d.Reason)
+	if changed {
+		c.env.Switched(from, to, d.Reason)
+	}
 	c.runFlushes()
 	c.schedule(now)
 }

@@ -16,18 +16,20 @@ var t0 = time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
 // sim is a fake world: a clock, uplinks whose probes succeed or fail,
 // and a router that records the routing state.
 type sim struct {
-	t       *testing.T
-	now     time.Time
-	wake    time.Time
-	pending map[string]pendingProbe
-	healthy map[string]bool
-	c       *Controller
-	routes  route.Desired
-	applies int
-	flushed []netip.Addr
-	capture map[string]netip.Prefix
-	log     []string
-	started map[string]int // rounds started per uplink
+	t        *testing.T
+	now      time.Time
+	wake     time.Time
+	pending  map[string]pendingProbe
+	healthy  map[string]bool
+	c        *Controller
+	routes   route.Desired
+	applies  int
+	flushed  []netip.Addr
+	capture  map[string]netip.Prefix
+	log      []string
+	started  map[string]int // rounds started per uplink
+	states   []string       // StateChanged calls, network:state
+	switches []string       // Switched calls, from>to
 }
 
 type pendingProbe struct {
@@ -51,6 +53,12 @@ func (s *sim) Capture(name, dev string, p netip.Prefix) { s.capture[name] = p }
 func (s *sim) WakeAt(t time.Time)                       { s.wake = t }
 func (s *sim) Log(msg string, args ...any) {
 	s.log = append(s.log, fmt.Sprint(s.now.Sub(t0).Round(time.Millisecond), " ", msg, " ", args))
+}
+func (s *sim) StateChanged(u UplinkSettings, from, to uplink.State, reason string) {
+	s.states = append(s.states, u.Name+":"+to.String())
+}
+func (s *sim) Switched(from, to UplinkSettings, reason string) {
+	s.switches = append(s.switches, from.Name+">"+to.Name)
 }
 func (s *sim) Apply(d route.Desired) error {
 	s.routes = d
@@ -173,6 +181,12 @@ func TestCarrierLossSwitchesAtOnce(t *testing.T) {
 	s.c.DeviceUpdate(map[string]uplink.Device{"eth0": down})
 	if s.routes.Selected != "stanet" {
 		t.Fatalf("carrier loss: selected %q", s.routes.Selected)
+	}
+	if got := s.switches[len(s.switches)-1]; got != "ethnet>stanet" {
+		t.Fatalf("last switch announced %q", got)
+	}
+	if got := s.states[len(s.states)-1]; got != "ethnet:ITFDOWN_SX" {
+		t.Fatalf("last state announced %q", got)
 	}
 	if len(s.flushed) != 1 || s.flushed[0] != netip.MustParseAddr("198.18.10.2") {
 		t.Fatalf("flushed %v", s.flushed)

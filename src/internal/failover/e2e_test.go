@@ -1,0 +1,91 @@
+package failover_test
+
+import (
+	"testing"
+	"time"
+
+	"github.com/afero/af-conn/internal/testbed"
+)
+
+// End-to-end failover tests: the real connmgr binary in a testbed world.
+// Their time limits are generous (the machine is shared); the benchmark
+// measures the real figures.
+
+func TestE2ECarrierLoss(t *testing.T) {
+	r := newRig(t, "")
+	start := time.Now()
+	r.carrier("eth0", false)
+	at := r.waitDefault("wlan0", 5*time.Second)
+	t.Logf("carrier loss -> switched in %v", at.Sub(start))
+	r.carrier("eth0", true)
+	r.waitDefault("eth0", 20*time.Second)
+}
+
+func TestE2ESilentUpstreamFailure(t *testing.T) {
+	r := newRig(t, "")
+	start := time.Now()
+	r.fault("eth0", testbed.Fault{Blackhole: true})
+	at := r.waitDefault("wlan0", 15*time.Second)
+	t.Logf("black hole -> switched in %v", at.Sub(start))
+	if err := dialEcho(t, r.w).works(5 * time.Second); err != nil {
+		t.Fatalf("no connectivity after failover: %v", err)
+	}
+	// The preferred uplink returns: fail back.
+	start = time.Now()
+	r.fault("eth0", testbed.Fault{})
+	at = r.waitDefault("eth0", 20*time.Second)
+	t.Logf("restored -> switched back in %v", at.Sub(start))
+}
+
+func TestE2EAllDeadThenOneReturns(t *testing.T) {
+	r := newRig(t, "")
+	for _, dev := range []string{"eth0", "wlan0", "wwan0"} {
+		r.fault(dev, testbed.Fault{Blackhole: true})
+	}
+	for _, n := range []string{"ethnet", "stanet", "modemnet"} {
+		r.waitState(n, "ITFUP_SF", 90*time.Second)
+	}
+	r.fault("wlan0", testbed.Fault{})
+	r.waitDefault("wlan0", 20*time.Second)
+	if err := dialEcho(t, r.w).works(5 * time.Second); err != nil {
+		t.Fatalf("no connectivity over the returned uplink: %v", err)
+	}
+}
+
+func TestE2ELossDoesNotFlap(t *testing.T) {
+	r := newRig(t, "")
+	before := r.watch.count()
+	r.fault("eth0", testbed.Fault{LossPercent: 20})
+	time.Sleep(30 * time.Second)
+	if n := r.watch.count() - before; n != 0 {
+		t.Fatalf("default route changed %d times under 20%% loss\nlog:\n%s", n, r.p.Log())
+	}
+}
+
+// A connection opened over Wi-Fi while Ethernet was dead keeps working
+// after the default route returns to Ethernet (source rule + per-uplink
+// table), and a new connection goes over Ethernet.
+func TestE2EConnectionSurvivesFailBack(t *testing.T) {
+	r := newRig(t, "")
+	r.fault("eth0", testbed.Fault{Blackhole: true})
+	r.waitDefault("wlan0", 15*time.Second)
+	c := dialEcho(t, r.w)
+	if err := c.works(5 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if got := c.LocalAddr().String(); got[:len("198.18.20.2")] != "198.18.20.2" {
+		t.Fatalf("connection not over Wi-Fi: local %s", got)
+	}
+	r.fault("eth0", testbed.Fault{})
+	r.waitDefault("eth0", 20*time.Second)
+	for i := range 3 {
+		if err := c.works(5 * time.Second); err != nil {
+			t.Fatalf("Wi-Fi connection broken by fail-back (round %d): %v", i, err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	n := dialEcho(t, r.w)
+	if got := n.LocalAddr().String(); got[:len("198.18.10.2")] != "198.18.10.2" {
+		t.Fatalf("new connection not over Ethernet: local %s", got)
+	}
+}
