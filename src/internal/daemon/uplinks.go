@@ -35,6 +35,11 @@ type uplinks struct {
 	keep     bool
 }
 
+// carrierPoll bounds how late a lost carrier is seen when the kernel
+// batches its report (see netmon.Options.CarrierPoll): part of the
+// 100 ms carrier-loss failover budget.
+const carrierPoll = 30 * time.Millisecond
+
 func newUplinks(d *Daemon) *uplinks {
 	return &uplinks{d: d, net: kernelNet{}, captures: map[string]func(){}}
 }
@@ -124,10 +129,11 @@ func (u *uplinks) start(ctx context.Context) error {
 		devs = append(devs, up.Device)
 	}
 	opts := netmon.Options{
-		Devices:  devs,
-		OwnProto: u.router.Proto(),
-		Notify:   func(up netmon.Update) { u.d.post(netmonEvent{up}) },
-		Logf:     func(f string, a ...any) { u.d.log.Warn(fmt.Sprintf(f, a...)) },
+		Devices:     devs,
+		OwnProto:    u.router.Proto(),
+		CarrierPoll: carrierPoll,
+		Notify:      func(up netmon.Update) { u.d.post(netmonEvent{up}) },
+		Logf:        func(f string, a ...any) { u.d.log.Warn(fmt.Sprintf(f, a...)) },
 	}
 	errc := make(chan error, 1)
 	go func() { errc <- u.net.watch(ctx, opts) }()

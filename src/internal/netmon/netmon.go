@@ -51,6 +51,13 @@ type Options struct {
 	Namespace *netns.NsHandle
 	// RcvBuf is the netlink socket receive buffer (default 1 MiB).
 	RcvBuf int
+	// CarrierPoll, if set, is how often the watched devices' carrier is
+	// read directly. The kernel reports a carrier change at once only if
+	// no link changed anywhere in the last second; otherwise its
+	// linkwatch batches the report up to a second later, while the
+	// device's IFF_LOWER_UP flag is right at once. Polling it bounds how
+	// late a lost carrier is seen (a few GETLINK requests per second).
+	CarrierPoll time.Duration
 	// Notify receives each update, in order, from the pump goroutine.
 	Notify func(Update)
 	// Logf, if set, logs resyncs and errors.
@@ -185,6 +192,9 @@ type subscription struct {
 
 type ruleChanged struct{}
 
+// polledLink is a device read by the carrier poll.
+type polledLink struct{ l netlink.Link }
+
 var errOverflow = errors.New("netlink subscription lost (overflow or socket error)")
 
 // forward copies a library channel into events until it closes, then
@@ -249,6 +259,9 @@ func (m *Monitor) subscribe() (*subscription, error) {
 		return nil, fmt.Errorf("subscribe to rules: %w", err)
 	}
 	go forward(s, rules)
+	if m.opts.CarrierPoll > 0 {
+		go m.pollCarrier(s)
+	}
 	go func() {
 		<-s.done
 		rs.Close()
@@ -269,6 +282,44 @@ func (m *Monitor) subscribe() (*subscription, error) {
 		}
 	}()
 	return s, nil
+}
+
+// pollCarrier reads the watched devices every CarrierPoll and passes on
+// those whose carrier differs from the last reading.
+func (m *Monitor) pollCarrier(s *subscription) {
+	h, err := m.handle()
+	if err != nil {
+		m.opts.Logf("netmon: carrier poll: %v", err)
+		return
+	}
+	defer h.Close()
+	last := map[string]bool{}
+	t := time.NewTicker(m.opts.CarrierPoll)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.done:
+			return
+		case <-t.C:
+		}
+		for _, name := range m.opts.Devices {
+			l, err := h.LinkByName(name)
+			if err != nil {
+				delete(last, name)
+				continue
+			}
+			c := linkOf(l).carrier
+			if old, ok := last[name]; ok && old == c {
+				continue
+			}
+			last[name] = c
+			select {
+			case s.events <- polledLink{l}:
+			case <-s.done:
+				return
+			}
+		}
+	}
 }
 
 // close stops the subscription; the forwarders drain the library's
@@ -436,6 +487,8 @@ func (m *Monitor) apply(ev any, c *change) error {
 		c.own = m.applyRoute(u) || c.own
 	case ruleChanged:
 		c.rules = true
+	case polledLink:
+		m.setLink(u.l.Attrs().Index, linkOf(u.l))
 	case error:
 		return u
 	}
@@ -450,9 +503,12 @@ func (m *Monitor) applyLink(u netlink.LinkUpdate) {
 		delete(m.v.routes, idx)
 		return
 	}
-	li := linkOf(u.Link)
+	m.setLink(idx, linkOf(u.Link))
+}
+
+func (m *Monitor) setLink(idx int, li linkInfo) {
 	if !li.up {
-		m.routesStale = true
+		m.routesStale = true // down flushes routes silently
 	}
 	m.v.links[idx] = li
 }
