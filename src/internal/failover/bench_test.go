@@ -51,7 +51,7 @@ func TestFailoverBenchmark(t *testing.T) {
 		r.carrier("eth0", true)
 		failback = append(failback, ms(r.waitDefault("eth0", 30*time.Second).Sub(start)))
 		broken = append(broken, float64(countBroken(conns)))
-		t.Logf("run %d: carrier %.1f ms (%.1f ms after the kernel's report), fail-back %.0f ms", i, carrier[i], kernel[i], failback[i])
+		t.Logf("run %d: carrier %.1f ms (%.1f ms after the carrier report), fail-back %.0f ms", i, carrier[i], kernel[i], failback[i])
 	}
 	for i := range runs {
 		jitter()
@@ -82,7 +82,7 @@ func TestFailoverBenchmark(t *testing.T) {
 		fmt.Fprintf(&b, "%-44s %6d %9.1f%s %9.1f%s   %s\n", name, len(xs), pct(xs, 50), unit, pct(xs, 95), unit, target)
 	}
 	row("carrier loss -> route switched", carrier, "ms", "p95 <= 100 ms")
-	row("  of which: kernel's carrier report -> switched", kernel, "ms", "")
+	row("  of which: carrier report seen -> switched", kernel, "ms", "")
 	row("silent upstream failure -> route switched", silent, "ms", "p95 <= 3000 ms")
 	row("preferred uplink restored -> switched back", failback, "ms", "<= 5000 ms")
 	row(fmt.Sprintf("route flaps under 20%% loss per %v", lossPeriod), flaps, "  ", "0")

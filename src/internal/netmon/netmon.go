@@ -14,14 +14,17 @@ import (
 	"maps"
 	"net"
 	"net/netip"
+	"runtime"
 	"slices"
 	"time"
+	"unsafe"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netlink/nl"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
+	"github.com/afero/af-conn/internal/inns"
 	"github.com/afero/af-conn/internal/uplink"
 )
 
@@ -192,8 +195,8 @@ type subscription struct {
 
 type ruleChanged struct{}
 
-// polledLink is a device read by the carrier poll.
-type polledLink struct{ l netlink.Link }
+// carrierLost is a device the carrier poll found without carrier.
+type carrierLost struct{ name string }
 
 var errOverflow = errors.New("netlink subscription lost (overflow or socket error)")
 
@@ -284,15 +287,28 @@ func (m *Monitor) subscribe() (*subscription, error) {
 	return s, nil
 }
 
-// pollCarrier reads the watched devices every CarrierPoll and passes on
-// those whose carrier differs from the last reading.
+// pollCarrier reads the watched devices' carrier every CarrierPoll and
+// passes on each loss it sees (a regained carrier comes by event soon
+// enough). It asks with ethtool's GLINK ioctl, which reads the carrier
+// bit with no message to build or parse; a device whose driver lacks it
+// is read over netlink instead.
 func (m *Monitor) pollCarrier(s *subscription) {
-	h, err := m.handle()
+	var fd int
+	err := inns.Do(m.nsHandle(), func() (err error) {
+		fd, err = unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+		return err
+	})
 	if err != nil {
 		m.opts.Logf("netmon: carrier poll: %v", err)
 		return
 	}
-	defer h.Close()
+	defer unix.Close(fd)
+	var h *netlink.Handle // opened on first need
+	defer func() {
+		if h != nil {
+			h.Close()
+		}
+	}()
 	last := map[string]bool{}
 	t := time.NewTicker(m.opts.CarrierPoll)
 	defer t.Stop()
@@ -303,23 +319,61 @@ func (m *Monitor) pollCarrier(s *subscription) {
 		case <-t.C:
 		}
 		for _, name := range m.opts.Devices {
-			l, err := h.LinkByName(name)
+			c, err := ethtoolLink(fd, name)
+			if errors.Is(err, unix.EOPNOTSUPP) {
+				if h == nil {
+					if h, err = m.handle(); err != nil {
+						h = nil
+						continue
+					}
+				}
+				l, lerr := h.LinkByName(name)
+				c, err = lerr == nil && linkOf(l).carrier, lerr
+			}
 			if err != nil {
-				delete(last, name)
+				delete(last, name) // absent: netlink events tell
 				continue
 			}
-			c := linkOf(l).carrier
-			if old, ok := last[name]; ok && old == c {
-				continue
-			}
+			was, known := last[name]
 			last[name] = c
+			if !known || !was || c {
+				continue
+			}
 			select {
-			case s.events <- polledLink{l}:
+			case s.events <- carrierLost{name}:
 			case <-s.done:
 				return
 			}
 		}
 	}
+}
+
+// ethtoolLink reads a device's carrier (ETHTOOL_GLINK).
+func ethtoolLink(fd int, name string) (bool, error) {
+	if len(name) >= unix.IFNAMSIZ {
+		return false, unix.EINVAL
+	}
+	v := struct{ cmd, data uint32 }{cmd: unix.ETHTOOL_GLINK}
+	var req struct {
+		name [unix.IFNAMSIZ]byte
+		data unsafe.Pointer
+		_    [24]byte // at least sizeof(struct ifreq) in all
+	}
+	copy(req.name[:], name)
+	req.data = unsafe.Pointer(&v)
+	_, _, errno := unix.Syscall(unix.SYS_IOCTL, uintptr(fd), unix.SIOCETHTOOL, uintptr(unsafe.Pointer(&req)))
+	runtime.KeepAlive(&v)
+	if errno != 0 {
+		return false, errno
+	}
+	return v.data != 0, nil
+}
+
+func (m *Monitor) nsHandle() netns.NsHandle {
+	if m.opts.Namespace != nil {
+		return *m.opts.Namespace
+	}
+	return netns.None()
 }
 
 // close stops the subscription; the forwarders drain the library's
@@ -487,8 +541,13 @@ func (m *Monitor) apply(ev any, c *change) error {
 		c.own = m.applyRoute(u) || c.own
 	case ruleChanged:
 		c.rules = true
-	case polledLink:
-		m.setLink(u.l.Attrs().Index, linkOf(u.l))
+	case carrierLost:
+		for idx, li := range m.v.links {
+			if li.name == u.name && li.carrier {
+				li.carrier = false
+				m.setLink(idx, li)
+			}
+		}
 	case error:
 		return u
 	}
