@@ -107,7 +107,7 @@ func New(opts Options) (*Daemon, error) {
 // buildComponents lists the daemon's concerns in start order; stop runs in reverse.
 func (d *Daemon) buildComponents() []component {
 	d.uplinks = newUplinks(d)
-	return []component{d.uplinks}
+	return []component{newFirewallComponent(d), d.uplinks}
 }
 
 // load reads the UCI configuration and the whitelist. Nothing is applied here, so a bad file

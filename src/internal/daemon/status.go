@@ -28,6 +28,14 @@ type FirewallStatus struct {
 	DNSMode          string `json:"dns_mode,omitempty"`
 	WhitelistEntries int    `json:"whitelist_entries"`
 	Pinholes         int    `json:"pinholes"`
+	// DNSQueue is how the firewall hands DNS replies to the extractor: nft-queue, xt-nfqueue,
+	// unavailable (capture only) or off.
+	DNSQueue string `json:"dns_queue,omitempty"`
+	// Restores counts how often the rules were found removed (flush, firewall restart) and
+	// put back; SetFullErrors how often a pinhole was refused because set_maxelem was reached.
+	Restores      int    `json:"restores"`
+	SetFullErrors int    `json:"set_full_errors"`
+	Error         string `json:"error,omitempty"` // why the lock-down is not (fully) in force
 }
 
 // UplinkStatus is one uplink's part of Status.

@@ -52,17 +52,19 @@ func register(w *World) func() {
 // sweepStale removes namespaces left by runs whose process is gone (killed with SIGKILL, or a
 // crashed test binary). Namespaces of live processes, other test runs among them, stay.
 func sweepStale() {
-	entries, err := os.ReadDir("/run/netns")
-	if err != nil {
-		return
-	}
-	for _, e := range entries {
-		pid, ok := ownerPID(e.Name())
-		if !ok || pid == os.Getpid() || syscall.Kill(pid, 0) != syscall.ESRCH {
+	for _, dir := range []string{"/run/netns", "/etc/netns"} {
+		entries, err := os.ReadDir(dir)
+		if err != nil {
 			continue
 		}
-		(&NS{Name: e.Name()}).remove()
-		os.RemoveAll(filepath.Join("/etc/netns", e.Name()))
+		for _, e := range entries {
+			pid, ok := ownerPID(e.Name())
+			if !ok || pid == os.Getpid() || syscall.Kill(pid, 0) != syscall.ESRCH {
+				continue
+			}
+			(&NS{Name: e.Name()}).remove()
+			os.RemoveAll(filepath.Join("/etc/netns", e.Name()))
+		}
 	}
 }
 

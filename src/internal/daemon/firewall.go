@@ -1,0 +1,276 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"slices"
+	"sync/atomic"
+	"time"
+
+	"github.com/afero/af-conn/internal/config"
+	"github.com/afero/af-conn/internal/dnsx"
+	"github.com/afero/af-conn/internal/firewall"
+	"github.com/afero/af-conn/internal/whitelist"
+)
+
+// ErrFirewallOff is returned by the firewall methods while the firewall mode is off (-d or
+// option firewall '0').
+var ErrFirewallOff = errors.New("firewall mode is off")
+
+// firewallVerifyEvery is how often the component checks that nobody flushed its rules. The
+// firewall include (fw3/fw4 reload) restores at once; this catches everything else.
+const firewallVerifyEvery = 5 * time.Second
+
+// FirewallPolicy is the lock-down for a configuration: the enabled uplinks' devices, the
+// whitelist's addresses and prefixes, the set bound and, when DNS replies are held, the
+// queue hook. `connmgr fw init` without a daemon uses it too.
+func FirewallPolicy(cfg *config.Config, wl *whitelist.List) firewall.Policy {
+	p := firewall.Policy{MaxElem: cfg.Main.SetMaxElem,
+		DNSQueue: firewall.QueueHook{Enabled: cfg.Main.DNSHold, Num: cfg.Main.QueueNum}}
+	for _, u := range cfg.Uplinks {
+		if u.Enabled && u.Device != "" && !slices.Contains(p.Uplinks, u.Device) {
+			p.Uplinks = append(p.Uplinks, u.Device)
+		}
+	}
+	if wl != nil {
+		p.Static = wl.Prefixes()
+	}
+	return p
+}
+
+// firewallComponent keeps the lock-down in force while the firewall mode is on: set up at
+// start and when the mode is switched on, re-applied when the configuration changes, checked
+// every few seconds and restored with the learned addresses after a flush, removed at exit and
+// when the mode is switched off.
+type firewallComponent struct {
+	d *Daemon
+	// open makes the backend for the option firewall_backend (tests inject a fake).
+	open    func(option string) (firewall.Backend, error)
+	fw      atomic.Pointer[firewall.Firewall] // nil while off; read by the DNS gate's goroutines
+	backend string                            // option the open backend was made for
+	policy  firewall.Policy
+	timer   Timer
+	lastErr string
+}
+
+func newFirewallComponent(d *Daemon) *firewallComponent {
+	return &firewallComponent{d: d, open: firewall.Open}
+}
+
+func (c *firewallComponent) start(ctx context.Context) error {
+	c.apply(c.d.cur)
+	c.schedule()
+	return nil
+}
+
+func (c *firewallComponent) schedule() {
+	c.timer = c.d.after(firewallVerifyEvery, funcEvent{f: c.verify, done: make(chan struct{})})
+}
+
+// verify runs on the loop: restore what a flush removed, or retry a failed set-up.
+func (c *firewallComponent) verify() {
+	defer c.schedule()
+	fw := c.fw.Load()
+	switch {
+	case fw == nil && c.d.cur.FirewallOn:
+		c.apply(c.d.cur)
+	case fw != nil:
+		restored, err := fw.Ensure()
+		if restored {
+			c.d.log.Warn("firewall rules were removed from the kernel (flush or firewall restart); restored them with the learned addresses", "err", err)
+		}
+		c.noteErr(err)
+	}
+}
+
+// apply brings the kernel to what l asks for.
+func (c *firewallComponent) apply(l *Loaded) {
+	fw := c.fw.Load()
+	if !l.FirewallOn {
+		if fw != nil {
+			c.off("firewall mode switched off")
+		}
+		return
+	}
+	opt := l.Config.Main.FirewallBackend
+	if fw != nil && opt != c.backend {
+		c.off("firewall_backend changed to " + opt)
+		fw = nil
+	}
+	if fw == nil {
+		b, err := c.open(opt)
+		if err != nil {
+			c.noteErr(fmt.Errorf("firewall backend %s: %w", opt, err))
+			return
+		}
+		fw = firewall.New(b, c.d.clock.Now)
+		c.backend = opt
+	}
+	p := FirewallPolicy(l.Config, l.Whitelist)
+	err := fw.Setup(p)
+	switch {
+	case errors.Is(err, firewall.ErrQueueUnavailable):
+		c.d.log.Warn("DNS replies cannot be queued here; DNS extraction falls back to capture", "err", err)
+		err = nil
+	case err != nil:
+		// The verify tick retries with a fresh backend.
+		c.noteErr(fmt.Errorf("firewall set-up: %w", err))
+		c.fw.Store(nil)
+		fw.Close()
+		return
+	}
+	c.noteErr(nil)
+	c.policy = p
+	c.fw.Store(fw)
+	c.d.log.Info("firewall lock-down in force", "backend", fw.Backend(), "uplinks", p.Uplinks,
+		"static", len(p.Static), "dns_queue", fw.QueueMode())
+}
+
+// off removes everything connmgr added.
+func (c *firewallComponent) off(why string) {
+	fw := c.fw.Swap(nil)
+	if fw == nil {
+		return
+	}
+	if err := fw.Teardown(); err != nil {
+		c.d.log.Error("firewall teardown", "err", err)
+	} else {
+		c.d.log.Info("firewall lock-down removed", "why", why)
+	}
+	fw.Close()
+}
+
+func (c *firewallComponent) noteErr(err error) {
+	msg := ""
+	if err != nil {
+		msg = err.Error()
+	}
+	if msg != "" && msg != c.lastErr {
+		c.d.log.Error("firewall", "err", err)
+	}
+	c.lastErr = msg
+}
+
+func (c *firewallComponent) reload(old, cur *Loaded) { c.apply(cur) }
+
+func (c *firewallComponent) stop() {
+	if c.timer != nil {
+		c.timer.Stop()
+	}
+	c.off("connmgr exits")
+}
+
+func (c *firewallComponent) fillStatus(s *Status) {
+	fw := c.fw.Load()
+	s.Firewall.Error = c.lastErr
+	if fw == nil {
+		return
+	}
+	st := fw.Stats(false)
+	s.Firewall.Backend = st.Backend
+	s.Firewall.Pinholes = st.Learned4 + st.Learned6 + st.Forward4 + st.Forward6
+	s.Firewall.DNSQueue = string(st.Queue)
+	s.Firewall.Restores = st.Restores
+	s.Firewall.SetFullErrors = st.Full
+}
+
+// firewall returns the firewall component, nil when the daemon has none.
+func (d *Daemon) firewall() *firewallComponent {
+	for _, c := range d.components {
+		if f, ok := c.(*firewallComponent); ok {
+			return f
+		}
+	}
+	return nil
+}
+
+func (d *Daemon) activeFirewall() (*firewall.Firewall, error) {
+	c := d.firewall()
+	if c == nil || !d.cur.FirewallOn {
+		return nil, ErrFirewallOff
+	}
+	fw := c.fw.Load()
+	if fw == nil {
+		return nil, fmt.Errorf("firewall not set up: %s", c.lastErr)
+	}
+	return fw, nil
+}
+
+// FirewallAllow opens addr permanently (until teardown) for the device, or with forward for
+// LAN clients: ubus allow, `connmgr fw add|add_forwarding`. It runs on the loop (use Do).
+func (d *Daemon) FirewallAllow(addr netip.Addr, comment string, forward bool) error {
+	fw, err := d.activeFirewall()
+	if err != nil {
+		return err
+	}
+	return fw.AllowAll([]firewall.Pinhole{{Addr: addr, Forward: forward, Comment: comment}})
+}
+
+// FirewallDisallow closes addr: ubus disallow, `connmgr fw del|del_forwarding`. It runs on the
+// loop (use Do).
+func (d *Daemon) FirewallDisallow(addr netip.Addr, forward bool) error {
+	fw, err := d.activeFirewall()
+	if err != nil {
+		return err
+	}
+	return fw.Disallow(addr, forward)
+}
+
+// FirewallRestore re-installs the rules and the learned addresses: ubus firewall_restore,
+// called by the firewall include after every fw3/fw4 reload. It runs on the loop (use Do).
+func (d *Daemon) FirewallRestore() error {
+	c := d.firewall()
+	if c == nil || !d.cur.FirewallOn {
+		return ErrFirewallOff
+	}
+	fw := c.fw.Load()
+	if fw == nil {
+		c.apply(d.cur)
+		if c.fw.Load() == nil {
+			return fmt.Errorf("firewall not set up: %s", c.lastErr)
+		}
+		return nil
+	}
+	err := fw.Restore()
+	if errors.Is(err, firewall.ErrQueueUnavailable) {
+		err = nil
+	}
+	return err
+}
+
+// FirewallOpener is what the DNS extraction opens pinholes with. It may be called from any
+// goroutine; it returns once the kernel holds every address.
+func (d *Daemon) FirewallOpener() FirewallOpener { return FirewallOpener{c: d.firewall()} }
+
+// FirewallQueueMode says how DNS replies reach the extractor (nft-queue, xt-nfqueue,
+// unavailable or off). It runs on the loop.
+func (d *Daemon) FirewallQueueMode() firewall.QueueMode {
+	if c := d.firewall(); c != nil {
+		if fw := c.fw.Load(); fw != nil {
+			return fw.QueueMode()
+		}
+	}
+	return firewall.QueueOff
+}
+
+// FirewallOpener adapts the firewall to the DNS gate's Opener.
+type FirewallOpener struct{ c *firewallComponent }
+
+// Allow opens the answered addresses for their TTL (plus grace, already in Timeout).
+func (o FirewallOpener) Allow(ps []dnsx.Pinhole) error {
+	if o.c == nil {
+		return ErrFirewallOff
+	}
+	fw := o.c.fw.Load()
+	if fw == nil {
+		return ErrFirewallOff
+	}
+	out := make([]firewall.Pinhole, 0, len(ps))
+	for _, p := range ps {
+		// A timeout of 0 would mean permanent: DNS answers always expire.
+		out = append(out, firewall.Pinhole{Addr: p.Addr, TTL: max(p.Timeout, time.Second), Comment: p.Name})
+	}
+	return fw.AllowAll(out)
+}

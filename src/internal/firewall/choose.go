@@ -1,0 +1,81 @@
+package firewall
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+
+	"github.com/google/nftables"
+)
+
+// Facts are what backend selection looks at.
+type Facts struct {
+	NFT          bool // nf_tables answers over netlink
+	FW4Table     bool // table inet fw4 exists (fw4 is running)
+	FW4Installed bool // /sbin/fw4 exists
+	IPTables     bool // an iptables command is installed
+}
+
+// Choose picks the backend for the option firewall_backend (auto, nftables
+// or iptables). auto takes nftables where fw4 is in use or installed, or
+// where there is no iptables; iptables where it exists otherwise (fw3).
+func Choose(option string, f Facts) (string, error) {
+	switch option {
+	case BackendNFT:
+		if !f.NFT {
+			return "", fmt.Errorf("firewall_backend nftables: the kernel's nf_tables does not answer")
+		}
+		return BackendNFT, nil
+	case BackendIPTables:
+		if !f.IPTables {
+			return "", fmt.Errorf("firewall_backend iptables: no iptables command installed")
+		}
+		return BackendIPTables, nil
+	case BackendAuto, "":
+	default:
+		return "", fmt.Errorf("firewall_backend %q: want auto, nftables or iptables", option)
+	}
+	switch {
+	case f.NFT && (f.FW4Table || f.FW4Installed || !f.IPTables):
+		return BackendNFT, nil
+	case f.IPTables:
+		return BackendIPTables, nil
+	}
+	return "", fmt.Errorf("firewall_backend auto: neither nf_tables nor iptables is usable")
+}
+
+// Detect gathers Facts on this system.
+func Detect() Facts {
+	var f Facts
+	if c, err := nftables.New(); err == nil {
+		if tables, err := c.ListTablesOfFamily(nftables.TableFamilyINet); err == nil {
+			f.NFT = true
+			for _, t := range tables {
+				if t.Name == "fw4" {
+					f.FW4Table = true
+				}
+			}
+		}
+	}
+	f.FW4Installed = fileExists("/sbin/fw4")
+	_, err := exec.LookPath("iptables")
+	f.IPTables = err == nil
+	return f
+}
+
+func fileExists(p string) bool {
+	_, err := os.Stat(p)
+	return err == nil
+}
+
+// Open detects the system, chooses a backend for option and opens it.
+func Open(option string) (Backend, error) {
+	name, err := Choose(option, Detect())
+	if err != nil {
+		return nil, err
+	}
+	if name == BackendNFT {
+		return NewNFT()
+	}
+	return NewIPT()
+}

@@ -1,0 +1,559 @@
+package firewall
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/google/nftables"
+	"github.com/google/nftables/binaryutil"
+	"github.com/google/nftables/expr"
+	"golang.org/x/sys/unix"
+)
+
+// NFT is the native nftables backend: everything lives in the table
+// "inet afconn", which fw4 never flushes (it only flushes "inet fw4").
+type NFT struct {
+	nsfd    int
+	conn    *nftables.Conn
+	table   *nftables.Table
+	want    map[string]int // chain -> rule count of the installed policy
+	static  map[string]int // static set -> element count of the installed policy
+	maxElem int
+	probed  struct {
+		done      bool
+		queue     map[QueueMode]bool
+		updateTTL bool // kernel updates the timeout of an existing element
+	}
+}
+
+// NFTOption configures an NFT backend.
+type NFTOption func(*NFT)
+
+// NFTNetNS makes the backend work in the network namespace open as fd.
+func NFTNetNS(fd int) NFTOption { return func(b *NFT) { b.nsfd = fd } }
+
+// NewNFT opens a netlink connection to nf_tables and checks it works.
+func NewNFT(opts ...NFTOption) (*NFT, error) {
+	b := &NFT{table: &nftables.Table{Family: nftables.TableFamilyINet, Name: nftTableName}}
+	for _, o := range opts {
+		o(b)
+	}
+	if err := b.reconnect(); err != nil {
+		return nil, err
+	}
+	if _, err := b.conn.ListTablesOfFamily(nftables.TableFamilyINet); err != nil {
+		b.Close()
+		return nil, fmt.Errorf("nftables: list tables: %w", err)
+	}
+	return b, nil
+}
+
+// reconnect replaces the netlink connection: google/nftables keeps a
+// serialization error in the Conn forever, so after any failure we start over.
+func (b *NFT) reconnect() error {
+	if b.conn != nil {
+		_ = b.conn.CloseLasting()
+	}
+	opts := []nftables.ConnOption{nftables.AsLasting()}
+	if b.nsfd > 0 {
+		opts = append(opts, nftables.WithNetNSFd(b.nsfd))
+	}
+	c, err := nftables.New(opts...)
+	if err != nil {
+		return fmt.Errorf("nftables: open netlink: %w", err)
+	}
+	b.conn = c
+	return nil
+}
+
+// flush sends the queued batch; on failure the connection is renewed.
+func (b *NFT) flush() error {
+	err := b.conn.Flush()
+	if err != nil {
+		if rerr := b.reconnect(); rerr != nil {
+			return errors.Join(err, rerr)
+		}
+	}
+	return err
+}
+
+// Name implements Backend.
+func (b *NFT) Name() string { return BackendNFT }
+
+// Close implements Backend.
+func (b *NFT) Close() error {
+	if b.conn == nil {
+		return nil
+	}
+	err := b.conn.CloseLasting()
+	b.conn = nil
+	return err
+}
+
+// setSpec describes one of our sets as Setup creates it.
+func (b *NFT) setSpec(name string, maxElem int) *nftables.Set {
+	s := &nftables.Set{Table: b.table, Name: name}
+	switch name {
+	case nftSetUplink:
+		// ifname keys are host-order strings; without saying so in the set's
+		// user data, the nft tool prints them as "".
+		s.KeyType, s.KeyByteOrder = nftables.TypeIFName, binaryutil.NativeEndian
+	case "static4", "static6":
+		s.Interval = true
+	default:
+		s.HasTimeout = true
+		s.Size = uint32(maxElem)
+	}
+	if name != nftSetUplink {
+		s.KeyType, s.KeyByteOrder = nftables.TypeIPAddr, binaryutil.BigEndian
+		if name[len(name)-1] == '6' {
+			s.KeyType = nftables.TypeIP6Addr
+		}
+	}
+	return s
+}
+
+// fits tells whether an existing kernel set can be kept for spec.
+func fits(have, spec *nftables.Set) bool {
+	return have.KeyType.Name == spec.KeyType.Name && have.HasTimeout == spec.HasTimeout &&
+		have.Interval == spec.Interval && have.Size == spec.Size
+}
+
+// probe finds out once what this kernel supports, with throwaway tables.
+func (b *NFT) probe() {
+	if b.probed.done {
+		return
+	}
+	b.probed.queue = map[QueueMode]bool{}
+	for _, m := range []QueueMode{QueueNative, QueueXT} {
+		t := &nftables.Table{Family: nftables.TableFamilyINet, Name: probeTable()}
+		b.conn.AddTable(t)
+		c := b.conn.AddChain(&nftables.Chain{Table: t, Name: "c", Type: nftables.ChainTypeFilter,
+			Hooknum: nftables.ChainHookInput, Priority: nftables.ChainPriorityRef(nftPriority)})
+		b.conn.AddRule(&nftables.Rule{Table: t, Chain: c, Exprs: exprs(sport(unix.IPPROTO_UDP, 53), []expr.Any{queueExpr(m, 0)})})
+		b.conn.DelTable(t)
+		b.probed.queue[m] = b.flush() == nil
+	}
+	b.probed.updateTTL = b.probeUpdateTTL()
+	b.probed.done = true
+}
+
+// probeUpdateTTL tells whether re-adding an element with a new timeout
+// updates it (Linux 6.10+); older kernels keep the old timeout.
+func (b *NFT) probeUpdateTTL() bool {
+	t := &nftables.Table{Family: nftables.TableFamilyINet, Name: probeTable()}
+	s := &nftables.Set{Table: t, Name: "s", KeyType: nftables.TypeIPAddr, HasTimeout: true}
+	key := []byte{198, 18, 0, 1}
+	defer func() {
+		b.conn.DelTable(t)
+		_ = b.flush()
+	}()
+	b.conn.AddTable(t)
+	if b.conn.AddSet(s, []nftables.SetElement{{Key: key, Timeout: time.Minute}}) != nil || b.flush() != nil {
+		return false
+	}
+	if b.conn.SetAddElements(s, []nftables.SetElement{{Key: key, Timeout: time.Hour}}) != nil || b.flush() != nil {
+		return false
+	}
+	elems, err := b.conn.GetSetElements(s)
+	return err == nil && len(elems) == 1 && elems[0].Expires > 30*time.Minute
+}
+
+// Setup implements Backend: one netlink batch that creates what is missing,
+// keeps existing learned sets, refills the uplink and static sets and
+// rewrites every rule of our chains.
+func (b *NFT) Setup(p Policy) (QueueMode, error) {
+	if b.conn == nil {
+		return QueueOff, ErrClosed
+	}
+	p, err := p.Normalize()
+	if err != nil {
+		return QueueOff, err
+	}
+	b.probe()
+	mode := QueueOff
+	var qerr error
+	if p.DNSQueue.Enabled {
+		switch {
+		case b.probed.queue[QueueNative]:
+			mode = QueueNative
+		case b.probed.queue[QueueXT]:
+			mode = QueueXT
+		default:
+			mode = QueueUnavailable
+			qerr = fmt.Errorf("nftables: neither the nft queue expression nor the xt NFQUEUE target is accepted by this kernel: %w", ErrQueueUnavailable)
+		}
+	}
+
+	// Sets that no longer fit the policy (set_maxelem changed) cannot be
+	// altered in place: start the table afresh; Firewall re-adds its record.
+	have, err := b.conn.GetSets(b.table)
+	if err != nil && !isNotFound(err) {
+		return mode, fmt.Errorf("nftables: list sets of table inet %s: %w", nftTableName, err)
+	}
+	specs := map[string]*nftables.Set{}
+	for _, name := range append([]string{nftSetUplink}, SetNames...) {
+		specs[name] = b.setSpec(name, p.MaxElem)
+	}
+	for _, h := range have {
+		if spec, ok := specs[h.Name]; ok && !fits(h, spec) {
+			b.conn.DelTable(b.table)
+			break
+		}
+	}
+
+	b.conn.AddTable(b.table)
+	var uplinks []nftables.SetElement
+	for _, dev := range p.Uplinks {
+		uplinks = append(uplinks, nftables.SetElement{Key: ifnameKey(dev)})
+	}
+	static := map[string][]nftables.SetElement{
+		"static4": intervalElements(p.Static, false),
+		"static6": intervalElements(p.Static, true),
+	}
+	for _, name := range append([]string{nftSetUplink}, SetNames...) {
+		s := specs[name]
+		if err := b.conn.AddSet(s, nil); err != nil {
+			return mode, fmt.Errorf("nftables: set %s: %w", name, err)
+		}
+		var elems []nftables.SetElement
+		switch name {
+		case nftSetUplink:
+			elems = uplinks
+		case "static4", "static6":
+			elems = static[name]
+		default:
+			continue
+		}
+		b.conn.FlushSet(s)
+		if len(elems) > 0 {
+			if err := b.conn.SetAddElements(s, elems); err != nil {
+				return mode, fmt.Errorf("nftables: set %s: %w", name, err)
+			}
+		}
+	}
+	chains := map[string]*nftables.Chain{}
+	for _, name := range Chains {
+		chains[name] = b.conn.AddChain(&nftables.Chain{Table: b.table, Name: name})
+	}
+	accept := nftables.ChainPolicyAccept
+	for _, bc := range nftBaseChains {
+		chains[bc.name] = b.conn.AddChain(&nftables.Chain{Table: b.table, Name: bc.name,
+			Type: nftables.ChainTypeFilter, Hooknum: bc.hook,
+			Priority: nftables.ChainPriorityRef(nftPriority), Policy: &accept})
+	}
+	for _, c := range chains {
+		b.conn.FlushChain(c)
+	}
+	want := map[string]int{}
+	for _, r := range nftRules(p, mode) {
+		b.conn.AddRule(&nftables.Rule{Table: b.table, Chain: chains[r.chain], Exprs: r.exprs})
+		want[r.chain]++
+	}
+	if err := b.flush(); err != nil {
+		return mode, fmt.Errorf("nftables: set up table inet %s: %w", nftTableName, err)
+	}
+	b.want = want
+	b.static = map[string]int{"static4": len(static["static4"]), "static6": len(static["static6"])}
+	b.maxElem = p.MaxElem
+	return mode, qerr
+}
+
+// ifnameKey pads a device name to IFNAMSIZ as the ifname type wants.
+func ifnameKey(dev string) []byte {
+	k := make([]byte, unix.IFNAMSIZ)
+	copy(k, dev)
+	return k
+}
+
+// intervalElements renders prefixes of one family as interval set
+// elements: overlapping and adjacent prefixes merged (the kernel rejects
+// overlaps), each range as a start element and an end element (first
+// address after the range, flagged), the end omitted at the top of the
+// address space as nft does.
+func intervalElements(pfxs []netip.Prefix, v6 bool) []nftables.SetElement {
+	type rng struct{ lo, hi netip.Addr }
+	var rs []rng
+	for _, p := range pfxs {
+		if p.Addr().Is6() != v6 {
+			continue
+		}
+		rs = append(rs, rng{p.Masked().Addr(), lastAddr(p)})
+	}
+	slices.SortFunc(rs, func(a, b rng) int { return a.lo.Compare(b.lo) })
+	var merged []rng
+	for _, r := range rs {
+		if n := len(merged); n > 0 {
+			last := &merged[n-1]
+			if next := last.hi.Next(); !next.IsValid() || r.lo.Compare(next) <= 0 {
+				if r.hi.Compare(last.hi) > 0 {
+					last.hi = r.hi
+				}
+				continue
+			}
+		}
+		merged = append(merged, r)
+	}
+	var out []nftables.SetElement
+	for _, r := range merged {
+		out = append(out, nftables.SetElement{Key: r.lo.AsSlice()})
+		if end := r.hi.Next(); end.IsValid() {
+			out = append(out, nftables.SetElement{Key: end.AsSlice(), IntervalEnd: true})
+		}
+	}
+	return out
+}
+
+// lastAddr returns the highest address of a prefix.
+func lastAddr(p netip.Prefix) netip.Addr {
+	b := p.Masked().Addr().AsSlice()
+	for i := p.Bits(); i < len(b)*8; i++ {
+		b[i/8] |= 0x80 >> (i % 8)
+	}
+	a, _ := netip.AddrFromSlice(b)
+	return a
+}
+
+func isNotFound(err error) bool { return hasErrno(err, unix.ENOENT) }
+
+// hasErrno also catches errnos that google/nftables formats with %v.
+func hasErrno(err error, e syscall.Errno) bool {
+	return err != nil && (errors.Is(err, e) || strings.Contains(err.Error(), e.Error()))
+}
+
+// sets returns the set objects by name for element changes.
+func (b *NFT) set(name string) *nftables.Set {
+	return b.setSpec(name, b.maxElem)
+}
+
+// Add implements Backend as one netlink batch. It works on the sets a
+// daemon set up too (connmgr fw add without a daemon); when they do not
+// exist the error wraps ErrNotSetUp. On kernels that update the
+// timeout of an existing element a plain add does; elsewhere (and to make
+// an element permanent) each set gets add (so the element surely exists),
+// delete, add with the new timeout, which the kernel applies atomically.
+func (b *NFT) Add(ps []Pinhole) error {
+	if b.conn == nil {
+		return ErrClosed
+	}
+	b.probe()
+	groups, order, err := groupBySet(ps)
+	if err != nil {
+		return err
+	}
+	for _, name := range order {
+		s := b.set(name)
+		var plain, timed []nftables.SetElement
+		permanent := false
+		for _, p := range groups[name] {
+			key := p.Addr.AsSlice()
+			plain = append(plain, nftables.SetElement{Key: key})
+			timed = append(timed, nftables.SetElement{Key: key, Timeout: p.TTL, Comment: p.Comment})
+			permanent = permanent || p.TTL == 0
+		}
+		if !b.probed.updateTTL || permanent {
+			if err := b.conn.SetAddElements(s, plain); err != nil {
+				return fmt.Errorf("nftables: add to set %s: %w", name, err)
+			}
+			if err := b.conn.SetDeleteElements(s, plain); err != nil {
+				return fmt.Errorf("nftables: add to set %s: %w", name, err)
+			}
+		}
+		if err := b.conn.SetAddElements(s, timed); err != nil {
+			return fmt.Errorf("nftables: add to set %s: %w", name, err)
+		}
+	}
+	if err := b.flush(); err != nil {
+		if hasErrno(err, unix.ENFILE) {
+			return fmt.Errorf("nftables: %s: %w%s", describe(ps), ErrSetFull, maxElemNote(b.maxElem))
+		}
+		if isNotFound(err) {
+			return fmt.Errorf("nftables: %s: table inet %s or its sets are missing: %w", describe(ps), nftTableName, ErrNotSetUp)
+		}
+		return fmt.Errorf("nftables: add %s: %w", describe(ps), err)
+	}
+	return nil
+}
+
+// Del implements Backend. Deleting an absent element fails the whole batch,
+// so each set gets add-then-delete, which removes present and absent alike.
+func (b *NFT) Del(ps []Pinhole) error {
+	if b.conn == nil {
+		return ErrClosed
+	}
+	groups, order, err := groupBySet(ps)
+	if err != nil {
+		return err
+	}
+	for _, name := range order {
+		s := b.set(name)
+		var keys []nftables.SetElement
+		for _, p := range groups[name] {
+			keys = append(keys, nftables.SetElement{Key: p.Addr.AsSlice()})
+		}
+		if err := b.conn.SetAddElements(s, keys); err != nil {
+			return fmt.Errorf("nftables: delete from set %s: %w", name, err)
+		}
+		if err := b.conn.SetDeleteElements(s, keys); err != nil {
+			return fmt.Errorf("nftables: delete from set %s: %w", name, err)
+		}
+	}
+	if err := b.flush(); err != nil {
+		if hasErrno(err, unix.ENFILE) {
+			// The set is full, so the temporary add failed: delete one by
+			// one, ignoring absent elements.
+			return b.delEach(groups, order)
+		}
+		if isNotFound(err) {
+			return fmt.Errorf("nftables: delete %s: table inet %s or its sets are missing: %w", describe(ps), nftTableName, ErrNotSetUp)
+		}
+		return fmt.Errorf("nftables: delete %s: %w", describe(ps), err)
+	}
+	return nil
+}
+
+func (b *NFT) delEach(groups map[string][]Pinhole, order []string) error {
+	for _, name := range order {
+		for _, p := range groups[name] {
+			if err := b.conn.SetDeleteElements(b.set(name), []nftables.SetElement{{Key: p.Addr.AsSlice()}}); err != nil {
+				return err
+			}
+			if err := b.flush(); err != nil && !isNotFound(err) {
+				return fmt.Errorf("nftables: delete %v from set %s: %w", p.Addr, name, err)
+			}
+		}
+	}
+	return nil
+}
+
+// groupBySet normalizes pinholes and groups them by set name, keeping the
+// first-seen order of sets and dropping duplicate addresses (last wins).
+func groupBySet(ps []Pinhole) (map[string][]Pinhole, []string, error) {
+	groups := map[string][]Pinhole{}
+	var order []string
+	for _, p := range ps {
+		p, err := p.normalize()
+		if err != nil {
+			return nil, nil, err
+		}
+		name := setName(p.role(), p.Addr)
+		if _, ok := groups[name]; !ok {
+			order = append(order, name)
+		}
+		g := groups[name]
+		if i := slices.IndexFunc(g, func(q Pinhole) bool { return q.Addr == p.Addr }); i >= 0 {
+			g[i] = p
+		} else {
+			groups[name] = append(g, p)
+		}
+	}
+	return groups, order, nil
+}
+
+// describe names the pinholes of an error message briefly.
+func describe(ps []Pinhole) string {
+	switch len(ps) {
+	case 0:
+		return "no address"
+	case 1:
+		return ps[0].Addr.String()
+	}
+	return fmt.Sprintf("%d addresses (%v, ...)", len(ps), ps[0].Addr)
+}
+
+// Check implements Backend.
+func (b *NFT) Check() error {
+	if b.conn == nil {
+		return ErrClosed
+	}
+	if b.want == nil {
+		return ErrNotSetUp
+	}
+	t, err := b.conn.ListTableOfFamily(nftTableName, nftables.TableFamilyINet)
+	if err != nil || t == nil {
+		return fmt.Errorf("nftables: table inet %s is missing", nftTableName)
+	}
+	var problems []error
+	for name, n := range b.want {
+		rules, err := b.conn.GetRules(b.table, &nftables.Chain{Table: b.table, Name: name})
+		switch {
+		case err != nil:
+			problems = append(problems, fmt.Errorf("chain %s: %v", name, err))
+		case len(rules) != n:
+			problems = append(problems, fmt.Errorf("chain %s has %d rules, want %d", name, len(rules), n))
+		}
+	}
+	sets, err := b.conn.GetSets(b.table)
+	if err != nil {
+		problems = append(problems, fmt.Errorf("list sets: %v", err))
+	}
+	for _, name := range append([]string{nftSetUplink}, SetNames...) {
+		if !slices.ContainsFunc(sets, func(s *nftables.Set) bool { return s.Name == name }) {
+			problems = append(problems, fmt.Errorf("set %s is missing", name))
+		}
+	}
+	for name, n := range b.static {
+		if n == 0 {
+			continue
+		}
+		elems, err := b.conn.GetSetElements(b.set(name))
+		if err == nil && len(elems) != n {
+			problems = append(problems, fmt.Errorf("set %s has %d elements, want %d", name, len(elems), n))
+		}
+	}
+	if len(problems) > 0 {
+		slices.SortFunc(problems, func(a, b error) int { return strings.Compare(a.Error(), b.Error()) })
+		return fmt.Errorf("nftables: table inet %s damaged: %w", nftTableName, errors.Join(problems...))
+	}
+	return nil
+}
+
+// Teardown implements Backend: our table is all we ever add.
+func (b *NFT) Teardown() error {
+	if b.conn == nil {
+		return ErrClosed
+	}
+	b.want, b.static = nil, nil
+	t, err := b.conn.ListTableOfFamily(nftTableName, nftables.TableFamilyINet)
+	if err != nil || t == nil {
+		return nil // nothing of ours is there
+	}
+	b.conn.DelTable(b.table)
+	if err := b.flush(); err != nil && !isNotFound(err) {
+		return fmt.Errorf("nftables: delete table inet %s: %w", nftTableName, err)
+	}
+	return nil
+}
+
+// Counts implements Backend.
+func (b *NFT) Counts() (map[string]int, error) {
+	if b.conn == nil {
+		return nil, ErrClosed
+	}
+	out := map[string]int{}
+	for _, name := range SetNames {
+		elems, err := b.conn.GetSetElements(b.set(name))
+		if err != nil {
+			return nil, fmt.Errorf("nftables: list set %s: %w", name, err)
+		}
+		n := 0
+		for _, e := range elems {
+			if !e.IntervalEnd {
+				n++
+			}
+		}
+		out[name] = n
+	}
+	return out, nil
+}
+
+// probeTable names the throwaway table of the capability probes, unique
+// per process so that two processes probing at once do not collide.
+func probeTable() string { return nftTableName + "_probe" + strconv.Itoa(os.Getpid()) }

@@ -1,0 +1,140 @@
+package firewall_test
+
+import (
+	"testing"
+	"time"
+
+	"github.com/afero/af-conn/internal/firewall"
+	"github.com/afero/af-conn/internal/firewall/fwtest"
+)
+
+// world is three namespaces:
+//
+//	lan (198.19.0.2) --lan0-- dev (firewall; eth0 is the uplink) --eth0-- up
+//
+// "up" holds 198.18.0.2 (resolver), 198.18.0.3 and 198.18.0.4 (servers)
+// and routes the LAN back through dev, so forwarding needs no NAT.
+type world struct {
+	dev, up, lan *fwtest.NS
+}
+
+const (
+	dialOK   = 5 * time.Second // generous: the machine is shared
+	dialDrop = 1500 * time.Millisecond
+)
+
+func newWorld(t *testing.T) *world {
+	w := &world{
+		dev: fwtest.NewNS(t, "afc-fwd"),
+		up:  fwtest.NewNS(t, "afc-fwu"),
+		lan: fwtest.NewNS(t, "afc-fwl"),
+	}
+	fwtest.Veth(t, w.dev, "eth0", "198.18.0.1/24", w.up, "eth0", "198.18.0.2/24")
+	fwtest.Veth(t, w.dev, "lan0", "198.19.0.1/24", w.lan, "eth0", "198.19.0.2/24")
+	w.up.MustExec(t, "ip", "addr", "add", "198.18.0.3/24", "dev", "eth0")
+	w.up.MustExec(t, "ip", "addr", "add", "198.18.0.4/24", "dev", "eth0")
+	w.up.MustExec(t, "ip", "route", "add", "198.19.0.0/24", "via", "198.18.0.1")
+	w.lan.MustExec(t, "ip", "route", "add", "default", "via", "198.19.0.1")
+	w.dev.MustExec(t, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+	fwtest.ListenTCP(t, w.up, "0.0.0.0:8080")
+	// UDP servers bind the address: one on 0.0.0.0 would answer from the
+	// primary address and the client would not take the answer.
+	fwtest.ListenUDP(t, w.up, "198.18.0.4:53")
+	fwtest.ListenUDP(t, w.up, "198.18.0.4:123")
+	fwtest.ListenTCP(t, w.dev, "0.0.0.0:8081")
+	fwtest.ListenTCP(t, w.lan, "0.0.0.0:8080")
+	return w
+}
+
+func expect(t *testing.T, what string, err error, pass bool) {
+	t.Helper()
+	switch {
+	case pass && err != nil:
+		t.Errorf("%s: want pass, got %v", what, err)
+	case !pass && err == nil:
+		t.Errorf("%s: want drop, but it passed", what)
+	}
+}
+
+func ping(ns *fwtest.NS, addr string) error {
+	_, err := ns.Exec("ping", "-c", "1", "-W", "3", addr)
+	return err
+}
+
+func TestTrafficPolicy(t *testing.T) {
+	eachKind(t, func(t *testing.T, kind string) {
+		w := newWorld(t)
+		f := firewall.New(fwtest.NewBackend(t, w.dev, kind), nil)
+		// The DNS hook with nobody listening on the queue: replies must
+		// still pass (bypass).
+		if err := f.Setup(firewall.Policy{Uplinks: []string{"eth0"}, DNSQueue: firewall.QueueHook{Enabled: true, Num: 9}}); err != nil {
+			t.Fatal(err)
+		}
+		if err := f.Allow(a("198.18.0.3"), time.Hour, false); err != nil {
+			t.Fatal(err)
+		}
+
+		// The device itself.
+		expect(t, "device -> whitelisted 198.18.0.3:8080", fwtest.DialTCP(w.dev, "", "198.18.0.3:8080", dialOK), true)
+		expect(t, "device -> other 198.18.0.4:8080", fwtest.DialTCP(w.dev, "", "198.18.0.4:8080", dialDrop), false)
+		expect(t, "device DNS query to 198.18.0.4:53 and its reply (queue bypass)", fwtest.ExchangeUDP(w.dev, "198.18.0.4:53", dialOK), true)
+		expect(t, "device NTP to 198.18.0.4:123", fwtest.ExchangeUDP(w.dev, "198.18.0.4:123", dialOK), true)
+		expect(t, "device ping 198.18.0.4", ping(w.dev, "198.18.0.4"), true)
+		// Inbound from the uplink.
+		expect(t, "whitelisted 198.18.0.3 -> device:8081", fwtest.DialTCP(w.up, "198.18.0.3", "198.18.0.1:8081", dialOK), true)
+		expect(t, "other 198.18.0.4 -> device:8081", fwtest.DialTCP(w.up, "198.18.0.4", "198.18.0.1:8081", dialDrop), false)
+		expect(t, "198.18.0.4 pings the device", ping(w.up, "198.18.0.1"), true)
+		// The LAN is not affected.
+		expect(t, "LAN -> device:8081", fwtest.DialTCP(w.lan, "", "198.19.0.1:8081", dialOK), true)
+		expect(t, "device -> LAN ping", ping(w.dev, "198.19.0.2"), true)
+		// Forwarding follows the whitelist: the device's own learned
+		// addresses and the forwarding set.
+		expect(t, "LAN -> whitelisted 198.18.0.3:8080 (forward)", fwtest.DialTCP(w.lan, "", "198.18.0.3:8080", dialOK), true)
+		expect(t, "LAN -> other 198.18.0.4:8080 (forward)", fwtest.DialTCP(w.lan, "", "198.18.0.4:8080", dialDrop), false)
+		expect(t, "LAN DNS through the device to 198.18.0.4:53", fwtest.ExchangeUDP(w.lan, "198.18.0.4:53", dialOK), true)
+		expect(t, "uplink host -> LAN (new inbound forward)", fwtest.DialTCP(w.up, "198.18.0.3", "198.19.0.2:8080", dialDrop), false)
+		if err := f.Allow(a("198.18.0.4"), time.Hour, true); err != nil {
+			t.Fatal(err)
+		}
+		expect(t, "LAN -> 198.18.0.4:8080 after add_forwarding", fwtest.DialTCP(w.lan, "", "198.18.0.4:8080", dialOK), true)
+		expect(t, "device -> 198.18.0.4:8080 after add_forwarding only", fwtest.DialTCP(w.dev, "", "198.18.0.4:8080", dialDrop), false)
+
+		// Closing a pinhole closes it for new connections.
+		if err := f.Disallow(a("198.18.0.3"), false); err != nil {
+			t.Fatal(err)
+		}
+		expect(t, "device -> 198.18.0.3:8080 after disallow", fwtest.DialTCP(w.dev, "", "198.18.0.3:8080", dialDrop), false)
+
+		// After a flush everything passes until restore; then the policy
+		// and the learned addresses are back.
+		fwtest.Flush(t, w.dev, kind)
+		expect(t, "device -> 198.18.0.4:8080 while flushed", fwtest.DialTCP(w.dev, "", "198.18.0.4:8080", dialOK), true)
+		if restored, err := f.Ensure(); !restored || err != nil {
+			t.Fatalf("Ensure: restored=%v err=%v", restored, err)
+		}
+		expect(t, "device -> 198.18.0.3:8080 after restore", fwtest.DialTCP(w.dev, "", "198.18.0.3:8080", dialDrop), false)
+		expect(t, "LAN -> 198.18.0.4:8080 after restore (learned forward)", fwtest.DialTCP(w.lan, "", "198.18.0.4:8080", dialOK), true)
+
+		// Teardown opens everything again.
+		if err := f.Teardown(); err != nil {
+			t.Fatal(err)
+		}
+		expect(t, "device -> 198.18.0.3:8080 after teardown", fwtest.DialTCP(w.dev, "", "198.18.0.3:8080", dialOK), true)
+	})
+}
+
+func TestTrafficExpiry(t *testing.T) {
+	eachKind(t, func(t *testing.T, kind string) {
+		w := newWorld(t)
+		f := firewall.New(fwtest.NewBackend(t, w.dev, kind), nil)
+		if err := f.Setup(firewall.Policy{Uplinks: []string{"eth0"}}); err != nil {
+			t.Fatal(err)
+		}
+		if err := f.Allow(a("198.18.0.3"), 2*time.Second, false); err != nil {
+			t.Fatal(err)
+		}
+		expect(t, "before expiry", fwtest.DialTCP(w.dev, "", "198.18.0.3:8080", dialOK), true)
+		poll(t, 20*time.Second, "the pinhole to expire", func() bool { return f.Stats(true).Kernel["allow4"] == 0 })
+		expect(t, "after expiry", fwtest.DialTCP(w.dev, "", "198.18.0.3:8080", dialDrop), false)
+	})
+}
