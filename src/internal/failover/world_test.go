@@ -33,7 +33,7 @@ type rig struct {
 }
 
 // writeConfig writes the UCI files of a three-uplink device probing the
-// cloud's echo service, firewall off (this is about failover).
+// cloud's echo service; extra is appended to section main.
 func writeConfig(t testing.TB, extra string) string {
 	dir := t.TempDir()
 	files := map[string]string{
@@ -50,10 +50,10 @@ config interface 'modemnet'
 	option proto 'static'
 `,
 		"connmgr": `config connmgr 'main'
-	option firewall '0'
 	option echo_host 'echo.afero.io'
 	option echo_port '80'
 ` + extra,
+		"whitelist": "*.afero.io\n",
 	}
 	for name, content := range files {
 		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o644); err != nil {
@@ -63,16 +63,21 @@ config interface 'modemnet'
 	return dir
 }
 
-// newRig builds the world, starts connmgr and waits until Ethernet carries
-// the default route and Wi-Fi is proven as its standby.
+// newRig builds the world, starts connmgr (firewall off: -d; failover
+// alone is measured) and waits until Ethernet carries the default route
+// and Wi-Fi is proven as its standby.
 func newRig(t testing.TB, extra string) *rig {
+	return newRigArgs(t, extra, "-d")
+}
+
+func newRigArgs(t testing.TB, extra string, args ...string) *rig {
 	w := testbed.New(t, testbed.Options{})
 	if _, err := w.StartDNS(testbed.DefaultRecords()); err != nil {
 		t.Fatal(err)
 	}
 	r := &rig{t: t, w: w, watch: watchRoutes(t, w)}
 	dir := writeConfig(t, extra)
-	r.p = w.StartConnmgr(t, "-d", "-c", dir, "-s", filepath.Join(dir, "no-ubus.sock"))
+	r.p = w.StartConnmgr(t, append(args, "-c", dir, "-w", filepath.Join(dir, "whitelist"), "-s", filepath.Join(dir, "no-ubus.sock"))...)
 	r.waitDefault("eth0", 15*time.Second)
 	r.waitState("stanet", "ITFUP_SS", 15*time.Second)
 	return r
