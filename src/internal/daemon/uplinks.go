@@ -38,7 +38,7 @@ type uplinks struct {
 // carrierPoll bounds how late a lost carrier is seen when the kernel
 // batches its report (see netmon.Options.CarrierPoll): part of the
 // 100 ms carrier-loss failover budget.
-const carrierPoll = 30 * time.Millisecond
+const carrierPoll = 50 * time.Millisecond
 
 func newUplinks(d *Daemon) *uplinks {
 	return &uplinks{d: d, net: kernelNet{}, captures: map[string]func(){}}

@@ -73,6 +73,7 @@ func TestFailoverBenchmark(t *testing.T) {
 		r.fault("eth0", testbed.Fault{})
 		flaps = append(flaps, float64(r.watch.count()-before))
 	}
+	idle, _, _ := loadFigures(t, r, 1, 10*time.Second)
 	cpu, rss, rate := loadFigures(t, r, 50000, 10*time.Second)
 
 	var b strings.Builder
@@ -88,6 +89,7 @@ func TestFailoverBenchmark(t *testing.T) {
 	row(fmt.Sprintf("route flaps under 20%% loss per %v", lossPeriod), flaps, "  ", "0")
 	row("connections broken by fail-back (of 5)", broken, "  ", "0")
 	fmt.Fprintf(&b, "%-44s %6s %9.2f%%  (at %.0f packets/s)   < 2%% of one core\n", "daemon CPU, 50,000 packets/s on in-use", "", cpu, rate)
+	fmt.Fprintf(&b, "%-44s %6s %9.2f%%\n", "  for comparison: daemon CPU, idle", "", idle)
 	fmt.Fprintf(&b, "%-44s %6s %9.1fMB   < 16 MB\n", "daemon peak RSS (VmHWM)", "", rss)
 	fmt.Println(b.String())
 	t.Log(b.String())
