@@ -39,22 +39,11 @@ var errNoDaemon = errors.New("no connmgr daemon on the bus")
 func fwCall(socket, method string, args ubus.Table) error {
 	ctx, cancel := context.WithTimeout(context.Background(), fwTimeout)
 	defer cancel()
-	conn, err := ubus.Dial(ctx, socket)
-	if err != nil {
-		return fmt.Errorf("%w (%v)", errNoDaemon, err)
+	_, err := daemonCall(ctx, socket, method, args)
+	if u := (*unreachableError)(nil); errors.As(err, &u) {
+		return fmt.Errorf("%w (%s)", errNoDaemon, u.msg)
 	}
-	defer conn.Close()
-	id, err := conn.LookupID(ctx, "connmgr")
-	if errors.Is(err, ubus.StatusNotFound) {
-		return fmt.Errorf("%w (ubusd at %s has no object connmgr)", errNoDaemon, socket)
-	}
-	if err != nil {
-		return err
-	}
-	if _, err := conn.Invoke(ctx, id, method, args); err != nil {
-		return fmt.Errorf("ubus call connmgr %s: %w", method, err)
-	}
-	return nil
+	return err
 }
 
 // runFW is `connmgr fw ...`, the seed's fwcfg.sh and init_firewall.sh as one command. It asks

@@ -47,6 +47,11 @@ type subcommand struct {
 // subcommands are the helper commands, by name. Each lives in a file of its own.
 var subcommands = map[string]subcommand{
 	"version": {"", "print the version", runVersion},
+	"status":  {"[--json] [-s SOCKET]", "show the running daemon's state (--json: as ubus call connmgr status)", runStatus},
+	"get":     {"ID [-s SOCKET]", "print attribute ID (65008 network type, ...)", runGet},
+	"set":     {"ID VALUE [-s SOCKET]", "set attribute ID (65008: preferred network type, -1 automatic)", runSet},
+	"switch":  {"IFNAME [-s SOCKET]", "prefer the network type of uplink IFNAME (eth0 or ethnet)", runSwitch},
+	"notify":  {"INTERFACE ACTION [-s SOCKET]", "hotplug hook: tell the daemon netifd changed INTERFACE (never waits long)", runNotify},
 }
 
 func main() {

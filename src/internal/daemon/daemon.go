@@ -106,8 +106,17 @@ func New(opts Options) (*Daemon, error) {
 
 // buildComponents lists the daemon's concerns in start order; stop runs in reverse.
 func (d *Daemon) buildComponents() []component {
+	var cs []component
+	// The bus first: it is up before the others announce anything and stops last.
+	// An empty socket path (tests) means no ubus.
+	if d.opts.UbusSocket != "" {
+		cs = append(cs, newBus(d))
+	}
+	// The DNS gate comes after the firewall: its mode depends on the firewall's queue hook, and
+	// it stops (releasing held replies) before the firewall is torn down. The uplink monitor
+	// comes last: routes are removed first on the way out.
 	d.uplinks = newUplinks(d)
-	return []component{newFirewallComponent(d), d.uplinks}
+	return append(cs, newFirewallComponent(d), newDNSComponent(d), d.uplinks)
 }
 
 // load reads the UCI configuration and the whitelist. Nothing is applied here, so a bad file

@@ -24,7 +24,7 @@ var ErrFirewallOff = errors.New("firewall mode is off")
 const firewallVerifyEvery = 5 * time.Second
 
 // FirewallPolicy is the lock-down for a configuration: the enabled uplinks' devices, the
-// whitelist's addresses and prefixes, the set bound and, when DNS replies are held, the
+// whitelist's addresses and prefixes (and echo_host when it is an address), the set bound and, when DNS replies are held, the
 // queue hook. `connmgr fw init` without a daemon uses it too.
 func FirewallPolicy(cfg *config.Config, wl *whitelist.List) firewall.Policy {
 	p := firewall.Policy{MaxElem: cfg.Main.SetMaxElem,
@@ -36,6 +36,12 @@ func FirewallPolicy(cfg *config.Config, wl *whitelist.List) firewall.Policy {
 	}
 	if wl != nil {
 		p.Static = wl.Prefixes()
+	}
+	// The probe's own target is never firewalled away from it; a name is opened by the DNS
+	// extraction instead (see dnsMatcher).
+	if a, err := netip.ParseAddr(cfg.Main.EchoHost); err == nil {
+		a = a.Unmap().WithZone("")
+		p.Static = append(p.Static, netip.PrefixFrom(a, a.BitLen()))
 	}
 	return p
 }

@@ -25,9 +25,18 @@ type FirewallStatus struct {
 	Backend string `json:"backend,omitempty"` // nftables or iptables
 	// DNSMode is how learned addresses keep pace with DNS: "hold" (replies held until the
 	// pinhole exists), "capture" (replies observed only), or "off".
-	DNSMode          string `json:"dns_mode,omitempty"`
-	WhitelistEntries int    `json:"whitelist_entries"`
-	Pinholes         int    `json:"pinholes"`
+	DNSMode string `json:"dns_mode,omitempty"`
+	// DNSFallback says why DNS extraction is not in hold mode ("" in hold mode).
+	DNSFallback string `json:"dns_fallback,omitempty"`
+	// DNSRejected counts the DNS replies not trusted, by reason: unsolicited, wrong_source,
+	// wrong_port, wrong_id, wrong_question (their sum is Counters.ForgedReplies).
+	DNSRejected map[string]uint64 `json:"dns_rejected,omitempty"`
+	// DNSLatencyP50us and DNSLatencyP99us: from a reply seen to its addresses in the kernel
+	// set, over the last 1024 replies that opened something, in microseconds.
+	DNSLatencyP50us  int64 `json:"dns_set_latency_p50_us,omitempty"`
+	DNSLatencyP99us  int64 `json:"dns_set_latency_p99_us,omitempty"`
+	WhitelistEntries int   `json:"whitelist_entries"`
+	Pinholes         int   `json:"pinholes"`
 	// DNSQueue is how the firewall hands DNS replies to the extractor: nft-queue, xt-nfqueue,
 	// unavailable (capture only) or off.
 	DNSQueue string `json:"dns_queue,omitempty"`
@@ -72,6 +81,8 @@ type UbusStatus struct {
 	Connected  bool   `json:"connected"`
 	Socket     string `json:"socket"`
 	Reconnects uint64 `json:"reconnects"`
+	// Netifd is netifd's view of the uplinks it knows (see NetifdInterface).
+	Netifd []NetifdInterface `json:"netifd,omitempty"`
 }
 
 // Status assembles a snapshot. It runs on the loop goroutine (use Do from elsewhere).

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"slices"
 	"time"
 
 	"github.com/afero/af-conn/internal/capture"
@@ -29,10 +30,12 @@ type uplinks struct {
 	probeCfg probe.Config
 	dns      probe.DNSSource
 	static   map[string][]netip.Addr // uplinks' static DNS servers (network's list dns)
-	captures map[string]func()       // stop functions of running captures
-	timer    Timer
-	wake     time.Time
-	keep     bool
+	// netifdDNS are the DNS servers netifd reports per uplink network.
+	netifdDNS map[string][]netip.Addr
+	captures  map[string]func() // stop functions of running captures
+	timer     Timer
+	wake      time.Time
+	keep      bool
 }
 
 // carrierPoll bounds how late a lost carrier is seen when the kernel
@@ -41,7 +44,7 @@ type uplinks struct {
 const carrierPoll = 50 * time.Millisecond
 
 func newUplinks(d *Daemon) *uplinks {
-	return &uplinks{d: d, net: kernelNet{}, captures: map[string]func(){}}
+	return &uplinks{d: d, net: kernelNet{}, captures: map[string]func(){}, netifdDNS: map[string][]netip.Addr{}}
 }
 
 // netBackend is the kernel side of the component: the real one, or a
@@ -189,31 +192,35 @@ func (u *uplinks) fillStatus(s *Status) {
 	s.Counters.Switches = c.Switches
 	s.Counters.Probes = c.Probes
 	for _, v := range u.ctrl.Views() {
-		us := UplinkStatus{
-			Network: v.Settings.Name, Device: v.Settings.Device, Type: v.Settings.Kind.String(),
-			State: v.State.String(), StateNum: int(v.State), InUse: v.InUse,
-			LastProbe: "none", SinceSeconds: int64(now.Sub(v.Since).Seconds()),
-			Probes: v.ProbesOK + v.ProbesFailed, ProbeFails: v.ProbesFailed,
-		}
-		if p, ok := v.Device.IPv4(); ok {
-			us.Address = p.String()
-		}
-		if v.Device.Gateway.IsValid() {
-			us.Gateway = v.Device.Gateway.String()
-		}
-		switch {
-		case v.LastProbeEnd.IsZero():
-		case v.LastProbe.OK:
-			us.LastProbe = "success"
-			us.RTTms = float64(v.LastProbe.RTT.Microseconds()) / 1000
-		default:
-			us.LastProbe = "failure"
-		}
 		if v.InUse {
 			s.InUse, s.InUseDevice = v.Settings.Name, v.Settings.Device
 		}
-		s.Uplinks = append(s.Uplinks, us)
+		s.Uplinks = append(s.Uplinks, uplinkStatus(v, now))
 	}
+}
+
+func uplinkStatus(v failover.View, now time.Time) UplinkStatus {
+	us := UplinkStatus{
+		Network: v.Settings.Name, Device: v.Settings.Device, Type: v.Settings.Kind.String(),
+		State: v.State.String(), StateNum: int(v.State), InUse: v.InUse,
+		LastProbe: "none", SinceSeconds: int64(now.Sub(v.Since).Seconds()),
+		Probes: v.ProbesOK + v.ProbesFailed, ProbeFails: v.ProbesFailed,
+	}
+	if p, ok := v.Device.IPv4(); ok {
+		us.Address = p.String()
+	}
+	if v.Device.Gateway.IsValid() {
+		us.Gateway = v.Device.Gateway.String()
+	}
+	switch {
+	case v.LastProbeEnd.IsZero():
+	case v.LastProbe.OK:
+		us.LastProbe = "success"
+		us.RTTms = float64(v.LastProbe.RTT.Microseconds()) / 1000
+	default:
+		us.LastProbe = "failure"
+	}
+	return us
 }
 
 // preferenceChanged takes attribute 65008's set (-1 automatic, 0/1/2 an
@@ -227,24 +234,19 @@ func (u *uplinks) preferenceChanged(v int) {
 	}
 }
 
-// switchTo prefers the uplink on device dev (switch_route.sh).
-func (u *uplinks) switchTo(dev string) error { return u.ctrl.SwitchTo(dev) }
-
-// interfaceState is attributes 65024 (Wi-Fi), 65037 (WAN) and 65059
-// (Ethernet): 0 down, 1 up but not confirmed, 2 up and confirmed.
-func (u *uplinks) interfaceState(k uplink.Kind) int { return u.ctrl.InterfaceState(k) }
-
-// capabilities is attribute 65022.
-func (u *uplinks) capabilities() int { return u.ctrl.Capabilities() }
-
 // failover.Env, on the loop goroutine.
 
 func (u *uplinks) Now() time.Time { return u.d.clock.Now() }
 
 func (u *uplinks) StartProbe(name, dev string, src netip.Addr, timeout, hedge time.Duration) {
-	p, dns, static, net := u.prober, u.dns, u.static[name], u.net
+	// DNS servers: netifd's, else the network's static ones, else the
+	// resolv.conf files (read by the probe goroutine).
+	servers := u.netifdDNS[name]
+	if len(servers) == 0 {
+		servers = u.static[name]
+	}
+	p, dns, net := u.prober, u.dns, u.net
 	go func() {
-		servers := static
 		if len(servers) == 0 {
 			// An address literal needs none; a name then fails with a
 			// clear error.
@@ -292,26 +294,37 @@ func (u *uplinks) WakeAt(t time.Time) {
 
 func (u *uplinks) Log(msg string, args ...any) { u.d.log.Info(msg, args...) }
 
-func (u *uplinks) StateChanged(s failover.UplinkSettings, from, to uplink.State, reason string) {
-	u.d.announce(Notice{Name: "connmgr.interface", Data: map[string]any{
-		"network": s.Name, "device": s.Device, "type": s.Kind.String(),
-		"state": to.String(), "state_num": int(to), "previous": from.String(), "reason": reason,
-	}})
-	if s.Kind == uplink.WiFi {
-		u.d.announce(Notice{Name: "connmgr.wifi", Data: map[string]any{
-			"network": s.Name, "device": s.Device, "state": u.ctrl.InterfaceState(uplink.WiFi),
-		}})
+func (u *uplinks) StateChanged(s failover.UplinkSettings, from, _ uplink.State, _ string) {
+	for _, v := range u.ctrl.Views() {
+		if v.Settings.Name != s.Name {
+			continue
+		}
+		st := uplinkStatus(v, u.d.clock.Now())
+		u.d.announce(interfaceNotice(st, int(from)))
+		if s.Kind == uplink.WiFi {
+			u.d.announce(wifiNotice(st))
+		}
 	}
 }
 
-func (u *uplinks) Switched(from, to failover.UplinkSettings, reason string) {
-	nt := -1
-	if to.Name != "" {
-		nt = int(to.Kind)
+func (u *uplinks) Switched(from, to failover.UplinkSettings, kind, _ string) {
+	typ := func(s failover.UplinkSettings) int {
+		if s.Name == "" {
+			return NetworkNone
+		}
+		return int(s.Kind)
 	}
-	u.d.announce(Notice{Name: "connmgr.network", Data: map[string]any{
-		"network_type": nt, "in_use": to.Name, "device": to.Device, "previous": from.Name, "reason": reason,
-	}})
+	u.d.announce(networkNotice(from.Name, to.Name, typ(from), typ(to), kind))
+}
+
+// netifdChanged takes netifd's view of an uplink: its DNS servers come
+// first for the probes' name resolution.
+func (u *uplinks) netifdChanged(network string, info *NetifdInterface) {
+	if info == nil {
+		delete(u.netifdDNS, network)
+		return
+	}
+	u.netifdDNS[network] = slices.Clone(info.DNS)
 }
 
 // Events of the uplinks component.

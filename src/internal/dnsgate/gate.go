@@ -68,8 +68,8 @@ type Config struct {
 	// lets replies through unheld (fail-open). 0: kernel default 1024.
 	QueueMaxLen uint32
 	// Uplinks are the ifindexes of the uplinks; LANs those where forwarded
-	// clients' queries arrive (empty: no forwarding). Empty Uplinks means
-	// every interface.
+	// clients' queries arrive (empty: no forwarding). With neither, nothing
+	// is watched (no uplink device exists yet).
 	Uplinks []int
 	LANs    []int
 	// IsLocal says whether an address is this host's: queries from the LAN
@@ -101,6 +101,7 @@ type Status struct {
 	Rejected    map[string]uint64 `json:"rejected"`
 	Queue       nfqueue.Stats     `json:"queue"`
 	Frames      uint64            `json:"frames"`
+	Opened      uint64            `json:"opened"` // addresses put into the firewall
 	AllowErrors uint64            `json:"allow_errors"`
 	LatencyP50  time.Duration     `json:"latency_p50_ns"`
 	LatencyP99  time.Duration     `json:"latency_p99_ns"`
@@ -124,6 +125,7 @@ type Gate struct {
 	wg   sync.WaitGroup
 
 	allowErrs atomic.Uint64
+	opened    atomic.Uint64
 }
 
 // Start opens the capture (and the queue in hold mode) and starts serving.
@@ -179,14 +181,17 @@ func (g *Gate) captureConfig() dnscap.Config {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	var idx []int
-	if len(g.uplink) > 0 {
-		for i := range g.uplink {
-			idx = append(idx, i)
-		}
-		for i := range g.lan {
-			idx = append(idx, i)
-		}
-		slices.Sort(idx)
+	for i := range g.uplink {
+		idx = append(idx, i)
+	}
+	for i := range g.lan {
+		idx = append(idx, i)
+	}
+	slices.Sort(idx)
+	if len(idx) == 0 {
+		// No interface has index 0: the filter matches nothing (an empty
+		// list would mean every interface).
+		idx = []int{0}
 	}
 	return dnscap.Config{
 		Ifindexes: idx,
@@ -242,8 +247,7 @@ func (g *Gate) frame(f dnscap.Frame) {
 		return
 	}
 	g.mu.Lock()
-	anyIf := len(g.uplink) == 0
-	up, lan := anyIf || g.uplink[f.Ifindex], g.lan[f.Ifindex]
+	up, lan := g.uplink[f.Ifindex], g.lan[f.Ifindex]
 	switch {
 	case up && f.Dir == dnscap.Outgoing && pk.Dst.Port() == 53:
 		_ = g.x.Query(pk)
@@ -274,6 +278,7 @@ func (g *Gate) reply(pk dnsx.Packet, seen time.Time) {
 			g.log.Error("opening DNS pinholes", "name", res.Exchange.Question.Name, "err", aerr)
 		} else {
 			ev.Latency = time.Since(seen)
+			g.opened.Add(uint64(len(res.Pinholes)))
 			g.mu.Lock()
 			g.lat.add(ev.Latency)
 			g.mu.Unlock()
@@ -326,6 +331,7 @@ func (g *Gate) Status() Status {
 	}
 	st.Frames = g.capt.Frames()
 	st.AllowErrors = g.allowErrs.Load()
+	st.Opened = g.opened.Load()
 	return st
 }
 

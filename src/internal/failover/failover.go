@@ -63,7 +63,9 @@ type Env interface {
 	Log(msg string, args ...any)
 	// StateChanged and Switched tell the outside (ubus events).
 	StateChanged(u UplinkSettings, from, to uplink.State, reason string)
-	Switched(from, to UplinkSettings, reason string)
+	// Switched's kind is "start", "failover", "failback", "preference"
+	// or "lost" (no uplink left).
+	Switched(from, to UplinkSettings, kind, reason string)
 }
 
 type link struct {
@@ -216,17 +218,6 @@ func (c *Controller) SetPreference(v int) error {
 // Preference returns the manual preference.
 func (c *Controller) Preference() int { return c.pref }
 
-// SwitchTo prefers the uplink on device (or named) dev, as switch_route.sh
-// asks: its kind becomes the manual preference.
-func (c *Controller) SwitchTo(dev string) error {
-	for _, l := range c.links {
-		if l.set.Device == dev || l.set.Name == dev {
-			return c.SetPreference(int(l.set.Kind))
-		}
-	}
-	return fmt.Errorf("switch to %s: no such uplink", dev)
-}
-
 // apply feeds one event to an uplink's machine and acts on what changed.
 func (c *Controller) apply(l *link, now time.Time, ev uplink.Event) {
 	snapBefore := l.m.Snapshot()
@@ -344,10 +335,24 @@ func (c *Controller) decide(now time.Time, trigger string) {
 	}
 	c.applyRoutes(d.Reason)
 	if changed {
-		c.env.Switched(from, to, d.Reason)
+		c.env.Switched(from, to, switchKind(from, to, trigger), d.Reason)
 	}
 	c.runFlushes()
 	c.schedule(now)
+}
+
+func switchKind(from, to UplinkSettings, trigger string) string {
+	switch {
+	case trigger == "preference":
+		return "preference"
+	case from.Name == "":
+		return "start"
+	case to.Name == "":
+		return "lost"
+	case to.Priority < from.Priority:
+		return "failback"
+	}
+	return "failover"
 }
 
 // desired is the routing state for the current uplinks.
@@ -458,42 +463,4 @@ func (c *Controller) NetworkType() int {
 		return int(l.set.Kind)
 	}
 	return -1
-}
-
-// InterfaceState is attributes 65024/65037/65059's value for a kind:
-// 0 down, 1 up but not confirmed, 2 up and confirmed.
-func (c *Controller) InterfaceState(k uplink.Kind) int {
-	best := 0
-	for _, l := range c.links {
-		if l.set.Kind != k {
-			continue
-		}
-		switch s := l.m.State(); {
-		case s == uplink.ItfUpSS:
-			best = 2
-		case s.Up() && best < 1:
-			best = 1
-		}
-	}
-	return best
-}
-
-// Capabilities is attribute 65022: bit 0 Wi-Fi, bit 1 WAN, bit 2 Ethernet,
-// set for each uplink whose device exists.
-func (c *Controller) Capabilities() int {
-	bits := 0
-	for _, l := range c.links {
-		if !l.m.Snapshot().Device.Present {
-			continue
-		}
-		switch l.set.Kind {
-		case uplink.WiFi:
-			bits |= 1
-		case uplink.Cellular:
-			bits |= 2
-		case uplink.Ethernet:
-			bits |= 4
-		}
-	}
-	return bits
 }

@@ -57,8 +57,8 @@ func (s *sim) Log(msg string, args ...any) {
 func (s *sim) StateChanged(u UplinkSettings, from, to uplink.State, reason string) {
 	s.states = append(s.states, u.Name+":"+to.String())
 }
-func (s *sim) Switched(from, to UplinkSettings, reason string) {
-	s.switches = append(s.switches, from.Name+">"+to.Name)
+func (s *sim) Switched(from, to UplinkSettings, kind, reason string) {
+	s.switches = append(s.switches, from.Name+">"+to.Name+":"+kind)
 }
 func (s *sim) Apply(d route.Desired) error {
 	s.routes = d
@@ -168,8 +168,8 @@ func TestStartupSelectsEthernet(t *testing.T) {
 	if got := s.c.NetworkType(); got != 0 {
 		t.Fatalf("network type %d", got)
 	}
-	if s.c.InterfaceState(uplink.WiFi) != 2 || s.c.Capabilities() != 7 {
-		t.Fatalf("attributes %d %d", s.c.InterfaceState(uplink.WiFi), s.c.Capabilities())
+	if s.switches[0] != ">ethnet:start" {
+		t.Fatalf("first switch %q", s.switches[0])
 	}
 }
 
@@ -182,7 +182,7 @@ func TestCarrierLossSwitchesAtOnce(t *testing.T) {
 	if s.routes.Selected != "stanet" {
 		t.Fatalf("carrier loss: selected %q", s.routes.Selected)
 	}
-	if got := s.switches[len(s.switches)-1]; got != "ethnet>stanet" {
+	if got := s.switches[len(s.switches)-1]; got != "ethnet>stanet:failover" {
 		t.Fatalf("last switch announced %q", got)
 	}
 	if got := s.states[len(s.states)-1]; got != "ethnet:ITFDOWN_SX" {
@@ -282,8 +282,8 @@ func TestPreferenceAndSwitch(t *testing.T) {
 	if err := s.c.SetPreference(7); err == nil {
 		t.Fatal("bad preference accepted")
 	}
-	if err := s.c.SwitchTo("wwan0"); err != nil || s.routes.Selected != "modemnet" {
-		t.Fatalf("switch wwan0: %v %q", err, s.routes.Selected)
+	if err := s.c.SetPreference(2); err != nil || s.routes.Selected != "modemnet" {
+		t.Fatalf("prefer cellular: %v %q", err, s.routes.Selected)
 	}
 	if err := s.c.SetPreference(-1); err != nil {
 		t.Fatal(err)
@@ -291,8 +291,8 @@ func TestPreferenceAndSwitch(t *testing.T) {
 	// Back to automatic: Ethernet is taken back once it has recover_count
 	// successes (gathered at the fast interval).
 	s.until(2*time.Second, "back to ethernet", func() bool { return s.routes.Selected == "ethnet" })
-	if err := s.c.SwitchTo("nope0"); err == nil {
-		t.Fatal("unknown device accepted")
+	if got := s.switches[len(s.switches)-1]; got != "modemnet>ethnet:failback" {
+		t.Fatalf("last switch %q", got)
 	}
 }
 

@@ -31,6 +31,9 @@ type reqKey struct {
 type request struct {
 	data []*Message
 	done chan Status // buffered; receives the final status
+	// onData, when set, sees each DATA message on the reader goroutine with c.mu held,
+	// before any later message is handled (ADD_OBJECT records its object there).
+	onData func(m *Message)
 }
 
 // objKind tells what an object registered on this connection is for.
@@ -221,6 +224,9 @@ func (c *Conn) handleReply(m *Message) {
 		return
 	}
 	if m.Type == MsgData {
+		if r.onData != nil {
+			r.onData(m)
+		}
 		r.data = append(r.data, m)
 		return
 	}
@@ -322,7 +328,12 @@ func (c *Conn) send(m *Message) error {
 // request sends m with a fresh sequence number and waits for its STATUS.
 // It returns the DATA messages that came before the STATUS.
 func (c *Conn) request(ctx context.Context, m *Message) ([]*Message, error) {
-	r := &request{done: make(chan Status, 1)}
+	return c.requestWith(ctx, m, nil)
+}
+
+// requestWith is request with a DATA hook (see request.onData).
+func (c *Conn) requestWith(ctx context.Context, m *Message, onData func(*Message)) ([]*Message, error) {
+	r := &request{done: make(chan Status, 1), onData: onData}
 	c.mu.Lock()
 	if c.err != nil {
 		err := c.err
@@ -450,24 +461,40 @@ func (c *Conn) Call(ctx context.Context, path, method string, args Table) (Table
 }
 
 // addObject sends ADD_OBJECT and records the object under the id ubusd
-// answers with. attrs is empty for anonymous objects.
+// answers with. attrs is empty for anonymous objects. The object is recorded
+// as the DATA carrying its id is read, like libubus does: ubusd may forward
+// an INVOKE (or an event) for it right behind that DATA, before this
+// goroutine runs again.
 func (c *Conn) addObject(ctx context.Context, attrs []Attr, lo *localObject) (uint32, error) {
-	data, err := c.request(ctx, &Message{Type: MsgAddObject, Attrs: attrs})
-	if err != nil {
-		return 0, err
-	}
-	for _, d := range data {
-		if id, ok := d.U32(AttrObjID); ok {
-			c.mu.Lock()
-			c.objects[id] = lo
-			if lo.obj != nil {
-				c.byObj[lo.obj] = id
-			}
-			c.mu.Unlock()
-			return id, nil
+	var id uint32
+	var got bool
+	record := func(d *Message) { // c.mu held
+		oid, ok := d.U32(AttrObjID)
+		if !ok || got {
+			return
+		}
+		id, got = oid, true
+		c.objects[oid] = lo
+		if lo.obj != nil {
+			c.byObj[lo.obj] = oid
 		}
 	}
-	return 0, StatusNoData // as ubus_add_object when no id came back
+	_, err := c.requestWith(ctx, &Message{Type: MsgAddObject, Attrs: attrs}, record)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if err != nil {
+		if got { // ubusd took it but the request failed after all: forget it
+			delete(c.objects, id)
+			if lo.obj != nil {
+				delete(c.byObj, lo.obj)
+			}
+		}
+		return 0, err
+	}
+	if !got {
+		return 0, StatusNoData // as ubus_add_object when no id came back
+	}
+	return id, nil
 }
 
 // AddObject publishes obj with its method signature and returns its id.

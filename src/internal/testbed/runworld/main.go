@@ -1,12 +1,14 @@
 // Command runworld is `make run`: it builds a throwaway namespace world (device with eth0,
 // wlan0 and wwan0, a router per uplink, a cloud with the echo service and DNS), runs connmgr in
-// the device namespace on its embedded default configuration, and lets you break and mend
-// uplinks from the keyboard to watch it fail over. Everything is removed on exit or Ctrl-C;
+// the device namespace on its embedded default configuration with a Go ubusd (package
+// ubustest) on a socket in its temporary directory, prints connmgr's ubus events, and lets you
+// break and mend uplinks from the keyboard to watch it fail over. Everything is removed on exit or Ctrl-C;
 // the host's own routes and firewall are never touched.
 package main
 
 import (
 	"bufio"
+	"context"
 	"flag"
 	"fmt"
 	"os"
@@ -15,6 +17,8 @@ import (
 	"time"
 
 	"github.com/afero/af-conn/internal/testbed"
+	"github.com/afero/af-conn/internal/ubus"
+	"github.com/afero/af-conn/internal/ubus/ubustest"
 )
 
 // whitelist is what the world's connmgr allows: the seed's production list.
@@ -67,8 +71,25 @@ func run(bin string) error {
 	if err := os.WriteFile(wl, []byte(whitelist), 0o644); err != nil {
 		return err
 	}
+	// A ubusd for connmgr to publish its object on (unix sockets reach across network
+	// namespaces, so it runs here), and a listener that shows connmgr's events.
+	srv, err := ubustest.NewServer(sock, nil)
+	if err != nil {
+		return err
+	}
+	w.OnClose(srv.Close)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	events := ubus.NewClient(sock)
+	events.Listen(ctx, func(name string, data ubus.Table) {
+		j, _ := ubus.FormatJSON(data, false)
+		fmt.Printf(">>> ubus event %s %s\n", name, j)
+	}, "connmgr.*")
+	go events.Run(ctx)
+
 	fmt.Println(w)
-	fmt.Printf("connmgr: %s -c %s -w %s -s %s\n\n", bin, uciDir, wl, sock)
+	fmt.Printf("connmgr: %s -c %s -w %s -s %s\n", bin, uciDir, wl, sock)
+	fmt.Printf("ubus:    %s status -s %s   (also get 65008, set 65008 1, switch wlan0)\n\n", bin, sock)
 	p, err := w.Device.Start(os.Stdout, bin, "-c", uciDir, "-w", wl, "-s", sock)
 	if err != nil {
 		return err

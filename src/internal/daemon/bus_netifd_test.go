@@ -1,0 +1,120 @@
+package daemon
+
+import (
+	"net/netip"
+	"os"
+	"strings"
+	"testing"
+
+	"github.com/afero/af-conn/internal/ubus"
+)
+
+func readNetifdSample(t testing.TB) ubus.Table {
+	t.Helper()
+	j, err := os.ReadFile("testdata/netifd-status.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tab, err := ubus.FromJSON(j)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tab
+}
+
+func TestParseNetifdStatus(t *testing.T) {
+	got, err := ParseNetifdStatus("ethnet", readNetifdSample(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := NetifdInterface{
+		Network: "ethnet", Up: true, Device: "eth0", Proto: "dhcp",
+		Addresses: []netip.Prefix{netip.MustParsePrefix("198.18.1.2/24"), netip.MustParsePrefix("2001:db8::2/64")},
+		// The on-link route (mask 24, nexthop 0.0.0.0) is not a default route; the inactive
+		// DNS server is not in use.
+		Gateways: []netip.Addr{netip.MustParseAddr("198.18.1.1"), netip.MustParseAddr("fe80::1")},
+		DNS:      []netip.Addr{netip.MustParseAddr("198.18.1.1"), netip.MustParseAddr("198.18.0.53")},
+	}
+	if !got.equal(&want) {
+		t.Errorf("got  %+v\nwant %+v", got, want)
+	}
+}
+
+func TestParseNetifdStatusOddInput(t *testing.T) {
+	for _, tc := range []struct {
+		name, json string
+		want       NetifdInterface
+		err        string
+	}{
+		{"not a status", `{"interface": []}`, NetifdInterface{}, `no boolean "up"`},
+		{"up as string", `{"up": "yes"}`, NetifdInterface{}, `no boolean "up"`},
+		{"down, nothing else", `{"up": false}`, NetifdInterface{Network: "x"}, ""},
+		{"device without l3_device", `{"up": true, "device": "wwan0"}`, NetifdInterface{Network: "x", Up: true, Device: "wwan0"}, ""},
+		{"bad entries skipped", `{"up": true,
+			"ipv4-address": [1, {"address": "nope", "mask": 24}, {"address": "198.18.1.2", "mask": 33},
+				{"address": "198.18.1.2"}, {"address": "198.18.1.3", "mask": 32}],
+			"route": [{"target": "0.0.0.0", "mask": 0}, {"target": "0.0.0.0", "mask": 0, "nexthop": "0.0.0.0"},
+				{"target": "0.0.0.0", "mask": "0", "nexthop": "198.18.1.1"},
+				{"target": "0.0.0.0", "mask": 0, "nexthop": "198.18.1.9"}, {"target": "0.0.0.0", "mask": 0, "nexthop": "198.18.1.9"}],
+			"dns-server": [7, "x", "::ffff:198.18.0.53"]}`,
+			NetifdInterface{Network: "x", Up: true,
+				Addresses: []netip.Prefix{netip.MustParsePrefix("198.18.1.3/32")},
+				Gateways:  []netip.Addr{netip.MustParseAddr("198.18.1.9")},
+				DNS:       []netip.Addr{netip.MustParseAddr("198.18.0.53")}}, ""},
+		{"arrays of the wrong type", `{"up": true, "ipv4-address": {"a": 1}, "route": "x", "dns-server": {"a": "198.18.0.1"}}`,
+			NetifdInterface{Network: "x", Up: true}, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tab, err := ubus.FromJSON([]byte(tc.json))
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := ParseNetifdStatus("x", tab)
+			if tc.err != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.err) || !strings.Contains(err.Error(), "x") {
+					t.Fatalf("err = %v, want one naming x and %q", err, tc.err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !got.equal(&tc.want) {
+				t.Errorf("got  %+v\nwant %+v", got, tc.want)
+			}
+		})
+	}
+}
+
+// FuzzParseNetifdStatus feeds hostile blobmsg (what a rogue ubus peer could answer) through
+// the decoder and the netifd reader: neither may panic, and what they return is usable.
+func FuzzParseNetifdStatus(f *testing.F) {
+	sample, err := ubus.MarshalTable(readNetifdSample(f))
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(sample)
+	f.Add([]byte{})
+	small, _ := ubus.MarshalTable(ubus.Table{{Name: "up", Value: true}, {Name: "route", Value: []any{ubus.Table{{Name: "mask", Value: int32(0)}}}}})
+	f.Add(small)
+	f.Fuzz(func(t *testing.T, b []byte) {
+		tab, err := ubus.UnmarshalTable(b)
+		if err != nil {
+			return
+		}
+		n, err := ParseNetifdStatus("ethnet", tab)
+		if err != nil {
+			return
+		}
+		for _, p := range n.Addresses {
+			if !p.IsValid() {
+				t.Fatalf("invalid prefix %v from %x", p, b)
+			}
+		}
+		for _, a := range append(n.Gateways, n.DNS...) {
+			if !a.IsValid() {
+				t.Fatalf("invalid address from %x", b)
+			}
+		}
+	})
+}
