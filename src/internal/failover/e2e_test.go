@@ -89,3 +89,16 @@ func TestE2EConnectionSurvivesFailBack(t *testing.T) {
 		t.Fatalf("new connection not over Ethernet: local %s", got)
 	}
 }
+
+// With the firewall locking the uplinks down (the default), the probes
+// still reach the echo host and failover works both ways.
+func TestE2EWithFirewall(t *testing.T) {
+	r := newRigArgs(t, "")
+	r.fault("eth0", testbed.Fault{Blackhole: true})
+	r.waitDefault("wlan0", 15*time.Second)
+	r.fault("eth0", testbed.Fault{})
+	r.waitDefault("eth0", 20*time.Second)
+	if n := r.watch.count(); n > 4 {
+		t.Fatalf("default route changed %d times for one failover and one fail-back\nlog:\n%s", n, r.p.Log())
+	}
+}
