@@ -1,6 +1,7 @@
 package failover_test
 
 import (
+	"strings"
 	"testing"
 	"time"
 
@@ -100,5 +101,63 @@ func TestE2EWithFirewall(t *testing.T) {
 	r.waitDefault("eth0", 20*time.Second)
 	if n := r.watch.count(); n > 4 {
 		t.Fatalf("default route changed %d times for one failover and one fail-back\nlog:\n%s", n, r.p.Log())
+	}
+}
+
+// Somebody deletes connmgr's default route and source rule: both come
+// back at once. On SIGTERM everything of connmgr's goes, netifd's stays.
+func TestE2ERoutesRestoredAndRemoved(t *testing.T) {
+	r := newRig(t, "")
+	ip := func(args ...string) string {
+		out, err := r.w.Device.Run("ip", args...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
+	before := r.watch.count()
+	ip("route", "del", "default", "metric", "0")
+	deadline := time.Now().Add(5 * time.Second)
+	for r.watch.count() < before+2 { // gone, then back
+		if time.Now().After(deadline) {
+			t.Fatalf("default route not restored\nlog:\n%s", r.p.Log())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	r.waitDefault("eth0", 5*time.Second)
+	ip("rule", "del", "pref", "9001")
+	deadline = time.Now().Add(5 * time.Second)
+	for !strings.Contains(ip("-4", "rule", "show"), "9001:") {
+		if time.Now().After(deadline) {
+			t.Fatalf("source rule of wlan0 not restored:\n%s", ip("-4", "rule", "show"))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err := r.p.Stop(10 * time.Second); err != nil {
+		t.Fatalf("connmgr did not stop cleanly: %v", err)
+	}
+	if out := ip("-4", "route", "show", "table", "all", "proto", "175"); out != "" {
+		t.Fatalf("routes left after exit:\n%s", out)
+	}
+	if out := ip("-4", "rule", "show"); strings.Contains(out, "lookup 24") {
+		t.Fatalf("rules left after exit:\n%s", out)
+	}
+	if out := ip("-4", "route", "show", "default"); strings.Count(out, "default") != 3 {
+		t.Fatalf("netifd's default routes changed:\n%s", out)
+	}
+}
+
+// keep_route '1' leaves the default route in place when connmgr exits.
+func TestE2EKeepRoute(t *testing.T) {
+	r := newRig(t, "\toption keep_route '1'\n")
+	if err := r.p.Stop(10 * time.Second); err != nil {
+		t.Fatalf("connmgr did not stop cleanly: %v", err)
+	}
+	out, err := r.w.Device.Run("ip", "-4", "route", "show", "table", "all", "proto", "175")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.TrimSpace(out) != "default via 198.18.10.1 dev eth0" {
+		t.Fatalf("after exit with keep_route, connmgr's routes are:\n%s", out)
 	}
 }
