@@ -15,7 +15,7 @@ TOOLS := ip nft iptables ipset conntrack ping shellcheck busybox
 
 export PATH := $(PATH):/usr/local/go/bin
 
-.PHONY: all build test unit fuzz check setup cross run clean
+.PHONY: all build test unit fuzz check setup cross run clean bench-failover
 
 all: build
 
@@ -126,3 +126,11 @@ run: setup build
 
 clean:
 	rm -rf $(BUILD)
+
+# bench-failover runs each failover scenario RUNS times in a testbed world with the real binary
+# and prints median and p95 of the BENCHMARKS.md figures (root; about RUNS x 15 s + loss periods).
+RUNS ?= 20
+LOSS_PERIOD ?= 60s
+bench-failover: build
+	cd $(SRC) && CONNMGR_BIN=$(BUILD)/connmgr AFC_BENCH_FAILOVER=$(RUNS) AFC_BENCH_LOSS_PERIOD=$(LOSS_PERIOD) \
+		$(GO) test -count=1 -timeout 60m -run '^TestFailoverBenchmark$$' -v ./internal/failover/

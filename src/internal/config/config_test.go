@@ -43,10 +43,10 @@ var wantMain = Main{
 	EchoHost:              "echo.afero.io",
 	EchoPort:              80,
 	Probe:                 "echo",
-	ProbeTimeout:          2 * time.Second,
-	ProbeInterval:         5 * time.Second,
-	ProbeIntervalStandby:  30 * time.Second,
-	ProbeIntervalFailing:  time.Second,
+	ProbeTimeout:          500 * time.Millisecond,
+	ProbeInterval:         time.Second,
+	ProbeIntervalStandby:  5 * time.Second,
+	ProbeIntervalFailing:  250 * time.Millisecond,
 	CellularProbeInterval: 5 * time.Minute,
 	FailCount:             3,
 	RecoverCount:          3,
@@ -60,9 +60,9 @@ var wantMain = Main{
 }
 
 var wantDefaultUplinks = []Uplink{
-	{Name: "ethnet", Device: "eth0", Kind: KindEthernet, Priority: 1, ProbeInterval: 5 * time.Second, Enabled: true},
-	{Name: "stanet", Device: "wlan0", Kind: KindWiFi, Priority: 2, ProbeInterval: 5 * time.Second, Enabled: true},
-	{Name: "modemnet", Device: "wwan0", Kind: KindCellular, Priority: 3, ProbeInterval: 5 * time.Second, Enabled: true},
+	{Name: "ethnet", Device: "eth0", Kind: KindEthernet, Priority: 1, ProbeInterval: time.Second, Enabled: true},
+	{Name: "stanet", Device: "wlan0", Kind: KindWiFi, Priority: 2, ProbeInterval: time.Second, Enabled: true},
+	{Name: "modemnet", Device: "wwan0", Kind: KindCellular, Priority: 3, ProbeInterval: time.Second, Enabled: true},
 }
 
 func TestDefault(t *testing.T) {
@@ -170,9 +170,9 @@ func TestGolden(t *testing.T) {
 	}
 	c := load(t, files)
 	want := []Uplink{
-		{Name: "ethnet", Device: "eth0", Kind: KindEthernet, Priority: 1, ProbeInterval: 5 * time.Second, Metric: 10, Enabled: true},
-		{Name: "stanet", Device: "wlan0", Kind: KindWiFi, Priority: 2, ProbeInterval: 5 * time.Second, Metric: 20, Enabled: true},
-		{Name: "modemnet", Device: "wwan0", Kind: KindCellular, Priority: 3, ProbeInterval: 5 * time.Second, Metric: 50, Enabled: true,
+		{Name: "ethnet", Device: "eth0", Kind: KindEthernet, Priority: 1, ProbeInterval: time.Second, Metric: 10, Enabled: true},
+		{Name: "stanet", Device: "wlan0", Kind: KindWiFi, Priority: 2, ProbeInterval: time.Second, Metric: 20, Enabled: true},
+		{Name: "modemnet", Device: "wwan0", Kind: KindCellular, Priority: 3, ProbeInterval: time.Second, Metric: 50, Enabled: true,
 			DNS: []netip.Addr{netip.MustParseAddr("198.18.0.53"), netip.MustParseAddr("198.18.1.53")}},
 	}
 	if !reflect.DeepEqual(c.Uplinks, want) {

@@ -75,6 +75,7 @@ type Daemon struct {
 	// preferred is attribute 65008 as last set: -1 automatic, else the network type to use
 	// whenever it is proven.
 	preferred int
+	uplinks   *uplinks
 }
 
 // New reads the configuration and prepares the daemon. A configuration error is returned as
@@ -112,8 +113,10 @@ func (d *Daemon) buildComponents() []component {
 		cs = append(cs, newBus(d))
 	}
 	// The DNS gate comes after the firewall: its mode depends on the firewall's queue hook, and
-	// it stops (releasing held replies) before the firewall is torn down.
-	return append(cs, newFirewallComponent(d), newDNSComponent(d))
+	// it stops (releasing held replies) before the firewall is torn down. The uplink monitor
+	// comes last: routes are removed first on the way out.
+	d.uplinks = newUplinks(d)
+	return append(cs, newFirewallComponent(d), newDNSComponent(d), d.uplinks)
 }
 
 // load reads the UCI configuration and the whitelist. Nothing is applied here, so a bad file

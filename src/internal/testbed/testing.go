@@ -1,6 +1,8 @@
 package testbed
 
 import (
+	"fmt"
+	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -8,6 +10,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/vishvananda/netns"
 )
 
 // New builds a world for a test and removes it when the test ends. Without root the test is
@@ -96,4 +100,39 @@ func (w *World) StartConnmgr(t testing.TB, args ...string) *Process {
 		}
 	})
 	return p
+}
+
+// NewNS creates one bare namespace (loopback up) for a package's own root test, with a world's
+// lifecycle: swept if its run dies, torn down on SIGINT/SIGTERM, removed when the test ends.
+func NewNS(t testing.TB, role string) *NS {
+	t.Helper()
+	RequireRoot(t)
+	sweepStale()
+	w := &World{ID: fmt.Sprintf("%s%d-%04x", namePrefix, os.Getpid(), rand.IntN(0x10000))}
+	w.unsignal = register(w)
+	t.Cleanup(func() {
+		if err := w.Close(); err != nil {
+			t.Errorf("remove namespace: %v", err)
+		}
+	})
+	ns, err := w.newNS(role)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ns.IP("link set lo up"); err != nil {
+		t.Fatal(err)
+	}
+	return ns
+}
+
+// Handle opens a handle on the namespace (for netlink sockets inside it); closed when the
+// test ends.
+func (n *NS) Handle(t testing.TB) netns.NsHandle {
+	t.Helper()
+	h, err := netns.GetFromName(n.Name)
+	if err != nil {
+		t.Fatalf("open namespace %s: %v", n.Name, err)
+	}
+	t.Cleanup(func() { h.Close() })
+	return h
 }

@@ -1,0 +1,165 @@
+package daemon
+
+import (
+	"context"
+	"log/slog"
+	"net/netip"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/afero/af-conn/internal/capture"
+	"github.com/afero/af-conn/internal/netmon"
+	"github.com/afero/af-conn/internal/probe"
+	"github.com/afero/af-conn/internal/route"
+	"github.com/afero/af-conn/internal/uplink"
+)
+
+// fakeNet is a kernel that reports the given devices, answers every
+// probe, and records the routing state; nothing touches a network.
+type fakeNet struct {
+	mu      sync.Mutex
+	devs    map[string]uplink.Device
+	notify  func(netmon.Update)
+	desired route.Desired
+	cleaned *bool
+}
+
+func (f *fakeNet) routes() (routeManager, error) { return f, nil }
+func (f *fakeNet) watch(ctx context.Context, opts netmon.Options) error {
+	f.mu.Lock()
+	f.notify = opts.Notify
+	devs := f.devs
+	f.mu.Unlock()
+	opts.Notify(netmon.Update{Devices: devs, Resync: true})
+	<-ctx.Done()
+	return nil
+}
+func (f *fakeNet) capture(capture.Config) (func(), error) { return func() {}, nil }
+func (f *fakeNet) probe(_ context.Context, _ *probe.Prober, t probe.Target, _, _ time.Duration) uplink.ProbeResult {
+	return uplink.ProbeResult{Started: time.Now(), OK: true, RTT: time.Millisecond}
+}
+func (f *fakeNet) Apply(d route.Desired) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.desired = d
+	return nil
+}
+func (f *fakeNet) FlushConntrack(...netip.Addr) (uint, error) { return 0, nil }
+func (f *fakeNet) Cleanup(bool) error                         { *f.cleaned = true; return nil }
+func (f *fakeNet) Close()                                     {}
+func (f *fakeNet) Proto() int                                 { return route.DefaultProto }
+
+// noticeLog is a component that records notices.
+type noticeLog struct {
+	mu  sync.Mutex
+	got []Notice
+}
+
+func (n *noticeLog) start(context.Context) error { return nil }
+func (n *noticeLog) reload(_, _ *Loaded)         {}
+func (n *noticeLog) stop()                       {}
+func (n *noticeLog) fillStatus(*Status)          {}
+func (n *noticeLog) notice(x Notice) {
+	n.mu.Lock()
+	n.got = append(n.got, x)
+	n.mu.Unlock()
+}
+
+func upDev(addr, gw string) uplink.Device {
+	return uplink.Device{Present: true, AdminUp: true, Carrier: true, Addrs: []netip.Prefix{netip.MustParsePrefix(addr)},
+		HasDefault: true, Gateway: netip.MustParseAddr(gw)}
+}
+
+func TestUplinksComponent(t *testing.T) {
+	dir := t.TempDir()
+	writeConnmgr(t, dir, "config connmgr 'main'\n\toption firewall '0'\n")
+	d, err := New(Options{UCIDir: dir, WhitelistPath: filepath.Join(dir, "whitelist"),
+		Logger: slog.New(slog.DiscardHandler), Clock: newFakeClock()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cleaned := false
+	net := &fakeNet{cleaned: &cleaned, devs: map[string]uplink.Device{
+		"eth0": upDev("198.18.10.2/24", "198.18.10.1"), "wlan0": upDev("198.18.20.2/24", "198.18.20.1"), "wwan0": {},
+	}}
+	d.uplinks.net = net
+	notes := &noticeLog{}
+	d.components = append(d.components, notes)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- d.Run(ctx) }()
+
+	status := func() Status {
+		var s Status
+		if err := d.Do(ctx, func() { s = d.Status() }); err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	waitStatus := func(what string, ok func(Status) bool) Status {
+		t.Helper()
+		for range 500 {
+			if s := status(); ok(s) {
+				return s
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		t.Fatalf("status never showed %s: %+v", what, status())
+		return Status{}
+	}
+	s := waitStatus("ethernet in use and proven", func(s Status) bool {
+		return s.InUse == "ethnet" && len(s.Uplinks) == 3 && s.Uplinks[0].StateNum == 4 && s.Uplinks[1].StateNum == 4
+	})
+	if s.NetworkType != 0 || s.InUseDevice != "eth0" || s.Uplinks[0].Address != "198.18.10.2/24" ||
+		s.Uplinks[0].Gateway != "198.18.10.1" || s.Uplinks[0].LastProbe != "success" || !s.Uplinks[0].InUse ||
+		s.Uplinks[2].State != "ITFNOTSUPP_SX" || s.Counters.Switches != 1 || s.Counters.Probes < 2 {
+		t.Fatalf("status %+v", s)
+	}
+	net.mu.Lock()
+	if net.desired.Selected != "ethnet" || len(net.desired.Uplinks) != 2 {
+		t.Errorf("routes %+v", net.desired)
+	}
+	net.mu.Unlock()
+
+	// Attribute 65008 set to WLAN moves the route to Wi-Fi, which is proven.
+	var perr error
+	if err := d.Do(ctx, func() { perr = d.SetPreferredNetworkType(NetworkWLAN) }); err != nil || perr != nil {
+		t.Fatal(err, perr)
+	}
+	waitStatus("wifi in use", func(s Status) bool { return s.InUse == "stanet" && s.NetworkType == 1 && s.PreferredNetworkType == 1 })
+
+	// Wi-Fi loses its carrier: back to Ethernet at once.
+	net.mu.Lock()
+	notify := net.notify
+	net.mu.Unlock()
+	down := upDev("198.18.20.2/24", "198.18.20.1")
+	down.Carrier = false
+	notify(netmon.Update{Devices: map[string]uplink.Device{"wlan0": down}})
+	waitStatus("ethernet after wifi's carrier loss", func(s Status) bool { return s.InUse == "ethnet" && s.Uplinks[1].StateNum == 1 })
+
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if !cleaned {
+		t.Error("routes not cleaned up on stop")
+	}
+	notes.mu.Lock()
+	defer notes.mu.Unlock()
+	var network, iface, wifi int
+	for _, n := range notes.got {
+		switch n.Name {
+		case "connmgr.network":
+			network++
+		case "connmgr.interface":
+			iface++
+		case "connmgr.wifi":
+			wifi++
+		}
+	}
+	if network != 3 || iface < 5 || wifi < 3 {
+		t.Errorf("notices: %d network, %d interface, %d wifi: %+v", network, iface, wifi, notes.got)
+	}
+}

@@ -1,0 +1,466 @@
+// Package failover owns the decisions that keep the hub on its best
+// uplink: it drives one uplink state machine per configured uplink from
+// netlink snapshots, passive liveness and probe results, schedules the
+// probe rounds, asks the selector which uplink carries the default route,
+// and turns that into routing state and conntrack flushes. It runs on the
+// daemon's loop goroutine and touches the world only through Env, so its
+// whole timeline is tested with a fake clock and fakes.
+package failover
+
+import (
+	"fmt"
+	"net/netip"
+	"slices"
+	"time"
+
+	"github.com/afero/af-conn/internal/route"
+	"github.com/afero/af-conn/internal/selector"
+	"github.com/afero/af-conn/internal/uplink"
+)
+
+// UplinkSettings is one configured uplink.
+type UplinkSettings struct {
+	Name     string // UCI network section: ethnet, stanet, modemnet
+	Device   string // eth0, wlan0, wwan0
+	Kind     uplink.Kind
+	Priority int // lower is preferred
+	// ProbeInterval, if set, replaces Intervals.InUse for this uplink.
+	ProbeInterval time.Duration
+	Enabled       bool
+}
+
+// Settings is the configuration the controller runs with.
+type Settings struct {
+	Uplinks   []UplinkSettings
+	Params    uplink.Params
+	Intervals uplink.Intervals
+	// ProbeTimeout is a round's time limit on a fast link; a slow link's
+	// rounds get four smoothed RTTs, up to ProbeTimeoutMax.
+	ProbeTimeout    time.Duration
+	ProbeTimeoutMax time.Duration
+}
+
+// Router is the routing state the controller changes (route.Manager).
+type Router interface {
+	Apply(route.Desired) error
+	FlushConntrack(addrs ...netip.Addr) (uint, error)
+}
+
+// Env is what the controller needs from the daemon.
+type Env interface {
+	Now() time.Time
+	// StartProbe starts a probe round on the uplink in the background;
+	// its result comes back through Controller.ProbeDone.
+	StartProbe(name, device string, src netip.Addr, timeout, hedge time.Duration)
+	// Capture starts (prefix valid) or stops (prefix invalid) passive
+	// liveness on the uplink's device; samples come back through
+	// Controller.Alive.
+	Capture(name, device string, prefix netip.Prefix)
+	// WakeAt asks for Controller.Tick at (or soon after) t; a later call
+	// replaces an earlier one.
+	WakeAt(t time.Time)
+	// Log records a decision and its reason.
+	Log(msg string, args ...any)
+	// StateChanged and Switched tell the outside (ubus events).
+	StateChanged(u UplinkSettings, from, to uplink.State, reason string)
+	// Switched's kind is "start", "failover", "failback", "preference"
+	// or "lost" (no uplink left).
+	Switched(from, to UplinkSettings, kind, reason string)
+}
+
+type link struct {
+	set       UplinkSettings
+	slot      int
+	m         *uplink.Machine
+	probing   bool      // a round is out
+	lastStart time.Time // start of the last round
+	capture   netip.Prefix
+	addrs     []netip.Addr // IPv4 addresses last seen, for conntrack flushes
+}
+
+// Counters count decisions.
+type Counters struct {
+	Switches     uint64
+	Probes       uint64
+	RouteErrors  uint64
+	FlushedFlows uint64
+}
+
+// Controller is the failover logic; not safe for concurrent use.
+type Controller struct {
+	env      Env
+	router   Router
+	set      Settings
+	links    []*link
+	selected string
+	pref     int
+	counters Counters
+	routeErr bool           // the last Apply failed: retry on the next tick
+	applied  *route.Desired // what the kernel was last made to match
+	flushes  []flushReq     // conntrack flushes due once the routes are right
+	devices  map[string]uplink.Device
+}
+
+// New returns a controller with settings s.
+func New(env Env, router Router, s Settings) *Controller {
+	c := &Controller{env: env, router: router, pref: selector.Automatic, devices: map[string]uplink.Device{}}
+	c.Configure(s)
+	return c
+}
+
+// Configure applies new settings (start and reload). Uplinks keep their
+// state across a reload unless their device changed.
+func (c *Controller) Configure(s Settings) {
+	now := c.env.Now()
+	old := map[string]*link{}
+	for _, l := range c.links {
+		old[l.set.Name] = l
+	}
+	c.set = s
+	c.links = nil
+	for i, us := range s.Uplinks {
+		l := old[us.Name]
+		if l == nil || l.set.Device != us.Device {
+			if l != nil {
+				c.stopCapture(l)
+			}
+			l = &link{m: uplink.New(now, s.Params)}
+			if d, ok := c.devices[us.Device]; ok {
+				l.m.Handle(now, uplink.DeviceEvent{Device: d})
+			}
+		}
+		delete(old, us.Name)
+		l.set, l.slot = us, i
+		l.m.SetParams(s.Params)
+		c.links = append(c.links, l)
+		c.apply(l, now, uplink.SupportEvent{Supported: us.Enabled})
+	}
+	for _, l := range old {
+		c.stopCapture(l)
+		if l.set.Name == c.selected {
+			c.selected = ""
+		}
+	}
+	c.decide(now, "configuration")
+}
+
+func (c *Controller) link(name string) *link {
+	for _, l := range c.links {
+		if l.set.Name == name {
+			return l
+		}
+	}
+	return nil
+}
+
+// DeviceUpdate takes netlink snapshots, keyed by device name.
+func (c *Controller) DeviceUpdate(devs map[string]uplink.Device) {
+	now := c.env.Now()
+	for dev, d := range devs {
+		c.devices[dev] = d
+		for _, l := range c.links {
+			if l.set.Device == dev {
+				c.apply(l, now, uplink.DeviceEvent{Device: d})
+			}
+		}
+	}
+	c.decide(now, "netlink")
+}
+
+// RoutesChanged says routes or rules of ours may have been changed by
+// someone else: the desired state is applied again.
+func (c *Controller) RoutesChanged() {
+	c.applied = nil
+	c.applyRoutes("routes or rules changed")
+}
+
+// Alive records passive liveness on an uplink.
+func (c *Controller) Alive(name string, at time.Time) {
+	if l := c.link(name); l != nil {
+		c.apply(l, at, uplink.AliveEvent{})
+		c.decide(c.env.Now(), "traffic")
+	}
+}
+
+// ProbeDone records a probe round's result.
+func (c *Controller) ProbeDone(name string, r uplink.ProbeResult) {
+	l := c.link(name)
+	if l == nil {
+		return
+	}
+	l.probing = false
+	now := c.env.Now()
+	c.apply(l, now, uplink.ProbeEvent{Result: r})
+	c.decide(now, "probe")
+}
+
+// Tick starts the probe rounds that are due and asks for the next wake.
+func (c *Controller) Tick() {
+	now := c.env.Now()
+	if c.routeErr {
+		c.applied = nil
+		c.applyRoutes("retry after error")
+	}
+	c.schedule(now)
+}
+
+// SetPreference sets attribute 65008's manual preference: selector.Automatic
+// or an uplink kind preferred while it is proven.
+func (c *Controller) SetPreference(v int) error {
+	if !selector.ValidPreference(v) {
+		return fmt.Errorf("network type preference %d: want -1 (automatic), 0 (Ethernet), 1 (WLAN) or 2 (WAN)", v)
+	}
+	c.pref = v
+	c.decide(c.env.Now(), "preference")
+	return nil
+}
+
+// Preference returns the manual preference.
+func (c *Controller) Preference() int { return c.pref }
+
+// apply feeds one event to an uplink's machine and acts on what changed.
+func (c *Controller) apply(l *link, now time.Time, ev uplink.Event) {
+	snapBefore := l.m.Snapshot()
+	tr := l.m.Handle(now, ev)
+	if tr.Changed() {
+		c.env.Log("uplink state", "network", l.set.Name, "device", l.set.Device,
+			"from", tr.From.String(), "to", tr.To.String(), "reason", tr.Reason)
+		c.env.StateChanged(l.set, tr.From, tr.To, tr.Reason)
+		if tr.To != uplink.ItfUpSS && (tr.From == uplink.ItfUpSS || tr.From == uplink.ItfUpSU) {
+			// Flows through an uplink that died are dead: clear them so
+			// masqueraded ones are translated afresh over the new route.
+			c.flush(l, "uplink "+tr.To.String(), snapBefore.Device.Addrs)
+		}
+	} else if tr.GatewayChanged || tr.AddrsChanged {
+		c.env.Log("uplink changed", "network", l.set.Name, "device", l.set.Device, "reason", tr.Reason)
+	}
+	if tr.AddrsChanged && l.m.State().Up() {
+		// Flows of an address the uplink lost cannot come back.
+		var gone []netip.Prefix
+		cur := l.m.Snapshot().Device.Addrs
+		for _, p := range snapBefore.Device.Addrs {
+			if !slices.Contains(cur, p) {
+				gone = append(gone, p)
+			}
+		}
+		c.flush(l, "address removed", gone)
+	}
+	c.syncCapture(l)
+}
+
+type flushReq struct {
+	network, why string
+	addrs        []netip.Addr
+}
+
+// flush queues a conntrack flush; it runs after the routes are switched
+// (a dump of the conntrack table takes milliseconds the failover should
+// not wait for).
+func (c *Controller) flush(l *link, why string, addrs []netip.Prefix) {
+	var as []netip.Addr
+	for _, p := range addrs {
+		if p.Addr().Is4() {
+			as = append(as, p.Addr())
+		}
+	}
+	if len(as) > 0 {
+		c.flushes = append(c.flushes, flushReq{network: l.set.Name, why: why, addrs: as})
+	}
+}
+
+func (c *Controller) runFlushes() {
+	for _, f := range c.flushes {
+		n, err := c.router.FlushConntrack(f.addrs...)
+		c.counters.FlushedFlows += uint64(n)
+		if err != nil {
+			c.env.Log("conntrack flush failed", "network", f.network, "err", err.Error())
+			continue
+		}
+		if n > 0 {
+			c.env.Log("conntrack flushed", "network", f.network, "flows", n, "reason", f.why)
+		}
+	}
+	c.flushes = c.flushes[:0]
+}
+
+// syncCapture runs passive liveness while the uplink is up, on its
+// current subnet.
+func (c *Controller) syncCapture(l *link) {
+	var want netip.Prefix
+	if l.m.State().Up() {
+		if p, ok := l.m.Snapshot().Device.IPv4(); ok {
+			want = p
+		}
+	}
+	if want == l.capture {
+		return
+	}
+	l.capture = want
+	c.env.Capture(l.set.Name, l.set.Device, want)
+}
+
+func (c *Controller) stopCapture(l *link) {
+	if l.capture.IsValid() {
+		l.capture = netip.Prefix{}
+		c.env.Capture(l.set.Name, l.set.Device, netip.Prefix{})
+	}
+}
+
+func (c *Controller) candidates() []selector.Candidate {
+	out := make([]selector.Candidate, 0, len(c.links))
+	for _, l := range c.links {
+		s := l.m.Snapshot()
+		out = append(out, selector.Candidate{Name: l.set.Name, Kind: l.set.Kind, Priority: l.set.Priority,
+			State: s.State, Successes: s.Successes, Fresh: s.State == uplink.ItfUpSU && s.Fails == 0})
+	}
+	return out
+}
+
+// decide runs the selector and applies its decision, then reschedules.
+func (c *Controller) decide(now time.Time, trigger string) {
+	d := selector.Select(selector.Input{Candidates: c.candidates(), Current: c.selected,
+		Preference: c.pref, RecoverCount: c.set.Params.RecoverCount})
+	changed := d.Switch(c.selected)
+	var from, to UplinkSettings
+	if changed {
+		c.env.Log("switch uplink", "from", c.selected, "to", d.Selected, "reason", d.Reason, "trigger", trigger)
+		if l := c.link(c.selected); l != nil {
+			from = l.set
+		}
+		if l := c.link(d.Selected); l != nil {
+			to = l.set
+		}
+		c.selected = d.Selected
+		c.counters.Switches++
+	}
+	c.applyRoutes(d.Reason)
+	if changed {
+		c.env.Switched(from, to, switchKind(from, to, trigger), d.Reason)
+	}
+	c.runFlushes()
+	c.schedule(now)
+}
+
+func switchKind(from, to UplinkSettings, trigger string) string {
+	switch {
+	case trigger == "preference":
+		return "preference"
+	case from.Name == "":
+		return "start"
+	case to.Name == "":
+		return "lost"
+	case to.Priority < from.Priority:
+		return "failback"
+	}
+	return "failover"
+}
+
+// desired is the routing state for the current uplinks.
+func (c *Controller) desired() route.Desired {
+	var d route.Desired
+	for _, l := range c.links {
+		s := l.m.Snapshot()
+		p, ok := s.Device.IPv4()
+		if !s.State.Up() || !ok {
+			continue
+		}
+		d.Uplinks = append(d.Uplinks, route.Uplink{Name: l.set.Name, Slot: l.slot, Device: l.set.Device,
+			Addr: p, Gateway: s.Device.Gateway})
+	}
+	if slices.ContainsFunc(d.Uplinks, func(u route.Uplink) bool { return u.Name == c.selected }) {
+		d.Selected = c.selected
+	}
+	return d
+}
+
+// applyRoutes makes the kernel match the desired state when it changed
+// (every probe result and traffic sample ends here: most change nothing),
+// or after a change by someone else or an error.
+func (c *Controller) applyRoutes(why string) {
+	want := c.desired()
+	if c.applied != nil && sameDesired(*c.applied, want) {
+		return
+	}
+	if err := c.router.Apply(want); err != nil {
+		c.counters.RouteErrors++
+		c.routeErr, c.applied = true, nil
+		c.env.Log("route update failed; will retry", "err", err.Error(), "reason", why)
+		c.env.WakeAt(c.env.Now().Add(time.Second))
+		return
+	}
+	c.routeErr, c.applied = false, &want
+}
+
+func sameDesired(a, b route.Desired) bool {
+	return a.Selected == b.Selected && slices.Equal(a.Uplinks, b.Uplinks)
+}
+
+// schedule starts due rounds and asks to be woken for the next one.
+func (c *Controller) schedule(now time.Time) {
+	var next time.Time
+	cur := c.link(c.selected)
+	for _, l := range c.links {
+		iv := c.set.Intervals
+		if l.set.ProbeInterval > 0 {
+			iv.InUse = l.set.ProbeInterval
+		}
+		role := uplink.Role{Kind: l.set.Kind, InUse: l.set.Name == c.selected,
+			WantsBack: cur != nil && l != cur && l.set.Priority < cur.set.Priority}
+		if l.probing {
+			continue // the round's result reschedules
+		}
+		at, ok := l.m.NextProbe(l.lastStart, role, iv)
+		if !ok {
+			continue
+		}
+		if !at.After(now) {
+			c.startProbe(l, now)
+			continue
+		}
+		if next.IsZero() || at.Before(next) {
+			next = at
+		}
+	}
+	if !next.IsZero() {
+		c.env.WakeAt(next)
+	}
+}
+
+func (c *Controller) startProbe(l *link, now time.Time) {
+	s := l.m.Snapshot()
+	p, _ := s.Device.IPv4()
+	timeout := l.m.ProbeTimeout(c.set.ProbeTimeout, c.set.ProbeTimeoutMax)
+	l.probing, l.lastStart = true, now
+	c.counters.Probes++
+	c.env.StartProbe(l.set.Name, l.set.Device, p.Addr(), timeout, l.m.ProbeHedge(timeout))
+}
+
+// Selected returns the in-use uplink's name, "" if none.
+func (c *Controller) Selected() string { return c.selected }
+
+// View is one uplink for status.
+type View struct {
+	Settings UplinkSettings
+	uplink.Snapshot
+	InUse bool
+}
+
+// Views returns every configured uplink's state, in configuration order.
+func (c *Controller) Views() []View {
+	out := make([]View, 0, len(c.links))
+	for _, l := range c.links {
+		out = append(out, View{Settings: l.set, Snapshot: l.m.Snapshot(), InUse: l.set.Name == c.selected})
+	}
+	return out
+}
+
+// Counters returns the decision counters.
+func (c *Controller) Counters() Counters { return c.counters }
+
+// NetworkType is attribute 65008's value: the in-use uplink's kind, or -1.
+func (c *Controller) NetworkType() int {
+	if l := c.link(c.selected); l != nil {
+		return int(l.set.Kind)
+	}
+	return -1
+}

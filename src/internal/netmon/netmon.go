@@ -1,0 +1,633 @@
+// Package netmon owns watching the kernel's links, IPv4 addresses, routes
+// and rules over netlink. It keeps a view of the watched devices and
+// delivers whole per-device snapshots (uplink.Device), coalescing bursts of
+// netlink messages into one update. When the kernel drops messages (ENOBUFS:
+// the socket overflowed) it subscribes again and re-dumps everything, so the
+// view never stays wrong. Like tailscale's netmon, one pump goroutine owns
+// the view; the consumer gets a callback per coalesced change.
+package netmon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"net"
+	"net/netip"
+	"runtime"
+	"slices"
+	"time"
+	"unsafe"
+
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netlink/nl"
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+
+	"github.com/afero/af-conn/internal/inns"
+	"github.com/afero/af-conn/internal/uplink"
+)
+
+// Update is one coalesced change.
+type Update struct {
+	// Devices holds the snapshot of every watched device that changed
+	// (all of them after a resync). Absent devices have Present false.
+	Devices map[string]uplink.Device
+	// Resync says the view was rebuilt from a full dump (start, overflow).
+	Resync bool
+	// OwnRoutesChanged says a route with protocol Options.OwnProto was
+	// added or removed (somebody may have deleted ours).
+	OwnRoutesChanged bool
+	// RulesChanged says an IPv4 policy rule was added or removed.
+	RulesChanged bool
+}
+
+// Options configure a Monitor.
+type Options struct {
+	// Devices are the names of the devices to report.
+	Devices []string
+	// OwnProto is the route protocol number of our own routes; such
+	// routes are not the uplinks' default routes, and changes to them
+	// are reported in OwnRoutesChanged.
+	OwnProto int
+	// Namespace, if set, is the network namespace to watch (tests).
+	Namespace *netns.NsHandle
+	// RcvBuf is the netlink socket receive buffer (default 1 MiB).
+	RcvBuf int
+	// CarrierPoll, if set, is how often the watched devices' carrier is
+	// read directly. The kernel reports a carrier change at once only if
+	// no link changed anywhere in the last second; otherwise its
+	// linkwatch batches the report up to a second later, while the
+	// device's IFF_LOWER_UP flag is right at once. Polling it bounds how
+	// late a lost carrier is seen (a few GETLINK requests per second).
+	CarrierPoll time.Duration
+	// Notify receives each update, in order, from the pump goroutine.
+	Notify func(Update)
+	// Logf, if set, logs resyncs and errors.
+	Logf func(format string, args ...any)
+}
+
+type linkInfo struct {
+	name    string
+	up      bool
+	carrier bool
+}
+
+type defRoute struct {
+	gw     netip.Addr
+	metric int
+}
+
+// view is the pump goroutine's model of the kernel.
+type view struct {
+	links  map[int]linkInfo
+	addrs  map[int]map[netip.Prefix]bool
+	routes map[int]map[defRoute]bool // default routes in the main table, by device
+}
+
+func newView() *view {
+	return &view{links: map[int]linkInfo{}, addrs: map[int]map[netip.Prefix]bool{}, routes: map[int]map[defRoute]bool{}}
+}
+
+// device builds the snapshot of the device called name.
+func (v *view) device(name string) uplink.Device {
+	idx := -1
+	var li linkInfo
+	for i, l := range v.links {
+		if l.name == name {
+			idx, li = i, l
+			break
+		}
+	}
+	if idx < 0 {
+		return uplink.Device{}
+	}
+	d := uplink.Device{Present: true, AdminUp: li.up, Carrier: li.carrier}
+	for p := range v.addrs[idx] {
+		d.Addrs = append(d.Addrs, p)
+	}
+	slices.SortFunc(d.Addrs, func(a, b netip.Prefix) int { return a.Addr().Compare(b.Addr()) })
+	// The uplink's own default route is the one with the lowest metric.
+	best := -1
+	for r := range v.routes[idx] {
+		if best < 0 || r.metric < best || (r.metric == best && r.gw.Less(d.Gateway)) {
+			best, d.Gateway = r.metric, r.gw
+		}
+	}
+	d.HasDefault = best >= 0
+	return d
+}
+
+func linkOf(l netlink.Link) linkInfo {
+	a := l.Attrs()
+	carrier := a.RawFlags&unix.IFF_LOWER_UP != 0 &&
+		a.OperState != netlink.OperDown && a.OperState != netlink.OperLowerLayerDown
+	return linkInfo{name: a.Name, up: a.Flags&net.FlagUp != 0, carrier: carrier}
+}
+
+func prefixOf(n net.IPNet) (netip.Prefix, bool) {
+	a, ok := netip.AddrFromSlice(n.IP)
+	if !ok {
+		return netip.Prefix{}, false
+	}
+	a = a.Unmap()
+	if !a.Is4() {
+		return netip.Prefix{}, false
+	}
+	ones, _ := n.Mask.Size()
+	return netip.PrefixFrom(a, ones), true
+}
+
+func isDefault(r *netlink.Route) bool {
+	if r.Dst == nil {
+		return true
+	}
+	ones, _ := r.Dst.Mask.Size()
+	return ones == 0
+}
+
+// defaultOf returns the device route entry for a main-table IPv4 default
+// route that is not ours.
+func (m *Monitor) defaultOf(r *netlink.Route) (defRoute, bool) {
+	if r.Family != 0 && r.Family != unix.AF_INET {
+		return defRoute{}, false
+	}
+	if (r.Table != 0 && r.Table != unix.RT_TABLE_MAIN) || !isDefault(r) || int(r.Protocol) == m.opts.OwnProto {
+		return defRoute{}, false
+	}
+	if r.Dst != nil && r.Dst.IP.To4() == nil {
+		return defRoute{}, false
+	}
+	var gw netip.Addr
+	if a, ok := netip.AddrFromSlice(r.Gw); ok {
+		gw = a.Unmap()
+	}
+	return defRoute{gw: gw, metric: r.Priority}, true
+}
+
+// Monitor watches netlink; create with New, run with Run.
+type Monitor struct {
+	opts Options
+	v    *view
+	last map[string]uplink.Device
+	// routesStale says the kernel may have removed routes silently.
+	routesStale bool
+}
+
+// New returns a monitor; nothing happens until Run.
+func New(opts Options) *Monitor {
+	if opts.RcvBuf == 0 {
+		opts.RcvBuf = 1 << 20
+	}
+	if opts.Logf == nil {
+		opts.Logf = func(string, ...any) {}
+	}
+	return &Monitor{opts: opts}
+}
+
+// subscription is one set of netlink subscriptions, merged into one
+// channel; an error value on it means the kernel dropped messages or a
+// socket failed.
+type subscription struct {
+	done   chan struct{}
+	events chan any
+}
+
+type ruleChanged struct{}
+
+// carrierLost is a device the carrier poll found without carrier.
+type carrierLost struct{ name string }
+
+var errOverflow = errors.New("netlink subscription lost (overflow or socket error)")
+
+// forward copies a library channel into events until it closes, then
+// reports the loss (unless we are shutting down).
+func forward[T any](s *subscription, ch <-chan T) {
+	for u := range ch {
+		select {
+		case s.events <- u:
+		case <-s.done:
+		}
+	}
+	select {
+	case s.events <- errOverflow:
+	case <-s.done:
+	}
+}
+
+func (m *Monitor) subscribe() (*subscription, error) {
+	s := &subscription{done: make(chan struct{}), events: make(chan any, 256)}
+	links := make(chan netlink.LinkUpdate, 64)
+	addrs := make(chan netlink.AddrUpdate, 64)
+	route := make(chan netlink.RouteUpdate, 64)
+	rules := make(chan ruleChanged, 1)
+
+	ns := netns.None()
+	if m.opts.Namespace != nil {
+		ns = *m.opts.Namespace
+	}
+	errCb := func(err error) {
+		select {
+		case <-s.done: // closing the socket makes the reader fail: expected
+		default:
+			m.opts.Logf("netmon: %v", err)
+		}
+	}
+	if err := netlink.LinkSubscribeWithOptions(links, s.done, netlink.LinkSubscribeOptions{
+		Namespace: &ns, ErrorCallback: errCb, ReceiveBufferSize: m.opts.RcvBuf, ReceiveBufferForceSize: true,
+	}); err != nil {
+		s.close()
+		return nil, fmt.Errorf("subscribe to links: %w", err)
+	}
+	go forward(s, links)
+	if err := netlink.AddrSubscribeWithOptions(addrs, s.done, netlink.AddrSubscribeOptions{
+		Namespace: &ns, ErrorCallback: errCb, ReceiveBufferSize: m.opts.RcvBuf, ReceiveBufferForceSize: true,
+	}); err != nil {
+		s.close()
+		return nil, fmt.Errorf("subscribe to addresses: %w", err)
+	}
+	go forward(s, addrs)
+	if err := netlink.RouteSubscribeWithOptions(route, s.done, netlink.RouteSubscribeOptions{
+		Namespace: &ns, ErrorCallback: errCb, ReceiveBufferSize: m.opts.RcvBuf, ReceiveBufferForceSize: true,
+	}); err != nil {
+		s.close()
+		return nil, fmt.Errorf("subscribe to routes: %w", err)
+	}
+	go forward(s, route)
+	// vishvananda/netlink has no rule subscription; a rule message only
+	// tells us to re-check ours, so its content is not parsed.
+	rs, err := nl.SubscribeAt(ns, netns.None(), unix.NETLINK_ROUTE, unix.RTNLGRP_IPV4_RULE)
+	if err != nil {
+		s.close()
+		return nil, fmt.Errorf("subscribe to rules: %w", err)
+	}
+	go forward(s, rules)
+	if m.opts.CarrierPoll > 0 {
+		go m.pollCarrier(s)
+	}
+	go func() {
+		<-s.done
+		rs.Close()
+	}()
+	go func() {
+		defer close(rules)
+		for {
+			_, _, err := rs.Receive()
+			var errno unix.Errno
+			if err != nil && !(errors.As(err, &errno) && errno == unix.ENOBUFS) {
+				return
+			}
+			// A message or an overflow: rules may have changed.
+			select {
+			case rules <- ruleChanged{}:
+			default:
+			}
+		}
+	}()
+	return s, nil
+}
+
+// pollCarrier reads the watched devices' carrier every CarrierPoll and
+// passes on each loss it sees (a regained carrier comes by event soon
+// enough). It asks with ethtool's GLINK ioctl, which reads the carrier
+// bit with no message to build or parse; a device whose driver lacks it
+// is read over netlink instead.
+func (m *Monitor) pollCarrier(s *subscription) {
+	var fd int
+	err := inns.Do(m.nsHandle(), func() (err error) {
+		fd, err = unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+		return err
+	})
+	if err != nil {
+		m.opts.Logf("netmon: carrier poll: %v", err)
+		return
+	}
+	defer unix.Close(fd)
+	var h *netlink.Handle // opened on first need
+	defer func() {
+		if h != nil {
+			h.Close()
+		}
+	}()
+	last := map[string]bool{}
+	t := time.NewTicker(m.opts.CarrierPoll)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.done:
+			return
+		case <-t.C:
+		}
+		for _, name := range m.opts.Devices {
+			c, err := ethtoolLink(fd, name)
+			if errors.Is(err, unix.EOPNOTSUPP) {
+				if h == nil {
+					if h, err = m.handle(); err != nil {
+						h = nil
+						continue
+					}
+				}
+				l, lerr := h.LinkByName(name)
+				c, err = lerr == nil && linkOf(l).carrier, lerr
+			}
+			if err != nil {
+				delete(last, name) // absent: netlink events tell
+				continue
+			}
+			was, known := last[name]
+			last[name] = c
+			if !known || !was || c {
+				continue
+			}
+			select {
+			case s.events <- carrierLost{name}:
+			case <-s.done:
+				return
+			}
+		}
+	}
+}
+
+// ethtoolLink reads a device's carrier (ETHTOOL_GLINK).
+func ethtoolLink(fd int, name string) (bool, error) {
+	if len(name) >= unix.IFNAMSIZ {
+		return false, unix.EINVAL
+	}
+	v := struct{ cmd, data uint32 }{cmd: unix.ETHTOOL_GLINK}
+	var req struct {
+		name [unix.IFNAMSIZ]byte
+		data unsafe.Pointer
+		_    [24]byte // at least sizeof(struct ifreq) in all
+	}
+	copy(req.name[:], name)
+	req.data = unsafe.Pointer(&v)
+	_, _, errno := unix.Syscall(unix.SYS_IOCTL, uintptr(fd), unix.SIOCETHTOOL, uintptr(unsafe.Pointer(&req)))
+	runtime.KeepAlive(&v)
+	if errno != 0 {
+		return false, errno
+	}
+	return v.data != 0, nil
+}
+
+func (m *Monitor) nsHandle() netns.NsHandle {
+	if m.opts.Namespace != nil {
+		return *m.opts.Namespace
+	}
+	return netns.None()
+}
+
+// close stops the subscription; the forwarders drain the library's
+// channels so its reader goroutines, blocked on a send, can exit.
+func (s *subscription) close() { close(s.done) }
+
+func (m *Monitor) handle() (*netlink.Handle, error) {
+	if m.opts.Namespace != nil {
+		return netlink.NewHandleAt(*m.opts.Namespace, unix.NETLINK_ROUTE)
+	}
+	return netlink.NewHandle(unix.NETLINK_ROUTE)
+}
+
+// dump rebuilds the view from the kernel.
+func (m *Monitor) dump() (*view, error) {
+	h, err := m.handle()
+	if err != nil {
+		return nil, fmt.Errorf("open netlink handle: %w", err)
+	}
+	defer h.Close()
+	v := newView()
+	links, err := h.LinkList()
+	if err != nil {
+		return nil, fmt.Errorf("dump links: %w", err)
+	}
+	for _, l := range links {
+		v.links[l.Attrs().Index] = linkOf(l)
+	}
+	addrs, err := h.AddrList(nil, netlink.FAMILY_V4)
+	if err != nil {
+		return nil, fmt.Errorf("dump addresses: %w", err)
+	}
+	for _, a := range addrs {
+		if p, ok := prefixOf(*a.IPNet); ok && a.Scope == int(netlink.SCOPE_UNIVERSE) {
+			v.addAddr(a.LinkIndex, p)
+		}
+	}
+	if err := m.dumpRoutes(h, v); err != nil {
+		return nil, err
+	}
+	return v, nil
+}
+
+// dumpRoutes refreshes the default routes of the view. The kernel removes
+// routes silently (no RTM_DELROUTE) when a device goes down or loses the
+// address their gateway depended on, so those events call for a re-dump.
+func (m *Monitor) dumpRoutes(h *netlink.Handle, v *view) error {
+	routes, err := h.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Table: unix.RT_TABLE_MAIN}, netlink.RT_FILTER_TABLE)
+	if err != nil {
+		return fmt.Errorf("dump routes: %w", err)
+	}
+	v.routes = map[int]map[defRoute]bool{}
+	for i := range routes {
+		if d, ok := m.defaultOf(&routes[i]); ok {
+			v.addRoute(routes[i].LinkIndex, d)
+		}
+	}
+	return nil
+}
+
+func (m *Monitor) redumpRoutes() error {
+	h, err := m.handle()
+	if err != nil {
+		return fmt.Errorf("open netlink handle: %w", err)
+	}
+	defer h.Close()
+	return m.dumpRoutes(h, m.v)
+}
+
+func (v *view) addAddr(idx int, p netip.Prefix) {
+	if v.addrs[idx] == nil {
+		v.addrs[idx] = map[netip.Prefix]bool{}
+	}
+	v.addrs[idx][p] = true
+}
+
+func (v *view) addRoute(idx int, r defRoute) {
+	if v.routes[idx] == nil {
+		v.routes[idx] = map[defRoute]bool{}
+	}
+	v.routes[idx][r] = true
+}
+
+// Run watches until ctx ends. It returns an error only if it cannot
+// subscribe at all; later failures are retried (with a resync).
+func (m *Monitor) Run(ctx context.Context) error {
+	backoff := 100 * time.Millisecond
+	first := true
+	for {
+		s, err := m.subscribe()
+		if err == nil {
+			var v *view
+			v, err = m.dump()
+			if err == nil {
+				m.v = v
+				m.emit(true, false, false)
+				first = false
+				backoff = 100 * time.Millisecond
+				err = m.pump(ctx, s)
+			}
+			s.close()
+		}
+		if ctx.Err() != nil {
+			return nil
+		}
+		if first {
+			return err
+		}
+		m.opts.Logf("netmon: resubscribing after: %v", err)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 5*time.Second)
+	}
+}
+
+// pump applies messages, coalescing what is already queued into one update.
+func (m *Monitor) pump(ctx context.Context, s *subscription) error {
+	for {
+		var c change
+		// Block for the first message ...
+		select {
+		case <-ctx.Done():
+			return nil
+		case ev := <-s.events:
+			if err := m.apply(ev, &c); err != nil {
+				return err
+			}
+		}
+		// ... then take everything already queued, without waiting: a
+		// burst becomes one update, and a lone change goes out at once.
+	drain:
+		for range 4096 {
+			select {
+			case ev := <-s.events:
+				if err := m.apply(ev, &c); err != nil {
+					return err
+				}
+			default:
+				break drain
+			}
+		}
+		if m.routesStale {
+			m.routesStale = false
+			if err := m.redumpRoutes(); err != nil {
+				return err
+			}
+		}
+		m.emit(false, c.own, c.rules)
+	}
+}
+
+// change accumulates the flags of one coalesced update.
+type change struct{ own, rules bool }
+
+func (m *Monitor) apply(ev any, c *change) error {
+	switch u := ev.(type) {
+	case netlink.LinkUpdate:
+		m.applyLink(u)
+	case netlink.AddrUpdate:
+		m.applyAddr(u)
+	case netlink.RouteUpdate:
+		c.own = m.applyRoute(u) || c.own
+	case ruleChanged:
+		c.rules = true
+	case carrierLost:
+		for idx, li := range m.v.links {
+			if li.name == u.name && li.carrier {
+				li.carrier = false
+				m.setLink(idx, li)
+			}
+		}
+	case error:
+		return u
+	}
+	return nil
+}
+
+func (m *Monitor) applyLink(u netlink.LinkUpdate) {
+	idx := int(u.Index)
+	if u.Header.Type == unix.RTM_DELLINK {
+		delete(m.v.links, idx)
+		delete(m.v.addrs, idx)
+		delete(m.v.routes, idx)
+		return
+	}
+	m.setLink(idx, linkOf(u.Link))
+}
+
+func (m *Monitor) setLink(idx int, li linkInfo) {
+	if !li.up {
+		m.routesStale = true // down flushes routes silently
+	}
+	m.v.links[idx] = li
+}
+
+func (m *Monitor) applyAddr(u netlink.AddrUpdate) {
+	p, ok := prefixOf(u.LinkAddress)
+	if !ok || u.Scope != int(netlink.SCOPE_UNIVERSE) {
+		return
+	}
+	if u.NewAddr {
+		m.v.addAddr(u.LinkIndex, p)
+		return
+	}
+	delete(m.v.addrs[u.LinkIndex], p)
+	m.routesStale = true
+}
+
+// applyRoute records default-route changes and reports whether the route
+// was one of ours.
+func (m *Monitor) applyRoute(u netlink.RouteUpdate) bool {
+	if int(u.Protocol) == m.opts.OwnProto {
+		return true
+	}
+	d, ok := m.defaultOf(&u.Route)
+	if !ok {
+		return false
+	}
+	if u.Type == unix.RTM_DELROUTE {
+		delete(m.v.routes[u.LinkIndex], d)
+		return false
+	}
+	m.v.addRoute(u.LinkIndex, d)
+	return false
+}
+
+func (m *Monitor) emit(resync, own, rules bool) {
+	u := Update{Devices: map[string]uplink.Device{}, Resync: resync, OwnRoutesChanged: own, RulesChanged: rules}
+	next := map[string]uplink.Device{}
+	for _, name := range m.opts.Devices {
+		d := m.v.device(name)
+		next[name] = d
+		if old, ok := m.last[name]; resync || !ok || !equalDevice(old, d) {
+			u.Devices[name] = d
+		}
+	}
+	m.last = next
+	if len(u.Devices) == 0 && !resync && !own && !rules {
+		return
+	}
+	if resync {
+		m.opts.Logf("netmon: full dump of %d links", len(m.v.links))
+	}
+	m.opts.Notify(u)
+}
+
+func equalDevice(a, b uplink.Device) bool {
+	return a.Present == b.Present && a.AdminUp == b.AdminUp && a.Carrier == b.Carrier &&
+		a.HasDefault == b.HasDefault && a.Gateway == b.Gateway && slices.Equal(a.Addrs, b.Addrs)
+}
+
+// Devices returns the last delivered snapshot of every watched device
+// (for tests and status); only safe from Notify or after Run returned.
+func (m *Monitor) Devices() map[string]uplink.Device { return maps.Clone(m.last) }

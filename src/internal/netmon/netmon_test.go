@@ -1,0 +1,220 @@
+package netmon
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/afero/af-conn/internal/testbed"
+	"github.com/afero/af-conn/internal/uplink"
+)
+
+// watcher collects updates and the latest snapshot per device.
+type watcher struct {
+	mu      sync.Mutex
+	cur     map[string]uplink.Device
+	resyncs int
+	own     int
+	rules   int
+	block   chan struct{} // while non-nil and open, Notify blocks
+}
+
+func (w *watcher) notify(u Update) {
+	w.mu.Lock()
+	b := w.block
+	w.mu.Unlock()
+	if b != nil {
+		<-b
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.cur == nil {
+		w.cur = map[string]uplink.Device{}
+	}
+	for k, v := range u.Devices {
+		w.cur[k] = v
+	}
+	if u.Resync {
+		w.resyncs++
+	}
+	if u.OwnRoutesChanged {
+		w.own++
+	}
+	if u.RulesChanged {
+		w.rules++
+	}
+}
+
+func (w *watcher) waitFor(t *testing.T, what string, cond func(w *watcher) bool) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for time.Now().Before(deadline) {
+		w.mu.Lock()
+		ok := cond(w)
+		w.mu.Unlock()
+		if ok {
+			return
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	t.Fatalf("timed out waiting for %s; have %+v", what, w.cur)
+}
+
+func start(t *testing.T, ns *testbed.NS, w *watcher, rcvbuf int, devs ...string) {
+	startPoll(t, ns, w, rcvbuf, 0, devs...)
+}
+
+func startPoll(t *testing.T, ns *testbed.NS, w *watcher, rcvbuf int, poll time.Duration, devs ...string) {
+	ctx, cancel := context.WithCancel(context.Background())
+	h := ns.Handle(t)
+	m := New(Options{Devices: devs, OwnProto: 188, Namespace: &h, RcvBuf: rcvbuf, CarrierPoll: poll, Notify: w.notify, Logf: t.Logf})
+	done := make(chan error, 1)
+	go func() { done <- m.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		w.mu.Lock()
+		if w.block != nil {
+			close(w.block)
+			w.block = nil
+		}
+		w.mu.Unlock()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	})
+}
+
+func TestMonitorFollowsDevice(t *testing.T) {
+	ns := testbed.NewNS(t, "netmon")
+	w := &watcher{}
+	start(t, ns, w, 0, "eth0", "wwan0")
+	w.waitFor(t, "initial dump", func(w *watcher) bool { return w.resyncs == 1 && !w.cur["eth0"].Present && !w.cur["wwan0"].Present })
+
+	must(t, ns.IP("link add eth0 type veth peer name peer0"))
+	w.waitFor(t, "eth0 present", func(w *watcher) bool { d := w.cur["eth0"]; return d.Present && !d.AdminUp })
+
+	must(t, ns.IP("addr add 198.18.1.2/24 dev eth0"))
+	must(t, ns.IP("link set eth0 up"))
+	must(t, ns.IP("link set peer0 up"))
+	must(t, ns.IP("route add default via 198.18.1.1 dev eth0 metric 10"))
+	want := netip.MustParseAddr("198.18.1.1")
+	w.waitFor(t, "eth0 usable", func(w *watcher) bool {
+		d := w.cur["eth0"]
+		return d.AdminUp && d.Carrier && len(d.Addrs) == 1 && d.Addrs[0] == netip.MustParsePrefix("198.18.1.2/24") && d.HasDefault && d.Gateway == want
+	})
+
+	// A second default route with a worse metric does not change the gateway.
+	must(t, ns.IP("route add default via 198.18.1.9 dev eth0 metric 50"))
+	// Our own metric-0 route is reported as ours, not as the uplink's.
+	must(t, ns.IP("route add default via 198.18.1.7 dev eth0 metric 0 proto 188"))
+	w.waitFor(t, "own route seen", func(w *watcher) bool { return w.own > 0 })
+	if g := w.cur["eth0"].Gateway; g != want {
+		t.Fatalf("gateway %v, want %v", g, want)
+	}
+	must(t, ns.IP("rule add from 198.18.1.2 lookup 100 pref 9000"))
+	w.waitFor(t, "rule change seen", func(w *watcher) bool { return w.rules > 0 })
+
+	// Gateway changed by DHCP.
+	must(t, ns.IP("route del default via 198.18.1.1 dev eth0 metric 10"))
+	w.waitFor(t, "gateway fallback", func(w *watcher) bool { return w.cur["eth0"].Gateway == netip.MustParseAddr("198.18.1.9") })
+
+	must(t, ns.IP("link set peer0 down"))
+	w.waitFor(t, "carrier lost", func(w *watcher) bool { d := w.cur["eth0"]; return d.Present && d.AdminUp && !d.Carrier })
+
+	// Admin down flushes routes without RTM_DELROUTE: must still be seen.
+	must(t, ns.IP("link set eth0 down"))
+	w.waitFor(t, "routes gone with admin down", func(w *watcher) bool { d := w.cur["eth0"]; return !d.AdminUp && !d.HasDefault })
+
+	must(t, ns.IP("link del eth0"))
+	w.waitFor(t, "eth0 removed", func(w *watcher) bool { return !w.cur["eth0"].Present })
+
+	// Re-added: a fresh device with nothing on it.
+	must(t, ns.IP("link add eth0 type veth peer name peer0"))
+	w.waitFor(t, "eth0 re-added", func(w *watcher) bool { d := w.cur["eth0"]; return d.Present && len(d.Addrs) == 0 })
+}
+
+// Carrier loss must reach the consumer fast: it is the first step of a
+// sub-100 ms failover.
+func TestCarrierLossLatency(t *testing.T) {
+	ns := testbed.NewNS(t, "netmon")
+	must(t, ns.IP("link add eth0 type veth peer name peer0"))
+	must(t, ns.IP("link set eth0 up"))
+	must(t, ns.IP("link set peer0 up"))
+	w := &watcher{}
+	start(t, ns, w, 0, "eth0")
+	w.waitFor(t, "carrier", func(w *watcher) bool { return w.cur["eth0"].Carrier })
+	t0 := time.Now()
+	must(t, ns.IP("link set peer0 down"))
+	w.waitFor(t, "carrier lost", func(w *watcher) bool { return !w.cur["eth0"].Carrier })
+	t.Logf("carrier loss seen %v after the command returned (includes polling)", time.Since(t0))
+}
+
+// The kernel delays a carrier report by up to a second when another link
+// changed just before (linkwatch batching), unless the device is a veth
+// whose peer has another ifindex; the carrier poll sees the device's flag
+// at once. Both veths here have peers with the same index, like a real
+// NIC. (With pollEvery 0 the report comes up to ~1 s late.)
+func TestCarrierPollBeatsLinkwatch(t *testing.T) {
+	const pollEvery = 40 * time.Millisecond
+	a, b := testbed.NewNS(t, "nma"), testbed.NewNS(t, "nmb")
+	must(t, a.IP("link add eth0 index 50 type veth peer name peer0 netns "+b.Name+" index 50",
+		"link add other index 60 type veth peer name otherp netns "+b.Name+" index 60",
+		"link set eth0 up"))
+	must(t, b.IP("link set peer0 up"))
+	polled := &watcher{}
+	startPoll(t, a, polled, 0, pollEvery, "eth0")
+	polled.waitFor(t, "carrier", func(w *watcher) bool { return w.cur["eth0"].Carrier })
+	time.Sleep(1100 * time.Millisecond) // let earlier link events age
+	must(t, b.IP("link set otherp up")) // makes the next report wait ...
+	time.Sleep(50 * time.Millisecond)   // ... once linkwatch has run for it
+	t0 := time.Now()
+	must(t, b.IP("link set peer0 down"))
+	polled.waitFor(t, "carrier lost (poll)", func(w *watcher) bool { return !w.cur["eth0"].Carrier })
+	took := time.Since(t0)
+	t.Logf("carrier loss seen after %v with a %v poll", took, pollEvery)
+	if took > 250*time.Millisecond {
+		t.Fatalf("carrier loss seen after %v: the poll did not bypass linkwatch's batching", took)
+	}
+}
+
+// Overflowing the netlink socket (ENOBUFS) must lead to a resync that makes
+// the view right again.
+func TestResyncAfterOverflow(t *testing.T) {
+	ns := testbed.NewNS(t, "netmon")
+	must(t, ns.IP("link add eth0 type veth peer name peer0"))
+	w := &watcher{}
+	start(t, ns, w, 4096, "eth0")
+	w.waitFor(t, "initial dump", func(w *watcher) bool { return w.resyncs == 1 && w.cur["eth0"].Present })
+
+	w.mu.Lock()
+	w.block = make(chan struct{})
+	w.mu.Unlock()
+	// Many address changes while the consumer is stuck overflow the
+	// small socket buffer.
+	var batch string
+	for i := 0; i < 400; i++ {
+		batch += fmt.Sprintf("addr add 198.18.%d.%d/32 dev eth0\n", 2+i/250, 1+i%250)
+	}
+	must(t, ns.IP(strings.Split(strings.TrimSpace(batch), "\n")...))
+	time.Sleep(200 * time.Millisecond)
+	w.mu.Lock()
+	close(w.block)
+	w.block = nil
+	w.mu.Unlock()
+	w.waitFor(t, "resync with all 400 addresses", func(w *watcher) bool {
+		return w.resyncs >= 2 && len(w.cur["eth0"].Addrs) == 400
+	})
+}
+
+func must(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}

@@ -1,0 +1,173 @@
+package probe
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/afero/af-conn/internal/testbed"
+)
+
+func world(t *testing.T) *testbed.World {
+	w := testbed.New(t, testbed.Options{Uplinks: []string{"eth0", "wlan0"}})
+	if _, err := w.StartDNS(testbed.DefaultRecords()); err != nil {
+		t.Fatal(err)
+	}
+	return w
+}
+
+func target(t *testing.T, w *testbed.World, dev string) Target {
+	u := w.MustUplink(dev)
+	return Target{Device: dev, Source: u.Addr, DNS: []netip.Addr{testbed.DNSAddr}, Namespace: w.Device.Handle(t)}
+}
+
+func mustProber(t *testing.T, cfg Config) *Prober {
+	p, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestEchoBoundToUplink(t *testing.T) {
+	w := world(t)
+	eth, wlan := target(t, w, "eth0"), target(t, w, "wlan0")
+	p := mustProber(t, Config{Host: "echo.afero.io", Port: testbed.EchoPort})
+	for _, tg := range []Target{eth, wlan} {
+		if r := p.Probe(context.Background(), tg, 2*time.Second, 0); !r.OK {
+			t.Fatalf("%s: %+v", tg.Device, r)
+		}
+	}
+	// Eth's upstream dies silently. Eth carries the default route, so only
+	// a probe really bound to wlan0 still gets through there.
+	if err := w.SetFault("eth0", testbed.Fault{Blackhole: true}); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	r := p.Probe(context.Background(), eth, 500*time.Millisecond, 0)
+	if r.OK || !strings.Contains(r.Err, "echo") {
+		t.Fatalf("eth0 black-holed: %+v", r)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Fatalf("failed round took %v, timeout 500ms", d)
+	}
+	if r := p.Probe(context.Background(), wlan, 2*time.Second, 0); !r.OK {
+		t.Fatalf("wlan0 while eth0 dead: %+v", r)
+	}
+	// A fresh prober has no cached address: resolution through the dead
+	// uplink fails too; through the live one it works.
+	p2 := mustProber(t, Config{Host: "echo.afero.io", Port: testbed.EchoPort})
+	if r := p2.Probe(context.Background(), eth, time.Second, 0); r.OK || !strings.Contains(r.Err, "resolve") {
+		t.Fatalf("resolve via dead eth0: %+v", r)
+	}
+	if r := p2.Probe(context.Background(), wlan, 2*time.Second, 0); !r.OK {
+		t.Fatalf("resolve via wlan0: %+v", r)
+	}
+}
+
+// A server that accepts but never answers must fail the probe: the
+// original connmgr counted this as success.
+func TestEchoWithoutByteBackFails(t *testing.T) {
+	w := world(t)
+	l, err := w.Cloud.Listen("tcp4", "198.19.0.1:81")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() { io.Copy(io.Discard, c); c.Close() }()
+		}
+	}()
+	p := mustProber(t, Config{Host: "198.19.0.1", Port: 81})
+	if r := p.Probe(context.Background(), target(t, w, "eth0"), 400*time.Millisecond, 0); r.OK || !strings.Contains(r.Err, "no byte back") {
+		t.Fatalf("silent server: %+v", r)
+	}
+}
+
+func TestICMP(t *testing.T) {
+	w := world(t)
+	p := mustProber(t, Config{Method: ICMP, Host: testbed.EchoAddr.String()})
+	eth := target(t, w, "eth0")
+	if r := p.Probe(context.Background(), eth, time.Second, 0); !r.OK {
+		t.Fatalf("ping: %+v", r)
+	}
+	if err := w.SetFault("eth0", testbed.Fault{Blackhole: true}); err != nil {
+		t.Fatal(err)
+	}
+	if r := p.Probe(context.Background(), eth, 300*time.Millisecond, 0); r.OK {
+		t.Fatalf("ping through black hole succeeded: %+v", r)
+	}
+	if r := p.Probe(context.Background(), target(t, w, "wlan0"), time.Second, 0); !r.OK {
+		t.Fatalf("ping via wlan0: %+v", r)
+	}
+}
+
+func TestHTTP204(t *testing.T) {
+	w := world(t)
+	l, err := w.Cloud.Listen("tcp4", "198.19.0.1:8204")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/generate_204" {
+			rw.WriteHeader(http.StatusNoContent)
+			return
+		}
+		http.Redirect(rw, r, "http://portal/", http.StatusFound)
+	})}
+	go srv.Serve(l)
+	defer srv.Close()
+	eth := target(t, w, "eth0")
+	ok := mustProber(t, Config{Method: HTTP, URL: "http://echo.afero.io:8204/generate_204"})
+	if r := ok.Probe(context.Background(), eth, 2*time.Second, 0); !r.OK {
+		t.Fatalf("204: %+v", r)
+	}
+	portal := mustProber(t, Config{Method: HTTP, URL: "http://198.19.0.1:8204/other"})
+	if r := portal.Probe(context.Background(), eth, 2*time.Second, 0); r.OK || !strings.Contains(r.Err, "302") {
+		t.Fatalf("redirect must fail: %+v", r)
+	}
+}
+
+// Under 20% loss each way, hedged rounds should almost always succeed:
+// this is what keeps a lossy link from being declared failing.
+func TestHedgingUnderLoss(t *testing.T) {
+	w := world(t)
+	if err := w.SetFault("eth0", testbed.Fault{LossPercent: 20}); err != nil {
+		t.Fatal(err)
+	}
+	p := mustProber(t, Config{Host: testbed.EchoAddr.String(), Port: testbed.EchoPort})
+	eth := target(t, w, "eth0")
+	fails := 0
+	const rounds = 40
+	for range rounds {
+		if r := p.Probe(context.Background(), eth, 500*time.Millisecond, 0); !r.OK {
+			fails++
+		}
+	}
+	t.Logf("%d of %d rounds failed under 20%% loss", fails, rounds)
+	if fails > rounds/6 {
+		t.Fatalf("%d of %d rounds failed: hedging does not work", fails, rounds)
+	}
+}
+
+func TestNewRejectsBadConfig(t *testing.T) {
+	for _, c := range []Config{
+		{Method: "smoke", Host: "x", Port: 1},
+		{Method: Echo, Port: 80},
+		{Method: Echo, Host: "x", Port: 0},
+		{Method: HTTP},
+	} {
+		if _, err := New(c); err == nil {
+			t.Errorf("%+v accepted", c)
+		}
+	}
+}

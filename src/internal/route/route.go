@@ -1,0 +1,365 @@
+// Package route owns the routing state connmgr puts in the kernel, over
+// netlink only: the metric-0 default route in the main table via the
+// selected uplink's gateway; per uplink a routing table (default route and
+// on-link subnet) plus a source rule for the uplink's address, so that
+// connections bound to an uplink keep leaving through it after the default
+// route moved; and removal of conntrack entries of flows through a dead
+// uplink. Every route it installs carries its own protocol number, so it
+// can find, restore and remove exactly its own state.
+package route
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"slices"
+	"strings"
+
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+)
+
+// Defaults of Config.
+const (
+	// DefaultProto marks our routes ("af"; unassigned in rt_protos).
+	DefaultProto = 175
+	// DefaultTableBase is the routing table of the uplink in slot 0.
+	DefaultTableBase = 240
+	// DefaultRulePref is the preference of the source rule of slot 0;
+	// below the main table's 32766 and netifd's ip4table rules (10000+).
+	DefaultRulePref = 9000
+	// maxSlots bounds the tables and rule preferences we own.
+	maxSlots = 8
+)
+
+// Config says which kernel objects are ours.
+type Config struct {
+	Proto     int // route protocol of our routes
+	TableBase int // table of slot i is TableBase+i
+	RulePref  int // source rule of slot i has preference RulePref+i
+	// Namespace, if set, is the network namespace to work in (tests).
+	Namespace *netns.NsHandle
+}
+
+// Uplink is what routing needs of one up uplink.
+type Uplink struct {
+	Name   string
+	Slot   int    // 0..7, stable per configured uplink: picks table and rule
+	Device string // kernel device name
+	Addr   netip.Prefix
+	// Gateway is the next hop of the uplink's own default route; invalid
+	// for a point-to-point device (route via the device).
+	Gateway netip.Addr
+}
+
+// Desired is the routing state to have.
+type Desired struct {
+	Uplinks  []Uplink // the uplinks that are up (have an address and a default route)
+	Selected string   // name of the uplink carrying the default route, "" for none
+}
+
+// Manager applies Desired to the kernel. Not safe for concurrent use: the
+// daemon's loop owns it.
+type Manager struct {
+	cfg Config
+	h   *netlink.Handle
+}
+
+// New opens the netlink handle.
+func New(cfg Config) (*Manager, error) {
+	if cfg.Proto == 0 {
+		cfg.Proto = DefaultProto
+	}
+	if cfg.TableBase == 0 {
+		cfg.TableBase = DefaultTableBase
+	}
+	if cfg.RulePref == 0 {
+		cfg.RulePref = DefaultRulePref
+	}
+	var h *netlink.Handle
+	var err error
+	if cfg.Namespace != nil {
+		h, err = netlink.NewHandleAt(*cfg.Namespace, unix.NETLINK_ROUTE, unix.NETLINK_NETFILTER)
+	} else {
+		h, err = netlink.NewHandle(unix.NETLINK_ROUTE, unix.NETLINK_NETFILTER)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("open netlink: %w", err)
+	}
+	return &Manager{cfg: cfg, h: h}, nil
+}
+
+// Close releases the netlink handle (it does not remove routes: Cleanup).
+func (m *Manager) Close() { m.h.Close() }
+
+// Proto returns the protocol number our routes carry.
+func (m *Manager) Proto() int { return m.cfg.Proto }
+
+func ipNet(p netip.Prefix) *net.IPNet {
+	p = p.Masked()
+	return &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}
+}
+
+var defaultDst = &net.IPNet{IP: net.IPv4zero.To4(), Mask: net.CIDRMask(0, 32)}
+
+// wantRoutes returns the routes of d, keyed for comparison.
+func (m *Manager) wantRoutes(d Desired) (map[string]*netlink.Route, error) {
+	want := map[string]*netlink.Route{}
+	for _, u := range d.Uplinks {
+		if u.Slot < 0 || u.Slot >= maxSlots {
+			return nil, fmt.Errorf("uplink %s: slot %d out of range 0..%d", u.Name, u.Slot, maxSlots-1)
+		}
+		link, err := m.h.LinkByName(u.Device)
+		if err != nil {
+			return nil, fmt.Errorf("uplink %s: device %s: %w", u.Name, u.Device, err)
+		}
+		idx := link.Attrs().Index
+		table := m.cfg.TableBase + u.Slot
+		def := m.defaultRoute(idx, u.Gateway, table, 0)
+		want[key(def)] = def
+		if u.Addr.Bits() < 32 {
+			sub := &netlink.Route{LinkIndex: idx, Dst: ipNet(u.Addr), Src: u.Addr.Addr().AsSlice(),
+				Scope: netlink.SCOPE_LINK, Table: table, Protocol: netlink.RouteProtocol(m.cfg.Proto)}
+			want[key(sub)] = sub
+		}
+		if u.Name == d.Selected {
+			main := m.defaultRoute(idx, u.Gateway, unix.RT_TABLE_MAIN, 0)
+			want[key(main)] = main
+		}
+	}
+	if d.Selected != "" && !slices.ContainsFunc(d.Uplinks, func(u Uplink) bool { return u.Name == d.Selected }) {
+		return nil, fmt.Errorf("selected uplink %s is not among the up uplinks", d.Selected)
+	}
+	return want, nil
+}
+
+func (m *Manager) defaultRoute(idx int, gw netip.Addr, table, metric int) *netlink.Route {
+	r := &netlink.Route{LinkIndex: idx, Dst: defaultDst, Table: table, Priority: metric,
+		Protocol: netlink.RouteProtocol(m.cfg.Proto)}
+	if gw.IsValid() {
+		r.Gw = gw.AsSlice()
+	} else {
+		r.Scope = netlink.SCOPE_LINK
+	}
+	return r
+}
+
+// key identifies a route by what makes it distinct to the kernel and what
+// we care to keep right (device, gateway, source).
+func key(r *netlink.Route) string {
+	dst := "default"
+	if r.Dst != nil {
+		if ones, _ := r.Dst.Mask.Size(); ones != 0 {
+			dst = r.Dst.String()
+		}
+	}
+	return fmt.Sprintf("t%d %s m%d dev%d via %v src %v", r.Table, dst, r.Priority, r.LinkIndex, net.IP(r.Gw), net.IP(r.Src))
+}
+
+// ours lists the routes with our protocol in all tables.
+func (m *Manager) ours() ([]netlink.Route, error) {
+	rs, err := m.h.RouteListFiltered(netlink.FAMILY_V4,
+		&netlink.Route{Table: unix.RT_TABLE_UNSPEC, Protocol: netlink.RouteProtocol(m.cfg.Proto)},
+		netlink.RT_FILTER_TABLE|netlink.RT_FILTER_PROTOCOL)
+	if err != nil {
+		return nil, fmt.Errorf("list routes: %w", err)
+	}
+	return rs, nil
+}
+
+// Apply makes the kernel's routes and rules match d: it adds what is
+// missing, replaces what differs and removes what is ours but no longer
+// wanted. It is idempotent and cheap when nothing changed, so it is also
+// how routes someone else deleted are restored.
+func (m *Manager) Apply(d Desired) error {
+	want, err := m.wantRoutes(d)
+	if err != nil {
+		return err
+	}
+	have, err := m.ours()
+	if err != nil {
+		return err
+	}
+	var errs []error
+	// The main default route first: it decides where new traffic goes.
+	keys := make([]string, 0, len(want))
+	for k := range want {
+		keys = append(keys, k)
+	}
+	slices.SortFunc(keys, func(a, b string) int {
+		am, bm := strings.HasPrefix(a, fmt.Sprintf("t%d ", unix.RT_TABLE_MAIN)), strings.HasPrefix(b, fmt.Sprintf("t%d ", unix.RT_TABLE_MAIN))
+		switch {
+		case am && !bm:
+			return -1
+		case bm && !am:
+			return 1
+		}
+		return strings.Compare(a, b)
+	})
+	present := map[string]bool{}
+	for i := range have {
+		present[key(&have[i])] = true
+	}
+	for _, k := range keys {
+		if present[k] {
+			continue
+		}
+		// Replace: a switch of the main default route is one atomic
+		// change (same table, destination and metric), never a gap.
+		if err := m.h.RouteReplace(want[k]); err != nil {
+			errs = append(errs, fmt.Errorf("replace route %s: %w", k, err))
+		}
+	}
+	for i := range have {
+		k := key(&have[i])
+		if _, ok := want[k]; ok {
+			continue
+		}
+		if !m.replacedBy(&have[i], want) {
+			if err := m.h.RouteDel(&have[i]); err != nil && !errors.Is(err, unix.ESRCH) {
+				errs = append(errs, fmt.Errorf("delete route %s: %w", k, err))
+			}
+		}
+	}
+	if err := m.applyRules(d); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+// replacedBy reports whether an old route of ours was already overwritten
+// in place by a wanted one (same table, destination and metric).
+func (m *Manager) replacedBy(old *netlink.Route, want map[string]*netlink.Route) bool {
+	for _, w := range want {
+		if w.Table == old.Table && w.Priority == old.Priority && w.Dst.String() == dstOf(old).String() {
+			return true
+		}
+	}
+	return false
+}
+
+func dstOf(r *netlink.Route) *net.IPNet {
+	if r.Dst == nil {
+		return defaultDst
+	}
+	return r.Dst
+}
+
+func (m *Manager) ruleOf(u Uplink) *netlink.Rule {
+	r := netlink.NewRule()
+	r.Family = unix.AF_INET
+	r.Priority = m.cfg.RulePref + u.Slot
+	r.Table = m.cfg.TableBase + u.Slot
+	r.Src = ipNet(netip.PrefixFrom(u.Addr.Addr(), 32))
+	return r
+}
+
+// ourRule says whether a rule is in the preference range we own.
+func (m *Manager) ourRule(r *netlink.Rule) bool {
+	return r.Priority >= m.cfg.RulePref && r.Priority < m.cfg.RulePref+maxSlots
+}
+
+func ruleKey(r *netlink.Rule) string {
+	src := "all"
+	if r.Src != nil {
+		src = r.Src.String()
+	}
+	return fmt.Sprintf("pref %d from %s lookup %d", r.Priority, src, r.Table)
+}
+
+func (m *Manager) applyRules(d Desired) error {
+	have, err := m.h.RuleList(netlink.FAMILY_V4)
+	if err != nil {
+		return fmt.Errorf("list rules: %w", err)
+	}
+	want := map[string]*netlink.Rule{}
+	for _, u := range d.Uplinks {
+		r := m.ruleOf(u)
+		want[ruleKey(r)] = r
+	}
+	var errs []error
+	present := map[string]bool{}
+	for i := range have {
+		r := &have[i]
+		if !m.ourRule(r) {
+			continue
+		}
+		k := ruleKey(r)
+		if _, ok := want[k]; ok && !present[k] {
+			present[k] = true
+			continue
+		}
+		if err := m.h.RuleDel(r); err != nil && !errors.Is(err, unix.ENOENT) {
+			errs = append(errs, fmt.Errorf("delete rule %s: %w", k, err))
+		}
+	}
+	for k, r := range want {
+		if present[k] {
+			continue
+		}
+		if err := m.h.RuleAdd(r); err != nil && !errors.Is(err, unix.EEXIST) {
+			errs = append(errs, fmt.Errorf("add rule %s: %w", k, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Cleanup removes every route and rule of ours (daemon exit). With
+// keepDefault the main table's default route stays, so the device keeps
+// its connectivity while connmgr is stopped (option keep_route).
+func (m *Manager) Cleanup(keepDefault bool) error {
+	have, err := m.ours()
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for i := range have {
+		r := &have[i]
+		if keepDefault && r.Table == unix.RT_TABLE_MAIN {
+			continue
+		}
+		if err := m.h.RouteDel(r); err != nil && !errors.Is(err, unix.ESRCH) {
+			errs = append(errs, fmt.Errorf("delete route %s: %w", key(r), err))
+		}
+	}
+	if err := m.applyRules(Desired{}); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+// flowFilter matches conntrack flows of an address: originated from it
+// (locally sourced) or whose reply goes to it (masqueraded forwarding).
+type flowFilter struct{ addrs []net.IP }
+
+func (f flowFilter) MatchConntrackFlow(fl *netlink.ConntrackFlow) bool {
+	for _, a := range f.addrs {
+		if fl.Forward.SrcIP.Equal(a) || fl.Reverse.DstIP.Equal(a) {
+			return true
+		}
+	}
+	return false
+}
+
+// FlushConntrack removes the conntrack entries of flows through the given
+// uplink addresses (the uplink died, or lost the address), so masqueraded
+// flows are translated afresh over the new route. It returns how many
+// entries were removed.
+func (m *Manager) FlushConntrack(addrs ...netip.Addr) (uint, error) {
+	f := flowFilter{}
+	for _, a := range addrs {
+		if a.IsValid() {
+			f.addrs = append(f.addrs, a.AsSlice())
+		}
+	}
+	if len(f.addrs) == 0 {
+		return 0, nil
+	}
+	n, err := m.h.ConntrackDeleteFilters(netlink.ConntrackTable, netlink.FAMILY_V4, f)
+	if err != nil {
+		return n, fmt.Errorf("delete conntrack entries of %v: %w", addrs, err)
+	}
+	return n, nil
+}

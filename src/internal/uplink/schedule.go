@@ -1,0 +1,67 @@
+package uplink
+
+import "time"
+
+// Intervals configure how often uplinks are probed.
+type Intervals struct {
+	InUse    time.Duration // probe_interval: the uplink carrying the default route
+	Standby  time.Duration // probe_interval_standby: kept proven for a failover
+	Failing  time.Duration // probe_interval_failing: suspect, failing or recovering
+	Cellular time.Duration // cellular_probe_interval: a cellular standby (costs money)
+}
+
+// Role is what the uplink does for the probe schedule.
+type Role struct {
+	Kind  Kind
+	InUse bool
+	// WantsBack says the selector would fail back to this uplink once it
+	// has enough consecutive successes, so they are gathered quickly.
+	WantsBack bool
+}
+
+// NextProbe says when the next probe round should start, given when the
+// last one started (zero if never); ok is false when the uplink is not up
+// and must not be probed. Traffic received (passive liveness) counts as a
+// probe: a busy link is not probed at all.
+func (m *Machine) NextProbe(last time.Time, r Role, iv Intervals) (at time.Time, ok bool) {
+	if !m.state.Up() {
+		return time.Time{}, false
+	}
+	var every time.Duration
+	fast := true // fast rounds confirm something: traffic does not defer them
+	switch {
+	case m.state == ItfUpSU:
+		every = iv.Failing // prove a new uplink quickly
+	case m.fails > 0 && m.state != ItfUpSF:
+		every = iv.Failing // suspect: confirm or clear quickly
+	case m.state == ItfUpSF && m.oks > 0:
+		every = iv.Failing // recovering: confirm quickly
+	case m.state == ItfUpSS && r.WantsBack && m.oks < m.params.RecoverCount:
+		every = iv.Failing
+	case r.Kind == Cellular && !r.InUse:
+		every, fast = iv.Cellular, false
+	case r.InUse:
+		every, fast = iv.InUse, false
+	case m.state == ItfUpSF:
+		// A dead standby: often enough that its return is seen within
+		// about a second, without hammering it.
+		every = min(iv.InUse, iv.Standby)
+	default:
+		every, fast = iv.Standby, false
+	}
+	ref := last
+	if !fast && m.lastAlive.After(ref) {
+		ref = m.lastAlive
+	}
+	if ref.IsZero() || ref.Before(m.upSince) {
+		return m.upSince, true
+	}
+	return ref.Add(every), true
+}
+
+// ProbeHedge is the delay between attempts of a round of the given
+// timeout: a sixth of it, or one and a half smoothed RTTs on a slow link,
+// so a link with a long RTT is not sent needless extra attempts.
+func (m *Machine) ProbeHedge(timeout time.Duration) time.Duration {
+	return max(timeout/6, 3*m.srtt/2)
+}

@@ -1,0 +1,74 @@
+package uplink
+
+import (
+	"testing"
+	"time"
+)
+
+func TestNextProbe(t *testing.T) {
+	ms := time.Millisecond
+	iv := Intervals{InUse: time.Second, Standby: 5 * time.Second, Failing: 250 * ms, Cellular: time.Minute}
+	p := Params{FailCount: 3, RecoverCount: 3}
+	upAt := t0.Add(time.Second)
+	last := t0.Add(10 * time.Second)
+	type setup func(m *Machine)
+	proven := func(m *Machine) { m.Handle(upAt.Add(ms), ok(time.Second)) }
+	cases := []struct {
+		name  string
+		setup setup
+		role  Role
+		want  time.Time
+		ok    bool
+	}{
+		{"down: never", func(m *Machine) { m.Handle(t0, DeviceEvent{Device{}}) }, Role{}, time.Time{}, false},
+		{"just up: at once", nil, Role{InUse: true}, upAt, true},
+		{"unknown: failing interval", func(m *Machine) { m.Handle(last, fail(2*time.Second)) }, Role{InUse: true}, last.Add(250 * ms), true},
+		{"in use, proven", proven, Role{InUse: true}, last.Add(time.Second), true},
+		{"standby, proven", proven, Role{}, last.Add(5 * time.Second), true},
+		{"cellular standby", proven, Role{Kind: Cellular}, last.Add(time.Minute), true},
+		{"cellular in use", proven, Role{Kind: Cellular, InUse: true}, last.Add(time.Second), true},
+		{"suspect: fast", func(m *Machine) { proven(m); m.Handle(last, fail(9*time.Second)) }, Role{InUse: true}, last.Add(250 * ms), true},
+		{"failing standby", func(m *Machine) {
+			for i := 2; i < 5; i++ {
+				m.Handle(t0.Add(time.Duration(i)*time.Second), fail(time.Duration(i)*time.Second-ms))
+			}
+		}, Role{}, last.Add(time.Second), true},
+		{"failing, one success: fast", func(m *Machine) {
+			for i := 2; i < 5; i++ {
+				m.Handle(t0.Add(time.Duration(i)*time.Second), fail(time.Duration(i)*time.Second-ms))
+			}
+			m.Handle(t0.Add(6*time.Second), ok(6*time.Second-ms))
+		}, Role{}, last.Add(250 * ms), true},
+		{"wanted back, gathering successes", proven, Role{WantsBack: true}, last.Add(250 * ms), true},
+		{"busy link: traffic defers the probe", func(m *Machine) { proven(m); m.Handle(last.Add(700*ms), AliveEvent{}) }, Role{InUse: true}, last.Add(1700 * ms), true},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			m := New(t0, p)
+			m.Handle(upAt, DeviceEvent{up()})
+			if c.setup != nil {
+				c.setup(m)
+			}
+			l := last
+			if c.name == "just up: at once" {
+				l = time.Time{}
+			}
+			at, ok := m.NextProbe(l, c.role, iv)
+			if ok != c.ok || !at.Equal(c.want) {
+				t.Fatalf("NextProbe = %v %v, want %v %v (state %v)", at.Sub(t0), ok, c.want.Sub(t0), c.ok, m.State())
+			}
+		})
+	}
+}
+
+func TestProbeHedge(t *testing.T) {
+	m := New(t0, Params{FailCount: 1, RecoverCount: 1})
+	m.Handle(t0, DeviceEvent{up()})
+	if h := m.ProbeHedge(600 * time.Millisecond); h != 100*time.Millisecond {
+		t.Fatalf("hedge %v", h)
+	}
+	m.Handle(t0.Add(time.Second), ProbeEvent{ProbeResult{Started: t0, OK: true, RTT: 200 * time.Millisecond}})
+	if h := m.ProbeHedge(600 * time.Millisecond); h != 300*time.Millisecond {
+		t.Fatalf("hedge on slow link %v", h)
+	}
+}

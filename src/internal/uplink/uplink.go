@@ -1,0 +1,411 @@
+// Package uplink owns the per-uplink state machine: it turns what is known
+// about one uplink (its device as netlink reports it, passive liveness from
+// received traffic, results of active probes) into one of the seed's states
+// (ITFDOWN_SU ... ITFUP_SF), with hysteresis on probe results. It is pure:
+// every input carries its time, nothing here reads a clock or touches the OS.
+package uplink
+
+import (
+	"fmt"
+	"net/netip"
+	"slices"
+	"strings"
+	"time"
+)
+
+// State is an uplink's state, numbered as in the seed document; the numbers
+// are part of the API (status, attributes).
+type State int
+
+// The states of DESIGN.md §2.
+const (
+	ItfDownSU    State = 0 // init: nothing known yet
+	ItfDownSX    State = 1 // device exists, but no carrier, address or default route
+	ItfNotSuppSX State = 2 // not supported: no such device, or disabled in configuration
+	ItfUpSU      State = 3 // up, service unknown (not yet proven)
+	ItfUpSS      State = 4 // up, cloud reachable (proven)
+	ItfUpSF      State = 5 // up, cloud unreachable (failing)
+)
+
+var stateNames = [...]string{"ITFDOWN_SU", "ITFDOWN_SX", "ITFNOTSUPP_SX", "ITFUP_SU", "ITFUP_SS", "ITFUP_SF"}
+
+func (s State) String() string {
+	if s >= 0 && int(s) < len(stateNames) {
+		return stateNames[s]
+	}
+	return fmt.Sprintf("State(%d)", int(s))
+}
+
+// Up reports whether the uplink can carry traffic (one of the ITFUP states).
+func (s State) Up() bool { return s == ItfUpSU || s == ItfUpSS || s == ItfUpSF }
+
+// Kind is the type of an uplink; the values are those of attribute 65008.
+type Kind int
+
+// Uplink kinds (attribute 65008 values).
+const (
+	Ethernet Kind = 0
+	WiFi     Kind = 1
+	Cellular Kind = 2
+)
+
+func (k Kind) String() string {
+	switch k {
+	case Ethernet:
+		return "ethernet"
+	case WiFi:
+		return "wifi"
+	case Cellular:
+		return "cellular"
+	}
+	return fmt.Sprintf("Kind(%d)", int(k))
+}
+
+// Params are the hysteresis settings.
+type Params struct {
+	// FailCount is how many consecutive failed probes (with no sign of
+	// life in between) turn a proven or unknown uplink into ITFUP_SF.
+	FailCount int
+	// RecoverCount is how many consecutive successes turn ITFUP_SF back
+	// into ITFUP_SS (and, for the selector, make a fail-back allowed).
+	RecoverCount int
+}
+
+func (p Params) normalized() Params {
+	if p.FailCount < 1 {
+		p.FailCount = 1
+	}
+	if p.RecoverCount < 1 {
+		p.RecoverCount = 1
+	}
+	return p
+}
+
+// Device is a full snapshot of what the kernel says about the uplink's
+// device. Netlink monitoring delivers whole snapshots, so a resync after a
+// lost event is no different from an ordinary change.
+type Device struct {
+	Present bool // the device exists
+	AdminUp bool // IFF_UP
+	Carrier bool // lower layer up
+	// Addrs are the device's global unicast addresses with their prefixes.
+	Addrs []netip.Prefix
+	// HasDefault says a default route through the device exists in the
+	// main table (installed by netifd with the uplink's metric).
+	HasDefault bool
+	// Gateway is that route's next hop; invalid for a point-to-point
+	// link whose default route has no gateway.
+	Gateway netip.Addr
+}
+
+// IPv4 returns the device's first IPv4 address, if any.
+func (d Device) IPv4() (netip.Prefix, bool) {
+	for _, p := range d.Addrs {
+		if p.Addr().Is4() {
+			return p, true
+		}
+	}
+	return netip.Prefix{}, false
+}
+
+// missing names what keeps the device from carrying traffic, "" if nothing.
+func (d Device) missing() string {
+	switch {
+	case !d.Present:
+		return "device absent"
+	case !d.AdminUp:
+		return "administratively down"
+	case !d.Carrier:
+		return "no carrier"
+	case len(d.Addrs) == 0:
+		return "no address"
+	case !d.HasDefault:
+		return "no default route"
+	}
+	return ""
+}
+
+func (d Device) equalAddrs(o Device) bool {
+	return slices.Equal(d.Addrs, o.Addrs)
+}
+
+// Event is an input of the state machine.
+type Event interface{ isEvent() }
+
+// DeviceEvent is a new snapshot of the device.
+type DeviceEvent struct{ Device Device }
+
+// AliveEvent says traffic from beyond the uplink's own subnet was received
+// (passive liveness).
+type AliveEvent struct{}
+
+// ProbeEvent is the result of an active probe round.
+type ProbeEvent struct{ Result ProbeResult }
+
+// SupportEvent enables or disables the uplink (configuration).
+type SupportEvent struct{ Supported bool }
+
+func (DeviceEvent) isEvent()  {}
+func (AliveEvent) isEvent()   {}
+func (ProbeEvent) isEvent()   {}
+func (SupportEvent) isEvent() {}
+
+// ProbeResult is what one probe round found.
+type ProbeResult struct {
+	Started time.Time     // when the round began
+	OK      bool          // the echo came back (or ICMP reply, or HTTP 204)
+	RTT     time.Duration // round-trip time of the successful attempt
+	Err     string        // why it failed
+}
+
+// Transition is the outcome of one event.
+type Transition struct {
+	From, To State
+	Reason   string
+	// GatewayChanged / AddrsChanged say the routing facts of an up uplink
+	// changed even though the state did not (DHCP renewals, roaming).
+	GatewayChanged bool
+	AddrsChanged   bool
+	// Counted says the event was a probe result or liveness that counted
+	// (was not stale or discounted).
+	Counted bool
+}
+
+// Changed reports whether the state changed.
+func (t Transition) Changed() bool { return t.From != t.To }
+
+// Machine is the state machine of one uplink. The zero value is not
+// usable; use New.
+type Machine struct {
+	params    Params
+	supported bool
+	state     State
+	since     time.Time
+	upSince   time.Time // start of the current up period; older probes are stale
+	dev       Device
+	fails     int // consecutive counted failures
+	oks       int // consecutive successes (probe or liveness)
+	lastAlive time.Time
+	lastProbe ProbeResult
+	lastEnd   time.Time // when lastProbe was recorded
+	srtt      time.Duration
+
+	probesOK, probesFailed, transitions uint64
+}
+
+// New returns a machine in ITFDOWN_SU.
+func New(now time.Time, p Params) *Machine {
+	return &Machine{params: p.normalized(), supported: true, state: ItfDownSU, since: now}
+}
+
+// SetParams changes the hysteresis settings (configuration reload).
+func (m *Machine) SetParams(p Params) { m.params = p.normalized() }
+
+// State returns the current state.
+func (m *Machine) State() State { return m.state }
+
+// Handle applies one event at time now.
+func (m *Machine) Handle(now time.Time, ev Event) Transition {
+	t := Transition{From: m.state, To: m.state}
+	switch e := ev.(type) {
+	case DeviceEvent:
+		m.device(now, e.Device, &t)
+	case SupportEvent:
+		m.support(now, e.Supported, &t)
+	case AliveEvent:
+		m.alive(now, &t)
+	case ProbeEvent:
+		m.probe(now, e.Result, &t)
+	default:
+		t.Reason = fmt.Sprintf("ignored unknown event %T", ev)
+	}
+	t.To = m.state
+	return t
+}
+
+func (m *Machine) set(now time.Time, s State, t *Transition, reason string) {
+	t.Reason = reason
+	if s == m.state {
+		return
+	}
+	m.state = s
+	m.since = now
+	m.transitions++
+}
+
+func (m *Machine) support(now time.Time, on bool, t *Transition) {
+	if on == m.supported {
+		t.Reason = "support unchanged"
+		return
+	}
+	m.supported = on
+	if !on {
+		m.resetCounts()
+		m.set(now, ItfNotSuppSX, t, "disabled by configuration")
+		return
+	}
+	// Re-enabled: judge the device afresh.
+	m.state = ItfDownSU
+	m.device(now, m.dev, t)
+	if t.Reason != "" {
+		t.Reason = "enabled by configuration: " + t.Reason
+	}
+}
+
+func (m *Machine) resetCounts() {
+	m.fails, m.oks = 0, 0
+}
+
+func (m *Machine) device(now time.Time, d Device, t *Transition) {
+	old := m.dev
+	d.Addrs = slices.Clone(d.Addrs)
+	slices.SortFunc(d.Addrs, func(a, b netip.Prefix) int { return a.Addr().Compare(b.Addr()) })
+	m.dev = d
+	if !m.supported {
+		t.Reason = "disabled by configuration"
+		return
+	}
+	why := d.missing()
+	switch {
+	case !d.Present:
+		if m.state != ItfNotSuppSX {
+			m.resetCounts()
+			m.set(now, ItfNotSuppSX, t, "device absent")
+		}
+	case why != "":
+		if m.state != ItfDownSX {
+			m.resetCounts()
+			m.set(now, ItfDownSX, t, why)
+		}
+	case !m.state.Up():
+		m.resetCounts()
+		m.upSince = now
+		m.set(now, ItfUpSU, t, "carrier, address and default route present")
+	default:
+		// Still up: the routing facts may have changed (DHCP gave a new
+		// gateway or address). The state stays: the probes that follow
+		// judge the new path, and the daemon re-applies routes.
+		if old.Gateway != d.Gateway {
+			t.GatewayChanged = true
+			t.Reason = fmt.Sprintf("gateway changed from %v to %v", old.Gateway, d.Gateway)
+		}
+		if !old.equalAddrs(d) {
+			t.AddrsChanged = true
+			t.Reason = strings.TrimPrefix(t.Reason+"; addresses changed", "; ")
+		}
+	}
+	if m.state.Up() != t.From.Up() {
+		// Entering or leaving the up states changes every routing fact.
+		t.GatewayChanged, t.AddrsChanged = true, true
+	}
+}
+
+func (m *Machine) alive(now time.Time, t *Transition) {
+	if !m.state.Up() {
+		t.Reason = "traffic while not up ignored"
+		return
+	}
+	m.lastAlive = now
+	m.success(now, t, "received traffic")
+}
+
+func (m *Machine) success(now time.Time, t *Transition, what string) {
+	t.Counted = true
+	m.fails = 0
+	m.oks++
+	switch m.state {
+	case ItfUpSU:
+		m.set(now, ItfUpSS, t, what+": proven")
+	case ItfUpSF:
+		if m.oks >= m.params.RecoverCount {
+			m.set(now, ItfUpSS, t, fmt.Sprintf("%s: %d consecutive successes", what, m.oks))
+		} else {
+			t.Reason = fmt.Sprintf("%s: %d of %d successes to recover", what, m.oks, m.params.RecoverCount)
+		}
+	default:
+		t.Reason = what
+	}
+}
+
+func (m *Machine) probe(now time.Time, r ProbeResult, t *Transition) {
+	if !m.state.Up() || r.Started.Before(m.upSince) {
+		t.Reason = "stale probe result ignored"
+		return
+	}
+	m.lastProbe, m.lastEnd = r, now
+	if r.OK {
+		m.probesOK++
+		m.observeRTT(r.RTT)
+		m.success(now, t, "probe succeeded")
+		return
+	}
+	m.probesFailed++
+	if !m.lastAlive.Before(r.Started) {
+		// Traffic from beyond the subnet arrived while the probe was
+		// out: the link works, the probe was unlucky (loss).
+		t.Reason = "probe failed (" + r.Err + ") but traffic was received meanwhile"
+		return
+	}
+	t.Counted = true
+	m.oks = 0
+	m.fails++
+	reason := fmt.Sprintf("probe failed (%s): %d of %d failures", r.Err, m.fails, m.params.FailCount)
+	if m.state != ItfUpSF && m.fails >= m.params.FailCount {
+		m.set(now, ItfUpSF, t, reason)
+		return
+	}
+	t.Reason = reason
+}
+
+// observeRTT keeps a smoothed RTT (as TCP does, gain 1/8) so the probe
+// timeout can follow slow links.
+func (m *Machine) observeRTT(rtt time.Duration) {
+	if rtt <= 0 {
+		return
+	}
+	if m.srtt == 0 {
+		m.srtt = rtt
+		return
+	}
+	m.srtt += (rtt - m.srtt) / 8
+}
+
+// ProbeTimeout returns the time a probe round may take: base, or four
+// smoothed RTTs on a slow link, capped at max.
+func (m *Machine) ProbeTimeout(base, max time.Duration) time.Duration {
+	t := base
+	if 4*m.srtt > t {
+		t = 4 * m.srtt
+	}
+	if max > 0 && t > max {
+		t = max
+	}
+	return t
+}
+
+// Snapshot is a read-only view of the machine for selection and status.
+type Snapshot struct {
+	State        State
+	Since        time.Time // when the current state began
+	Device       Device
+	Fails        int // consecutive counted failures
+	Successes    int // consecutive successes
+	LastProbe    ProbeResult
+	LastProbeEnd time.Time
+	LastAlive    time.Time
+	SRTT         time.Duration
+	ProbesOK     uint64
+	ProbesFailed uint64
+	Transitions  uint64
+}
+
+// Snapshot returns the machine's current view.
+func (m *Machine) Snapshot() Snapshot {
+	d := m.dev
+	d.Addrs = slices.Clone(d.Addrs)
+	return Snapshot{
+		State: m.state, Since: m.since, Device: d, Fails: m.fails, Successes: m.oks,
+		LastProbe: m.lastProbe, LastProbeEnd: m.lastEnd, LastAlive: m.lastAlive, SRTT: m.srtt,
+		ProbesOK: m.probesOK, ProbesFailed: m.probesFailed, Transitions: m.transitions,
+	}
+}
