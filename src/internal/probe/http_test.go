@@ -200,7 +200,7 @@ func FuzzParseStatusLine(f *testing.F) {
 func TestHedgedReason(t *testing.T) {
 	errFirst := errors.New("first attempt: no byte back: i/o timeout")
 	var n atomic.Int32
-	err := hedged(withTimeout(t, 300*time.Millisecond), 20*time.Millisecond, func(ctx context.Context) error {
+	_, err := hedged(withTimeout(t, 300*time.Millisecond), 20*time.Millisecond, func(ctx context.Context) error {
 		if n.Add(1) == 1 {
 			<-ctx.Done()
 			return errFirst
@@ -214,7 +214,7 @@ func TestHedgedReason(t *testing.T) {
 	// The first attempt failing at once (connection refused) still gives
 	// the reason, though later attempts run on to the deadline.
 	n.Store(0)
-	err = hedged(withTimeout(t, 300*time.Millisecond), 20*time.Millisecond, func(ctx context.Context) error {
+	_, err = hedged(withTimeout(t, 300*time.Millisecond), 20*time.Millisecond, func(ctx context.Context) error {
 		if n.Add(1) == 1 {
 			return errFirst
 		}
@@ -227,23 +227,35 @@ func TestHedgedReason(t *testing.T) {
 }
 
 func TestHedgedEnds(t *testing.T) {
-	// A later attempt's success wins over the first one's failure.
-	var n atomic.Int32
-	err := hedged(withTimeout(t, time.Minute), time.Millisecond, func(ctx context.Context) error {
+	// A later attempt's success wins over the first one's failure, and the
+	// round returns only once the others have stopped: none is left
+	// running (inside the uplink's namespace, holding a socket).
+	var n, live atomic.Int32
+	start := time.Now()
+	var wonAt time.Time
+	at, err := hedged(withTimeout(t, time.Minute), time.Millisecond, func(ctx context.Context) error {
+		live.Add(1)
+		defer live.Add(-1)
 		if n.Add(1) == 3 {
+			wonAt = time.Now()
 			return nil
 		}
 		<-ctx.Done()
+		time.Sleep(20 * time.Millisecond) // slow to notice the end
 		return ctx.Err()
 	})
-	if err != nil {
-		t.Fatalf("third attempt succeeded, round: %v", err)
+	if err != nil || live.Load() != 0 {
+		t.Fatalf("third attempt succeeded: round %v, %d attempts still running", err, live.Load())
+	}
+	if at.Before(wonAt) || at.Sub(start) > time.Since(start)-15*time.Millisecond {
+		t.Fatalf("decided at %v, success at %v, returned at %v: the time must be the success's, not the wait's",
+			at.Sub(start), wonAt.Sub(start), time.Since(start))
 	}
 	// The far end's answer ends the round at once: no waiting for the
 	// timeout (a minute), no further attempts.
 	n.Store(0)
 	portal := answered{errors.New("status 302, want 204")}
-	err = hedged(withTimeout(t, time.Minute), time.Hour, func(ctx context.Context) error {
+	_, err = hedged(withTimeout(t, time.Minute), time.Hour, func(ctx context.Context) error {
 		n.Add(1)
 		return portal
 	})

@@ -145,11 +145,12 @@ func (p *Prober) Probe(ctx context.Context, t Target, timeout, hedge time.Durati
 	if hedge <= 0 {
 		hedge = timeout / 6
 	}
-	if err := hedged(ctx, hedge, attempt); err != nil {
+	at, err := hedged(ctx, hedge, attempt)
+	if err != nil {
 		res.Err = err.Error()
 		return res
 	}
-	res.OK, res.RTT = true, time.Since(start)
+	res.OK, res.RTT = true, at.Sub(start)
 	return res
 }
 
@@ -158,13 +159,15 @@ const maxAttempts = 64
 
 // hedged runs attempt, starting another every hedge while none has
 // succeeded, until one succeeds, one fails with the far end's answer
-// (answered), or ctx ends; then it waits for the attempts still running,
-// which stop at ctx's end. It returns nil on success, the answered error,
-// or else the first attempt's error: the first attempt had the whole
-// timeout, while a later one may have been cut short by the round's end
-// in any step, so its error says less and would make the reason of the
-// same failure vary from round to round.
-func hedged(ctx context.Context, hedge time.Duration, attempt func(context.Context) error) error {
+// (answered), or ctx ends. Then it cancels the attempts still running and
+// waits for them: none outlives the round, so none is left inside the
+// uplink's network namespace or holding a socket. It returns when the
+// round was decided, and nil on success, the answered error, or else the
+// first attempt's error: the first attempt had the whole timeout, while a
+// later one may have been cut short by the round's end in any step, so
+// its error says less and would make the reason of the same failure vary
+// from round to round.
+func hedged(ctx context.Context, hedge time.Duration, attempt func(context.Context) error) (time.Time, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	type result struct {
@@ -182,19 +185,30 @@ func hedged(ctx context.Context, hedge time.Duration, attempt func(context.Conte
 	launch()
 	tick := time.NewTicker(hedge)
 	defer tick.Stop()
-	var first error
+	var (
+		at     time.Time // when the round was decided
+		won    bool
+		answer error
+		first  error
+	)
+	decide := func() {
+		at = time.Now()
+		cancel()
+	}
 	done := ctx.Done()
 	for running > 0 || done != nil {
 		select {
 		case r := <-results:
 			running--
-			if r.err == nil {
-				return nil
-			}
-			if errors.As(r.err, new(answered)) {
-				return r.err
-			}
-			if r.n == 0 {
+			switch {
+			case !at.IsZero(): // decided: only collecting
+			case r.err == nil:
+				won = true
+				decide()
+			case errors.As(r.err, new(answered)):
+				answer = r.err
+				decide()
+			case r.n == 0:
 				first = r.err
 			}
 		case <-tick.C:
@@ -205,7 +219,13 @@ func hedged(ctx context.Context, hedge time.Duration, attempt func(context.Conte
 			done = nil // from now on only collect: the attempts see the end too
 		}
 	}
-	return first
+	switch {
+	case won:
+		return at, nil
+	case answer != nil:
+		return at, answer
+	}
+	return time.Now(), first
 }
 
 // control binds a socket to the uplink's device.
