@@ -32,7 +32,9 @@ func newNS(name string) (*NS, error) {
 func (n *NS) remove() error {
 	if out, err := exec.Command("ip", "netns", "pids", n.Name).Output(); err == nil {
 		for _, f := range strings.Fields(string(out)) {
-			if pid, err := strconv.Atoi(f); err == nil {
+			// Our own pid is listed while our main thread is inside (NS.Do ran on
+			// it): never kill ourselves.
+			if pid, err := strconv.Atoi(f); err == nil && pid != os.Getpid() {
 				syscall.Kill(pid, syscall.SIGKILL)
 			}
 		}
