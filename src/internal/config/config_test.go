@@ -295,7 +295,8 @@ var mainCases = []struct {
 		[]string{"echo afero", "-x.io", "a..b", "http://echo.afero.io", "echo.afero.io:80", strings.Repeat("a", 64) + ".io", "$(reboot)", ""}},
 	{"echo_port", map[string]any{"80": uint16(80), "1": uint16(1), "65535": uint16(65535)}, []string{"0", "65536", "abc", "-1", "80/tcp", ""}},
 	{"probe", map[string]any{"echo": "echo", "icmp": "icmp", "http": "http"}, []string{"tcp", "ping", ""}},
-	{"probe_url", map[string]any{"http://198.18.0.1/generate_204": "http://198.18.0.1/generate_204", "https://echo.afero.io/": "https://echo.afero.io/"}, []string{"ftp://x/", "echo.afero.io", "http://", "http//x", ""}},
+	{"probe_url", map[string]any{"http://198.18.0.1/generate_204": "http://198.18.0.1/generate_204", "http://echo.afero.io:8080/": "http://echo.afero.io:8080/", "HTTP://connectivitycheck.example": "HTTP://connectivitycheck.example"},
+		[]string{"https://echo.afero.io/", "ftp://x/", "echo.afero.io", "http://", "http//x", "http://x:0/", "http://x/a b", "http://[2001:db8::1]/", ""}},
 	{"probe_timeout", map[string]any{"250ms": 250 * time.Millisecond, "2": 2 * time.Second, "0.5": 500 * time.Millisecond, "1m": time.Minute, "50ms": 50 * time.Millisecond},
 		[]string{"49ms", "61s", "-1s", "abc", "1e3", "NaN", "Inf", "0x10", "2 s", ""}},
 	{"probe_interval", map[string]any{"5s": 5 * time.Second, "100ms": 100 * time.Millisecond, "24h": 24 * time.Hour, "1m30s": 90 * time.Second}, []string{"99ms", "25h", "0", ""}},
@@ -362,7 +363,11 @@ func TestMainOptions(t *testing.T) {
 			}
 			dir := writeDir(t, map[string]string{"connmgr": "config connmgr 'main'\n\toption firewall '1'\n\toption " + c.option + " " + uci.Quote(in) + "\n"})
 			_, err := Load(dir)
-			want := dir + "/connmgr:3: section 'main' option '" + c.option + "': invalid value " + quote(in) + ": expected " + r.accepts
+			problem := "invalid value " + quote(in)
+			if r.why != nil { // its own wording is checked in TestLoadErrors
+				problem = r.why(in)
+			}
+			want := dir + "/connmgr:3: section 'main' option '" + c.option + "': " + problem + ": expected " + r.accepts
 			if err == nil || err.Error() != want {
 				t.Errorf("%s %q:\n got %v\nwant %s", c.option, in, err, want)
 			}
@@ -483,7 +488,11 @@ func TestErrors(t *testing.T) {
 		{"list for an option", map[string]string{"connmgr": "config connmgr main\n\tlist echo_port 80\n"},
 			"connmgr:2: section 'main' option 'echo_port': a list: expected a single value ('option echo_port', not 'list')"},
 		{"http probe without url", map[string]string{"connmgr": "config connmgr main\n\toption probe http\n"},
-			"connmgr:2: section 'main' option 'probe_url': missing with probe 'http': expected an http:// or https:// URL in option probe_url"},
+			"connmgr:2: section 'main' option 'probe_url': missing with probe 'http': expected an http:// URL: http://HOST[:PORT][/PATH] (not https) in option probe_url"},
+		{"https probe url", map[string]string{"connmgr": "config connmgr main\n\toption probe http\n\toption probe_url 'https://echo.afero.io/generate_204'\n"},
+			"connmgr:3: section 'main' option 'probe_url': invalid value 'https://echo.afero.io/generate_204': https is not supported: TLS would make connmgr too big for 16 MB routers, and a 204 check needs no TLS: expected an http:// URL: http://HOST[:PORT][/PATH] (not https)"},
+		{"bad probe url port", map[string]string{"connmgr": "config connmgr main\n\toption probe_url 'http://echo.afero.io:http/'\n"},
+			"connmgr:2: section 'main' option 'probe_url': invalid value 'http://echo.afero.io:http/': port \"http\" is not a number from 1 to 65535: expected an http:// URL: http://HOST[:PORT][/PATH] (not https)"},
 		{"anonymous uplink", map[string]string{"connmgr": "config uplink\n\toption type wifi\n"},
 			"connmgr:1: section '@uplink[0]': uplink section without a name: expected config uplink 'NETWORK', named after the UCI network it uses (e.g. 'ethnet')"},
 		{"uplink without type", map[string]string{"connmgr": "config uplink 'wan'\n\toption priority 1\n"},

@@ -4,11 +4,11 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
-	"net/url"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/afero/af-conn/internal/probe"
 	"github.com/afero/af-conn/internal/uci"
 )
 
@@ -22,7 +22,13 @@ type row[T any] struct {
 	accepts string // the Expected of an error, and the docs' "values"
 	desc    string
 	set     func(t *T, v string) bool // false: v is not acceptable
+	// why, if set, says what is wrong with a value set refused, when
+	// that says more than "invalid value".
+	why func(v string) string
 }
+
+// probeURLAccepts: the http probe speaks plain HTTP only (probe.ParseURL).
+const probeURLAccepts = "an http:// URL: http://HOST[:PORT][/PATH] (not https)"
 
 // mainRows are the options of `config connmgr 'main'`.
 var mainRows = []row[Main]{
@@ -43,15 +49,18 @@ var mainRows = []row[Main]{
 		func(m *Main) *uint16 { return &m.EchoPort }),
 	enumRow("probe", "echo", []string{"echo", "icmp", "http"}, "active probe: echo (TCP connect, send one byte, read one byte back), icmp (ping echo_host), http (GET probe_url, expect 204).",
 		func(m *Main) *string { return &m.Probe }),
-	{name: "probe_url", defDoc: "(none)", accepts: "an http:// or https:// URL",
-		desc: "URL of the http probe; required with probe 'http'.",
+	{name: "probe_url", defDoc: "(none)", accepts: probeURLAccepts,
+		desc: "URL of the http probe, which must answer 204; required with probe 'http'. Plain HTTP only: a 204 check needs no TLS, and TLS would make connmgr too big for 16 MB routers.",
 		set: func(m *Main, v string) bool {
-			u, err := url.Parse(v)
-			if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			if _, err := probe.ParseURL(v); err != nil {
 				return false
 			}
 			m.ProbeURL = v
 			return true
+		},
+		why: func(v string) string {
+			_, err := probe.ParseURL(v)
+			return "invalid value " + quote(v) + ": " + err.Error()
 		}},
 	durRow("probe_timeout", "500ms", 50*time.Millisecond, time.Minute, "how long a probe round waits for its answer (longer on a link whose RTT needs it); no answer is a failure.",
 		func(m *Main) *time.Duration { return &m.ProbeTimeout }),
@@ -185,7 +194,11 @@ func apply[T any](f file, s *uci.Section, rows []row[T], t *T, c *Config) (map[s
 			return nil, e
 		}
 		if !r.set(t, o.Values[0]) {
-			return nil, f.valueErr(s, o, o.Values[0], r.accepts)
+			e := f.valueErr(s, o, o.Values[0], r.accepts)
+			if r.why != nil {
+				e.Problem = r.why(o.Values[0])
+			}
+			return nil, e
 		}
 		set[o.Name] = o
 	}
@@ -231,7 +244,7 @@ func (c *Config) loadConnmgr(f file) ([]draft, error) {
 		return nil, err
 	}
 	if c.Main.Probe == "http" && c.Main.ProbeURL == "" {
-		e := f.valueErr(main, set["probe"], "", "an http:// or https:// URL in option probe_url")
+		e := f.valueErr(main, set["probe"], "", probeURLAccepts+" in option probe_url")
 		e.Option, e.Problem = "probe_url", "missing with probe 'http'"
 		return nil, e
 	}

@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/afero/af-conn/internal/dnsx"
-	"github.com/afero/af-conn/internal/nstest"
+	"github.com/afero/af-conn/internal/testbed"
 )
 
 type seen struct {
@@ -55,16 +55,16 @@ func (c *collector) waitFor(t *testing.T, what string, pred func(seen) bool) see
 }
 
 type pair struct {
-	dev, peer *nstest.NS
+	dev, peer *testbed.NS
 	devIdx    int
 	devAddr   netip.Addr
 	peerAddr  netip.Addr
 }
 
 func newPair(t *testing.T) *pair {
-	p := &pair{dev: nstest.New(t), peer: nstest.New(t),
+	p := &pair{dev: testbed.NewNS(t, "ns"), peer: testbed.NewNS(t, "ns"),
 		devAddr: netip.MustParseAddr("198.18.0.1"), peerAddr: netip.MustParseAddr("198.18.0.2")}
-	p.devIdx = nstest.Veth(t, p.dev, "up0", []string{"198.18.0.1/24"}, p.peer, "peer0", []string{"198.18.0.2/24"})
+	p.devIdx = testbed.Veth(t, p.dev, "up0", []string{"198.18.0.1/24"}, p.peer, "peer0", []string{"198.18.0.2/24"})
 	return p
 }
 
@@ -72,7 +72,7 @@ func (p *pair) open(t *testing.T, c Config, h func(Frame)) *Socket {
 	t.Helper()
 	var s *Socket
 	var err error
-	p.dev.Do(t, func() { s, err = Open(c, h) })
+	p.dev.MustDo(t, func() { s, err = Open(c, h) })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -96,7 +96,7 @@ func (p *pair) echo(t *testing.T, port int) {
 	t.Helper()
 	var c *net.UDPConn
 	var err error
-	p.peer.Do(t, func() { c, err = net.ListenUDP("udp4", &net.UDPAddr{Port: port}) })
+	p.peer.MustDo(t, func() { c, err = net.ListenUDP("udp4", &net.UDPAddr{Port: port}) })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -118,7 +118,7 @@ func (p *pair) ask(t *testing.T, port int, msg string) netip.AddrPort {
 	t.Helper()
 	var c *net.UDPConn
 	var err error
-	p.dev.Do(t, func() { c, err = net.DialUDP("udp4", nil, &net.UDPAddr{IP: p.peerAddr.AsSlice(), Port: port}) })
+	p.dev.MustDo(t, func() { c, err = net.DialUDP("udp4", nil, &net.UDPAddr{IP: p.peerAddr.AsSlice(), Port: port}) })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -197,12 +197,12 @@ func TestCaptureInterfaceFilter(t *testing.T) {
 }
 
 func TestCaptureTCPAndIPv6Loopback(t *testing.T) {
-	ns := nstest.New(t)
+	ns := testbed.NewNS(t, "ns")
 	var col collector
 	var s *Socket
 	var ln net.Listener
 	var err error
-	ns.Do(t, func() {
+	ns.MustDo(t, func() {
 		if s, err = Open(Config{Ifindexes: []int{1}, Outgoing: true, Incoming: true}, col.handle); err != nil {
 			return
 		}
@@ -222,7 +222,7 @@ func TestCaptureTCPAndIPv6Loopback(t *testing.T) {
 		}
 	}()
 	var c net.Conn
-	ns.Do(t, func() { c, err = net.Dial("tcp6", "[::1]:53") })
+	ns.MustDo(t, func() { c, err = net.Dial("tcp6", "[::1]:53") })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -243,7 +243,7 @@ func TestCaptureFragments(t *testing.T) {
 	s := p.open(t, Config{Ifindexes: []int{p.devIdx}, Outgoing: true}, col.handle)
 	var c *net.UDPConn
 	var err error
-	p.dev.Do(t, func() { c, err = net.DialUDP("udp4", nil, &net.UDPAddr{IP: p.peerAddr.AsSlice(), Port: 53}) })
+	p.dev.MustDo(t, func() { c, err = net.DialUDP("udp4", nil, &net.UDPAddr{IP: p.peerAddr.AsSlice(), Port: 53}) })
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -90,11 +90,11 @@ func benchAddr(i int) netip.Addr {
 // 198.19.0.0/16 address in the cloud, the route to it in the device, and
 // the device's lock-down table.
 func (w *world) setupBench(t *testing.T) {
-	w.cloud.Run(t, "ip", "route", "add", "local", "198.19.0.0/16", "dev", "lo")
-	w.dev.Run(t, "ip", "route", "add", "198.19.0.0/16", "via", "198.18.0.2")
+	w.cloud.MustRun(t, "ip", "route", "add", "local", "198.19.0.0/16", "dev", "lo")
+	w.dev.MustRun(t, "ip", "route", "add", "198.19.0.0/16", "via", "198.18.0.2")
 	var ln net.Listener
 	var err error
-	w.cloud.Do(t, func() { ln, err = net.Listen("tcp4", "0.0.0.0:80") })
+	w.cloud.MustDo(t, func() { ln, err = net.Listen("tcp4", "0.0.0.0:80") })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -122,7 +122,7 @@ func (w *world) setupBench(t *testing.T) {
 		ip daddr 198.19.0.0/16 tcp flags syn ip daddr != @allow4 counter drop
 	}
 }`
-	if out, err := w.dev.Try("nft", "-f", writeTemp(t, script)); err != nil {
+	if out, err := w.dev.Run("nft", "-f", writeTemp(t, script)); err != nil {
 		t.Fatalf("nft: %v %s", err, out)
 	}
 }
@@ -138,7 +138,7 @@ func writeTemp(t *testing.T, s string) string {
 var counterRe = regexp.MustCompile(`counter packets (\d+)`)
 
 func (w *world) dropCounter(t *testing.T) int {
-	out := w.dev.Run(t, "nft", "list", "chain", "inet", "afbench", "out")
+	out := w.dev.MustRun(t, "nft", "list", "chain", "inet", "afbench", "out")
 	m := counterRe.FindStringSubmatch(out)
 	if m == nil {
 		t.Fatalf("no counter in %s", out)
@@ -148,7 +148,7 @@ func (w *world) dropCounter(t *testing.T) int {
 }
 
 func (w *world) setSize(t *testing.T) int {
-	out := w.dev.Run(t, "nft", "list", "set", "inet", "afbench", "allow4")
+	out := w.dev.MustRun(t, "nft", "list", "set", "inet", "afbench", "allow4")
 	i := strings.Index(out, "elements = {")
 	if i < 0 {
 		return 0
@@ -188,7 +188,7 @@ func TestBenchPinholes(t *testing.T) {
 			var connects []time.Duration
 			var ferr error
 			start := time.Now()
-			w.dev.Do(t, func() {
+			w.dev.MustDo(t, func() {
 				for i := 0; i < n && ferr == nil; i++ {
 					idx := mi*2*n + i
 					m, err := resolveErr(c, uint16(i), fmt.Sprintf("h%d.afero.io.", idx))
@@ -305,7 +305,7 @@ func (w *world) forgeMany(t *testing.T, c *net.UDPConn, count int) int {
 	open := func(addr string) net.PacketConn {
 		var pc net.PacketConn
 		var err error
-		w.cloud.Do(t, func() {
+		w.cloud.MustDo(t, func() {
 			lc := net.ListenConfig{Control: reuseAddr}
 			pc, err = lc.ListenPacket(t.Context(), "udp4", addr)
 		})

@@ -11,7 +11,7 @@ import (
 
 	"github.com/afero/af-conn/internal/dnsx"
 	"github.com/afero/af-conn/internal/nfqueue"
-	"github.com/afero/af-conn/internal/nstest"
+	"github.com/afero/af-conn/internal/testbed"
 )
 
 var wantChain = []string{"198.18.100.1/40s", "198.18.100.2/40s"}
@@ -76,7 +76,7 @@ func TestHoldFallsBackToCapture(t *testing.T) {
 	w := newWorld(t)
 	var other *nfqueue.Queue
 	var err error
-	w.dev.Do(t, func() { other, err = nfqueue.Open(nfqueue.Config{Num: queueNum}) })
+	w.dev.MustDo(t, func() { other, err = nfqueue.Open(nfqueue.Config{Num: queueNum}) })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -139,7 +139,7 @@ func TestForgedRepliesOpenNothing(t *testing.T) {
 				t.Helper()
 				var pc net.PacketConn
 				var err error
-				w.cloud.Do(t, func() {
+				w.cloud.MustDo(t, func() {
 					lc := net.ListenConfig{Control: reuseAddr}
 					pc, err = lc.ListenPacket(t.Context(), "udp4", from)
 				})
@@ -205,13 +205,13 @@ func TestForwardedClient(t *testing.T) {
 
 func testForwardedClient(t *testing.T, mode Mode, withLAN bool) {
 	w := newWorld(t)
-	lan := nstest.New(t)
-	lanIdx := nstest.Veth(t, w.dev, "lan0", []string{"198.18.2.1/24"}, lan, "eth0", []string{"198.18.2.2/24"})
-	lan.Run(t, "ip", "route", "add", "default", "via", "198.18.2.1")
-	w.dev.Run(t, "sysctl", "-qw", "net.ipv4.ip_forward=1")
-	w.dev.Run(t, "iptables", "-t", "nat", "-A", "POSTROUTING", "-o", "up0", "-j", "MASQUERADE")
+	lan := testbed.NewNS(t, "ns")
+	lanIdx := testbed.Veth(t, w.dev, "lan0", []string{"198.18.2.1/24"}, lan, "eth0", []string{"198.18.2.2/24"})
+	lan.MustRun(t, "ip", "route", "add", "default", "via", "198.18.2.1")
+	w.dev.MustRun(t, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+	w.dev.MustRun(t, "iptables", "-t", "nat", "-A", "POSTROUTING", "-o", "up0", "-j", "MASQUERADE")
 	if mode == ModeHold {
-		w.dev.Run(t, "iptables", "-A", "FORWARD", "-i", "up0", "-p", "udp", "--sport", "53", "-j", "NFQUEUE", "--queue-num", "21", "--queue-bypass")
+		w.dev.MustRun(t, "iptables", "-A", "FORWARD", "-i", "up0", "-p", "udp", "--sport", "53", "-j", "NFQUEUE", "--queue-num", "21", "--queue-bypass")
 	}
 	var lans []int
 	if withLAN {
@@ -221,7 +221,7 @@ func testForwardedClient(t *testing.T, mode Mode, withLAN bool) {
 	var ev events
 	var g *Gate
 	var err error
-	w.dev.Do(t, func() {
+	w.dev.MustDo(t, func() {
 		g, err = Start(Config{
 			Mode: mode, QueueNum: queueNum, Uplinks: []int{w.upIdx}, LANs: lans,
 			IsLocal:   func(a netip.Addr) bool { return a == netip.MustParseAddr("198.18.2.1") },
@@ -234,7 +234,7 @@ func testForwardedClient(t *testing.T, mode Mode, withLAN bool) {
 	}
 	defer g.Close()
 	var c *net.UDPConn
-	lan.Do(t, func() { c, err = net.DialUDP("udp4", nil, net.UDPAddrFromAddrPort(w.resolver)) })
+	lan.MustDo(t, func() { c, err = net.DialUDP("udp4", nil, net.UDPAddrFromAddrPort(w.resolver)) })
 	if err != nil {
 		t.Fatal(err)
 	}

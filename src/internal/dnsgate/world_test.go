@@ -13,14 +13,14 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/afero/af-conn/internal/dnsx"
-	"github.com/afero/af-conn/internal/nstest"
+	"github.com/afero/af-conn/internal/testbed"
 )
 
 // world: a device namespace and a cloud namespace joined by a veth
 // (up0 198.18.0.1 <-> cloud0 198.18.0.2, plus 198.18.0.3 for forgers),
 // with a DNS server on 198.18.0.2:53 in the cloud.
 type world struct {
-	dev, cloud *nstest.NS
+	dev, cloud *testbed.NS
 	upIdx      int
 	resolver   netip.AddrPort
 }
@@ -40,8 +40,8 @@ var zone = map[string][]string{
 
 func newWorld(t *testing.T) *world {
 	t.Helper()
-	w := &world{dev: nstest.New(t), cloud: nstest.New(t), resolver: netip.MustParseAddrPort("198.18.0.2:53")}
-	w.upIdx = nstest.Veth(t, w.dev, "up0", []string{"198.18.0.1/24"}, w.cloud, "cloud0", []string{"198.18.0.2/24", "198.18.0.3/24"})
+	w := &world{dev: testbed.NewNS(t, "ns"), cloud: testbed.NewNS(t, "ns"), resolver: netip.MustParseAddrPort("198.18.0.2:53")}
+	w.upIdx = testbed.Veth(t, w.dev, "up0", []string{"198.18.0.1/24"}, w.cloud, "cloud0", []string{"198.18.0.2/24", "198.18.0.3/24"})
 	w.serveDNS(t)
 	return w
 }
@@ -51,7 +51,7 @@ func newWorld(t *testing.T) *world {
 func (w *world) serveDNS(t *testing.T) {
 	var pc net.PacketConn
 	var err error
-	w.cloud.Do(t, func() {
+	w.cloud.MustDo(t, func() {
 		lc := net.ListenConfig{Control: reuseAddr}
 		pc, err = lc.ListenPacket(t.Context(), "udp4", w.resolver.String())
 	})
@@ -83,7 +83,7 @@ func (w *world) serveDNS(t *testing.T) {
 
 // holdRule queues DNS replies arriving on up0, as the firewall does.
 func (w *world) holdRule(t *testing.T) {
-	w.dev.Run(t, "iptables", "-A", "INPUT", "-i", "up0", "-p", "udp", "--sport", "53", "-j", "NFQUEUE", "--queue-num", "21", "--queue-bypass")
+	w.dev.MustRun(t, "iptables", "-A", "INPUT", "-i", "up0", "-p", "udp", "--sport", "53", "-j", "NFQUEUE", "--queue-num", "21", "--queue-bypass")
 }
 
 // client is a stub resolver socket in the device namespace.
@@ -91,7 +91,7 @@ func (w *world) client(t *testing.T) *net.UDPConn {
 	t.Helper()
 	var c *net.UDPConn
 	var err error
-	w.dev.Do(t, func() { c, err = net.DialUDP("udp4", nil, net.UDPAddrFromAddrPort(w.resolver)) })
+	w.dev.MustDo(t, func() { c, err = net.DialUDP("udp4", nil, net.UDPAddrFromAddrPort(w.resolver)) })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -192,7 +192,7 @@ func (w *world) start(t *testing.T, mode Mode, op Opener, ev *events) *Gate {
 	t.Helper()
 	var g *Gate
 	var err error
-	w.dev.Do(t, func() {
+	w.dev.MustDo(t, func() {
 		g, err = Start(Config{
 			Mode:     mode,
 			QueueNum: queueNum,

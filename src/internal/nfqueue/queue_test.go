@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/afero/af-conn/internal/nstest"
+	"github.com/afero/af-conn/internal/testbed"
 )
 
 const port = 9999
@@ -17,21 +17,21 @@ const port = 9999
 // world is a namespace with a UDP receiver on 127.0.0.1:port, a sender,
 // and OUTPUT rule queueing that traffic to queue num (with bypass).
 type world struct {
-	ns *nstest.NS
+	ns *testbed.NS
 	rx *net.UDPConn
 	tx *net.UDPConn
 }
 
 func newWorld(t *testing.T, num uint16, bypass bool) *world {
 	t.Helper()
-	w := &world{ns: nstest.New(t)}
+	w := &world{ns: testbed.NewNS(t, "ns")}
 	rule := []string{"iptables", "-A", "OUTPUT", "-o", "lo", "-p", "udp", "--dport", fmt.Sprint(port), "-j", "NFQUEUE", "--queue-num", fmt.Sprint(num)}
 	if bypass {
 		rule = append(rule, "--queue-bypass")
 	}
-	w.ns.Run(t, rule...)
+	w.ns.MustRun(t, rule...)
 	var err error
-	w.ns.Do(t, func() {
+	w.ns.MustDo(t, func() {
 		if w.rx, err = net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: port}); err != nil {
 			return
 		}
@@ -48,7 +48,7 @@ func (w *world) open(t *testing.T, c Config) *Queue {
 	t.Helper()
 	var q *Queue
 	var err error
-	w.ns.Do(t, func() { q, err = Open(c) })
+	w.ns.MustDo(t, func() { q, err = Open(c) })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -245,7 +245,7 @@ func TestBindBusy(t *testing.T) {
 	w := newWorld(t, 14, true)
 	w.open(t, Config{Num: 14})
 	var err error
-	w.ns.Do(t, func() {
+	w.ns.MustDo(t, func() {
 		var q *Queue
 		if q, err = Open(Config{Num: 14}); err == nil {
 			q.Close()

@@ -3,10 +3,10 @@
 // the probe host's name is resolved through the uplink's own DNS servers,
 // also bound to the uplink. Methods: the Afero echo (TCP connect, one byte
 // out, one byte back; no byte back is a failure, never a success), ICMP
-// echo, and HTTP expecting 204. A probe round hedges: while no attempt has
-// answered, a new attempt starts every hedge interval, so one lost packet
-// does not fail the round, while a dead upstream fails it within its
-// timeout.
+// echo, and an HTTP GET expecting 204 (http:// only, see http.go). A probe
+// round hedges: while no attempt has succeeded, a new attempt starts every
+// hedge interval, so one lost packet does not fail the round, while a dead
+// upstream fails it within its timeout.
 package probe
 
 import (
@@ -15,7 +15,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"net/http"
 	"net/netip"
 	"sync"
 	"sync/atomic"
@@ -41,7 +40,7 @@ type Config struct {
 	Method string // Echo (default), ICMP or HTTP
 	Host   string // echo_host: a name or an address literal (echo, ICMP)
 	Port   int    // echo_port
-	URL    string // probe_url (HTTP)
+	URL    string // probe_url (HTTP): http://HOST[:PORT][/PATH], see ParseURL
 	// DNSTTL is how long a resolved address is reused (default 60 s);
 	// a stale one is still used while a fresh answer cannot be had.
 	DNSTTL time.Duration
@@ -72,6 +71,7 @@ func (t Target) dial(ctx context.Context, network, addr string) (c net.Conn, err
 // Prober runs probe rounds; safe for concurrent use.
 type Prober struct {
 	cfg   Config
+	url   URL // cfg.URL parsed (HTTP)
 	mu    sync.Mutex
 	cache map[string]cached // by device and host
 	icmpN atomic.Uint32
@@ -97,105 +97,135 @@ func New(cfg Config) (*Prober, error) {
 	if cfg.Method == Echo && (cfg.Port <= 0 || cfg.Port > 65535) {
 		return nil, fmt.Errorf("echo port %d out of range 1..65535", cfg.Port)
 	}
-	if cfg.Method == HTTP && cfg.URL == "" {
-		return nil, errors.New("probe method http needs probe_url")
+	p := &Prober{cfg: cfg, cache: map[string]cached{}}
+	if cfg.Method == HTTP {
+		if cfg.URL == "" {
+			return nil, errors.New("probe method http needs probe_url")
+		}
+		u, err := ParseURL(cfg.URL)
+		if err != nil {
+			return nil, fmt.Errorf("probe_url %q: %w", cfg.URL, err)
+		}
+		p.url = u
 	}
-	if cfg.DNSTTL <= 0 {
-		cfg.DNSTTL = time.Minute
+	if p.cfg.DNSTTL <= 0 {
+		p.cfg.DNSTTL = time.Minute
 	}
-	return &Prober{cfg: cfg, cache: map[string]cached{}}, nil
+	return p, nil
 }
 
 // Probe runs one round on t, taking at most timeout, and says how it went.
-// While no attempt has answered, another starts every hedge (0: a sixth of
+// While no attempt has succeeded, another starts every hedge (0: a sixth of
 // the timeout; the caller may stretch it to a slow link's RTT).
 func (p *Prober) Probe(ctx context.Context, t Target, timeout, hedge time.Duration) uplink.ProbeResult {
 	start := time.Now()
 	res := uplink.ProbeResult{Started: start}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
+	host := p.cfg.Host
+	if p.cfg.Method == HTTP {
+		host = p.url.Host
+	}
+	addr, err := p.resolve(ctx, t, host)
+	if err != nil {
+		res.Err = err.Error()
+		return res
+	}
 	var attempt func(context.Context) error
 	switch p.cfg.Method {
-	case Echo, ICMP:
-		addr, err := p.resolve(ctx, t, p.cfg.Host)
-		if err != nil {
-			res.Err = err.Error()
-			return res
-		}
-		if p.cfg.Method == Echo {
-			dst := netip.AddrPortFrom(addr, uint16(p.cfg.Port))
-			attempt = func(ctx context.Context) error { return echo(ctx, t, dst) }
-		} else {
-			attempt = func(ctx context.Context) error { return p.ping(ctx, t, addr) }
-		}
+	case Echo:
+		dst := netip.AddrPortFrom(addr, uint16(p.cfg.Port))
+		attempt = func(ctx context.Context) error { return echo(ctx, t, dst) }
+	case ICMP:
+		attempt = func(ctx context.Context) error { return p.ping(ctx, t, addr) }
 	case HTTP:
-		attempt = func(ctx context.Context) error { return p.http(ctx, t) }
+		dst := netip.AddrPortFrom(addr, p.url.Port)
+		attempt = func(ctx context.Context) error { return get204(ctx, t, dst, p.url) }
 	}
 	if hedge <= 0 {
 		hedge = timeout / 6
 	}
-	if err := hedged(ctx, hedge, attempt); err != nil {
+	at, err := hedged(ctx, hedge, attempt)
+	if err != nil {
 		res.Err = err.Error()
 		return res
 	}
-	res.OK, res.RTT = true, time.Since(start)
+	res.OK, res.RTT = true, at.Sub(start)
 	return res
 }
 
+// maxAttempts bounds the attempts of one round.
+const maxAttempts = 64
+
 // hedged runs attempt, starting another every hedge while none has
-// succeeded, until one succeeds or ctx ends. It returns nil on success,
-// else the last attempt's error.
-func hedged(ctx context.Context, hedge time.Duration, attempt func(context.Context) error) error {
+// succeeded, until one succeeds, one fails with the far end's answer
+// (answered), or ctx ends. Then it cancels the attempts still running and
+// waits for them: none outlives the round, so none is left inside the
+// uplink's network namespace or holding a socket. It returns when the
+// round was decided, and nil on success, the answered error, or else the
+// first attempt's error: the first attempt had the whole timeout, while a
+// later one may have been cut short by the round's end in any step, so
+// its error says less and would make the reason of the same failure vary
+// from round to round.
+func hedged(ctx context.Context, hedge time.Duration, attempt func(context.Context) error) (time.Time, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	results := make(chan error, 64)
-	running := 0
+	type result struct {
+		n   int
+		err error
+	}
+	results := make(chan result, maxAttempts)
+	launched, running := 0, 0
 	launch := func() {
+		n := launched
+		launched++
 		running++
-		go func() { results <- attempt(ctx) }()
+		go func() { results <- result{n, attempt(ctx)} }()
 	}
 	launch()
 	tick := time.NewTicker(hedge)
 	defer tick.Stop()
-	var last error
-	for {
+	var (
+		at     time.Time // when the round was decided
+		won    bool
+		answer error
+		first  error
+	)
+	decide := func() {
+		at = time.Now()
+		cancel()
+	}
+	done := ctx.Done()
+	for running > 0 || done != nil {
 		select {
-		case err := <-results:
+		case r := <-results:
 			running--
-			if err == nil {
-				return nil
-			}
-			last = err
-			if ctx.Err() != nil && running == 0 {
-				return last
+			switch {
+			case !at.IsZero(): // decided: only collecting
+			case r.err == nil:
+				won = true
+				decide()
+			case errors.As(r.err, new(answered)):
+				answer = r.err
+				decide()
+			case r.n == 0:
+				first = r.err
 			}
 		case <-tick.C:
-			if ctx.Err() == nil && running < cap(results) {
+			if ctx.Err() == nil && launched < maxAttempts {
 				launch()
 			}
-		case <-ctx.Done():
-			if running == 0 {
-				return cmp(last, ctx.Err())
-			}
-			// Let the attempts notice the deadline and report.
-			for running > 0 {
-				if err := <-results; err == nil {
-					return nil
-				} else if last == nil || !errors.Is(err, context.DeadlineExceeded) {
-					last = err
-				}
-				running--
-			}
-			return cmp(last, ctx.Err())
+		case <-done:
+			done = nil // from now on only collect: the attempts see the end too
 		}
 	}
-}
-
-func cmp(err, fallback error) error {
-	if err != nil {
-		return err
+	switch {
+	case won:
+		return at, nil
+	case answer != nil:
+		return at, answer
 	}
-	return fallback
+	return time.Now(), first
 }
 
 // control binds a socket to the uplink's device.
@@ -228,18 +258,28 @@ func dialer(t Target, network string) *net.Dialer {
 	return d
 }
 
-// echo is one Afero echo attempt: connect, send one byte, read one back.
-func echo(ctx context.Context, t Target, dst netip.AddrPort) error {
+// connect opens a TCP connection from the uplink to dst whose reads and
+// writes end with ctx (its deadline, or its cancellation when the round is
+// over); release closes it.
+func (t Target) connect(ctx context.Context, dst netip.AddrPort) (net.Conn, func(), error) {
 	c, err := t.dial(ctx, "tcp4", dst.String())
 	if err != nil {
-		return fmt.Errorf("echo %s: %w", dst, err)
+		return nil, nil, err
 	}
-	defer c.Close()
 	if dl, ok := ctx.Deadline(); ok {
 		c.SetDeadline(dl)
 	}
 	stop := context.AfterFunc(ctx, func() { c.SetDeadline(time.Now()) })
-	defer stop()
+	return c, func() { stop(); c.Close() }, nil
+}
+
+// echo is one Afero echo attempt: connect, send one byte, read one back.
+func echo(ctx context.Context, t Target, dst netip.AddrPort) error {
+	c, release, err := t.connect(ctx, dst)
+	if err != nil {
+		return fmt.Errorf("echo %s: %w", dst, err)
+	}
+	defer release()
 	if _, err := c.Write([]byte{'A'}); err != nil {
 		return fmt.Errorf("echo %s: send: %w", dst, err)
 	}
@@ -312,39 +352,4 @@ func lookup(ctx context.Context, t Target, host string) (netip.Addr, error) {
 		return netip.Addr{}, fmt.Errorf("resolve %s via %s: no IPv4 address", host, t.Device)
 	}
 	return addrs[0].Unmap(), nil
-}
-
-// http is one HTTP attempt: GET the URL through the uplink, expect 204.
-func (p *Prober) http(ctx context.Context, t Target) error {
-	tr := &http.Transport{
-		DisableKeepAlives: true,
-		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
-			host, port, err := net.SplitHostPort(addr)
-			if err != nil {
-				return nil, err
-			}
-			a, err := p.resolve(ctx, t, host)
-			if err != nil {
-				return nil, err
-			}
-			return t.dial(ctx, "tcp4", net.JoinHostPort(a.String(), port))
-		},
-	}
-	defer tr.CloseIdleConnections()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, p.cfg.URL, nil)
-	if err != nil {
-		return fmt.Errorf("probe_url %q: %w", p.cfg.URL, err)
-	}
-	resp, err := (&http.Client{Transport: tr, CheckRedirect: func(*http.Request, []*http.Request) error {
-		return http.ErrUseLastResponse // a captive portal's redirect is a failure, not followed
-	}}).Do(req)
-	if err != nil {
-		return fmt.Errorf("http %s: %w", p.cfg.URL, err)
-	}
-	defer resp.Body.Close()
-	io.Copy(io.Discard, io.LimitReader(resp.Body, 4096))
-	if resp.StatusCode != http.StatusNoContent {
-		return fmt.Errorf("http %s: status %d, want 204", p.cfg.URL, resp.StatusCode)
-	}
-	return nil
 }

@@ -1,11 +1,13 @@
 package probe
 
 import (
+	"bytes"
 	"context"
 	"io"
 	"net/http"
 	"net/netip"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -88,7 +90,7 @@ func TestEchoWithoutByteBackFails(t *testing.T) {
 		}
 	}()
 	p := mustProber(t, Config{Host: "198.19.0.1", Port: 81})
-	if r := p.Probe(context.Background(), target(t, w, "eth0"), 400*time.Millisecond, 0); r.OK || !strings.Contains(r.Err, "no byte back") {
+	if r := p.Probe(context.Background(), target(t, w, "eth0"), time.Second, 0); r.OK || !strings.Contains(r.Err, "no byte back") {
 		t.Fatalf("silent server: %+v", r)
 	}
 }
@@ -126,15 +128,117 @@ func TestHTTP204(t *testing.T) {
 	})}
 	go srv.Serve(l)
 	defer srv.Close()
-	eth := target(t, w, "eth0")
+	eth, wlan := target(t, w, "eth0"), target(t, w, "wlan0")
 	ok := mustProber(t, Config{Method: HTTP, URL: "http://echo.afero.io:8204/generate_204"})
-	if r := ok.Probe(context.Background(), eth, 2*time.Second, 0); !r.OK {
-		t.Fatalf("204: %+v", r)
+	for _, tg := range []Target{eth, wlan} {
+		if r := ok.Probe(context.Background(), tg, 5*time.Second, 0); !r.OK {
+			t.Fatalf("204 via %s: %+v", tg.Device, r)
+		}
 	}
+	// A captive portal's redirect is the far end's answer: the round fails
+	// with it at once instead of asking again until its timeout.
 	portal := mustProber(t, Config{Method: HTTP, URL: "http://198.19.0.1:8204/other"})
-	if r := portal.Probe(context.Background(), eth, 2*time.Second, 0); r.OK || !strings.Contains(r.Err, "302") {
+	start := time.Now()
+	if r := portal.Probe(context.Background(), eth, 20*time.Second, 0); r.OK || !strings.Contains(r.Err, "status 302, want 204") {
 		t.Fatalf("redirect must fail: %+v", r)
 	}
+	if d := time.Since(start); d > 10*time.Second {
+		t.Fatalf("redirect: the round waited %v for its timeout", d)
+	}
+	// Bound to the uplink: eth0's upstream dies, wlan0's still answers.
+	if err := w.SetFault("eth0", testbed.Fault{Blackhole: true}); err != nil {
+		t.Fatal(err)
+	}
+	if r := ok.Probe(context.Background(), eth, time.Second, 0); r.OK || !strings.Contains(r.Err, "http http://echo.afero.io:8204/generate_204 (198.19.0.1:8204): dial") {
+		t.Fatalf("eth0 black-holed: %+v", r)
+	}
+	if r := ok.Probe(context.Background(), wlan, 5*time.Second, 0); !r.OK {
+		t.Fatalf("wlan0 while eth0 dead: %+v", r)
+	}
+}
+
+// What the probe sends, and the round's outcome and reason for each kind
+// of answer, from a server that says exactly what each case wants.
+func TestHTTPAnswers(t *testing.T) {
+	w := world(t)
+	l, err := w.Cloud.Listen("tcp4", "198.19.0.1:8205")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	var answer atomic.Pointer[string] // nil: read the request, answer nothing
+	requests := make(chan string, 1000)
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				c.SetDeadline(time.Now().Add(30 * time.Second))
+				var req []byte
+				buf := make([]byte, 512)
+				for !bytes.HasSuffix(req, []byte("\r\n\r\n")) {
+					n, err := c.Read(buf)
+					if err != nil {
+						return
+					}
+					req = append(req, buf[:n]...)
+				}
+				requests <- string(req)
+				a := answer.Load()
+				if a == nil {
+					io.Copy(io.Discard, c) // until the prober gives up
+					return
+				}
+				c.Write([]byte(*a))
+				if strings.HasSuffix(*a, "...") {
+					io.Copy(io.Discard, c) // a part, then silence
+				}
+			}()
+		}
+	}()
+	eth := target(t, w, "eth0")
+	p := mustProber(t, Config{Method: HTTP, URL: "http://echo.afero.io:8205/generate_204?x=1"})
+	const wantReq = "GET /generate_204?x=1 HTTP/1.1\r\nHost: echo.afero.io:8205\r\nConnection: close\r\nUser-Agent: connmgr\r\n\r\n"
+	str := func(s string) *string { return &s }
+	for _, c := range []struct {
+		answer *string
+		ok     bool
+		why    string
+	}{
+		{str("HTTP/1.1 204 No Content\r\nDate: x\r\n\r\n"), true, ""},
+		{str("HTTP/1.0 204\n\n"), true, ""},
+		{str("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello"), false, "status 200, want 204"},
+		{str("SSH-2.0-OpenSSH_9.2\r\n"), false, "malformed status line"},
+		{str(strings.Repeat("HTTP/1.1 204 ", 30)), false, "longer than 256 bytes"},
+		{str("HTTP/1.1 20"), false, "status line cut short after 11 bytes"},
+		{str("HTTP/1.1 2..."), false, "status line cut short after 13 bytes"},
+		{str(""), false, "connection closed without an answer"},
+		{nil, false, "no answer"},
+	} {
+		answer.Store(c.answer)
+		r := p.Probe(context.Background(), eth, 1500*time.Millisecond, 0)
+		if r.OK != c.ok || !strings.Contains(r.Err, c.why) {
+			t.Errorf("answer %.30q: %+v; want ok %v, reason %q", deref(c.answer), r, c.ok, c.why)
+		}
+		if !c.ok && !strings.HasPrefix(r.Err, "http http://echo.afero.io:8205/generate_204?x=1 (198.19.0.1:8205): ") {
+			t.Errorf("reason %q does not say what was probed", r.Err)
+		}
+		for len(requests) > 0 {
+			if got := <-requests; got != wantReq {
+				t.Fatalf("request %q, want %q", got, wantReq)
+			}
+		}
+	}
+}
+
+func deref(s *string) string {
+	if s == nil {
+		return "(none)"
+	}
+	return *s
 }
 
 // Under 20% loss each way, hedged rounds should almost always succeed:
@@ -165,6 +269,8 @@ func TestNewRejectsBadConfig(t *testing.T) {
 		{Method: Echo, Port: 80},
 		{Method: Echo, Host: "x", Port: 0},
 		{Method: HTTP},
+		{Method: HTTP, URL: "https://echo.afero.io/generate_204"},
+		{Method: HTTP, URL: "http://x/a b"},
 	} {
 		if _, err := New(c); err == nil {
 			t.Errorf("%+v accepted", c)

@@ -7,12 +7,12 @@ import (
 	"net"
 	"os"
 	"os/exec"
-	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
+	"github.com/afero/af-conn/internal/inns"
 	"github.com/vishvananda/netns"
 )
 
@@ -32,7 +32,9 @@ func newNS(name string) (*NS, error) {
 func (n *NS) remove() error {
 	if out, err := exec.Command("ip", "netns", "pids", n.Name).Output(); err == nil {
 		for _, f := range strings.Fields(string(out)) {
-			if pid, err := strconv.Atoi(f); err == nil {
+			// Our own pid is listed while our main thread is inside (NS.Do ran on
+			// it): never kill ourselves.
+			if pid, err := strconv.Atoi(f); err == nil && pid != os.Getpid() {
 				syscall.Kill(pid, syscall.SIGKILL)
 			}
 		}
@@ -68,31 +70,15 @@ func (n *NS) Sysctl(key, value string) error {
 // namespace after Do returns, so servers can Listen inside Do and serve from any goroutine.
 // Goroutines f starts do NOT run in the namespace.
 func (n *NS) Do(f func() error) error {
-	runtime.LockOSThread()
-	orig, err := netns.Get()
+	h, err := netns.GetFromName(n.Name)
 	if err != nil {
-		runtime.UnlockOSThread()
-		return fmt.Errorf("testbed: get current netns: %w", err)
-	}
-	defer orig.Close()
-	target, err := netns.GetFromName(n.Name)
-	if err != nil {
-		runtime.UnlockOSThread()
 		return fmt.Errorf("testbed: open netns %s: %w", n.Name, err)
 	}
-	defer target.Close()
-	if err := netns.Set(target); err != nil {
-		runtime.UnlockOSThread()
-		return fmt.Errorf("testbed: enter netns %s: %w", n.Name, err)
+	defer h.Close()
+	if err := inns.Do(h, f); err != nil {
+		return fmt.Errorf("testbed: in netns %s: %w", n.Name, err)
 	}
-	ferr := f()
-	if err := netns.Set(orig); err != nil {
-		// The thread is stuck in the wrong namespace: keep it locked so it dies with
-		// this goroutine instead of serving others.
-		return fmt.Errorf("testbed: leave netns %s: %w", n.Name, err)
-	}
-	runtime.UnlockOSThread()
-	return ferr
+	return nil
 }
 
 // Listen opens a listener inside the namespace.

@@ -3,6 +3,7 @@ package testbed
 import (
 	"fmt"
 	"math/rand/v2"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -135,4 +136,57 @@ func (n *NS) Handle(t testing.TB) netns.NsHandle {
 	}
 	t.Cleanup(func() { h.Close() })
 	return h
+}
+
+// MustRun runs a command (args[0] and its arguments) inside the namespace and fails the test
+// on error.
+func (n *NS) MustRun(t testing.TB, args ...string) string {
+	t.Helper()
+	out, err := n.Run(args[0], args[1:]...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// MustDo runs f inside the namespace (see Do) and fails the test if the namespace cannot be
+// entered or left.
+func (n *NS) MustDo(t testing.TB, f func()) {
+	t.Helper()
+	if err := n.Do(func() error { f(); return nil }); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Veth connects a and b with a veth pair named ifA (in a) and ifB (in b), gives each end its
+// addresses (CIDR strings, no duplicate address detection) and sets both up. It returns the
+// interface index of ifA inside a.
+func Veth(t testing.TB, a *NS, ifA string, addrsA []string, b *NS, ifB string, addrsB []string) int {
+	t.Helper()
+	if err := runIP("link", "add", ifA, "netns", a.Name, "type", "veth", "peer", "name", ifB, "netns", b.Name); err != nil {
+		t.Fatal(err)
+	}
+	for _, side := range []struct {
+		ns    *NS
+		ifc   string
+		addrs []string
+	}{{a, ifA, addrsA}, {b, ifB, addrsB}} {
+		var lines []string
+		for _, ad := range side.addrs {
+			lines = append(lines, "addr add "+ad+" dev "+side.ifc+" nodad")
+		}
+		if err := side.ns.IP(append(lines, "link set "+side.ifc+" up")...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var idx int
+	a.MustDo(t, func() {
+		if ifi, err := net.InterfaceByName(ifA); err == nil {
+			idx = ifi.Index
+		}
+	})
+	if idx == 0 {
+		t.Fatalf("no interface %s in %s", ifA, a.Name)
+	}
+	return idx
 }

@@ -18,7 +18,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/afero/af-conn/internal/firewall"
-	"github.com/afero/af-conn/internal/nstest"
+	"github.com/afero/af-conn/internal/testbed"
 )
 
 // NeedRoot skips the test when it cannot create namespaces.
@@ -32,25 +32,25 @@ func NeedRoot(t testing.TB) {
 	}
 }
 
-// NS is a throwaway named network namespace (nstest's, so that `ip netns
+// NS is a throwaway named network namespace (testbed's, so that `ip netns
 // exec NAME` works for commands too) with a descriptor for netlink sockets.
 type NS struct {
 	Name string
-	ns   *nstest.NS
+	ns   *testbed.NS
 	fd   int
 }
 
 // NewNS creates a namespace with loopback up and removes it at cleanup.
-// prefix is kept for readable test code; nstest names the namespace.
+// prefix names the namespace's role.
 func NewNS(t testing.TB, prefix string) *NS {
 	t.Helper()
 	NeedRoot(t)
-	n := nstest.New(t)
+	n := testbed.NewNS(t, prefix)
 	fd, err := unix.Open("/run/netns/"+n.Name, unix.O_RDONLY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		t.Fatalf("open namespace %s: %v", n.Name, err)
 	}
-	t.Cleanup(func() { unix.Close(fd) }) // runs before nstest removes the namespace
+	t.Cleanup(func() { unix.Close(fd) }) // runs before the namespace is removed
 	return &NS{Name: n.Name, ns: n, fd: fd}
 }
 
@@ -60,22 +60,18 @@ func (n *NS) FD() int { return n.fd }
 // Run calls fn on an OS thread that has entered the namespace: sockets fn
 // opens and processes it starts live in the namespace.
 func (n *NS) Run(fn func() error) error {
-	var err error
-	if eerr := n.ns.Enter(func() { err = fn() }); eerr != nil {
-		return eerr
-	}
-	return err
+	return n.ns.Do(fn)
 }
 
 // Exec runs a command inside the namespace and returns its combined output.
 func (n *NS) Exec(name string, args ...string) (string, error) {
-	return n.ns.Try(append([]string{name}, args...)...)
+	return n.ns.Run(name, args...)
 }
 
 // MustExec is Exec that fails the test on error.
 func (n *NS) MustExec(t testing.TB, name string, args ...string) string {
 	t.Helper()
-	return n.ns.Run(t, append([]string{name}, args...)...)
+	return n.ns.MustRun(t, append([]string{name}, args...)...)
 }
 
 // Kinds are the backends a suite runs over. iptables-legacy is included
@@ -134,7 +130,7 @@ func OpenBackend(t testing.TB, ns *NS, kind string) firewall.Backend {
 // addrA, CIDR form) and devB in b (addrB).
 func Veth(t testing.TB, a *NS, devA, addrA string, b *NS, devB, addrB string) {
 	t.Helper()
-	nstest.Veth(t, a.ns, devA, []string{addrA}, b.ns, devB, []string{addrB})
+	testbed.Veth(t, a.ns, devA, []string{addrA}, b.ns, devB, []string{addrB})
 }
 
 // Flush does to the namespace what an administrator or a firewall restart
