@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"runtime/debug"
 	"strings"
 	"syscall"
 	"testing"
@@ -139,5 +140,21 @@ func TestDaemonReadsConfigInWorld(t *testing.T) {
 	}
 	if !strings.Contains(p.Log(), "msg=stopped") {
 		t.Errorf("no 'stopped' line in the log:\n%s", p.Log())
+	}
+}
+
+// The daemon's GOGC applies unless the environment names one.
+func TestTuneGC(t *testing.T) {
+	defer debug.SetGCPercent(debug.SetGCPercent(100))
+	t.Setenv("GOGC", "")
+	os.Unsetenv("GOGC")
+	tuneGC()
+	if got := debug.SetGCPercent(100); got != gcPercent {
+		t.Errorf("GOGC unset: GC percent %d, want %d", got, gcPercent)
+	}
+	t.Setenv("GOGC", "100")
+	tuneGC()
+	if got := debug.SetGCPercent(100); got != 100 {
+		t.Errorf("GOGC=100 in the environment: GC percent %d, want 100", got)
 	}
 }

@@ -22,6 +22,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/afero/af-conn/internal/testbed"
+	"github.com/afero/af-conn/internal/ubus/ubustest"
 )
 
 // rig is one world with connmgr running in its device namespace.
@@ -33,8 +34,8 @@ type rig struct {
 }
 
 // writeConfig writes the UCI files of a three-uplink device probing the
-// cloud's echo service; extra is appended to section main.
-func writeConfig(t testing.TB, extra string) string {
+// cloud's echo service, and the whitelist; extra is appended to section main.
+func writeConfig(t testing.TB, extra, whitelist string) string {
 	dir := t.TempDir()
 	files := map[string]string{
 		"network": `config interface 'ethnet'
@@ -53,7 +54,7 @@ config interface 'modemnet'
 	option echo_host 'echo.afero.io'
 	option echo_port '80'
 ` + extra,
-		"whitelist": "*.afero.io\n",
+		"whitelist": whitelist,
 	}
 	for name, content := range files {
 		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o644); err != nil {
@@ -71,13 +72,39 @@ func newRig(t testing.TB, extra string) *rig {
 }
 
 func newRigArgs(t testing.TB, extra string, args ...string) *rig {
+	return newRigWith(t, rigOptions{extra: extra, args: args})
+}
+
+// rigOptions shape a rig beyond the defaults of newRig.
+type rigOptions struct {
+	extra     string           // appended to section main of /etc/config/connmgr
+	args      []string         // connmgr's command line before -c, -w, -s
+	whitelist string           // the whitelist file; default "*.afero.io"
+	records   []testbed.Record // DNS records added to testbed.DefaultRecords
+	ubus      bool             // run a ubusd (ubustest) on the socket connmgr is given
+}
+
+func newRigWith(t testing.TB, o rigOptions) *rig {
 	w := testbed.New(t, testbed.Options{})
-	if _, err := w.StartDNS(testbed.DefaultRecords()); err != nil {
+	if _, err := w.StartDNS(append(testbed.DefaultRecords(), o.records...)); err != nil {
 		t.Fatal(err)
 	}
 	r := &rig{t: t, w: w, watch: watchRoutes(t, w)}
-	dir := writeConfig(t, extra)
-	r.p = w.StartConnmgr(t, append(args, "-c", dir, "-w", filepath.Join(dir, "whitelist"), "-s", filepath.Join(dir, "no-ubus.sock"))...)
+	wl := o.whitelist
+	if wl == "" {
+		wl = "*.afero.io\n"
+	}
+	dir := writeConfig(t, o.extra, wl)
+	sock := filepath.Join(dir, "no-ubus.sock")
+	if o.ubus {
+		sock = filepath.Join(dir, "ubus.sock")
+		srv, err := ubustest.NewServer(sock, &ubustest.Options{Logf: t.Logf})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { srv.Close() })
+	}
+	r.p = w.StartConnmgr(t, append(o.args, "-c", dir, "-w", filepath.Join(dir, "whitelist"), "-s", sock)...)
 	r.waitDefault("eth0", 15*time.Second)
 	r.waitState("stanet", "ITFUP_SS", 15*time.Second)
 	return r
