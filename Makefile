@@ -19,7 +19,7 @@ TOOLS := ip nft iptables ipset conntrack ping shellcheck busybox
 
 export PATH := $(PATH):/usr/local/go/bin
 
-.PHONY: all build test unit fuzz check setup cross run clean bench-failover
+.PHONY: all build test unit fuzz check setup cross run clean bench-failover bench-dns bench
 
 all: build
 
@@ -141,3 +141,14 @@ LOSS_PERIOD ?= 60s
 bench-failover: build
 	cd $(SRC) && CONNMGR_BIN=$(BUILD)/connmgr AFC_BENCH_FAILOVER=$(RUNS) AFC_BENCH_LOSS_PERIOD=$(LOSS_PERIOD) \
 		AFC_BENCH_LOAD=$(LOAD_RUNS) $(GO) test -count=1 -timeout 90m -run '^TestFailover(Load)?Benchmark$$' -v ./internal/failover/
+
+# bench-dns runs the firewall and DNS benchmark (BENCHMARKS.md "Firewall and DNS"): the real
+# binary per firewall backend, DNS_N fresh resolutions per mode (root; about 6.5 minutes).
+DNS_N ?= 1000
+DNS_BACKENDS ?= nftables,iptables
+bench-dns: build
+	cd $(SRC) && CONNMGR_BIN=$(BUILD)/connmgr AFCONN_BENCH=1 AFCONN_BENCH_N=$(DNS_N) AFCONN_BENCH_BACKENDS=$(DNS_BACKENDS) \
+		$(GO) test -count=1 -timeout 30m -run '^TestBenchDNSFirewall$$' -v ./internal/daemon/
+
+# bench runs every benchmark of BENCHMARKS.md that prints figures (root; about 20 minutes).
+bench: bench-failover bench-dns size
