@@ -210,25 +210,12 @@ func (e *e2e) waitLearned(want ...string) {
 	}
 }
 
-// resolve asks the cloud's resolver for name's A records from the device.
+// resolve asks the cloud's DNS server for name's A records from the device.
 func (e *e2e) resolve(name string) []string {
 	e.t.Helper()
-	q := new(dns.Msg)
-	q.SetQuestion(dns.Fqdn(name), dns.TypeA)
-	var m *dns.Msg
-	err := e.w.Device.Do(func() (err error) {
-		c := &dns.Client{Timeout: 10 * time.Second}
-		m, _, err = c.Exchange(q, net.JoinHostPort(testbed.DNSAddr.String(), "53"))
-		return err
-	})
+	addrs, err := e.w.ResolveA(name)
 	if err != nil {
-		e.t.Fatalf("resolve %s: %v", name, err)
-	}
-	var addrs []string
-	for _, rr := range m.Answer {
-		if a, ok := rr.(*dns.A); ok {
-			addrs = append(addrs, a.A.String())
-		}
+		e.t.Fatal(err)
 	}
 	return addrs
 }

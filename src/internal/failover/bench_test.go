@@ -15,7 +15,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/miekg/dns"
 	"github.com/vishvananda/netlink"
 
 	"github.com/afero/af-conn/internal/testbed"
@@ -380,22 +379,9 @@ func (r *rig) download(pps int, d time.Duration) loadResult {
 // resolve asks the cloud's DNS server for name's A records from the device.
 func (r *rig) resolve(name string) []string {
 	r.t.Helper()
-	q := new(dns.Msg)
-	q.SetQuestion(dns.Fqdn(name), dns.TypeA)
-	var m *dns.Msg
-	err := r.w.Device.Do(func() (err error) {
-		c := &dns.Client{Timeout: 10 * time.Second}
-		m, _, err = c.Exchange(q, net.JoinHostPort(testbed.DNSAddr.String(), "53"))
-		return err
-	})
+	addrs, err := r.w.ResolveA(name)
 	if err != nil {
-		r.t.Fatalf("resolve %s: %v", name, err)
-	}
-	var addrs []string
-	for _, rr := range m.Answer {
-		if a, ok := rr.(*dns.A); ok {
-			addrs = append(addrs, a.A.String())
-		}
+		r.t.Fatal(err)
 	}
 	return addrs
 }

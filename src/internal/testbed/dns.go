@@ -7,6 +7,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/miekg/dns"
 )
@@ -131,4 +132,27 @@ func (s *DNSServer) ServeDNS(rw dns.ResponseWriter, q *dns.Msg) {
 		name, owner = next, next
 	}
 	rw.WriteMsg(m)
+}
+
+// ResolveA asks the cloud's DNS server for name's A records from the device, as the hub's
+// resolver would (through the device's routes and firewall), and returns the addresses.
+func (w *World) ResolveA(name string) ([]string, error) {
+	q := new(dns.Msg)
+	q.SetQuestion(dns.Fqdn(name), dns.TypeA)
+	var m *dns.Msg
+	err := w.Device.Do(func() (err error) {
+		c := &dns.Client{Timeout: 10 * time.Second}
+		m, _, err = c.Exchange(q, net.JoinHostPort(DNSAddr.String(), "53"))
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("testbed: resolve %s: %w", name, err)
+	}
+	var addrs []string
+	for _, rr := range m.Answer {
+		if a, ok := rr.(*dns.A); ok {
+			addrs = append(addrs, a.A.String())
+		}
+	}
+	return addrs, nil
 }
