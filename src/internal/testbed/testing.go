@@ -1,12 +1,15 @@
 package testbed
 
 import (
+	"crypto/sha256"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -52,29 +55,49 @@ var (
 )
 
 // Connmgr returns the path of a connmgr binary for end-to-end tests: $CONNMGR_BIN when set
-// (make test builds it once), else one built now from this module, once per test process.
+// (make test builds it once), else one built now from this checkout, once per test process.
+// The build goes to one place per checkout under the temporary directory, replaced by rename,
+// so test processes running side by side share it and none leaves a copy behind.
 func Connmgr(t testing.TB) string {
 	t.Helper()
 	if bin := os.Getenv("CONNMGR_BIN"); bin != "" {
 		return bin
 	}
-	buildOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "connmgr-bin-")
-		if err != nil {
-			buildErr = err
-			return
-		}
-		builtBin = filepath.Join(dir, "connmgr")
-		cmd := exec.Command("go", "build", "-o", builtBin, "github.com/afero/af-conn/cmd/connmgr")
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			buildErr = &buildError{err: err, out: strings.TrimSpace(string(out))}
-		}
-	})
+	buildOnce.Do(func() { builtBin, buildErr = buildConnmgr() })
 	if buildErr != nil {
 		t.Fatalf("build connmgr: %v", buildErr)
 	}
 	return builtBin
+}
+
+// buildConnmgr builds cmd/connmgr into os.TempDir()/af-conn-test-<checkout hash>/connmgr.
+func buildConnmgr() (string, error) {
+	_, self, _, ok := runtime.Caller(0)
+	if !ok {
+		return "", errors.New("cannot tell where this checkout is")
+	}
+	sum := sha256.Sum256([]byte(filepath.Dir(self)))
+	dir := filepath.Join(os.TempDir(), fmt.Sprintf("af-conn-test-%x", sum[:6]))
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return "", err
+	}
+	f, err := os.CreateTemp(dir, "connmgr-*.tmp")
+	if err != nil {
+		return "", err
+	}
+	tmp := f.Name()
+	f.Close()
+	defer os.Remove(tmp) // gone after the rename; left only by a failed build
+	cmd := exec.Command("go", "build", "-o", tmp, "github.com/afero/af-conn/cmd/connmgr")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return "", &buildError{err: err, out: strings.TrimSpace(string(out))}
+	}
+	bin := filepath.Join(dir, "connmgr")
+	if err := os.Rename(tmp, bin); err != nil {
+		return "", err
+	}
+	return bin, nil
 }
 
 type buildError struct {
