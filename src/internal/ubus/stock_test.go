@@ -3,50 +3,22 @@ package ubus_test
 import (
 	"bufio"
 	"context"
-	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/afero/af-conn/internal/ubus"
+	"github.com/afero/af-conn/internal/ubus/ubustest"
 )
 
-// TestStockUbus checks interoperability with the stock ubusd and ubus CLI
-// of openwrt/ubus. It runs only when AFCONN_STOCK_UBUS names an install
-// prefix holding sbin/ubusd, bin/ubus and lib/ (built by hand from
-// openwrt/libubox and openwrt/ubus; nothing here builds them).
+// TestStockUbus checks the client library's interoperability with the stock
+// ubusd and ubus CLI of openwrt/ubus. It runs only when AFCONN_STOCK_UBUS
+// names their install prefix (see ubustest.StockEnv).
 func TestStockUbus(t *testing.T) {
-	prefix := os.Getenv("AFCONN_STOCK_UBUS")
-	if prefix == "" {
-		t.Skip("AFCONN_STOCK_UBUS not set: no stock ubusd to test against")
-	}
 	sock := filepath.Join(t.TempDir(), "ubus.sock")
-	env := append(os.Environ(), "LD_LIBRARY_PATH="+filepath.Join(prefix, "lib"))
-	startUbusd := func() *exec.Cmd {
-		cmd := exec.Command(filepath.Join(prefix, "sbin/ubusd"), "-s", sock)
-		cmd.Env = env
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		return cmd
-	}
-	cli := func(args ...string) *exec.Cmd {
-		cmd := exec.Command(filepath.Join(prefix, "bin/ubus"), append([]string{"-s", sock}, args...)...)
-		cmd.Env = env
-		return cmd
-	}
-	run := func(args ...string) string {
-		out, err := cli(args...).CombinedOutput()
-		if err != nil {
-			t.Fatalf("ubus %s: %v\n%s", strings.Join(args, " "), err, out)
-		}
-		return string(out)
-	}
-
-	ubusd := startUbusd()
-	defer func() { ubusd.Process.Kill(); ubusd.Wait() }()
+	stock := ubustest.StartStock(t, sock)
+	cli, run := stock.Command, stock.Run
 
 	cl := ubus.NewClient(sock)
 	cl.Logf = t.Logf
@@ -145,13 +117,15 @@ sendLoop:
 	// keep ubusd away for a while, so the reconnect backoff has grown.
 	for round, outage := range []time.Duration{0, 0, 0, 0, 0, 3 * time.Second, 10 * time.Second} {
 		killed := time.Now()
-		ubusd.Process.Kill()
-		ubusd.Wait()
+		stock.Kill()
 		time.Sleep(outage)
-		ubusd = startUbusd()
+		stock.Start()
 		back := waitObject(t, sock, "connmgr.stock")
 		t.Logf("restart %d (ubusd away %v): object back %v after ubusd started (%v after the kill)",
 			round, outage, back.Round(time.Millisecond), time.Since(killed).Round(time.Millisecond))
+		if back > time.Second {
+			t.Errorf("restart %d: object back %v after ubusd started, want at most 1s", round, back)
+		}
 	}
 	if out := run("call", "connmgr.stock", "echo", `{"value":"again"}`); !strings.Contains(out, "again") {
 		t.Errorf("call after restarts: %s", out)
