@@ -19,7 +19,7 @@ TOOLS := ip nft iptables ipset conntrack ping shellcheck busybox
 
 export PATH := $(PATH):/usr/local/go/bin
 
-.PHONY: all build test unit fuzz check setup cross run clean bench-failover bench-dns bench
+.PHONY: all build test unit fuzz check setup cross run clean bench-failover bench-dns bench check-opkg
 
 all: build
 
@@ -108,6 +108,13 @@ ipk: cross
 
 # The budget: the mipsel_24kc package fits in IPK_BUDGET bytes (2.5 MB); make size fails past it.
 IPK_BUDGET := 2621440
+
+# check-opkg installs each package with the stock opkg into an offline root and removes it again
+# (TestStockOpkg in src/cmd/mkipk). AFCONN_STOCK_OPKG names the stock opkg and a skeleton root,
+# put together by hand (README, "Install on OpenWrt"); nothing here builds them.
+check-opkg: ipk
+	@[ -n "$$AFCONN_STOCK_OPKG" ] || { echo "check-opkg: set AFCONN_STOCK_OPKG (see README)"; exit 2; }
+	cd $(SRC) && AFCONN_IPK_DIR=$(BUILD) $(GO) test -count=1 -run '^TestStockOpkg$$' -v ./cmd/mkipk/
 
 size: ipk
 	@printf '| architecture | connmgr (stripped) | .ipk |\n|---|---|---|\n'
