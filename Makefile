@@ -139,14 +139,16 @@ clean:
 	rm -rf $(BUILD)
 
 # bench-failover runs each failover scenario RUNS times in a testbed world with the real binary
-# and prints median and p95 of the BENCHMARKS.md figures (root; about RUNS x 15 s + loss periods);
-# then LOAD_RUNS rounds of the daemon's CPU and peak RSS at 50,000 packets/s, with the default
-# configuration and with -d (about LOAD_RUNS x 80 s). RUNS=0 or LOAD_RUNS=0 skips a part.
+# and prints median and p95 of the BENCHMARKS.md figures (root; about RUNS x 15 s + loss periods),
+# on the default configuration (BENCH_CONFIG=-d: firewall off, failover alone); then LOAD_RUNS
+# rounds of the daemon's CPU and peak RSS at 50,000 packets/s, with the default configuration and
+# with -d (about LOAD_RUNS x 80 s). RUNS=0 or LOAD_RUNS=0 skips a part.
 RUNS ?= 20
 LOAD_RUNS ?= 5
 LOSS_PERIOD ?= 60s
+BENCH_CONFIG ?= default
 bench-failover: build
-	cd $(SRC) && CONNMGR_BIN=$(BUILD)/connmgr AFC_BENCH_FAILOVER=$(RUNS) AFC_BENCH_LOSS_PERIOD=$(LOSS_PERIOD) \
+	cd $(SRC) && CONNMGR_BIN=$(BUILD)/connmgr AFC_BENCH_FAILOVER=$(RUNS) AFC_BENCH_LOSS_PERIOD=$(LOSS_PERIOD) AFC_BENCH_CONFIG=$(BENCH_CONFIG) \
 		AFC_BENCH_LOAD=$(LOAD_RUNS) $(GO) test -count=1 -timeout 90m -run '^TestFailover(Load)?Benchmark$$' -v ./internal/failover/
 
 # bench-dns runs the firewall and DNS benchmark (BENCHMARKS.md "Firewall and DNS"): the real
