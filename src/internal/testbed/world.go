@@ -68,10 +68,15 @@ type World struct {
 	EtcDir string
 
 	mu       sync.Mutex
-	closed   bool
 	closers  []func() error
 	nsList   []*NS
 	unsignal func()
+
+	// closeOnce makes a second Close wait for the first to finish: on Ctrl-C the signal
+	// handler and the caller's own deferred Close race, and the loser must not return (and
+	// let the process exit) while the namespaces are still being removed.
+	closeOnce sync.Once
+	closeErr  error
 }
 
 // Build creates a world. The caller must Close it; tests use New instead.
@@ -222,14 +227,15 @@ func (w *World) OnClose(f func() error) {
 	w.closers = append(w.closers, f)
 }
 
-// Close stops what runs in the world and deletes its namespaces. It is idempotent.
+// Close stops what runs in the world and deletes its namespaces. It is idempotent, and a call
+// made while another is under way returns when that one has finished.
 func (w *World) Close() error {
+	w.closeOnce.Do(func() { w.closeErr = w.close() })
+	return w.closeErr
+}
+
+func (w *World) close() error {
 	w.mu.Lock()
-	if w.closed {
-		w.mu.Unlock()
-		return nil
-	}
-	w.closed = true
 	closers, nsList := w.closers, w.nsList
 	w.mu.Unlock()
 

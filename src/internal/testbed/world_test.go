@@ -144,6 +144,42 @@ func TestCloseRemovesEverything(t *testing.T) {
 	}
 }
 
+// A Close made while another is under way (Ctrl-C's handler racing the program's own deferred
+// Close) returns only when the namespaces are gone, so the process cannot exit before.
+func TestConcurrentCloseWaits(t *testing.T) {
+	RequireRoot(t)
+	w, err := Build(Options{Uplinks: []string{"eth0"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	entered, release := make(chan struct{}), make(chan struct{})
+	w.OnClose(func() error {
+		close(entered)
+		<-release
+		return nil
+	})
+	first := make(chan error)
+	go func() { first <- w.Close() }()
+	<-entered
+	second := make(chan error)
+	go func() { second <- w.Close() }()
+	select {
+	case <-second:
+		t.Fatal("the second Close returned while the first was still closing")
+	case <-time.After(200 * time.Millisecond):
+	}
+	close(release)
+	if err := <-first; err != nil {
+		t.Fatal(err)
+	}
+	if err := <-second; err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat("/run/netns/" + w.Device.Name); !os.IsNotExist(err) {
+		t.Errorf("namespace %s still exists after Close (%v)", w.Device.Name, err)
+	}
+}
+
 func TestOwnerPID(t *testing.T) {
 	for name, want := range map[string]int{"afc123-00ab-dev": 123, "afc-1-dev": 0, "other": 0, "afcx-1": 0} {
 		got, ok := ownerPID(name)
