@@ -148,8 +148,8 @@ LOAD_RUNS ?= 5
 LOSS_PERIOD ?= 60s
 BENCH_CONFIG ?= default
 bench-failover: build
-	cd $(SRC) && CONNMGR_BIN=$(BUILD)/connmgr AFC_BENCH_FAILOVER=$(RUNS) AFC_BENCH_LOSS_PERIOD=$(LOSS_PERIOD) AFC_BENCH_CONFIG=$(BENCH_CONFIG) \
-		AFC_BENCH_LOAD=$(LOAD_RUNS) $(GO) test -count=1 -timeout 90m -run '^TestFailover(Load)?Benchmark$$' -v ./internal/failover/
+	cd $(SRC) && CONNMGR_BIN=$(BUILD)/connmgr AFCONN_BENCH_FAILOVER=$(RUNS) AFCONN_BENCH_LOSS_PERIOD=$(LOSS_PERIOD) AFCONN_BENCH_CONFIG=$(BENCH_CONFIG) \
+		AFCONN_BENCH_LOAD=$(LOAD_RUNS) $(GO) test -count=1 -timeout 90m -run '^TestFailover(Load)?Benchmark$$' -v ./internal/failover/
 
 # bench-dns runs the firewall and DNS benchmark (BENCHMARKS.md "Firewall and DNS"): the real
 # binary per firewall backend, DNS_N fresh resolutions per mode (root; about 6.5 minutes).

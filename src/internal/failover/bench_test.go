@@ -21,16 +21,16 @@ import (
 )
 
 // TestFailoverBenchmark measures the failover figures of BENCHMARKS.md.
-// It runs only when AFC_BENCH_FAILOVER is set to the number of runs per
+// It runs only when AFCONN_BENCH_FAILOVER is set to the number of runs per
 // scenario (make bench-failover sets it); it prints median and 95th
 // percentile of each figure next to its target.
 func TestFailoverBenchmark(t *testing.T) {
-	runs, _ := strconv.Atoi(os.Getenv("AFC_BENCH_FAILOVER"))
+	runs, _ := strconv.Atoi(os.Getenv("AFCONN_BENCH_FAILOVER"))
 	if runs <= 0 {
-		t.Skip("set AFC_BENCH_FAILOVER=N (runs per scenario) or use make bench-failover")
+		t.Skip("set AFCONN_BENCH_FAILOVER=N (runs per scenario) or use make bench-failover")
 	}
 	lossPeriod := 60 * time.Second
-	if s := os.Getenv("AFC_BENCH_LOSS_PERIOD"); s != "" {
+	if s := os.Getenv("AFCONN_BENCH_LOSS_PERIOD"); s != "" {
 		d, err := time.ParseDuration(s)
 		if err != nil {
 			t.Fatal(err)
@@ -38,8 +38,8 @@ func TestFailoverBenchmark(t *testing.T) {
 		lossPeriod = d
 	}
 	// The targets are for the default configuration: firewall on (nftables, DNS hold), a
-	// ubusd, the production whitelist. AFC_BENCH_CONFIG=-d measures failover alone.
-	config := os.Getenv("AFC_BENCH_CONFIG")
+	// ubusd, the production whitelist. AFCONN_BENCH_CONFIG=-d measures failover alone.
+	config := os.Getenv("AFCONN_BENCH_CONFIG")
 	var r *rig
 	switch config {
 	case "", "default":
@@ -55,7 +55,7 @@ func TestFailoverBenchmark(t *testing.T) {
 		config = "-d (firewall off: failover alone)"
 		r = newRig(t, "")
 	default:
-		t.Fatalf("AFC_BENCH_CONFIG=%q: want default or -d", config)
+		t.Fatalf("AFCONN_BENCH_CONFIG=%q: want default or -d", config)
 	}
 	var carrier, kernel, silent, failback, flaps, broken []float64
 	// jitter spreads faults over the probe schedule's phase.
@@ -195,7 +195,7 @@ const otaPort = 8080
 // its peak RSS while 50,000 packets/s arrive over the in-use uplink, with
 // the default configuration (firewall on, DNS hold on, a live ubusd, the
 // production whitelist) and, for comparison in the same run, with -d (the
-// same world and bus, firewall off). It runs when AFC_BENCH_LOAD is set to
+// same world and bus, firewall off). It runs when AFCONN_BENCH_LOAD is set to
 // the number of rounds; each round starts both daemons afresh (so each
 // gives a peak RSS of its own), takes each through a failover and
 // fail-back on carrier loss and on a silent upstream failure (memory grows
@@ -209,9 +209,9 @@ const otaPort = 8080
 // the hub reads them and acknowledges. The rate quoted is what the
 // device's eth0 counted.
 func TestFailoverLoadBenchmark(t *testing.T) {
-	rounds, _ := strconv.Atoi(os.Getenv("AFC_BENCH_LOAD"))
+	rounds, _ := strconv.Atoi(os.Getenv("AFCONN_BENCH_LOAD"))
 	if rounds <= 0 {
-		t.Skip("set AFC_BENCH_LOAD=N (rounds) or use make bench-failover")
+		t.Skip("set AFCONN_BENCH_LOAD=N (rounds) or use make bench-failover")
 	}
 	const pps = 50000
 	idleFor, loadFor := 10*time.Second, 15*time.Second
