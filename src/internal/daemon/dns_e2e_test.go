@@ -139,21 +139,7 @@ func newE2E(t *testing.T, backend string) *e2e {
 // serveCloudTCP answers TCP connections to port 8080 on every cloud address with a greeting
 // naming the address.
 func serveCloudTCP(t *testing.T, w *testbed.World) {
-	ln, err := w.Cloud.Listen("tcp4", fmt.Sprintf("0.0.0.0:%d", e2ePort))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			fmt.Fprintf(c, "hello from %s\n", c.LocalAddr())
-			c.Close()
-		}
-	}()
+	w.Cloud.ServeHello(t, fmt.Sprintf("0.0.0.0:%d", e2ePort))
 }
 
 func (e *e2e) waitLog(mark int, re string) string {

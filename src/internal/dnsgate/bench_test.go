@@ -92,22 +92,7 @@ func benchAddr(i int) netip.Addr {
 func (w *world) setupBench(t *testing.T) {
 	w.cloud.MustRun(t, "ip", "route", "add", "local", "198.19.0.0/16", "dev", "lo")
 	w.dev.MustRun(t, "ip", "route", "add", "198.19.0.0/16", "via", "198.18.0.2")
-	var ln net.Listener
-	var err error
-	w.cloud.MustDo(t, func() { ln, err = net.Listen("tcp4", "0.0.0.0:80") })
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			c.Close()
-		}
-	}()
+	w.cloud.ServeHello(t, "0.0.0.0:80")
 	for i := 0; i < 4*benchN(); i++ {
 		name := fmt.Sprintf("h%d.afero.io.", i)
 		zone[name] = []string{

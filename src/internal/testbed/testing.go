@@ -213,3 +213,25 @@ func Veth(t testing.TB, a *NS, ifA string, addrsA []string, b *NS, ifB string, a
 	}
 	return idx
 }
+
+// ServeHello starts a TCP server in n on addr ("0.0.0.0:8080") that answers every connection
+// with one line "hello from ADDR", ADDR being the address it was reached at, and closes it. It
+// stops when the test ends.
+func (n *NS) ServeHello(t testing.TB, addr string) {
+	t.Helper()
+	ln, err := n.Listen("tcp", addr)
+	if err != nil {
+		t.Fatalf("listen %s in %s: %v", addr, n.Name, err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			fmt.Fprintf(c, "hello from %s\n", c.LocalAddr())
+			c.Close()
+		}
+	}()
+}

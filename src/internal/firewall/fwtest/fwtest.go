@@ -192,25 +192,7 @@ func Dump(t testing.TB, ns *NS) string {
 // cleanup.
 func ListenTCP(t testing.TB, ns *NS, addr string) {
 	t.Helper()
-	var ln net.Listener
-	if err := ns.Run(func() error {
-		var err error
-		ln, err = net.Listen("tcp", addr)
-		return err
-	}); err != nil {
-		t.Fatalf("listen %s in %s: %v", addr, ns.Name, err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			fmt.Fprintf(c, "hello from %s\n", c.LocalAddr())
-			c.Close()
-		}
-	}()
+	ns.ns.ServeHello(t, addr)
 }
 
 // ListenUDP starts a server in ns on addr that echoes every datagram.
