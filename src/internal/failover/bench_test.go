@@ -44,13 +44,8 @@ func TestFailoverBenchmark(t *testing.T) {
 	switch config {
 	case "", "default":
 		config = "default (firewall, DNS hold, ubus, production whitelist)"
-		whitelist, err := os.ReadFile("../../../files/etc/af-conn/whitelist.prod")
-		if err != nil {
-			t.Fatal(err)
-		}
-		r = newRigWith(t, rigOptions{whitelist: string(whitelist), ubus: true})
-		r.waitLog(`msg="firewall lock-down in force"`)
-		r.waitLog(`msg="DNS extraction running" mode=hold`)
+		r = newRigWith(t, defaultOptions(t, nil))
+		r.waitFirewall()
 	case "-d":
 		config = "-d (firewall off: failover alone)"
 		r = newRig(t, "")
@@ -215,20 +210,14 @@ func TestFailoverLoadBenchmark(t *testing.T) {
 	}
 	const pps = 50000
 	idleFor, loadFor := 10*time.Second, 15*time.Second
-	whitelist, err := os.ReadFile("../../../files/etc/af-conn/whitelist.prod")
-	if err != nil {
-		t.Fatal(err)
-	}
 	type config struct {
 		name string
 		opts rigOptions
 	}
-	configs := []config{
-		{"default", rigOptions{whitelist: string(whitelist), ubus: true,
-			records: []testbed.Record{{Name: otaName, TTL: 300, Addr: otaAddr}}}},
-		{"-d", rigOptions{args: []string{"-d"}, whitelist: string(whitelist), ubus: true,
-			records: []testbed.Record{{Name: otaName, TTL: 300, Addr: otaAddr}}}},
-	}
+	def := defaultOptions(t, []testbed.Record{{Name: otaName, TTL: 300, Addr: otaAddr}})
+	noFirewall := def
+	noFirewall.args = []string{"-d"}
+	configs := []config{{"default", def}, {"-d", noFirewall}}
 	figs := map[string]*loadFigs{}
 	for _, c := range configs {
 		figs[c.name] = &loadFigs{}
@@ -239,8 +228,7 @@ func TestFailoverLoadBenchmark(t *testing.T) {
 			for i, c := range configs {
 				rigs[i] = newRigWith(t, c.opts)
 				if c.name == "default" {
-					rigs[i].waitLog(`msg="firewall lock-down in force"`)
-					rigs[i].waitLog(`msg="DNS extraction running" mode=hold`)
+					rigs[i].waitFirewall()
 				}
 			}
 			// Alternate who goes first: the shared machine drifts.
@@ -295,6 +283,22 @@ func (r *rig) exercise() {
 	r.waitDefault("eth0", 30*time.Second)
 }
 
+// defaultOptions are the default configuration's: firewall on, DNS hold, a ubusd, the
+// production whitelist the package installs; records are added to the cloud's DNS.
+func defaultOptions(t testing.TB, records []testbed.Record) rigOptions {
+	whitelist, err := os.ReadFile("../../../files/etc/af-conn/whitelist.prod")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rigOptions{whitelist: string(whitelist), ubus: true, records: records}
+}
+
+// waitFirewall waits until the daemon has its lock-down and the DNS hold in force.
+func (r *rig) waitFirewall() {
+	r.waitLog(`msg="firewall lock-down in force"`)
+	r.waitLog(`msg="DNS extraction running" mode=hold`)
+}
+
 // loadFigs collects one configuration's figures over the rounds.
 type loadFigs struct{ idle, cpu, rate, hwm, rss []float64 }
 
@@ -308,11 +312,20 @@ func (r *rig) waitLog(re string) {
 
 // cpuOver returns the daemon's CPU share of one core over d, in percent.
 func (r *rig) cpuOver(d time.Duration) float64 {
+	share := r.cpuClock()
+	time.Sleep(d)
+	return share()
+}
+
+// cpuClock starts timing the daemon's CPU; the function it returns gives the daemon's share of
+// one core since then, in percent.
+func (r *rig) cpuClock() func() float64 {
 	pid := r.p.Pid()
 	c0, t0 := cpuTicks(r.t, pid), time.Now()
-	time.Sleep(d)
-	c1, el := cpuTicks(r.t, pid), time.Since(t0)
-	return (c1 - c0) / userHZ / el.Seconds() * 100
+	return func() float64 {
+		c1, el := cpuTicks(r.t, pid), time.Since(t0)
+		return (c1 - c0) / userHZ / el.Seconds() * 100
+	}
 }
 
 // userHZ is the unit of utime and stime in /proc/PID/stat.
@@ -369,8 +382,7 @@ func (r *rig) download(pps int, d time.Duration) loadResult {
 	go io.Copy(io.Discard, dc)
 
 	eth0 := r.rxPackets("eth0")
-	pid := r.p.Pid()
-	cpu0, start := cpuTicks(t, pid), time.Now()
+	cpuShare, start := r.cpuClock(), time.Now()
 	segment := make([]byte, 1448)
 	sent := 0
 	for time.Since(start) < d {
@@ -384,11 +396,11 @@ func (r *rig) download(pps int, d time.Duration) loadResult {
 		time.Sleep(500 * time.Microsecond)
 	}
 	el := time.Since(start)
-	cpu1 := cpuTicks(t, pid)
+	cpu := cpuShare()
 	got := r.rxPackets("eth0") - eth0
-	st := procStatus(t, pid)
+	st := procStatus(t, r.p.Pid())
 	return loadResult{
-		cpu:  (cpu1 - cpu0) / userHZ / el.Seconds() * 100,
+		cpu:  cpu,
 		rate: float64(got) / el.Seconds(),
 		sent: float64(sent) / el.Seconds(),
 		hwm:  st["VmHWM"], rss: st["VmRSS"], anon: st["RssAnon"], file: st["RssFile"],
