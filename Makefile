@@ -19,7 +19,7 @@ TOOLS := ip nft iptables ipset conntrack ping shellcheck busybox
 
 export PATH := $(PATH):/usr/local/go/bin
 
-.PHONY: all build test unit fuzz check setup cross run clean bench-failover bench-dns bench check-opkg
+.PHONY: all build test unit fuzz check setup cross run clean bench-failover bench-dns bench check-opkg check-apk
 
 all: build
 
@@ -68,9 +68,11 @@ fuzz:
 # See README "Install on OpenWrt / build with the SDK".
 #   make cross [ARCH="a b"]    static connmgr per OpenWrt architecture: build/<arch>/connmgr
 #   make ipk [ARCH="a b"]      build/af-conn_<version>_<arch>.ipk, without the OpenWrt SDK
+#   make apk [ARCH="a b"]      build/<arch>/af-conn-<version>.apk (APK v3, OpenWrt 25.12)
 #   make size [ARCH="a b"]     the binary and package size per architecture (BENCHMARKS.md)
 # ARCH defaults to all of IPK_ARCHS. Options: IPK_VERSION, the package's and the binary's
-# version (default: the feed's PKG_VERSION-PKG_RELEASE), FIREWALL=fw4|fw3|none (for Depends; default fw4),
+# version (default: the feed's PKG_VERSION-PKG_RELEASE), APK_VERSION, the .apk's version
+# (default: PKG_VERSION-rPKG_RELEASE, apk's form), FIREWALL=fw4|fw3|none (for Depends; default fw4),
 # WHITELIST=prod|dev (default prod), SOURCE_DATE_EPOCH (default: the last commit's time).
 IPK_ARCHS := mipsel_24kc mips_24kc arm_cortex-a7_neon-vfpv4 aarch64_cortex-a53 x86_64
 ARCH ?= $(IPK_ARCHS)
@@ -80,9 +82,10 @@ IPK_FEED := openwrt/af-conn
 MKIPK := $(BUILD)/mkipk
 # Expanded in recipes only, once $(MKIPK) exists.
 IPK_VERSION ?= $(shell $(MKIPK) -feed $(IPK_FEED) -print-version)
+APK_VERSION ?= $(shell $(MKIPK) -feed $(IPK_FEED) -format apk -print-version)
 IPK_EPOCH = $(or $(SOURCE_DATE_EPOCH),$(shell git log -1 --format=%ct 2>/dev/null),0)
 
-.PHONY: ipk size
+.PHONY: ipk apk size
 $(if $(filter-out prod dev,$(WHITELIST)),$(error WHITELIST=$(WHITELIST): want prod or dev))
 
 $(MKIPK): FORCE_MKIPK
@@ -106,6 +109,15 @@ ipk: cross
 			$(if $(filter dev,$(WHITELIST)),-config CONFIG_AF_CONN_WHITELIST_DEV=y); \
 	done
 
+# The .apk goes to build/<arch>/ under OpenWrt's name for it, af-conn-<version>.apk, which
+# carries no architecture.
+apk: cross
+	@set -e; for arch in $(ARCH); do \
+		SOURCE_DATE_EPOCH=$(IPK_EPOCH) $(MKIPK) -feed $(IPK_FEED) -format apk -arch $$arch -bin $(BUILD)/$$arch/connmgr \
+			-out $(BUILD)/$$arch -version $(APK_VERSION) -firewall $(FIREWALL) \
+			$(if $(filter dev,$(WHITELIST)),-config CONFIG_AF_CONN_WHITELIST_DEV=y); \
+	done
+
 # The budget: the mipsel_24kc package fits in IPK_BUDGET bytes (2.5 MB); make size fails past it.
 IPK_BUDGET := 2621440
 
@@ -116,16 +128,27 @@ check-opkg: ipk
 	@[ -n "$$AFCONN_STOCK_OPKG" ] || { echo "check-opkg: set AFCONN_STOCK_OPKG (see README)"; exit 2; }
 	cd $(SRC) && AFCONN_IPK_DIR=$(BUILD) $(GO) test -count=1 -run '^TestStockOpkg$$' -v ./cmd/mkipk/
 
-size: ipk
-	@printf '| architecture | connmgr (stripped) | .ipk |\n|---|---|---|\n'
+# check-apk installs, upgrades and removes each .apk with the stock apk-tools 3 in an offline
+# root, and compares the package with what the stock `apk mkpkg` writes for the same files
+# (TestStockApk in src/cmd/mkipk). AFCONN_STOCK_APK names the stock apk, built by hand from
+# alpinelinux/apk-tools, next to a root/ with OpenWrt's base-files scripts (README, "Install on
+# OpenWrt"); nothing here builds them.
+check-apk: apk
+	@[ -n "$$AFCONN_STOCK_APK" ] || { echo "check-apk: set AFCONN_STOCK_APK (see README)"; exit 2; }
+	cd $(SRC) && AFCONN_IPK_DIR=$(BUILD) $(GO) test -count=1 -timeout 20m -run '^TestStockApk$$' -v ./cmd/mkipk/
+
+size: ipk apk
+	@printf '| architecture | connmgr (stripped) | .ipk | .apk |\n|---|---|---|---|\n'
 	@for arch in $(ARCH); do \
-		printf '| %s | %s | %s |\n' $$arch $$(stat -c %s $(BUILD)/$$arch/connmgr) \
-			$$(stat -c %s $(BUILD)/af-conn_$(IPK_VERSION)_$$arch.ipk); \
+		printf '| %s | %s | %s | %s |\n' $$arch $$(stat -c %s $(BUILD)/$$arch/connmgr) \
+			$$(stat -c %s $(BUILD)/af-conn_$(IPK_VERSION)_$$arch.ipk) \
+			$$(stat -c %s $(BUILD)/$$arch/af-conn-$(APK_VERSION).apk); \
 	done
-	@ipk=$(BUILD)/af-conn_$(IPK_VERSION)_mipsel_24kc.ipk; \
-	if [ -f $$ipk ] && [ $$(stat -c %s $$ipk) -gt $(IPK_BUDGET) ]; then \
-		echo "size: $$ipk is over the budget of $(IPK_BUDGET) bytes" >&2; exit 1; \
-	fi
+	@for pkg in $(BUILD)/af-conn_$(IPK_VERSION)_mipsel_24kc.ipk $(BUILD)/mipsel_24kc/af-conn-$(APK_VERSION).apk; do \
+		if [ -f $$pkg ] && [ $$(stat -c %s $$pkg) -gt $(IPK_BUDGET) ]; then \
+			echo "size: $$pkg is over the budget of $(IPK_BUDGET) bytes" >&2; exit 1; \
+		fi; \
+	done
 # ---- end of OpenWrt packages -------------------------------------------------------------
 
 # run builds connmgr and runs it inside a throwaway namespace world (never on the host's own

@@ -1,14 +1,18 @@
-// Command mkipk packs af-conn as an OpenWrt .ipk without the OpenWrt SDK: it reads the
+// Command mkipk packs af-conn as an OpenWrt package without the OpenWrt SDK: it reads the
 // package definition from the feed Makefile (openwrt/af-conn/Makefile), lays out the files
-// its install recipe installs, and writes the package as OpenWrt's ipkg-build would. It also
-// tells the Go settings for each OpenWrt architecture, so `make cross` and `make ipk` build
+// its install recipe installs, and writes the package as OpenWrt's build would: an .ipk as
+// ipkg-build writes it (OpenWrt 24.10 and older, opkg), or with -format apk an APK v3 .apk
+// as package-pack.mk writes it with `apk mkpkg` (OpenWrt 25.12, apk). It also tells the Go
+// settings for each OpenWrt architecture, so `make cross`, `make ipk` and `make apk` build
 // the binary that matches.
 //
 //	mkipk -archs                      the supported OpenWrt architectures
 //	mkipk -goenv ARCH                 GOOS=... GOARCH=... for a CGO_ENABLED=0 build for ARCH
-//	mkipk -feed DIR -print-version    the package version, PKG_VERSION-PKG_RELEASE
-//	mkipk -feed DIR -arch ARCH -bin CONNMGR -out DIR [-version V] [-firewall fw4|fw3|none]
-//	      [-config CONFIG_NAME=VALUE]...
+//	mkipk -feed DIR [-format apk] -print-version
+//	                                  the package version: PKG_VERSION-PKG_RELEASE for an
+//	                                  .ipk, PKG_VERSION-rPKG_RELEASE for an .apk
+//	mkipk -feed DIR -arch ARCH -bin CONNMGR -out DIR [-format ipk|apk] [-version V]
+//	      [-firewall fw4|fw3|none] [-config CONFIG_NAME=VALUE]...
 //
 // Packing needs SOURCE_DATE_EPOCH: it is every time stamp in the package, which then
 // depends on nothing but its inputs.
@@ -24,6 +28,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/afero/af-conn/internal/apkv3"
 	"github.com/afero/af-conn/internal/feedpkg"
 	"github.com/afero/af-conn/internal/ipk"
 )
@@ -63,7 +68,8 @@ func run(args []string, stdout io.Writer, getenv func(string) string) error {
 		out          = fs.String("out", "", "output `dir`ectory")
 		version      = fs.String("version", "", "package `version` (default: PKG_VERSION-PKG_RELEASE)")
 		firewall     = fs.String("firewall", "fw4", "the firewall of the target images, for DEPENDS: fw4, fw3 or none")
-		source       = fs.String("source", "feeds/afconn/af-conn", "the control file's Source field")
+		source       = fs.String("source", "feeds/afconn/af-conn", "the control file's Source field (an .apk's origin)")
+		format       = fs.String("format", "ipk", "package format: ipk (opkg) or apk (APK v3, OpenWrt 25.12)")
 		config       = configFlags{}
 	)
 	fs.Var(config, "config", "set a build option, as `CONFIG_NAME=VALUE` (repeatable)")
@@ -91,6 +97,9 @@ func run(args []string, stdout io.Writer, getenv func(string) string) error {
 	if *feed == "" {
 		return errors.New("-feed is required")
 	}
+	if *format != "ipk" && *format != "apk" {
+		return fmt.Errorf("-format %q: want ipk or apk", *format)
+	}
 	fwPkg, ok := firewalls[*firewall]
 	if !ok {
 		return fmt.Errorf("-firewall %q: want fw4, fw3 or none", *firewall)
@@ -102,8 +111,12 @@ func run(args []string, stdout io.Writer, getenv func(string) string) error {
 	if err != nil {
 		return err
 	}
+	defaultVersion := def.FullVersion()
+	if *format == "apk" {
+		defaultVersion = def.APKVersion()
+	}
 	if *printVersion {
-		fmt.Fprintln(stdout, def.FullVersion())
+		fmt.Fprintln(stdout, defaultVersion)
 		return nil
 	}
 
@@ -126,13 +139,17 @@ func run(args []string, stdout io.Writer, getenv func(string) string) error {
 		return fmt.Errorf("%s: %w", filepath.Join(*feed, "Makefile"), err)
 	}
 	if *version == "" {
-		*version = def.FullVersion()
+		*version = defaultVersion
+	}
+	depends := feedpkg.ResolveDepends(def.Depends, config)
+	if *format == "apk" {
+		return writeAPK(*out, def, t.arch, *version, *source, depends, files, epoch, stdout)
 	}
 	p := &ipk.Package{
 		Control: ipk.Control{
 			Package:         def.Name,
 			Version:         *version,
-			Depends:         feedpkg.ResolveDepends(def.Depends, config),
+			Depends:         depends,
 			Source:          *source,
 			SourceName:      def.Name,
 			License:         def.License,
@@ -147,7 +164,38 @@ func run(args []string, stdout io.Writer, getenv func(string) string) error {
 		Conffiles: def.Conffiles,
 		Files:     files,
 	}
-	return writeIPK(*out, p, stdout)
+	return writeFile(*out, ipk.FileName(p.Control), func(w io.Writer) error { return ipk.Write(w, p) }, stdout)
+}
+
+// writeAPK packs the files as package-pack.mk does with CONFIG_USE_APK: OpenWrt's own files
+// under /lib/apk/packages added to the payload, its scripts, and the info fields it passes
+// to `apk mkpkg --info`.
+func writeAPK(out string, def *feedpkg.Definition, arch, version, source string, depends []string, files []ipk.File, epoch int64, stdout io.Writer) error {
+	files, err := apkv3.OpenWrtFiles(def.Name, files, def.Conffiles)
+	if err != nil {
+		return err
+	}
+	p := &apkv3.Package{
+		Info: apkv3.Info{
+			Name:    def.Name,
+			Version: version,
+			// --info "description:$(strip $(Package/NAME/description))": one line.
+			Description: strings.Join(strings.Fields(def.Description), " "),
+			Arch:        arch,
+			License:     def.License,
+			Origin:      source,
+			URL:         def.URL,
+			Maintainer:  def.Maintainer,
+			Depends:     depends,
+			// Every package provides the virtual NAME-any (package-pack.mk's FormatProvides:
+			// "Packages implicitly add a virtual @${package_name}-any provide").
+			Provides: []string{def.Name + "-any"},
+		},
+		Scripts:         apkv3.OpenWrtScripts(def.Name),
+		Files:           files,
+		SourceDateEpoch: epoch,
+	}
+	return writeFile(out, apkv3.FileName(p.Info), func(w io.Writer) error { return apkv3.Write(w, p) }, stdout)
 }
 
 func readFeed(dir string, config map[string]string) (*feedpkg.Definition, error) {
@@ -175,19 +223,19 @@ func readFeed(dir string, config map[string]string) (*feedpkg.Definition, error)
 	return def, nil
 }
 
-// writeIPK writes the package into dir under ipkg-build's name, replacing any older file
-// only once the new one is complete.
-func writeIPK(dir string, p *ipk.Package, stdout io.Writer) error {
+// writeFile writes a package into dir under the build's name for it, replacing any older
+// file only once the new one is complete.
+func writeFile(dir, base string, write func(io.Writer) error, stdout io.Writer) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
-	name := filepath.Join(dir, ipk.FileName(p.Control))
+	name := filepath.Join(dir, base)
 	tmp, err := os.CreateTemp(dir, ".mkipk-*")
 	if err != nil {
 		return err
 	}
 	defer os.Remove(tmp.Name())
-	if err := ipk.Write(tmp, p); err != nil {
+	if err := write(tmp); err != nil {
 		tmp.Close()
 		return fmt.Errorf("%s: %w", name, err)
 	}

@@ -6,12 +6,16 @@ import (
 	"compress/gzip"
 	"debug/elf"
 	"encoding/binary"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
+	"reflect"
+	"sort"
 	"strings"
 	"testing"
 
+	"github.com/afero/af-conn/internal/apkv3"
 	"github.com/afero/af-conn/internal/ipk"
 )
 
@@ -195,6 +199,42 @@ func unpack(t *testing.T, path string) *unpacked {
 	return u
 }
 
+type wantFile struct {
+	mode uint32
+	data []byte
+}
+
+// wantFiles are files a package of the feed must hold, by path, with the program bin.
+func wantFiles(t *testing.T, bin string) map[string]wantFile {
+	t.Helper()
+	want := map[string]wantFile{}
+	for p, w := range map[string]struct {
+		mode uint32
+		src  string
+	}{
+		"/usr/sbin/connmgr":                 {0o755, bin},
+		"/etc/config/connmgr":               {0o600, "etc/config/connmgr"},
+		"/etc/af-conn/whitelist":            {0o600, "etc/af-conn/whitelist.prod"},
+		"/etc/init.d/connmgr":               {0o755, "etc/init.d/connmgr"},
+		"/etc/hotplug.d/iface/50-connmgr":   {0o644, "etc/hotplug.d/iface/50-connmgr"},
+		"/etc/uci-defaults/99-af-conn":      {0o644, "etc/uci-defaults/99-af-conn"},
+		"/usr/lib/af-conn/switch_route.sh":  {0o755, "usr/lib/af-conn/switch_route.sh"},
+		"/usr/lib/af-conn/firewall.include": {0o644, "usr/lib/af-conn/firewall.include"},
+		"/usr/share/acl.d/af-conn.json":     {0o644, "usr/share/acl.d/af-conn.json"},
+	} {
+		src := w.src
+		if src != bin {
+			src = filepath.Join(filesDir, w.src)
+		}
+		data, err := os.ReadFile(src)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want[p] = wantFile{w.mode, data}
+	}
+	return want
+}
+
 // TestPackFeed packs the repository's feed for every architecture and unpacks the result.
 func TestPackFeed(t *testing.T) {
 	for _, tg := range targets {
@@ -230,32 +270,15 @@ func TestPackFeed(t *testing.T) {
 			t.Errorf("%s: maintainer scripts %q %q", tg.arch, u.postinst, u.prerm)
 		}
 
-		elfData, _ := os.ReadFile(bin)
-		want := map[string]struct {
-			mode int64
-			src  string
-		}{
-			"./usr/sbin/connmgr":                {0o755, bin},
-			"./etc/config/connmgr":              {0o600, "etc/config/connmgr"},
-			"./etc/af-conn/whitelist":           {0o600, "etc/af-conn/whitelist.prod"},
-			"./etc/init.d/connmgr":              {0o755, "etc/init.d/connmgr"},
-			"./etc/hotplug.d/iface/50-connmgr":  {0o644, "etc/hotplug.d/iface/50-connmgr"},
-			"./etc/uci-defaults/99-af-conn":     {0o644, "etc/uci-defaults/99-af-conn"},
-			"./usr/lib/af-conn/switch_route.sh": {0o755, "usr/lib/af-conn/switch_route.sh"},
-			"./usr/share/acl.d/af-conn.json":    {0o644, "usr/share/acl.d/af-conn.json"},
-		}
-		for name, w := range want {
+		for p, w := range wantFiles(t, bin) {
+			name := "." + p
 			h, ok := u.files[name]
 			if !ok {
 				t.Errorf("%s: no %s", tg.arch, name)
 				continue
 			}
-			content := elfData
-			if w.src != bin {
-				content, _ = os.ReadFile(filepath.Join(filesDir, w.src))
-			}
-			if h.Mode != w.mode || !bytes.Equal(u.data[name], content) {
-				t.Errorf("%s: %s mode %o (%d bytes), want %o (%d bytes)", tg.arch, name, h.Mode, len(u.data[name]), w.mode, len(content))
+			if h.Mode != int64(w.mode) || !bytes.Equal(u.data[name], w.data) {
+				t.Errorf("%s: %s mode %o (%d bytes), want %o (%d bytes)", tg.arch, name, h.Mode, len(u.data[name]), w.mode, len(w.data))
 			}
 		}
 		for name, h := range u.files {
@@ -327,5 +350,112 @@ func TestPackOptions(t *testing.T) {
 	}
 	if v := strings.TrimSpace(stdout.String()); !strings.Contains(v, "-") {
 		t.Errorf("version %q, want PKG_VERSION-PKG_RELEASE", v)
+	}
+}
+
+// TestPackFeedAPK packs the feed as an .apk for every architecture and reads it back: the
+// info fields as package-pack.mk passes them to apk mkpkg, every staged file with its content
+// and mode, OpenWrt's files under /lib/apk/packages, the generated scripts.
+func TestPackFeedAPK(t *testing.T) {
+	env := func(k string) string { return map[string]string{"SOURCE_DATE_EPOCH": "1700000000"}[k] }
+	for _, tg := range targets {
+		bin := fakeELF(t, tg, elf.ET_EXEC, false)
+		out := t.TempDir()
+		var stdout bytes.Buffer
+		if err := run([]string{"-feed", feedDir, "-format", "apk", "-arch", tg.arch, "-bin", bin, "-out", out}, &stdout, env); err != nil {
+			t.Fatalf("%s: %v", tg.arch, err)
+		}
+		path := filepath.Join(out, "af-conn-0.1.0-r1.apk")
+		if strings.TrimSpace(stdout.String()) != path {
+			t.Fatalf("printed %q, want %q", stdout.String(), path)
+		}
+		data, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		d, err := apkv3.Read(data)
+		if err != nil {
+			t.Fatalf("%s: %v", tg.arch, err)
+		}
+		info := d.Info
+		if info.Name != "af-conn" || info.Version != "0.1.0-r1" || info.Arch != tg.arch || info.License != "Apache-2.0" ||
+			info.Origin != "feeds/afconn/af-conn" || info.URL != "https://github.com/afero/af-conn" ||
+			info.Maintainer != "af-conn developers" || !strings.HasPrefix(info.Description, "connmgr keeps an IoT hub connected to its cloud: it watches the Ethernet, Wi-Fi station and") ||
+			strings.ContainsAny(info.Description, "\n\t") || strings.Contains(info.Description, "  ") ||
+			!reflect.DeepEqual(info.Depends, []string{"kmod-nf-conntrack-netlink", "kmod-nft-queue", "libc"}) ||
+			!reflect.DeepEqual(info.Provides, []string{"af-conn-any"}) || !d.UniqueIDMatches {
+			t.Errorf("%s: info %+v", tg.arch, info)
+		}
+		if !reflect.DeepEqual(d.Scripts, apkv3.OpenWrtScripts("af-conn")) {
+			t.Errorf("%s: scripts %q", tg.arch, d.Scripts)
+		}
+		var list []string
+		for p, w := range wantFiles(t, bin) {
+			f, ok := d.File(p)
+			if !ok || f.Mode != w.mode || !bytes.Equal(f.Data, w.data) || f.User != "root" || f.MTime != 1700000000 {
+				t.Errorf("%s: %s: %+v (found %v)", tg.arch, p, f, ok)
+			}
+		}
+		for _, dir := range d.Dirs {
+			if dir.Mode != 0o755 {
+				t.Errorf("%s: directory %q mode %o", tg.arch, dir.Name, dir.Mode)
+			}
+			for _, f := range dir.Files {
+				if !strings.HasPrefix(dir.Name, "lib/apk/packages") {
+					list = append(list, "/"+dir.Name+"/"+f.Name)
+				}
+			}
+		}
+		sort.Strings(list)
+		if f, _ := d.File("/lib/apk/packages/af-conn.list"); string(f.Data) != strings.Join(list, "\n")+"\n" || len(list) < 10 {
+			t.Errorf("%s: af-conn.list %q, want %q", tg.arch, f.Data, list)
+		}
+		if f, _ := d.File("/lib/apk/packages/af-conn.conffiles"); string(f.Data) != "/etc/config/connmgr\n/etc/af-conn/whitelist\n" {
+			t.Errorf("%s: af-conn.conffiles %q", tg.arch, f.Data)
+		}
+		cfg, _ := d.File("/etc/config/connmgr")
+		if f, _ := d.File("/lib/apk/packages/af-conn.conffiles_static"); !strings.HasPrefix(string(f.Data), fmt.Sprintf("/etc/config/connmgr %x\n/etc/af-conn/whitelist ", cfg.Hash)) {
+			t.Errorf("%s: af-conn.conffiles_static %q", tg.arch, f.Data)
+		}
+	}
+
+	// fw3 dependencies, the dev whitelist, the same bytes twice, the apk version rule.
+	tg := targets[0]
+	bin := fakeELF(t, tg, elf.ET_EXEC, false)
+	out := t.TempDir()
+	args := []string{"-feed", feedDir, "-format", "apk", "-arch", tg.arch, "-bin", bin, "-out", out,
+		"-firewall", "fw3", "-config", "CONFIG_AF_CONN_WHITELIST_DEV=y"}
+	var first []byte
+	for i := 0; i < 2; i++ {
+		var stdout bytes.Buffer
+		if err := run(args, &stdout, env); err != nil {
+			t.Fatal(err)
+		}
+		data, _ := os.ReadFile(strings.TrimSpace(stdout.String()))
+		if i == 1 && !bytes.Equal(first, data) {
+			t.Error("packing twice gave different bytes")
+		}
+		first = data
+	}
+	d, err := apkv3.Read(first)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"iptables", "iptables-mod-nfqueue", "kmod-ipt-ipset", "kmod-ipt-nfqueue", "kmod-nf-conntrack-netlink", "libc"}; !reflect.DeepEqual(d.Info.Depends, want) {
+		t.Errorf("fw3 depends %q", d.Info.Depends)
+	}
+	dev, _ := os.ReadFile(filepath.Join(filesDir, "etc", "af-conn", "whitelist.dev"))
+	if f, _ := d.File("/etc/af-conn/whitelist"); !bytes.Equal(f.Data, dev) {
+		t.Error("-config CONFIG_AF_CONN_WHITELIST_DEV=y did not install whitelist.dev")
+	}
+	if err := run(append(args, "-version", "0.1.0-1"), io.Discard, env); err == nil || !strings.Contains(err.Error(), "apk version") {
+		t.Errorf("-version 0.1.0-1 (an ipk version) for an apk: %v", err)
+	}
+	if err := run([]string{"-feed", feedDir, "-format", "deb"}, io.Discard, env); err == nil {
+		t.Error("-format deb accepted")
+	}
+	var stdout bytes.Buffer
+	if err := run([]string{"-feed", feedDir, "-format", "apk", "-print-version"}, &stdout, env); err != nil || stdout.String() != "0.1.0-r1\n" {
+		t.Errorf("apk -print-version: %q, %v", stdout.String(), err)
 	}
 }

@@ -46,6 +46,15 @@ func (d *Definition) FullVersion() string {
 	return d.Version + "-" + d.Release
 }
 
+// APKVersion is the version OpenWrt gives the package in an apk build (package-defaults.mk
+// with CONFIG_USE_APK): PKG_VERSION-rPKG_RELEASE, apk's form of a release.
+func (d *Definition) APKVersion() string {
+	if d.Release == "" {
+		return d.Version
+	}
+	return d.Version + "-r" + d.Release
+}
+
 type variable struct {
 	value string // unexpanded, as make keeps a recursively expanded variable
 	line  int
