@@ -24,9 +24,19 @@ import (
 // this repository builds or ships them. The packages are read from AFCONN_IPK_DIR, by default
 // the repository's build/ (`make check-opkg` builds them and runs this test).
 func TestStockOpkg(t *testing.T) {
-	stock := os.Getenv("AFCONN_STOCK_OPKG")
+	forEachBuilt(t, "AFCONN_STOCK_OPKG", "opkg", func(dir, arch string) string {
+		return filepath.Join(dir, "af-conn_*_"+arch+".ipk")
+	}, installWithStockOpkg)
+}
+
+// forEachBuilt runs check, in a subtest per architecture, on the package of that
+// architecture `make ipk` or `make apk` built (the one file matching pattern under
+// AFCONN_IPK_DIR, by default the repository's build/), with the stock tool that the variable
+// stockVar names; without that variable there is nothing to check with and the test skips.
+func forEachBuilt(t *testing.T, stockVar, tool string, pattern func(dir, arch string) string, check func(t *testing.T, stock, arch, pkg string)) {
+	stock := os.Getenv(stockVar)
 	if stock == "" {
-		t.Skip("AFCONN_STOCK_OPKG not set: no stock opkg to install with")
+		t.Skipf("%s not set: no stock %s to install with", stockVar, tool)
 	}
 	dir := os.Getenv("AFCONN_IPK_DIR")
 	if dir == "" {
@@ -34,11 +44,11 @@ func TestStockOpkg(t *testing.T) {
 	}
 	for _, tg := range targets {
 		t.Run(tg.arch, func(t *testing.T) {
-			ipks, _ := filepath.Glob(filepath.Join(dir, "af-conn_*_"+tg.arch+".ipk"))
-			if len(ipks) != 1 {
-				t.Fatalf("want one af-conn package for %s in %s (make ipk), found %v", tg.arch, dir, ipks)
+			found, _ := filepath.Glob(pattern(dir, tg.arch))
+			if len(found) != 1 {
+				t.Fatalf("want one af-conn package matching %s, found %v", pattern(dir, tg.arch), found)
 			}
-			installWithStockOpkg(t, stock, tg.arch, ipks[0])
+			check(t, stock, tg.arch, found[0])
 		})
 	}
 }
