@@ -9,6 +9,8 @@ import (
 	"sort"
 	"strings"
 	"testing"
+
+	"github.com/afero/af-conn/internal/apkv3"
 )
 
 // The repository's own feed Makefile and files/, which make ipk packs.
@@ -44,6 +46,10 @@ func TestFeedMakefile(t *testing.T) {
 	if d.Name != "af-conn" || d.Section != "net" || d.GoBuildPkg != "github.com/afero/af-conn/cmd/connmgr" ||
 		d.GoInstallBinPath != "/usr/sbin" {
 		t.Errorf("definition %+v", d)
+	}
+	// An apk build (OpenWrt 25.12) refuses a version apk cannot parse.
+	if v := d.APKVersion(); !apkv3.ValidVersion(v) || v != d.Version+"-r"+d.Release {
+		t.Errorf("apk version %q from PKG_VERSION %q and PKG_RELEASE %q is not a valid apk version", v, d.Version, d.Release)
 	}
 	if want := []string{"main.version=" + d.FullVersion()}; !reflect.DeepEqual(d.GoLDFlagsX, want) {
 		t.Errorf("GO_PKG_LDFLAGS_X %v, want %v", d.GoLDFlagsX, want)
