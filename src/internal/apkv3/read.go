@@ -385,7 +385,9 @@ func (d *Decoded) decodeInfo(r adbReader, info []uint32) error {
 		return fmt.Errorf("hashes: %w", err)
 	}
 	if len(d.UniqueID) == uniqueIDLen {
-		at := int(slot(info, piHashes)&valueMask) + 1
+		// The id's bytes follow its length field, which is 1, 2 or 4 bytes by the blob type.
+		v := slot(info, piHashes)
+		at := int(v&valueMask) + map[uint32]int{typeBlob8: 1, typeBlob16: 2, typeBlob32: 4}[v&typeMask]
 		zeroed := append([]byte(nil), d.ADB...)
 		copy(zeroed[at:at+uniqueIDLen], make([]byte, uniqueIDLen))
 		sum := sha256.Sum256(zeroed)
