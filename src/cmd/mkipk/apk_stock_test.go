@@ -1,8 +1,10 @@
 package main
 
 import (
+	"archive/tar"
 	"bytes"
 	"compress/flate"
+	"compress/gzip"
 	"fmt"
 	"io"
 	"io/fs"
@@ -31,7 +33,9 @@ import (
 //     `apk audit` finds nothing changed;
 //   - an upgrade to a package whose default /etc/config/connmgr changed keeps the edited
 //     one and puts the new default beside it as connmgr.apk-new;
-//   - `apk del` disables the service and removes everything else.
+//   - `apk del` disables the service and removes everything else;
+//   - installed as the image build installs it (`apk add --no-scripts`, then the kept
+//     post-install script run with IPKG_INSTROOT), the service is enabled too.
 //
 // It runs only when AFCONN_STOCK_APK names the stock apk (built by hand from
 // alpinelinux/apk-tools; nothing in this repository builds or ships it) with, next to it, a
@@ -52,6 +56,7 @@ func TestStockApk(t *testing.T) {
 		}
 		s := &stockApk{t: t, apk: stock, arch: arch}
 		s.compareMkpkg(data, pkg)
+		s.imageInstall(apk, pkg)
 		s.installUpgradeRemove(apk, pkg)
 	})
 }
@@ -178,7 +183,9 @@ func (s *stockApk) feedDepends(sorted []string) []string {
 	return nil
 }
 
-func (s *stockApk) installUpgradeRemove(apkFile string, pkg *apkv3.Decoded) {
+// newRoot copies the skeleton root (root/ next to the stock apk) for one install and sets
+// up the ubus tripwire; it returns the tripwire's log.
+func (s *stockApk) newRoot() string {
 	t := s.t
 	stockRoot := filepath.Join(filepath.Dir(s.apk), "root")
 	s.root = filepath.Join(t.TempDir(), "root")
@@ -196,14 +203,74 @@ func (s *stockApk) installUpgradeRemove(apkFile string, pkg *apkv3.Decoded) {
 	if err := os.WriteFile(filepath.Join(s.trip, "ubus"), []byte("#!/bin/sh\necho \"ubus $*\" >> "+tripLog+"\n"), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	// What the package depends on is in the image already: empty packages of those names.
-	stubs := t.TempDir()
-	var stubFiles []string
+	return tripLog
+}
+
+// stubs packs empty packages named as the package's dependencies: what the image has.
+func (s *stockApk) stubs(pkg *apkv3.Decoded) []string {
+	dir := s.t.TempDir()
+	var files []string
 	for _, d := range pkg.Info.Depends {
-		p := filepath.Join(stubs, d+".apk")
+		p := filepath.Join(dir, d+".apk")
 		s.run([]string{"SOURCE_DATE_EPOCH=1700000000"}, "mkpkg", "--info", "name:"+d, "--info", "version:1-r0", "--info", "arch:"+s.arch, "--output", p)
-		stubFiles = append(stubFiles, p)
+		files = append(files, p)
 	}
+	return files
+}
+
+// imageInstall installs the package the way OpenWrt's image build does (include/rootfs.mk):
+// `apk add --no-scripts` into the image root, then the post-install script apk kept in
+// lib/apk/db/scripts.tar.gz run by bash with IPKG_INSTROOT set. apk names the kept scripts
+// by the package's unique id, so the id must be the package's.
+func (s *stockApk) imageInstall(apkFile string, pkg *apkv3.Decoded) {
+	t := s.t
+	tripLog := s.newRoot()
+	s.run([]string{"IPKG_INSTROOT=" + s.root}, append(append([]string{"--root", s.root, "--arch", s.arch,
+		"--allow-untrusted", "--no-network", "--no-cache", "--no-scripts", "add", "--initdb"}, s.stubs(pkg)...), apkFile)...)
+	f, err := os.Open(filepath.Join(s.root, "lib/apk/db/scripts.tar.gz"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	zr, err := gzip.NewReader(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := fmt.Sprintf("af-conn-%s.X1%x.post-install", pkg.Info.Version, pkg.UniqueID)
+	var script []byte
+	for tr := tar.NewReader(zr); ; {
+		h, err := tr.Next()
+		if err != nil {
+			break
+		}
+		if h.Name == want {
+			script, _ = io.ReadAll(tr)
+		}
+	}
+	if script == nil {
+		t.Fatalf("lib/apk/db/scripts.tar.gz has no %s", want)
+	}
+	p := filepath.Join(s.root, "tmp", want)
+	if err := os.WriteFile(p, script, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("bash", p)
+	cmd.Dir = s.root
+	cmd.Env = append(os.Environ(), "IPKG_INSTROOT="+s.root, "PATH="+s.trip+":"+os.Getenv("PATH"))
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Errorf("the image build's post-install: %v\n%s", err, out)
+	}
+	s.checkFiles(pkg, nil)
+	s.checkEnabled(true)
+	if b, err := os.ReadFile(tripLog); err == nil {
+		t.Errorf("the image build's post-install reached for this machine's ubus:\n%s", b)
+	}
+}
+
+func (s *stockApk) installUpgradeRemove(apkFile string, pkg *apkv3.Decoded) {
+	t := s.t
+	tripLog := s.newRoot()
+	stubFiles := s.stubs(pkg)
 
 	out := s.inRoot(append(append([]string{"add", "--initdb"}, stubFiles...), apkFile)...)
 	if !strings.Contains(out, "Installing af-conn ("+pkg.Info.Version+")") || !strings.Contains(out, "af-conn-"+pkg.Info.Version+".post-install") {
