@@ -295,6 +295,12 @@ func (u *uplinks) WakeAt(t time.Time) {
 func (u *uplinks) Log(msg string, args ...any) { u.d.log.Info(msg, args...) }
 
 func (u *uplinks) StateChanged(s failover.UplinkSettings, from, _ uplink.State, _ string) {
+	if u.ctrl == nil {
+		// failover.New applies the configuration before it returns (a
+		// disabled uplink changes state there): nothing to announce yet,
+		// and status reads the state once start has set u.ctrl.
+		return
+	}
 	for _, v := range u.ctrl.Views() {
 		if v.Settings.Name != s.Name {
 			continue
