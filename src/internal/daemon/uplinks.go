@@ -137,6 +137,7 @@ func (u *uplinks) start(ctx context.Context) error {
 		CarrierPoll: carrierPoll,
 		Notify:      func(up netmon.Update) { u.d.post(netmonEvent{up}) },
 		Logf:        func(f string, a ...any) { u.d.log.Warn(fmt.Sprintf(f, a...)) },
+		Debugf:      func(f string, a ...any) { u.d.log.Debug(fmt.Sprintf(f, a...)) },
 	}
 	errc := make(chan error, 1)
 	go func() { errc <- u.net.watch(ctx, opts) }()
