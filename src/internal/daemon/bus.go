@@ -57,6 +57,7 @@ type bus struct {
 	conn     *ubus.Conn // the connection up now, nil while there is none
 	connects uint64
 
+	refusals  ubus.LogLimiter            // failed calls logged
 	netifd    map[string]NetifdInterface // (loop) by network name
 	preferred int                        // (loop) last preference announced
 }
@@ -211,7 +212,10 @@ func (b *bus) handler(name string, f methodFunc) ubus.MethodHandler {
 		defer cancel()
 		out, err := f(ctx, req.Args)
 		if err != nil {
-			b.d.log.Info("ubus call refused", "method", name, "status", ubus.StatusOf(err).Error(), "err", err)
+			// Anyone allowed to call may fail calls in a loop: the log takes a few a window.
+			if ok, dropped := b.refusals.Allow(time.Now()); ok {
+				b.d.log.Info("ubus call refused", "method", name, "status", ubus.StatusOf(err).Error(), "err", err, "more_refused_before", dropped)
+			}
 			return ubus.Table{{Name: "error", Value: err.Error()}}, err
 		}
 		return out, nil
