@@ -21,7 +21,7 @@ const renews = 100
 // gateway. After each change netifd (a stand-in object on the test's ubusd) is asked again,
 // since it sends no event for such a renew.
 func TestE2EGatewayRenews(t *testing.T) {
-	r := newRigWith(t, rigOptions{args: []string{"-d"}, ubus: true})
+	r := newRigWith(t, rigOptions{ubus: true}) // the default configuration: firewall on
 	eth := r.w.MustUplink("eth0")
 	gws := []string{eth.Gateway.String(), "198.18.10.254"}
 	if err := eth.Router.IP("addr add " + gws[1] + "/24 dev todev"); err != nil {
@@ -49,6 +49,11 @@ func TestE2EGatewayRenews(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	// An open connection, so a conntrack flush would have entries to delete (and log).
+	c := dialEcho(t, r.w)
+	if err := c.works(5 * time.Second); err != nil {
+		t.Fatal(err)
+	}
 	mark, changes := r.p.Mark(), r.watch.count()
 	for i := range renews {
 		old, next := gws[i%2], gws[(i+1)%2]
@@ -73,6 +78,9 @@ func TestE2EGatewayRenews(t *testing.T) {
 		}
 	}
 	time.Sleep(2 * time.Second) // a grace running out would show now
+	if err := c.works(5 * time.Second); err != nil {
+		t.Errorf("the connection opened before the renews: %v", err)
+	}
 	log := r.p.Log()
 	logSince := func(re string) int {
 		n := 0
