@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -14,9 +15,8 @@ import (
 	"github.com/afero/af-conn/internal/ubus/ubustest"
 )
 
-// lockdownSampler reads the device's nftables table over netlink every millisecond and counts
-// the samples in which the lock-down was not whole: the table absent, the static whitelist
-// empty, or a base chain (input, output, forward) without its rules.
+// lockdownSampler checks the device's lock-down over and over and counts the samples in which
+// it was not whole.
 type lockdownSampler struct {
 	samples int
 	gaps    []string
@@ -24,7 +24,9 @@ type lockdownSampler struct {
 	done    chan struct{}
 }
 
-func sampleLockdown(t *testing.T, w *testbed.World) *lockdownSampler {
+// nftLockdown reads the nftables table over netlink: whole when the table is there, the
+// static whitelist not empty, and each base chain (input, output, forward) has its rules.
+func nftLockdown(t *testing.T, w *testbed.World) func() string {
 	ns := w.Device.Handle(t)
 	conn, err := nftables.New(nftables.WithNetNSFd(int(ns)))
 	if err != nil {
@@ -32,8 +34,7 @@ func sampleLockdown(t *testing.T, w *testbed.World) *lockdownSampler {
 	}
 	table := &nftables.Table{Family: nftables.TableFamilyINet, Name: "afconn"}
 	static := &nftables.Set{Table: table, Name: "static4", KeyType: nftables.TypeIPAddr, Interval: true}
-	s := &lockdownSampler{stop: make(chan struct{}), done: make(chan struct{})}
-	check := func() string {
+	return func() string {
 		elems, err := conn.GetSetElements(static)
 		if err != nil {
 			return "static4: " + err.Error()
@@ -52,6 +53,31 @@ func sampleLockdown(t *testing.T, w *testbed.World) *lockdownSampler {
 		}
 		return ""
 	}
+}
+
+// iptLockdown reads the iptables rules and the static ip set: whole when INPUT, OUTPUT and
+// FORWARD jump to connmgr's chains, those chains have rules, and the whitelist is in its set.
+func iptLockdown(w *testbed.World) func() string {
+	return func() string {
+		rules, err := w.Device.Run("iptables", "-S")
+		if err != nil {
+			return err.Error()
+		}
+		for _, want := range []string{"-A INPUT ", "-A OUTPUT ", "-A FORWARD ", "-A AFERO_ALLOW_WHITELIST_INPUT ", "-A AFERO_ALLOW_WHITELIST_OUTPUT "} {
+			if !strings.Contains(rules, want) {
+				return "no " + strings.TrimSpace(want)
+			}
+		}
+		set, err := w.Device.Run("ipset", "list", "afconn_static4")
+		if err != nil || !strings.Contains(set, "198.19.0.1") {
+			return "static whitelist: " + strings.TrimSpace(set) + fmt.Sprint(err)
+		}
+		return ""
+	}
+}
+
+func sampleLockdown(check func() string) *lockdownSampler {
+	s := &lockdownSampler{stop: make(chan struct{}), done: make(chan struct{})}
 	go func() {
 		defer close(s.done)
 		for {
@@ -81,11 +107,17 @@ func (s *lockdownSampler) finish() (samples int, gaps []string) {
 // lock-down and the pinholes in the kernel, and the next instance (procd's respawn) adopts
 // them without a moment in which the hub is unfiltered. SIGTERM still removes everything.
 func TestCrashFailsClosed(t *testing.T) {
+	for _, backend := range []string{"nftables", "iptables"} {
+		t.Run(backend, func(t *testing.T) { crashFailsClosed(t, backend) })
+	}
+}
+
+func crashFailsClosed(t *testing.T, backend string) {
 	w := testbed.New(t, testbed.Options{})
 	bin := testbed.ConnmgrWithTestHooks(t)
 	dir := writeFiles(t, map[string]string{
 		"network":   testNetwork,
-		"connmgr":   "config connmgr 'main'\n\toption firewall_backend 'nftables'\n\toption echo_host '198.19.0.1'\n",
+		"connmgr":   "config connmgr 'main'\n\toption firewall_backend '" + backend + "'\n\toption echo_host '198.19.0.1'\n",
 		"whitelist": "198.19.0.1\n*.afero.io\n",
 	})
 	sock := filepath.Join(dir, "ubus.sock")
@@ -94,7 +126,7 @@ func TestCrashFailsClosed(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { srv.Close() })
-	inForce := regexp.MustCompile(`msg="firewall lock-down in force" backend=nftables`)
+	inForce := regexp.MustCompile(`msg="firewall lock-down in force" backend=` + backend)
 	start := func() *testbed.Process {
 		t.Helper()
 		p, err := w.Device.Start(nil, bin, "-c", dir, "-w", filepath.Join(dir, "whitelist"), "-s", sock)
@@ -110,6 +142,9 @@ func TestCrashFailsClosed(t *testing.T) {
 	const pinhole = "198.19.7.7"
 	hasPinhole := func() bool {
 		out, _ := w.Device.Run("nft", "list", "set", "inet", "afconn", "allow4")
+		if backend == "iptables" {
+			out, _ = w.Device.Run("ipset", "list", "afconn_allow4")
+		}
 		return strings.Contains(out, pinhole)
 	}
 
@@ -123,7 +158,14 @@ func TestCrashFailsClosed(t *testing.T) {
 	if !hasPinhole() {
 		t.Fatal("pinhole not in the kernel")
 	}
-	s := sampleLockdown(t, w)
+	check := iptLockdown(w)
+	if backend == "nftables" {
+		check = nftLockdown(t, w)
+	}
+	if gap := check(); gap != "" {
+		t.Fatalf("the check finds the lock-down not whole while connmgr runs: %s", gap)
+	}
+	s := sampleLockdown(check)
 	time.Sleep(100 * time.Millisecond)
 
 	// SIGKILL: nothing runs; the next instance starts over what is there.
@@ -166,7 +208,7 @@ func TestCrashFailsClosed(t *testing.T) {
 	if err := p.Stop(15 * time.Second); err != nil {
 		t.Fatalf("exit on SIGTERM: %v\n%s", err, p.Log())
 	}
-	if out, err := w.Device.Run("nft", "list", "table", "inet", "afconn"); err == nil {
-		t.Fatalf("table left after SIGTERM:\n%s", out)
+	if gap := check(); gap == "" {
+		t.Fatal("lock-down left after SIGTERM")
 	}
 }
