@@ -213,7 +213,7 @@ func (b *bus) handler(name string, f methodFunc) ubus.MethodHandler {
 		out, err := f(ctx, req.Args)
 		if err != nil {
 			// Anyone allowed to call may fail calls in a loop: the log takes a few a window.
-			if ok, dropped := b.refusals.Allow(time.Now()); ok {
+			if ok, dropped := b.refusals.Allow(b.d.clock.Now()); ok {
 				b.d.log.Info("ubus call refused", "method", name, "status", ubus.StatusOf(err).Error(), "err", err, "more_refused_before", dropped)
 			}
 			return ubus.Table{{Name: "error", Value: err.Error()}}, err
