@@ -1,7 +1,9 @@
 package main
 
 import (
+	"bytes"
 	"fmt"
+	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -210,5 +212,23 @@ func crashFailsClosed(t *testing.T, backend string) {
 	}
 	if gap := check(); gap == "" {
 		t.Fatal("lock-down left after SIGTERM")
+	}
+}
+
+// TestNoTestHooksInProduction: the binary make builds (and the package ships) has no panic
+// hook: its text is only in the test build.
+func TestNoTestHooksInProduction(t *testing.T) {
+	const hook = "connmgr test hook: panic on the event loop"
+	for _, c := range []struct {
+		bin  string
+		want bool
+	}{{testbed.Connmgr(t), false}, {testbed.ConnmgrWithTestHooks(t), true}} {
+		b, err := os.ReadFile(c.bin)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := bytes.Contains(b, []byte(hook)); got != c.want {
+			t.Errorf("%s: test hook present %v, want %v", c.bin, got, c.want)
+		}
 	}
 }
