@@ -34,8 +34,15 @@ func TestDaemonFirewallLifecycle(t *testing.T) {
 	if _, err := w.Device.Run("nft", "flush", "ruleset"); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := p.WaitLogFrom(mark, regexp.MustCompile(`firewall rules were removed`), 20*time.Second); err != nil {
+	line, err := p.WaitLogFrom(mark, regexp.MustCompile(`firewall rules were removed`), 20*time.Second)
+	if err != nil {
 		t.Fatal(err)
+	}
+	if strings.Contains(line, "err=<nil>") {
+		t.Errorf("a restore that worked logged a nil error: %s", line)
+	}
+	if warn := regexp.MustCompile(`level=WARN msg="netmon: full dump`).FindString(p.Log()); warn != "" {
+		t.Errorf("the start's netlink dump logged as a warning: %s", warn)
 	}
 	if got := list(); !strings.Contains(got, "AFERO_FORWARD_WHITELIST") || !strings.Contains(got, "198.19.0.1") {
 		t.Fatalf("not restored:\n%s", got)

@@ -565,7 +565,7 @@ func TestLoadDirErrors(t *testing.T) {
 
 func TestWarnings(t *testing.T) {
 	dir := writeDir(t, map[string]string{
-		"connmgr": "config connmgr main\n\toption echo_prot 80\nconfig connmgr other\nconfig bogus\nconfig uplink ethnet\n\toption metric 5\n",
+		"connmgr": "config connmgr main\n\toption echo_prot 80\nconfig connmgr other\nconfig bogus\nconfig uplink ethnet\n\toption metric 5\nconfig uplink wan\n\toption type wifi\nconfig uplink modemnet\n",
 		"network": "config interface lan\n",
 	})
 	cfg, err := Load(dir)
@@ -577,7 +577,9 @@ func TestWarnings(t *testing.T) {
 		dir + "/connmgr:4: section '@bogus[0]': unknown section type 'bogus' ignored",
 		dir + "/connmgr:6: section 'ethnet': unknown option 'metric' ignored",
 		dir + "/connmgr:2: section 'main': unknown option 'echo_prot' ignored",
-		dir + "/network: no interface 'ethnet' for uplink 'ethnet'",
+		// Not for ethnet and modemnet: a hub without a modem has no modemnet, and the shipped
+		// configuration lists all three.
+		dir + "/network: no interface 'wan' for uplink 'wan'",
 	}
 	if !reflect.DeepEqual(cfg.Warnings, want) {
 		t.Errorf("warnings:\n%s\nwant:\n%s", strings.Join(cfg.Warnings, "\n"), strings.Join(want, "\n"))
@@ -600,5 +602,21 @@ func TestFmtDur(t *testing.T) {
 		if got := fmtDur(d); got != want {
 			t.Errorf("fmtDur(%v) = %s", d, got)
 		}
+	}
+}
+
+// TestShippedConfigWithoutModem: the shipped /etc/config/connmgr on a hub with no modem (no
+// modemnet in network) loads without a warning; it warned about modemnet on every such hub.
+func TestShippedConfigWithoutModem(t *testing.T) {
+	dir := writeDir(t, map[string]string{
+		"connmgr": DefaultUCI,
+		"network": "config interface ethnet\n\toption device eth0\nconfig interface stanet\n\toption proto dhcp\n",
+	})
+	cfg, err := Load(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cfg.Warnings) != 0 {
+		t.Errorf("warnings: %q", cfg.Warnings)
 	}
 }

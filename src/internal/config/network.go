@@ -23,7 +23,11 @@ func (c *Config) resolveUplinks(drafts []draft, network, wireless, connmgr file)
 		if iface != nil && iface.Type != "interface" {
 			iface = nil
 		}
-		if iface == nil && !network.missing && u.Enabled {
+		// The built-in networks (ethnet, stanet, modemnet) are listed in the shipped
+		// configuration of every hub, and a hub lacks those of the media it has not (no
+		// modem, no modemnet): their uplink is just absent, as its status says. Another
+		// name with no network is likely a typo.
+		if iface == nil && !network.missing && u.Enabled && !isDefaultUplink(u.Name) {
 			c.Warnings = append(c.Warnings, fmt.Sprintf("%s: no interface '%s' for uplink '%s'", network.path, u.Name, u.Name))
 		}
 		if !d.device {
@@ -264,4 +268,14 @@ func bridgeOf(network file, ap AP) string {
 		return "br-" + ap.Network
 	}
 	return ""
+}
+
+// isDefaultUplink tells whether name is one of the built-in uplink networks.
+func isDefaultUplink(name string) bool {
+	for _, d := range defaultUplinks {
+		if d.name == name {
+			return true
+		}
+	}
+	return false
 }

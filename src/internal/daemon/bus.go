@@ -11,7 +11,6 @@ package daemon
 // NOT_SUPPORTED while the firewall mode is off. Other components take part by implementing
 // small interfaces; the bus finds them in d.components and calls them on the loop goroutine:
 //
-//   - hotplugSink receives the method notify (the hotplug hook: an uplink monitor hint);
 //   - netifdSink is told when netifd's view of an uplink changes (DNS servers, gateways);
 //   - preferenceSink (notices.go) acts on set_attribute 65008 and switch.
 //
@@ -37,13 +36,6 @@ const ObjectName = "connmgr"
 // callTimeout bounds how long a method call waits for the loop; the stock ubus CLI waits 30 s.
 const callTimeout = 10 * time.Second
 
-// hotplugSink is implemented by components that want the hotplug hook's hint (ubus method
-// notify, from /etc/hotplug.d/iface): network is the UCI interface name (ethnet), action
-// netifd's ACTION (ifup, ifdown, ifupdate, ...). It runs on the loop and must not block.
-type hotplugSink interface {
-	hotplug(network, action string)
-}
-
 // bus is the ubus component. Fields marked (loop) are read and written only on the loop
 // goroutine; the rest are guarded by mu or set before start returns.
 type bus struct {
@@ -65,6 +57,7 @@ type bus struct {
 	conn     *ubus.Conn // the connection up now, nil while there is none
 	connects uint64
 
+	refusals  ubus.LogLimiter            // failed calls logged
 	netifd    map[string]NetifdInterface // (loop) by network name
 	preferred int                        // (loop) last preference announced
 }
@@ -219,7 +212,10 @@ func (b *bus) handler(name string, f methodFunc) ubus.MethodHandler {
 		defer cancel()
 		out, err := f(ctx, req.Args)
 		if err != nil {
-			b.d.log.Info("ubus call refused", "method", name, "status", ubus.StatusOf(err).Error(), "err", err)
+			// Anyone allowed to call may fail calls in a loop: the log takes a few a window.
+			if ok, dropped := b.refusals.Allow(b.d.clock.Now()); ok {
+				b.d.log.Info("ubus call refused", "method", name, "status", ubus.StatusOf(err).Error(), "err", err, "more_refused_before", dropped)
+			}
 			return ubus.Table{{Name: "error", Value: err.Error()}}, err
 		}
 		return out, nil
@@ -400,28 +396,22 @@ func (b *bus) callFirewallRestore(ctx context.Context, _ ubus.Table) (ubus.Table
 	return out, err
 }
 
-// callNotify is the hotplug hook's hint that netifd changed a network. The bus asks netifd
-// about it again (when it is an uplink) and tells every hotplugSink.
-func (b *bus) callNotify(ctx context.Context, args ubus.Table) (ubus.Table, error) {
+// callNotify is the hotplug hook's hint that netifd changed a network (ifup, ifdown,
+// ifupdate, ...): the bus asks netifd about it again when it is an uplink. The uplink monitor
+// follows the kernel over netlink, which tells it the same change first, so the hint feeds
+// only netifd's view (the DNS servers the probes use); the action is not needed for that.
+func (b *bus) callNotify(_ context.Context, args ubus.Table) (ubus.Table, error) {
 	network, err := strArg(args, "interface")
 	if err != nil {
 		return nil, err
 	}
-	action, err := strArg(args, "action")
-	if err != nil {
+	if _, err := strArg(args, "action"); err != nil {
 		return nil, err
 	}
 	if b.isUplink(network) {
 		b.refreshNetifd(network)
 	}
-	return b.onLoop(ctx, func() (ubus.Table, error) {
-		for _, c := range b.d.components {
-			if h, ok := c.(hotplugSink); ok {
-				h.hotplug(network, action)
-			}
-		}
-		return nil, nil
-	})
+	return nil, nil
 }
 
 // Argument readers: a missing or mistyped argument is INVALID_ARGUMENT naming it.

@@ -3,7 +3,8 @@ package daemon
 // netifd's view of the uplinks: the bus listens to netifd's `network.interface` events
 // ({"action": "ifup"|"ifdown", "interface": NAME}) and asks `network.interface.NAME status`
 // for each configured uplink after every event, at every (re)connection, after a reload that
-// adds an uplink and on the hotplug hook's hint (method notify). The result lives on the loop
+// adds an uplink, when netlink shows an uplink's addresses or gateway change (netifd sends no
+// event for a renew that changes only those) and on the hotplug hook's hint (method notify). The result lives on the loop
 // (bus.netifd); components read it with d.netifdInfo or implement netifdSink to hear of
 // changes. While ubusd is away the last answers stay (netifd itself keeps running); they are
 // refreshed on reconnection.
@@ -56,6 +57,15 @@ func (d *Daemon) netifdInfo(network string) (NetifdInterface, bool) {
 		}
 	}
 	return NetifdInterface{}, false
+}
+
+// refreshNetifd asks netifd again about networks (no-op without a bus); it runs on the loop.
+func (d *Daemon) refreshNetifd(networks ...string) {
+	for _, c := range d.components {
+		if b, ok := c.(*bus); ok {
+			b.refreshNetifd(networks...)
+		}
+	}
 }
 
 // ParseNetifdStatus reads the reply of `network.interface.NAME status`. Entries that do not

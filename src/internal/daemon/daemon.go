@@ -151,7 +151,15 @@ func (d *Daemon) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var started []component
+	// Only a return undoes what the components changed. A panic unwinds through here too, and
+	// must leave the lock-down (and the routes) in place: the hub stays filtered until procd's
+	// respawn adopts them, as after SIGKILL (README "What a fault leaves behind").
+	returned := false
 	defer func() {
+		if !returned {
+			d.log.Error("connmgr crashed: firewall lock-down, pinholes and routes left in place for the next instance")
+			return
+		}
 		for i := len(started) - 1; i >= 0; i-- {
 			started[i].stop()
 		}
@@ -159,14 +167,17 @@ func (d *Daemon) Run(ctx context.Context) error {
 	}()
 	for _, c := range d.components {
 		if err := c.start(ctx); err != nil {
+			returned = true
 			return fmt.Errorf("start: %w", err)
 		}
 		started = append(started, c)
 	}
+	d.startTestHooks(ctx)
 	d.log.Info("running", "components", len(started))
 	for {
 		select {
 		case <-ctx.Done():
+			returned = true
 			return nil
 		case ev := <-d.events:
 			ev.apply(d)

@@ -85,7 +85,12 @@ func (c *firewallComponent) verify() {
 	case fw != nil:
 		restored, err := fw.Ensure()
 		if restored {
-			c.d.log.Warn("firewall rules were removed from the kernel (flush or firewall restart); restored them with the learned addresses", "err", err)
+			const msg = "firewall rules were removed from the kernel (flush or firewall restart); restored them with the learned addresses"
+			if err != nil {
+				c.d.log.Warn(msg, "err", err)
+			} else {
+				c.d.log.Warn(msg)
+			}
 		}
 		c.noteErr(err)
 	}

@@ -90,6 +90,7 @@ func failoverSettings(c *config.Config) failover.Settings {
 			Failing: m.ProbeIntervalFailing, Cellular: m.CellularProbeInterval},
 		ProbeTimeout:    m.ProbeTimeout,
 		ProbeTimeoutMax: max(m.ProbeTimeout, 5*time.Second),
+		RouteGrace:      failover.DefaultRouteGrace,
 	}
 	for _, u := range c.Uplinks {
 		s.Uplinks = append(s.Uplinks, failover.UplinkSettings{Name: u.Name, Device: u.Device,
@@ -137,6 +138,7 @@ func (u *uplinks) start(ctx context.Context) error {
 		CarrierPoll: carrierPoll,
 		Notify:      func(up netmon.Update) { u.d.post(netmonEvent{up}) },
 		Logf:        func(f string, a ...any) { u.d.log.Warn(fmt.Sprintf(f, a...)) },
+		Debugf:      func(f string, a ...any) { u.d.log.Debug(fmt.Sprintf(f, a...)) },
 	}
 	errc := make(chan error, 1)
 	go func() { errc <- u.net.watch(ctx, opts) }()
@@ -295,6 +297,12 @@ func (u *uplinks) WakeAt(t time.Time) {
 func (u *uplinks) Log(msg string, args ...any) { u.d.log.Info(msg, args...) }
 
 func (u *uplinks) StateChanged(s failover.UplinkSettings, from, _ uplink.State, _ string) {
+	if u.ctrl == nil {
+		// failover.New applies the configuration before it returns (a
+		// disabled uplink changes state there): nothing to announce yet,
+		// and status reads the state once start has set u.ctrl.
+		return
+	}
 	for _, v := range u.ctrl.Views() {
 		if v.Settings.Name != s.Name {
 			continue
@@ -334,11 +342,29 @@ type netmonEvent struct{ u netmon.Update }
 func (e netmonEvent) apply(d *Daemon) {
 	u := d.uplinks
 	if len(e.u.Devices) > 0 {
+		before := u.ctrl.Views()
 		u.ctrl.DeviceUpdate(e.u.Devices)
+		// netifd sends no event after a renew that changes only the gateway or the DNS
+		// servers: a change the kernel shows is the cue to ask it again.
+		if changed := routingChanged(before, u.ctrl.Views()); len(changed) > 0 {
+			d.refreshNetifd(changed...)
+		}
 	}
 	if e.u.OwnRoutesChanged || e.u.RulesChanged {
 		u.ctrl.RoutesChanged()
 	}
+}
+
+// routingChanged names the uplinks whose addresses or gateway differ between two views.
+func routingChanged(before, after []failover.View) []string {
+	var out []string
+	for _, a := range after {
+		i := slices.IndexFunc(before, func(b failover.View) bool { return b.Settings.Name == a.Settings.Name })
+		if i < 0 || before[i].Device.Gateway != a.Device.Gateway || !slices.Equal(before[i].Device.Addrs, a.Device.Addrs) {
+			out = append(out, a.Settings.Name)
+		}
+	}
+	return out
 }
 
 type aliveEvent struct {

@@ -5,11 +5,13 @@ import (
 	"log/slog"
 	"net/netip"
 	"path/filepath"
+	"slices"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/afero/af-conn/internal/capture"
+	"github.com/afero/af-conn/internal/failover"
 	"github.com/afero/af-conn/internal/netmon"
 	"github.com/afero/af-conn/internal/probe"
 	"github.com/afero/af-conn/internal/route"
@@ -161,5 +163,35 @@ func TestUplinksComponent(t *testing.T) {
 	}
 	if network != 3 || iface < 5 || wifi < 3 {
 		t.Errorf("notices: %d network, %d interface, %d wifi: %+v", network, iface, wifi, notes.got)
+	}
+}
+
+func TestRoutingChanged(t *testing.T) {
+	view := func(name, addr, gw string) failover.View {
+		v := failover.View{Settings: failover.UplinkSettings{Name: name}}
+		if addr != "" {
+			v.Device.Addrs = []netip.Prefix{netip.MustParsePrefix(addr)}
+		}
+		if gw != "" {
+			v.Device.Gateway = netip.MustParseAddr(gw)
+		}
+		return v
+	}
+	eth := view("ethnet", "198.18.10.2/24", "198.18.10.1")
+	wlan := view("stanet", "198.18.20.2/24", "198.18.20.1")
+	for _, tc := range []struct {
+		name          string
+		before, after []failover.View
+		want          []string
+	}{
+		{"nothing", []failover.View{eth, wlan}, []failover.View{eth, wlan}, nil},
+		{"gateway", []failover.View{eth, wlan}, []failover.View{view("ethnet", "198.18.10.2/24", "198.18.10.254"), wlan}, []string{"ethnet"}},
+		{"address", []failover.View{eth, wlan}, []failover.View{eth, view("stanet", "198.18.20.9/24", "198.18.20.1")}, []string{"stanet"}},
+		{"went down", []failover.View{eth}, []failover.View{view("ethnet", "", "")}, []string{"ethnet"}},
+		{"new uplink (reload)", []failover.View{eth}, []failover.View{eth, wlan}, []string{"stanet"}},
+	} {
+		if got := routingChanged(tc.before, tc.after); !slices.Equal(got, tc.want) {
+			t.Errorf("%s: %q, want %q", tc.name, got, tc.want)
+		}
 	}
 }

@@ -38,7 +38,16 @@ type Settings struct {
 	// rounds get four smoothed RTTs, up to ProbeTimeoutMax.
 	ProbeTimeout    time.Duration
 	ProbeTimeoutMax time.Duration
+	// RouteGrace is how long an up uplink's default route may be missing, with carrier and
+	// an address still there, before the uplink counts as down (0: at once). netifd deletes
+	// the old default route and adds the new one when a DHCP renew changes the gateway.
+	RouteGrace time.Duration
 }
+
+// DefaultRouteGrace is the daemon's RouteGrace: netifd's gap is a few hundred microseconds,
+// a loaded 580 MHz router may take a few hundred milliseconds; a default route that stays
+// away longer than this is a fault.
+const DefaultRouteGrace = 1500 * time.Millisecond
 
 // Router is the routing state the controller changes (route.Manager).
 type Router interface {
@@ -76,6 +85,10 @@ type link struct {
 	lastStart time.Time // start of the last round
 	capture   netip.Prefix
 	addrs     []netip.Addr // IPv4 addresses last seen, for conntrack flushes
+	// held is a snapshot without the default route kept from the machine until heldUntil
+	// (RouteGrace), nil when none is held.
+	held      *uplink.Device
+	heldUntil time.Time
 }
 
 // Counters count decisions.
@@ -160,11 +173,48 @@ func (c *Controller) DeviceUpdate(devs map[string]uplink.Device) {
 		c.devices[dev] = d
 		for _, l := range c.links {
 			if l.set.Device == dev {
-				c.apply(l, now, uplink.DeviceEvent{Device: d})
+				c.device(l, now, d)
 			}
 		}
 	}
 	c.decide(now, "netlink")
+}
+
+// device feeds a snapshot to the uplink's machine, unless it only lacks the default route of
+// an up uplink: that one is held for RouteGrace, and a snapshot with a default route (the
+// renew's new one) or with a real fault (no carrier, no address) replaces it before it counts.
+func (c *Controller) device(l *link, now time.Time, d uplink.Device) {
+	if c.set.RouteGrace > 0 && holdRouteLoss(l.m.State(), d) {
+		if l.held == nil {
+			l.heldUntil = now.Add(c.set.RouteGrace)
+			c.env.Log("default route gone; waiting before it counts", "network", l.set.Name,
+				"device", l.set.Device, "grace", c.set.RouteGrace.String())
+		}
+		l.held = &d
+		return
+	}
+	l.held = nil
+	c.apply(l, now, uplink.DeviceEvent{Device: d})
+}
+
+// holdRouteLoss tells whether snapshot d of an uplink in state st waits for RouteGrace: the
+// uplink is up, and its device still has carrier and an address, but no default route.
+func holdRouteLoss(st uplink.State, d uplink.Device) bool {
+	return st.Up() && d.Present && d.AdminUp && d.Carrier && len(d.Addrs) > 0 && !d.HasDefault
+}
+
+// releaseHeld feeds the snapshots whose grace is over; it reports whether there were any.
+func (c *Controller) releaseHeld(now time.Time) bool {
+	released := false
+	for _, l := range c.links {
+		if l.held != nil && !now.Before(l.heldUntil) {
+			d := *l.held
+			l.held = nil
+			c.apply(l, now, uplink.DeviceEvent{Device: d})
+			released = true
+		}
+	}
+	return released
 }
 
 // RoutesChanged says routes or rules of ours may have been changed by
@@ -197,6 +247,9 @@ func (c *Controller) ProbeDone(name string, r uplink.ProbeResult) {
 // Tick starts the probe rounds that are due and asks for the next wake.
 func (c *Controller) Tick() {
 	now := c.env.Now()
+	if c.releaseHeld(now) {
+		c.decide(now, "default route still gone")
+	}
 	if c.routeErr {
 		c.applied = nil
 		c.applyRoutes("retry after error")
@@ -419,6 +472,11 @@ func (c *Controller) schedule(now time.Time) {
 		}
 		if next.IsZero() || at.Before(next) {
 			next = at
+		}
+	}
+	for _, l := range c.links {
+		if l.held != nil && (next.IsZero() || l.heldUntil.Before(next)) {
+			next = l.heldUntil
 		}
 	}
 	if !next.IsZero() {

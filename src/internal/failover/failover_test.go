@@ -331,3 +331,96 @@ func TestReloadKeepsState(t *testing.T) {
 		t.Fatalf("ethernet disabled: selected %q", s.routes.Selected)
 	}
 }
+
+func TestHoldRouteLoss(t *testing.T) {
+	noRoute := ethDev
+	noRoute.HasDefault, noRoute.Gateway = false, netip.Addr{}
+	noCarrier, noAddr, absent, adminDown := noRoute, noRoute, noRoute, noRoute
+	noCarrier.Carrier = false
+	noAddr.Addrs = nil
+	absent.Present = false
+	adminDown.AdminUp = false
+	for _, tc := range []struct {
+		name string
+		st   uplink.State
+		d    uplink.Device
+		want bool
+	}{
+		{"up, only the default route gone", uplink.ItfUpSS, noRoute, true},
+		{"unknown, only the default route gone", uplink.ItfUpSU, noRoute, true},
+		{"failing, only the default route gone", uplink.ItfUpSF, noRoute, true},
+		{"route still there", uplink.ItfUpSS, ethDev, false},
+		{"carrier gone too", uplink.ItfUpSS, noCarrier, false},
+		{"address gone too", uplink.ItfUpSS, noAddr, false},
+		{"device gone", uplink.ItfUpSS, absent, false},
+		{"set down", uplink.ItfUpSS, adminDown, false},
+		{"was not up", uplink.ItfDownSX, noRoute, false},
+	} {
+		if got := holdRouteLoss(tc.st, tc.d); got != tc.want {
+			t.Errorf("%s: %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}
+
+// graceSim is newSim with the daemon's route grace.
+func graceSim(t *testing.T) *sim {
+	s := newSim(t)
+	st := settings()
+	st.RouteGrace = DefaultRouteGrace
+	s.c.Configure(st)
+	s.run(s.now.Add(3 * time.Second))
+	return s
+}
+
+// A DHCP renew that changes the gateway, as netifd makes it: the old default route goes,
+// the new one comes a few hundred microseconds later. Not a fault: no switch, no flush,
+// no state change; the routes follow the new gateway.
+func TestRenewWithinGraceIsNoFault(t *testing.T) {
+	s := graceSim(t)
+	states, switches := len(s.states), len(s.switches)
+	gone := ethDev
+	gone.HasDefault, gone.Gateway = false, netip.Addr{}
+	for i := range 20 {
+		gw := fmt.Sprintf("198.18.10.%d", 100+i)
+		s.c.DeviceUpdate(map[string]uplink.Device{"eth0": gone})
+		s.now = s.now.Add(300 * time.Microsecond)
+		s.c.DeviceUpdate(map[string]uplink.Device{"eth0": dev("198.18.10.2/24", gw)})
+		s.run(s.now.Add(2 * time.Second))
+		if s.routes.Selected != "ethnet" || s.routes.Uplinks[0].Gateway != netip.MustParseAddr(gw) {
+			t.Fatalf("renew %d: routes %+v", i, s.routes)
+		}
+	}
+	if len(s.states) != states || len(s.switches) != switches || len(s.flushed) != 0 {
+		t.Fatalf("renews changed states %q, switched %q, flushed %v\n%s", s.states[states:], s.switches[switches:], s.flushed, strings.Join(s.log, "\n"))
+	}
+}
+
+// A default route that stays away counts once the grace is over; a carrier lost meanwhile
+// counts at once.
+func TestRouteLossAfterGrace(t *testing.T) {
+	gone := ethDev
+	gone.HasDefault, gone.Gateway = false, netip.Addr{}
+	s := graceSim(t)
+	start := s.now
+	s.c.DeviceUpdate(map[string]uplink.Device{"eth0": gone})
+	took := s.until(5*time.Second, "switch after the grace", func() bool { return s.routes.Selected == "stanet" })
+	if took < DefaultRouteGrace || took > DefaultRouteGrace+20*time.Millisecond {
+		t.Fatalf("switched %v after the route went (grace %v)", s.now.Sub(start), DefaultRouteGrace)
+	}
+	if got := s.states[len(s.states)-1]; got != "ethnet:ITFDOWN_SX" || len(s.flushed) != 1 {
+		t.Fatalf("state %q, flushed %v", got, s.flushed)
+	}
+
+	s = graceSim(t)
+	s.c.DeviceUpdate(map[string]uplink.Device{"eth0": gone})
+	s.run(s.now.Add(500 * time.Millisecond))
+	if s.routes.Selected != "ethnet" {
+		t.Fatalf("switched within the grace: %q", s.routes.Selected)
+	}
+	down := gone
+	down.Carrier = false
+	s.c.DeviceUpdate(map[string]uplink.Device{"eth0": down})
+	if s.routes.Selected != "stanet" {
+		t.Fatalf("carrier loss during the grace: selected %q", s.routes.Selected)
+	}
+}

@@ -31,6 +31,7 @@ type rig struct {
 	w     *testbed.World
 	p     *testbed.Process
 	watch *routeWatch
+	sock  string // the ubus socket connmgr was given (a ubusd runs there with rigOptions.ubus)
 }
 
 // writeConfig writes the UCI files of a three-uplink device probing the
@@ -104,6 +105,7 @@ func newRigWith(t testing.TB, o rigOptions) *rig {
 		}
 		t.Cleanup(func() { srv.Close() })
 	}
+	r.sock = sock
 	r.p = w.StartConnmgr(t, append(o.args, "-c", dir, "-w", filepath.Join(dir, "whitelist"), "-s", sock)...)
 	r.waitDefault("eth0", 15*time.Second)
 	r.waitState("stanet", "ITFUP_SS", 15*time.Second)

@@ -63,8 +63,10 @@ type Options struct {
 	CarrierPoll time.Duration
 	// Notify receives each update, in order, from the pump goroutine.
 	Notify func(Update)
-	// Logf, if set, logs resyncs and errors.
+	// Logf, if set, logs errors and resubscriptions.
 	Logf func(format string, args ...any)
+	// Debugf, if set, logs full dumps (every start has one: not worth a warning).
+	Debugf func(format string, args ...any)
 }
 
 type linkInfo struct {
@@ -178,6 +180,9 @@ type Monitor struct {
 func New(opts Options) *Monitor {
 	if opts.RcvBuf == 0 {
 		opts.RcvBuf = 1 << 20
+	}
+	if opts.Debugf == nil {
+		opts.Debugf = func(string, ...any) {}
 	}
 	if opts.Logf == nil {
 		opts.Logf = func(string, ...any) {}
@@ -618,7 +623,7 @@ func (m *Monitor) emit(resync, own, rules bool) {
 		return
 	}
 	if resync {
-		m.opts.Logf("netmon: full dump of %d links", len(m.v.links))
+		m.opts.Debugf("netmon: full dump of %d links", len(m.v.links))
 	}
 	m.opts.Notify(u)
 }

@@ -52,6 +52,10 @@ var (
 	buildOnce sync.Once
 	builtBin  string
 	buildErr  error
+
+	hooksOnce sync.Once
+	hooksBin  string
+	hooksErr  error
 )
 
 // Connmgr returns the path of a connmgr binary for end-to-end tests: $CONNMGR_BIN when set
@@ -63,15 +67,31 @@ func Connmgr(t testing.TB) string {
 	if bin := os.Getenv("CONNMGR_BIN"); bin != "" {
 		return bin
 	}
-	buildOnce.Do(func() { builtBin, buildErr = buildConnmgr() })
+	buildOnce.Do(func() { builtBin, buildErr = buildConnmgr("connmgr") })
 	if buildErr != nil {
 		t.Fatalf("build connmgr: %v", buildErr)
 	}
 	return builtBin
 }
 
-// buildConnmgr builds cmd/connmgr into os.TempDir()/af-conn-test-<checkout hash>/connmgr.
-func buildConnmgr() (string, error) {
+// ConnmgrWithTestHooks returns a connmgr binary built with -tags connmgr_testhooks, whose
+// SIGUSR2 makes the daemon panic (for the crash tests; a production build has no such hook):
+// $CONNMGR_TESTHOOKS_BIN when set, else one built now, once per test process.
+func ConnmgrWithTestHooks(t testing.TB) string {
+	t.Helper()
+	if bin := os.Getenv("CONNMGR_TESTHOOKS_BIN"); bin != "" {
+		return bin
+	}
+	hooksOnce.Do(func() { hooksBin, hooksErr = buildConnmgr("connmgr-testhooks", "-tags", "connmgr_testhooks") })
+	if hooksErr != nil {
+		t.Fatalf("build connmgr with test hooks: %v", hooksErr)
+	}
+	return hooksBin
+}
+
+// buildConnmgr builds cmd/connmgr into os.TempDir()/af-conn-test-<checkout hash>/NAME, with
+// extra go build flags.
+func buildConnmgr(name string, flags ...string) (string, error) {
 	_, self, _, ok := runtime.Caller(0)
 	if !ok {
 		return "", errors.New("cannot tell where this checkout is")
@@ -88,12 +108,13 @@ func buildConnmgr() (string, error) {
 	tmp := f.Name()
 	f.Close()
 	defer os.Remove(tmp) // gone after the rename; left only by a failed build
-	cmd := exec.Command("go", "build", "-o", tmp, "github.com/afero/af-conn/cmd/connmgr")
+	args := append(append([]string{"build"}, flags...), "-o", tmp, "github.com/afero/af-conn/cmd/connmgr")
+	cmd := exec.Command("go", args...)
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return "", &buildError{err: err, out: strings.TrimSpace(string(out))}
 	}
-	bin := filepath.Join(dir, "connmgr")
+	bin := filepath.Join(dir, name)
 	if err := os.Rename(tmp, bin); err != nil {
 		return "", err
 	}

@@ -55,7 +55,7 @@ type localObject struct {
 }
 
 // Conn is one connection to ubusd. Its methods may be called from any
-// goroutine. Method handlers run each in their own goroutine; event,
+// goroutine. Method handlers run each in their own goroutine, at most MaxCalls at once; event,
 // notification and subscription callbacks run one at a time in order.
 type Conn struct {
 	nc      net.Conn
@@ -74,6 +74,8 @@ type Conn struct {
 	cancel context.CancelFunc
 	done   chan struct{}
 	queue  *Queue
+	calls  chan struct{} // one token per handler running (MaxCalls)
+	busy   LogLimiter    // refusals noted through Logf
 
 	// Logf, when set before use, receives notes about dropped input.
 	Logf func(format string, args ...any)
@@ -110,6 +112,7 @@ func Dial(ctx context.Context, path string) (*Conn, error) {
 		byObj:   map[*Object]uint32{},
 		done:    make(chan struct{}),
 		queue:   NewQueue(),
+		calls:   make(chan struct{}, MaxCalls),
 	}
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	go c.readLoop(r)
@@ -285,10 +288,20 @@ func (c *Conn) handleInvoke(m *Message) {
 		c.queue.Push(func() { o.onNotify(method, args) })
 		reply(nil, StatusOK, id)
 	default:
+		select {
+		case c.calls <- struct{}{}:
+		default:
+			if ok, dropped := c.busy.Allow(time.Now()); ok {
+				c.logf("ubus: call %s.%s refused: %d calls in progress (%d more refused before it)", o.obj.Name, method, MaxCalls, dropped)
+			}
+			reply(Table{{Name: "error", Value: fmt.Sprintf("busy: %d calls in progress, try again", MaxCalls)}}, StatusTimeout, id)
+			return
+		}
 		req := &Request{Object: o.obj.Name, Method: method, Args: args, Peer: m.Peer}
 		req.User, _ = m.Str(AttrUser)
 		req.Group, _ = m.Str(AttrGroup)
 		go func() {
+			defer func() { <-c.calls }()
 			data, err := safeCall(c.ctx, h.Handler, req)
 			reply(data, StatusOf(err), id)
 		}()
