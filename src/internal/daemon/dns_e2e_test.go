@@ -64,9 +64,13 @@ config interface 'modemnet'
 	option proto 'dhcp'
 `
 
+// e2eConnmgr is the test's connmgr config. The device's resolv.conf names the cloud's DNS
+// server; the forgery tests' resolvers (one that never answers, one that forges) are trusted
+// too, so that their forgeries are judged on the anti-forgery checks that follow the resolver's.
 func e2eConnmgr(backend, hold string) string {
 	return "config connmgr 'main'\n\toption firewall_backend '" + backend + "'\n\toption echo_host '198.19.0.1'\n" +
-		"\toption dns_hold '" + hold + "'\n\toption dns_min_ttl '0'\n\toption dns_grace '2s'\n\toption log_level 'debug'\n"
+		"\toption dns_hold '" + hold + "'\n\toption dns_min_ttl '0'\n\toption dns_grace '2s'\n\toption log_level 'debug'\n" +
+		"\tlist trusted_resolver '" + silentDNS + "'\n\tlist trusted_resolver '" + otherDNS + "'\n"
 }
 
 // e2e is one world with a running daemon.
