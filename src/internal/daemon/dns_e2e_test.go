@@ -118,12 +118,18 @@ func newE2E(t *testing.T, backend string) *e2e {
 		t.Fatal(err)
 	}
 	serveCloudTCP(t, w)
-	dir := t.TempDir()
-	for n, c := range map[string]string{
+	return startE2E(t, w, backend, map[string]string{
 		"network":   e2eNetwork,
 		"connmgr":   e2eConnmgr(backend, "1"),
 		"whitelist": "*.afero.io\n",
-	} {
+	})
+}
+
+// startE2E writes files (network, connmgr, whitelist, ...) to a config directory, starts a test
+// ubusd and connmgr in w's device, and waits until the lock-down and DNS hold mode are in force.
+func startE2E(t *testing.T, w *testbed.World, backend string, files map[string]string) *e2e {
+	dir := t.TempDir()
+	for n, c := range files {
 		if err := os.WriteFile(filepath.Join(dir, n), []byte(c), 0o644); err != nil {
 			t.Fatal(err)
 		}
