@@ -104,7 +104,8 @@ type busTest struct {
 
 type busOpts struct {
 	firewall bool
-	noServer bool // start the daemon while ubusd is away
+	noServer bool                      // start the daemon while ubusd is away
+	more     func(*Daemon) []component // more components, after the bus and the stand-ins
 }
 
 func startBus(t *testing.T, o busOpts) *busTest {
@@ -140,6 +141,9 @@ func startBus(t *testing.T, o busOpts) *busTest {
 		fc := newFirewallComponent(d)
 		fc.open = func(string) (firewall.Backend, error) { return bt.fw, nil }
 		d.components = append(d.components, fc)
+	}
+	if o.more != nil {
+		d.components = append(d.components, o.more(d)...)
 	}
 	bt.d = d
 	runCtx, stop := context.WithCancel(ctx)

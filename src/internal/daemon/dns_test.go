@@ -14,6 +14,7 @@ import (
 	"github.com/afero/af-conn/internal/dnsgate"
 	"github.com/afero/af-conn/internal/dnsx"
 	"github.com/afero/af-conn/internal/firewall"
+	"github.com/afero/af-conn/internal/ubus"
 	"github.com/afero/af-conn/internal/whitelist"
 )
 
@@ -373,4 +374,36 @@ func waitFor(t *testing.T, cond func() bool) {
 		}
 		time.Sleep(2 * time.Millisecond)
 	}
+}
+
+// The trusted resolvers follow netifd: an uplink's DNS servers are trusted while netifd reports
+// them, and no longer once it stops.
+func TestDNSTrustFollowsNetifd(t *testing.T) {
+	var dc *dnsComponent
+	bt := startBus(t, busOpts{noServer: true, more: func(d *Daemon) []component {
+		dc = newDNSComponent(d)
+		dc.host = &fakeHost{idx: map[string]int{}}
+		dc.resolvConfs = nil // not the test machine's
+		return []component{dc}
+	}})
+	var mu sync.Mutex
+	answer := readNetifdSample(t) // ethnet up, DNS 198.18.1.1 and 198.18.0.53
+	bt.startServerWith(func() {
+		bt.publishNetifd("ethnet", func() (ubus.Table, error) { mu.Lock(); defer mu.Unlock(); return answer, nil })
+	})
+	bt.waitObject()
+	trusts := func(a string) bool { return dc.isTrusted(netip.MustParseAddr(a)) }
+	bt.eventually("netifd's DNS servers trusted", func() bool { return trusts("198.18.1.1") && trusts("198.18.0.53") })
+	var st Status
+	bt.loop(func() { st = bt.d.Status() })
+	if got := strings.Join(st.Firewall.DNSTrustedResolvers, " "); got != "198.18.0.53 198.18.1.1" {
+		t.Errorf("status trusted resolvers %q", got)
+	}
+	mu.Lock()
+	answer = ubus.Table{{Name: "up", Value: false}, {Name: "device", Value: "eth0"}}
+	mu.Unlock()
+	if err := bt.conn.Send(bt.ctx, "network.interface", args("action", "ifdown", "interface", "ethnet")); err != nil {
+		t.Fatal(err)
+	}
+	bt.eventually("netifd's old DNS servers no longer trusted", func() bool { return !trusts("198.18.1.1") && !trusts("198.18.0.53") })
 }
