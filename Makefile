@@ -174,13 +174,14 @@ bench-failover: build
 	cd $(SRC) && CONNMGR_BIN=$(BUILD)/connmgr AFCONN_BENCH_FAILOVER=$(RUNS) AFCONN_BENCH_LOSS_PERIOD=$(LOSS_PERIOD) AFCONN_BENCH_CONFIG=$(BENCH_CONFIG) \
 		AFCONN_BENCH_LOAD=$(LOAD_RUNS) $(GO) test -count=1 -timeout 90m -run '^TestFailover(Load)?Benchmark$$' -v ./internal/failover/
 
-# bench-dns runs the firewall and DNS benchmark (BENCHMARKS.md "Firewall and DNS"): the real
-# binary per firewall backend, DNS_N fresh resolutions per mode (root; about 6.5 minutes).
+# bench-dns runs the firewall and DNS benchmarks (BENCHMARKS.md "Firewall and DNS"): the real
+# binary per firewall backend, DNS_N fresh resolutions per mode, then the trust benchmark (rogue
+# resolvers, the hub's lookups under a LAN query flood) (root; about 10 minutes).
 DNS_N ?= 1000
 DNS_BACKENDS ?= nftables,iptables
 bench-dns: build
 	cd $(SRC) && CONNMGR_BIN=$(BUILD)/connmgr AFCONN_BENCH=1 AFCONN_BENCH_N=$(DNS_N) AFCONN_BENCH_BACKENDS=$(DNS_BACKENDS) \
-		$(GO) test -count=1 -timeout 30m -run '^TestBenchDNSFirewall$$' -v ./internal/daemon/
+		$(GO) test -count=1 -timeout 30m -run '^(TestBenchDNSFirewall|TestBenchDNSTrust)$$' -v ./internal/daemon/
 
 # bench runs every benchmark of BENCHMARKS.md that prints figures (root; about 20 minutes).
 bench: bench-failover bench-dns size

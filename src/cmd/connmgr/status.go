@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -201,6 +202,15 @@ func writeStatus(w io.Writer, st daemon.Status) {
 			st.Firewall.Pinholes, st.Firewall.Restores)
 	}
 	fmt.Fprintf(tw, "firewall:\t%s\n", fw)
+	if len(st.Firewall.DNSTrustedResolvers) > 0 {
+		fmt.Fprintf(tw, "DNS trusted:\t%s\n", strings.Join(st.Firewall.DNSTrustedResolvers, " "))
+	}
+	if s := nonZero(st.Firewall.DNSRejected); s != "" {
+		fmt.Fprintf(tw, "DNS rejected:\t%s\n", s)
+	}
+	if s := nonZero(st.Firewall.DNSBounds); s != "" {
+		fmt.Fprintf(tw, "DNS bounds:\t%s\n", s)
+	}
 	if st.Firewall.Error != "" {
 		fmt.Fprintf(tw, "firewall error:\t%s\n", st.Firewall.Error)
 	}
@@ -232,6 +242,18 @@ func writeStatus(w io.Writer, st daemon.Status) {
 			time.Duration(u.SinceSeconds)*time.Second, u.Probes, u.ProbeFails)
 	}
 	tw.Flush()
+}
+
+// nonZero lists the counters that are not zero, by name: "unsolicited 2, untrusted_resolver 5".
+func nonZero(m map[string]uint64) string {
+	var parts []string
+	for k, n := range m {
+		if n != 0 {
+			parts = append(parts, fmt.Sprintf("%s %d", k, n))
+		}
+	}
+	slices.Sort(parts)
+	return strings.Join(parts, ", ")
 }
 
 func dash(s string) string {

@@ -85,6 +85,9 @@ type Main struct {
 	DNSGrace              time.Duration
 	DNSMinTTL             time.Duration
 	SetMaxElem            int
+	DNSReplyMaxAddrs      int
+	DNSNameMaxAddrs       int
+	TrustedResolvers      []netip.Addr // list trusted_resolver
 	QueueNum              uint16
 	KeepRoute             bool
 	LogLevel              slog.Level

@@ -2,6 +2,7 @@ package config
 
 import (
 	"errors"
+	"fmt"
 	"io/fs"
 	"log/slog"
 	"net/netip"
@@ -54,6 +55,8 @@ var wantMain = Main{
 	DNSGrace:              30 * time.Second,
 	DNSMinTTL:             time.Minute,
 	SetMaxElem:            65536,
+	DNSReplyMaxAddrs:      32,
+	DNSNameMaxAddrs:       50,
 	QueueNum:              27,
 	KeepRoute:             false,
 	LogLevel:              slog.LevelInfo,
@@ -67,7 +70,7 @@ var wantDefaultUplinks = []Uplink{
 
 func TestDefault(t *testing.T) {
 	c := Default()
-	if c.Main != wantMain {
+	if !reflect.DeepEqual(c.Main, wantMain) {
 		t.Errorf("Main:\n got %+v\nwant %+v", c.Main, wantMain)
 	}
 	if !reflect.DeepEqual(c.Uplinks, wantDefaultUplinks) {
@@ -78,7 +81,7 @@ func TestDefault(t *testing.T) {
 	}
 	// an empty UCI directory gives the same configuration
 	e := load(t, nil)
-	if e.Main != c.Main || !reflect.DeepEqual(e.Uplinks, c.Uplinks) || len(e.Warnings) != 0 {
+	if !reflect.DeepEqual(e.Main, c.Main) || !reflect.DeepEqual(e.Uplinks, c.Uplinks) || len(e.Warnings) != 0 {
 		t.Errorf("empty directory differs from Default: %+v", e)
 	}
 	if len(e.Sources) != 3 || e.Sources[2] != DefaultSource || !strings.Contains(e.Sources[0], "missing") {
@@ -309,6 +312,10 @@ var mainCases = []struct {
 	{"dns_grace", map[string]any{"0": time.Duration(0), "10s": 10 * time.Second, "1h": time.Hour}, []string{"-1", "61m", ""}},
 	{"dns_min_ttl", map[string]any{"0": time.Duration(0), "300": 5 * time.Minute}, []string{"25h", ""}},
 	{"set_maxelem", map[string]any{"1024": 1024, "16777216": 1 << 24}, []string{"1023", "16777217", "64k", ""}},
+	{"dns_reply_max_addrs", map[string]any{"1": 1, "32": 32, "1024": 1024}, []string{"0", "1025", "-1", ""}},
+	{"dns_name_max_addrs", map[string]any{"1": 1, "50": 50, "4096": 4096}, []string{"0", "4097", "many", ""}},
+	{"trusted_resolver", map[string]any{"198.18.5.5": "[198.18.5.5]", "2001:db8::53": "[2001:db8::53]", "::ffff:198.18.5.6": "[198.18.5.6]"},
+		[]string{"resolver.example", "0.0.0.0", "::", "fe80::1%eth0", "224.0.0.251", "198.18.5.5:53", ""}},
 	{"queue_num", map[string]any{"0": uint16(0), "65535": uint16(65535)}, []string{"-1", "65536", ""}},
 	{"keep_route", map[string]any{"1": true, "0": false}, []string{"keep", ""}},
 	{"log_level", map[string]any{"debug": slog.LevelDebug, "info": slog.LevelInfo, "warn": slog.LevelWarn, "warning": slog.LevelWarn, "ERROR": slog.LevelError}, []string{"trace", "verbose", "3", ""}},
@@ -325,6 +332,8 @@ func mainField(t *testing.T, m Main, option string) any {
 		"cellular_probe_interval": m.CellularProbeInterval, "fail_count": m.FailCount, "recover_count": m.RecoverCount,
 		"dns_hold": m.DNSHold, "dns_grace": m.DNSGrace, "dns_min_ttl": m.DNSMinTTL, "set_maxelem": m.SetMaxElem,
 		"queue_num": m.QueueNum, "keep_route": m.KeepRoute, "log_level": m.LogLevel,
+		"dns_reply_max_addrs": m.DNSReplyMaxAddrs, "dns_name_max_addrs": m.DNSNameMaxAddrs,
+		"trusted_resolver": fmt.Sprint(m.TrustedResolvers),
 	}
 	v, ok := fields[option]
 	if !ok {
@@ -618,5 +627,26 @@ func TestShippedConfigWithoutModem(t *testing.T) {
 	}
 	if len(cfg.Warnings) != 0 {
 		t.Errorf("warnings: %q", cfg.Warnings)
+	}
+}
+
+func TestTrustedResolvers(t *testing.T) {
+	c := load(t, map[string]string{"connmgr": "config connmgr 'main'\n\tlist trusted_resolver '198.18.5.5'\n\tlist trusted_resolver '::ffff:198.18.5.6'\n\tlist trusted_resolver '2001:db8::53'\n"})
+	want := []netip.Addr{netip.MustParseAddr("198.18.5.5"), netip.MustParseAddr("198.18.5.6"), netip.MustParseAddr("2001:db8::53")}
+	if !reflect.DeepEqual(c.Main.TrustedResolvers, want) {
+		t.Fatalf("trusted resolvers %v", c.Main.TrustedResolvers)
+	}
+	one := load(t, map[string]string{"connmgr": "config connmgr 'main'\n\toption trusted_resolver '198.18.5.5'\n"})
+	if !reflect.DeepEqual(one.Main.TrustedResolvers, want[:1]) {
+		t.Fatalf("option trusted_resolver: %v", one.Main.TrustedResolvers)
+	}
+	for _, bad := range []string{"resolver.example", "0.0.0.0", "fe80::1%eth0", "224.0.0.251"} {
+		_, err := Load(writeDir(t, map[string]string{"connmgr": "config connmgr 'main'\n\tlist trusted_resolver '198.18.5.5'\n\tlist trusted_resolver '" + bad + "'\n"}))
+		if err == nil || !strings.Contains(err.Error(), "connmgr:3:") || !strings.Contains(err.Error(), "trusted_resolver") || !strings.Contains(err.Error(), bad) {
+			t.Errorf("%s: %v", bad, err)
+		}
+	}
+	if _, err := Load(writeDir(t, map[string]string{"connmgr": "config connmgr 'main'\n\tlist dns_reply_max_addrs '3'\n"})); err == nil {
+		t.Error("a list of a single-valued option was accepted")
 	}
 }

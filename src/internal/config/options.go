@@ -25,6 +25,9 @@ type row[T any] struct {
 	// why, if set, says what is wrong with a value set refused, when
 	// that says more than "invalid value".
 	why func(v string) string
+	// list: a UCI list (`list NAME 'v'`, one value per line; set is called
+	// for each). A single `option NAME 'v'` is taken as a list of one.
+	list bool
 }
 
 // probeURLAccepts: the http probe speaks plain HTTP only (probe.ParseURL).
@@ -82,8 +85,22 @@ var mainRows = []row[Main]{
 		func(m *Main) *time.Duration { return &m.DNSGrace }),
 	durRow("dns_min_ttl", "60s", 0, 24*time.Hour, "TTLs below this count as this.",
 		func(m *Main) *time.Duration { return &m.DNSMinTTL }),
-	intRow("set_maxelem", "65536", 1024, 1<<24, "capacity of the kernel sets of opened addresses.",
+	intRow("set_maxelem", "65536", 1024, 1<<24, "capacity of the kernel sets of opened addresses. When they are full, addresses learned from LAN clients' queries give way to the hub's own, then the hub's that expire soonest.",
 		func(m *Main) *int { return &m.SetMaxElem }),
+	intRow("dns_reply_max_addrs", "32", 1, 1024, "at most this many addresses of one DNS reply are opened; the rest are dropped.",
+		func(m *Main) *int { return &m.DNSReplyMaxAddrs }),
+	intRow("dns_name_max_addrs", "50", 1, 4096, "at most this many addresses are open per name (Cilium keeps 50); a newer one closes the one of that name that expires soonest.",
+		func(m *Main) *int { return &m.DNSNameMaxAddrs }),
+	{name: "trusted_resolver", defDoc: "(none)", accepts: "an IP address (list: one per line)", list: true,
+		desc: "DNS servers trusted besides the uplinks' own (netifd's DNS servers of each uplink, its list dns, resolv.conf.auto and resolv.conf): only replies to queries sent to a trusted server open anything.",
+		set: func(m *Main, v string) bool {
+			a, err := netip.ParseAddr(v)
+			if err != nil || a.Zone() != "" || a.IsUnspecified() || a.IsMulticast() {
+				return false
+			}
+			m.TrustedResolvers = append(m.TrustedResolvers, a.Unmap())
+			return true
+		}},
 	u16Row("queue_num", "27", 0, "a queue number 0-65535", "netfilter queue number for held DNS replies.",
 		func(m *Main) *uint16 { return &m.QueueNum }),
 	boolRow("keep_route", "0", "on exit, leave the default route connmgr installed (else it is removed and netifd's routes remain).",
@@ -188,17 +205,19 @@ func apply[T any](f file, s *uci.Section, rows []row[T], t *T, c *Config) (map[s
 				f.path, o.Line, f.pkg.SectionRef(s), o.Name))
 			continue
 		}
-		if o.IsList {
+		if o.IsList && !r.list {
 			e := f.valueErr(s, o, "", "a single value ('option "+o.Name+"', not 'list')")
 			e.Problem = "a list"
 			return nil, e
 		}
-		if !r.set(t, o.Values[0]) {
-			e := f.valueErr(s, o, o.Values[0], r.accepts)
-			if r.why != nil {
-				e.Problem = r.why(o.Values[0])
+		for _, v := range o.Values {
+			if !r.set(t, v) {
+				e := f.valueErr(s, o, v, r.accepts)
+				if r.why != nil {
+					e.Problem = r.why(v)
+				}
+				return nil, e
 			}
-			return nil, e
 		}
 		set[o.Name] = o
 	}

@@ -24,6 +24,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -361,7 +362,7 @@ func (b *bus) onFirewall(ctx context.Context, f func() error) (ubus.Table, error
 }
 
 func (b *bus) callAllow(ctx context.Context, args ubus.Table) (ubus.Table, error) {
-	addr, err := addrArg(args, "address")
+	addr, err := pinholeArg(args, "address")
 	if err != nil {
 		return nil, err
 	}
@@ -450,6 +451,35 @@ func boolArg(args ubus.Table, name string) (bool, error) {
 		return false, errorf(ubus.StatusInvalidArgument, "argument %q must be a boolean", name)
 	}
 	return v, nil
+}
+
+// pinholeArg reads an address to open in the lock-down: one host of the cloud. Loopback,
+// multicast, the broadcast address, the unspecified address and scoped (zoned) addresses
+// are refused: none is a cloud server, and opening one would open the hub to its own
+// services, to a whole link or to nothing meaningful.
+func pinholeArg(args ubus.Table, name string) (netip.Addr, error) {
+	s, _ := args.String(name)
+	if _, zone, ok := strings.Cut(s, "%"); ok && zone != "" {
+		return netip.Addr{}, errorf(ubus.StatusInvalidArgument, "argument %q: %q is a scoped address, not a cloud server's", name, s)
+	}
+	a, err := addrArg(args, name)
+	if err != nil {
+		return a, err
+	}
+	var what string
+	switch {
+	case a.IsUnspecified():
+		what = "the unspecified address"
+	case a.IsLoopback():
+		what = "a loopback address"
+	case a.IsMulticast():
+		what = "a multicast address"
+	case a == netip.AddrFrom4([4]byte{255, 255, 255, 255}):
+		what = "the broadcast address"
+	default:
+		return a, nil
+	}
+	return netip.Addr{}, errorf(ubus.StatusInvalidArgument, "argument %q: %q is %s, not a cloud server's", name, s, what)
 }
 
 func addrArg(args ubus.Table, name string) (netip.Addr, error) {

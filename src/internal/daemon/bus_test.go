@@ -100,7 +100,8 @@ type busTest struct {
 
 type busOpts struct {
 	firewall bool
-	noServer bool // start the daemon while ubusd is away
+	noServer bool                      // start the daemon while ubusd is away
+	more     func(*Daemon) []component // more components, after the bus and the stand-ins
 }
 
 func startBus(t *testing.T, o busOpts) *busTest {
@@ -136,6 +137,9 @@ func startBus(t *testing.T, o busOpts) *busTest {
 		fc := newFirewallComponent(d)
 		fc.open = func(string) (firewall.Backend, error) { return bt.fw, nil }
 		d.components = append(d.components, fc)
+	}
+	if o.more != nil {
+		d.components = append(d.components, o.more(d)...)
 	}
 	bt.d = d
 	runCtx, stop := context.WithCancel(ctx)
@@ -507,6 +511,16 @@ func TestBusFirewallMethods(t *testing.T) {
 		{"allow", args("address", "cloud.example"), `"cloud.example" is not an IP address`},
 		{"allow", args("address", "198.18.5.0/24"), "not an IP address"},
 		{"allow", nil, `missing argument "address"`},
+		{"allow", args("address", "127.0.0.1"), `"127.0.0.1" is a loopback address`},
+		{"allow", args("address", "::1"), `"::1" is a loopback address`},
+		{"allow", args("address", "::ffff:127.0.0.2"), "is a loopback address"},
+		{"allow", args("address", "224.0.0.251"), "is a multicast address"},
+		{"allow", args("address", "ff02::fb"), "is a multicast address"},
+		{"allow", args("address", "255.255.255.255"), "is the broadcast address"},
+		{"allow", args("address", "0.0.0.0"), "is the unspecified address"},
+		{"allow", args("address", "::"), "is the unspecified address"},
+		{"allow", args("address", "fe80::1%eth0"), `"fe80::1%eth0" is a scoped address`},
+		{"allow", args("address", "2001:db8::1%2"), "is a scoped address"},
 		{"allow", args("address", "198.18.5.5", "forward", "yes"), `"forward" must be a boolean`},
 		{"disallow", args("address", int32(5)), `"address" must be a non-empty string`},
 	} {

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"os"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -19,6 +20,7 @@ import (
 	"github.com/afero/af-conn/internal/dnsgate"
 	"github.com/afero/af-conn/internal/dnsx"
 	"github.com/afero/af-conn/internal/firewall"
+	"github.com/afero/af-conn/internal/probe"
 )
 
 // dnsCheckEvery is how often the DNS component re-checks its mode against the firewall (a
@@ -77,6 +79,7 @@ type dnsGate interface {
 	SetInterfaces(uplinks, lans []int) error
 	SetMatcher(m dnsx.Matcher)
 	SetPolicy(p dnsx.Policy)
+	SetLimits(l dnsx.Limits)
 	Status() dnsgate.Status
 	Close() error
 }
@@ -94,19 +97,26 @@ type dnsHost interface {
 // dnsTotals are counters that outlive one gate (a gate is restarted when the mode changes).
 type dnsTotals struct {
 	replies, opened, forged uint64
-	rejected                map[string]uint64
+	rejected, bounds        map[string]uint64
 }
 
 func (t *dnsTotals) add(st dnsgate.Status) {
 	t.replies += st.Stats.Replies
 	t.opened += st.Opened
-	for r, n := range st.Rejected {
-		if t.rejected == nil {
-			t.rejected = map[string]uint64{}
+	t.forged += addCounts(&t.rejected, st.Rejected)
+	addCounts(&t.bounds, st.Bounds)
+}
+
+// addCounts adds from into *to (made when needed) and returns the sum of from.
+func addCounts(to *map[string]uint64, from map[string]uint64) (sum uint64) {
+	for k, n := range from {
+		if *to == nil {
+			*to = map[string]uint64{}
 		}
-		t.rejected[r] += n
-		t.forged += n
+		(*to)[k] += n
+		sum += n
 	}
+	return sum
 }
 
 // dnsComponent runs DNS extraction while the firewall mode is on: the gate (package dnsgate)
@@ -127,16 +137,23 @@ type dnsComponent struct {
 	lans     []int
 	echo     string // the echo host last logged about
 	local    atomic.Pointer[map[netip.Addr]bool]
-	resync   atomic.Bool // a resync event is queued
-	timer    Timer
-	totals   dnsTotals
+	// trusted are the uplinks' resolvers (read by the gate's goroutines); trustedList the same,
+	// sorted, for the log and the status.
+	trusted     atomic.Pointer[map[netip.Addr]bool]
+	trustedList []netip.Addr
+	// resolvConfs are the files whose name servers the hub's own resolver forwards to.
+	resolvConfs []string
+	resync      atomic.Bool // a resync event is queued
+	timer       Timer
+	totals      dnsTotals
 }
 
 func newDNSComponent(d *Daemon) *dnsComponent {
 	return &dnsComponent{
-		d:        d,
-		openGate: func(c dnsgate.Config) (dnsGate, error) { return dnsgate.Start(c) },
-		host:     osHost{},
+		d:           d,
+		openGate:    func(c dnsgate.Config) (dnsGate, error) { return dnsgate.Start(c) },
+		host:        osHost{},
+		resolvConfs: []string{probe.AutoResolvConf, probe.EtcResolvConf},
 	}
 }
 
@@ -177,6 +194,61 @@ func (c *dnsComponent) changed() {
 
 func (c *dnsComponent) reload(old, cur *Loaded) { c.apply(cur) }
 
+// netifdChanged: an uplink's DNS servers may have changed.
+func (c *dnsComponent) netifdChanged(string, *NetifdInterface) { c.refreshTrusted(c.d.cur) }
+
+// refreshTrusted recomputes the resolvers whose replies may open the firewall: netifd's DNS
+// servers of each enabled uplink, the uplink's `list dns`, the name servers of resolv.conf.auto
+// and resolv.conf (what the hub's own dnsmasq forwards to; loopback is the hub itself and never
+// seen on an uplink), and `list trusted_resolver`. It runs on the loop.
+func (c *dnsComponent) refreshTrusted(l *Loaded) {
+	m := map[netip.Addr]bool{}
+	add := func(as ...netip.Addr) {
+		for _, a := range as {
+			a = a.Unmap().WithZone("")
+			if a.IsValid() && !a.IsUnspecified() && !a.IsLoopback() && !a.IsMulticast() {
+				m[a] = true
+			}
+		}
+	}
+	for _, u := range l.Config.Uplinks {
+		if !u.Enabled {
+			continue
+		}
+		if n, ok := c.d.netifdInfo(u.Name); ok {
+			add(n.DNS...)
+		}
+		add(u.DNS...)
+	}
+	for _, path := range c.resolvConfs {
+		if b, err := os.ReadFile(path); err == nil {
+			add(probe.ParseResolvConf(b, "")...)
+		}
+	}
+	add(l.Config.Main.TrustedResolvers...)
+	list := make([]netip.Addr, 0, len(m))
+	for a := range m {
+		list = append(list, a)
+	}
+	slices.SortFunc(list, netip.Addr.Compare)
+	if slices.Equal(list, c.trustedList) && c.trusted.Load() != nil {
+		return
+	}
+	c.trusted.Store(&m)
+	c.trustedList = list
+	if len(list) == 0 {
+		c.d.log.Warn("DNS extraction: no trusted resolver known (no uplink DNS server from netifd, list dns, resolv.conf, trusted_resolver): no DNS reply opens anything")
+		return
+	}
+	c.d.log.Info("DNS extraction trusts these resolvers", "resolvers", fmt.Sprint(list))
+}
+
+// isTrusted runs on the gate's goroutines.
+func (c *dnsComponent) isTrusted(a netip.Addr) bool {
+	m := c.trusted.Load()
+	return m != nil && (*m)[a]
+}
+
 func (c *dnsComponent) stop() {
 	if c.timer != nil {
 		c.timer.Stop()
@@ -190,6 +262,9 @@ func (c *dnsComponent) apply(l *Loaded) {
 	up := fw != nil && fw.fw.Load() != nil
 	mode, why := dnsPlan(l.FirewallOn, up, l.Config.Main.DNSHold, c.d.FirewallQueueMode())
 	c.logEcho(l)
+	if mode != dnsModeOff {
+		c.refreshTrusted(l)
+	}
 	if mode == dnsModeOff {
 		c.closeGate(why)
 		c.mode, c.why = mode, why
@@ -212,7 +287,7 @@ func (c *dnsComponent) apply(l *Loaded) {
 			Uplinks:   uplinks,
 			LANs:      lans,
 			IsLocal:   c.isLocal,
-			Extractor: dnsx.Config{Policy: dnsPolicy(l.Config), Matcher: dnsMatcher(l)},
+			Extractor: dnsx.Config{Policy: dnsPolicy(l.Config), Matcher: dnsMatcher(l), Trusted: c.isTrusted, Limits: dnsLimits(l.Config)},
 			Opener:    c.d.FirewallOpener(),
 			Log:       c.d.log,
 			OnReply:   c.logReply,
@@ -227,6 +302,7 @@ func (c *dnsComponent) apply(l *Loaded) {
 	}
 	c.gate.SetMatcher(dnsMatcher(l))
 	c.gate.SetPolicy(dnsPolicy(l.Config))
+	c.gate.SetLimits(dnsLimits(l.Config))
 	if !slices.Equal(uplinks, c.uplinks) || !slices.Equal(lans, c.lans) {
 		if err := c.gate.SetInterfaces(uplinks, lans); err != nil {
 			c.d.log.Error("DNS extraction: changing interfaces", "err", err)
@@ -273,8 +349,14 @@ func dnsMatcher(l *Loaded) dnsx.Matcher {
 	return echoMatcher{wl: l.Whitelist, echo: echoName(l.Config.Main.EchoHost)}
 }
 
+// dnsPolicy: TTL + grace, at most one day (dnsx.DefaultMaxTimeout), whatever TTL an answer
+// claims.
 func dnsPolicy(c *config.Config) dnsx.Policy {
-	return dnsx.Policy{Grace: c.Main.DNSGrace, MinTTL: c.Main.DNSMinTTL, MaxTimeout: firewall.MaxTTL}
+	return dnsx.Policy{Grace: c.Main.DNSGrace, MinTTL: c.Main.DNSMinTTL, MaxTimeout: dnsx.DefaultMaxTimeout}
+}
+
+func dnsLimits(c *config.Config) dnsx.Limits {
+	return dnsx.Limits{PerReply: c.Main.DNSReplyMaxAddrs, PerName: c.Main.DNSNameMaxAddrs, Capacity: c.Main.SetMaxElem}
 }
 
 // ifindexes resolves the enabled uplinks' devices and the AP networks' interfaces (the bridge
@@ -337,13 +419,9 @@ func (c *dnsComponent) fillStatus(s *Status) {
 	}
 	s.Firewall.DNSFallback = c.why
 	t := c.totals
-	t.rejected = nil
-	for r, n := range c.totals.rejected {
-		if t.rejected == nil {
-			t.rejected = map[string]uint64{}
-		}
-		t.rejected[r] = n
-	}
+	t.rejected, t.bounds = nil, nil
+	addCounts(&t.rejected, c.totals.rejected)
+	addCounts(&t.bounds, c.totals.bounds)
 	if c.gate != nil {
 		st := c.gate.Status()
 		t.add(st)
@@ -354,6 +432,10 @@ func (c *dnsComponent) fillStatus(s *Status) {
 		s.Firewall.DNSLatencyP99us = st.LatencyP99.Microseconds()
 	}
 	s.Firewall.DNSRejected = t.rejected
+	s.Firewall.DNSBounds = t.bounds
+	for _, a := range c.trustedList {
+		s.Firewall.DNSTrustedResolvers = append(s.Firewall.DNSTrustedResolvers, a.String())
+	}
 	s.Counters.DNSReplies += t.replies
 	s.Counters.PinholesAdded += t.opened
 	s.Counters.ForgedReplies += t.forged

@@ -120,7 +120,10 @@ func newBench(t *testing.T, backend string) *bench {
 func (b *bench) start(hold string, pin bool) *testbed.Process {
 	b.t.Helper()
 	cfg := "config connmgr 'main'\n\toption firewall_backend '" + b.backend + "'\n\toption echo_host '198.19.0.1'\n" +
-		"\toption dns_hold '" + hold + "'\n"
+		"\toption dns_hold '" + hold + "'\n" +
+		// The forgeries' resolvers are trusted, so that the forgeries are judged on the
+		// checks that follow the resolver's (TestBenchDNSTrust measures untrusted ones).
+		"\tlist trusted_resolver '" + silentDNS + "'\n\tlist trusted_resolver '" + otherDNS + "'\n"
 	if err := os.WriteFile(filepath.Join(b.dir, "connmgr"), []byte(cfg), 0o644); err != nil {
 		b.t.Fatal(err)
 	}

@@ -64,9 +64,13 @@ config interface 'modemnet'
 	option proto 'dhcp'
 `
 
+// e2eConnmgr is the test's connmgr config. The device's resolv.conf names the cloud's DNS
+// server; the forgery tests' resolvers (one that never answers, one that forges) are trusted
+// too, so that their forgeries are judged on the anti-forgery checks that follow the resolver's.
 func e2eConnmgr(backend, hold string) string {
 	return "config connmgr 'main'\n\toption firewall_backend '" + backend + "'\n\toption echo_host '198.19.0.1'\n" +
-		"\toption dns_hold '" + hold + "'\n\toption dns_min_ttl '0'\n\toption dns_grace '2s'\n\toption log_level 'debug'\n"
+		"\toption dns_hold '" + hold + "'\n\toption dns_min_ttl '0'\n\toption dns_grace '2s'\n\toption log_level 'debug'\n" +
+		"\tlist trusted_resolver '" + silentDNS + "'\n\tlist trusted_resolver '" + otherDNS + "'\n"
 }
 
 // e2e is one world with a running daemon.
@@ -114,12 +118,18 @@ func newE2E(t *testing.T, backend string) *e2e {
 		t.Fatal(err)
 	}
 	serveCloudTCP(t, w)
-	dir := t.TempDir()
-	for n, c := range map[string]string{
+	return startE2E(t, w, backend, map[string]string{
 		"network":   e2eNetwork,
 		"connmgr":   e2eConnmgr(backend, "1"),
 		"whitelist": "*.afero.io\n",
-	} {
+	})
+}
+
+// startE2E writes files (network, connmgr, whitelist, ...) to a config directory, starts a test
+// ubusd and connmgr in w's device, and waits until the lock-down and DNS hold mode are in force.
+func startE2E(t *testing.T, w *testbed.World, backend string, files map[string]string) *e2e {
+	dir := t.TempDir()
+	for n, c := range files {
 		if err := os.WriteFile(filepath.Join(dir, n), []byte(c), 0o644); err != nil {
 			t.Fatal(err)
 		}
@@ -167,6 +177,9 @@ func (e *e2e) learned() []string {
 		}
 	} else {
 		out, err = e.w.Device.Run("ipset", "list", "afconn_allow4")
+		if err != nil && strings.Contains(out, "does not exist") {
+			return nil // flushed and not restored yet: nothing learned in the kernel
+		}
 		if i := strings.Index(out, "Members:"); i >= 0 {
 			out = out[i:]
 		}
@@ -552,7 +565,9 @@ func (e *e2e) expiry() {
 	e.mustDrop("198.18.200.4")
 }
 
-// flush removes the firewall as an administrator or a firewall restart would.
+// flush removes the firewall as an administrator or a firewall restart would. The daemon's
+// periodic check may restore everything between two of the commands (they take a while on a
+// busy machine): then the flush is done again, at most three times.
 func (e *e2e) flush() {
 	e.t.Helper()
 	var cmds [][]string
@@ -562,18 +577,32 @@ func (e *e2e) flush() {
 		// Rules, our chains, then the (now unreferenced) ip sets with the learned addresses.
 		cmds = [][]string{{"iptables", "-F"}, {"iptables", "-X"}, {"ip6tables", "-F"}, {"ip6tables", "-X"}, {"ipset", "destroy"}}
 	}
-	for _, c := range cmds {
-		if _, err := e.w.Device.Run(c[0], c[1:]...); err != nil {
-			e.t.Fatal(err)
+	left := ""
+	for try := 0; try < 3; try++ {
+		var err error
+		for _, c := range cmds {
+			if _, err = e.w.Device.Run(c[0], c[1:]...); err != nil {
+				break // a set in use again: restored meanwhile
+			}
+		}
+		if e.backend == "nftables" {
+			out, lerr := e.w.Device.Run("nft", "list", "ruleset")
+			if lerr != nil {
+				e.t.Fatal(lerr)
+			}
+			left = strings.TrimSpace(out)
+		} else {
+			out, _ := e.w.Device.Run("ipset", "list", "-n")
+			left = strings.TrimSpace(out)
+			if left == "" && err != nil {
+				e.t.Fatal(err)
+			}
+		}
+		if left == "" {
+			return
 		}
 	}
-	if e.backend == "nftables" {
-		if out, err := e.w.Device.Run("nft", "list", "ruleset"); err != nil || strings.TrimSpace(out) != "" {
-			e.t.Fatalf("flush left %q (%v)", out, err)
-		}
-	} else if out, _ := e.w.Device.Run("ipset", "list", "-n"); strings.TrimSpace(out) != "" {
-		e.t.Fatalf("ipset destroy left %q", out)
-	}
+	e.t.Fatalf("flush left %q three times", left)
 }
 
 // The daemon's periodic check puts back the rules and the learned addresses after a flush,

@@ -14,6 +14,7 @@ import (
 	"github.com/afero/af-conn/internal/dnsgate"
 	"github.com/afero/af-conn/internal/dnsx"
 	"github.com/afero/af-conn/internal/firewall"
+	"github.com/afero/af-conn/internal/ubus"
 	"github.com/afero/af-conn/internal/whitelist"
 )
 
@@ -83,6 +84,7 @@ type fakeGate struct {
 	cfg     dnsgate.Config
 	matcher dnsx.Matcher
 	policy  dnsx.Policy
+	limits  dnsx.Limits
 	ifaces  [][2][]int
 	status  dnsgate.Status
 	closed  bool
@@ -97,6 +99,7 @@ func (g *fakeGate) SetInterfaces(u, l []int) error {
 }
 func (g *fakeGate) SetMatcher(m dnsx.Matcher) { g.mu.Lock(); g.matcher = m; g.mu.Unlock() }
 func (g *fakeGate) SetPolicy(p dnsx.Policy)   { g.mu.Lock(); g.policy = p; g.mu.Unlock() }
+func (g *fakeGate) SetLimits(l dnsx.Limits)   { g.mu.Lock(); g.limits = l; g.mu.Unlock() }
 func (g *fakeGate) Status() dnsgate.Status {
 	g.mu.Lock()
 	defer g.mu.Unlock()
@@ -150,7 +153,7 @@ func (h *fakeHost) set(t *testing.T, name string, i int) {
 func TestDNSComponent(t *testing.T) {
 	dir := t.TempDir()
 	files := map[string]string{
-		"network": "config interface 'ethnet'\n\toption device 'eth0'\n\toption proto 'dhcp'\n\n" +
+		"network": "config interface 'ethnet'\n\toption device 'eth0'\n\toption proto 'dhcp'\n\tlist dns '198.18.7.7'\n\n" +
 			"config interface 'apnet'\n\toption device 'br-apnet'\n\toption proto 'static'\n",
 		"wireless": "config wifi-iface 'ap'\n\toption device 'radio0'\n\toption mode 'ap'\n\toption network 'apnet'\n\toption ifname 'wlan0-1'\n",
 		"connmgr": "config connmgr 'main'\n\toption queue_num '9'\n\toption dns_grace '5s'\n\toption dns_min_ttl '20s'\n" +
@@ -174,6 +177,11 @@ func TestDNSComponent(t *testing.T) {
 	var gates []*fakeGate
 	dc := newDNSComponent(d)
 	dc.host = host
+	resolvConf := filepath.Join(dir, "resolv.conf.auto")
+	if err := os.WriteFile(resolvConf, []byte("# Interface ethnet\nnameserver 198.18.9.9\nnameserver fe80::53%eth0\n# Interface loopback\nnameserver 127.0.0.1\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	dc.resolvConfs = []string{resolvConf, filepath.Join(dir, "missing")}
 	dc.openGate = func(c dnsgate.Config) (dnsGate, error) {
 		mu.Lock()
 		defer mu.Unlock()
@@ -217,8 +225,23 @@ func TestDNSComponent(t *testing.T) {
 		!slices.Equal(g.cfg.Uplinks, []int{2, 4}) || !slices.Equal(g.cfg.LANs, []int{7}) {
 		t.Fatalf("gate config %+v", g.cfg)
 	}
-	if p := g.cfg.Extractor.Policy; p.Grace != 5*time.Second || p.MinTTL != 20*time.Second {
+	if p := g.cfg.Extractor.Policy; p.Grace != 5*time.Second || p.MinTTL != 20*time.Second || p.MaxTimeout != 24*time.Hour {
 		t.Errorf("policy %+v", p)
+	}
+	if l := g.cfg.Extractor.Limits; l.PerReply != 32 || l.PerName != 50 || l.Capacity != 65536 {
+		t.Errorf("limits %+v", l)
+	}
+	// Trusted: the uplink's list dns, resolv.conf.auto's servers (zone dropped), never
+	// loopback or anything else.
+	trusts := func(a string) bool { return g.cfg.Extractor.Trusted(netip.MustParseAddr(a)) }
+	for a, want := range map[string]bool{"198.18.7.7": true, "198.18.9.9": true, "fe80::53": true,
+		"198.18.8.8": false, "127.0.0.1": false, "198.18.6.6": false} {
+		if trusts(a) != want {
+			t.Errorf("trusts %s: %v, want %v", a, !want, want)
+		}
+	}
+	if got := strings.Join(st.Firewall.DNSTrustedResolvers, " "); got != "198.18.7.7 198.18.9.9 fe80::53" {
+		t.Errorf("status trusted resolvers %q", got)
 	}
 	m := g.cfg.Extractor.Matcher
 	if !m.Match("probe.example.com") || !m.Match("x.afero.io") || m.Match("evil.example") {
@@ -259,10 +282,20 @@ func TestDNSComponent(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, "whitelist"), []byte("api.example.net\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	reload("config connmgr 'main'\n\toption queue_num '9'\n\toption dns_grace '1s'\n\toption dns_min_ttl '0'\n\toption echo_host '198.19.0.1'\n")
+	reload("config connmgr 'main'\n\toption queue_num '9'\n\toption dns_grace '1s'\n\toption dns_min_ttl '0'\n\toption echo_host '198.19.0.1'\n" +
+		"\tlist trusted_resolver '198.18.8.8'\n\toption dns_reply_max_addrs '4'\n\toption dns_name_max_addrs '8'\n")
 	if g2, n := lastGate(); n != 1 || g2 != g {
 		t.Fatalf("reload restarted the gate")
 	}
+	// The trusted set follows the reload (the gate reads it live).
+	if !trusts("198.18.8.8") || !trusts("198.18.7.7") {
+		t.Errorf("after reload: trusted_resolver not trusted")
+	}
+	g.mu.Lock()
+	if g.limits.PerReply != 4 || g.limits.PerName != 8 {
+		t.Errorf("after reload: limits %+v", g.limits)
+	}
+	g.mu.Unlock()
 	g.mu.Lock()
 	if !g.matcher.Match("api.example.net") || g.matcher.Match("x.afero.io") || g.matcher.Match("probe.example.com") || g.policy.Grace != time.Second || g.policy.MinTTL != 0 {
 		t.Errorf("after reload: policy %+v", g.policy)
@@ -341,4 +374,36 @@ func waitFor(t *testing.T, cond func() bool) {
 		}
 		time.Sleep(2 * time.Millisecond)
 	}
+}
+
+// The trusted resolvers follow netifd: an uplink's DNS servers are trusted while netifd reports
+// them, and no longer once it stops.
+func TestDNSTrustFollowsNetifd(t *testing.T) {
+	var dc *dnsComponent
+	bt := startBus(t, busOpts{noServer: true, more: func(d *Daemon) []component {
+		dc = newDNSComponent(d)
+		dc.host = &fakeHost{idx: map[string]int{}}
+		dc.resolvConfs = nil // not the test machine's
+		return []component{dc}
+	}})
+	var mu sync.Mutex
+	answer := readNetifdSample(t) // ethnet up, DNS 198.18.1.1 and 198.18.0.53
+	bt.startServerWith(func() {
+		bt.publishNetifd("ethnet", func() (ubus.Table, error) { mu.Lock(); defer mu.Unlock(); return answer, nil })
+	})
+	bt.waitObject()
+	trusts := func(a string) bool { return dc.isTrusted(netip.MustParseAddr(a)) }
+	bt.eventually("netifd's DNS servers trusted", func() bool { return trusts("198.18.1.1") && trusts("198.18.0.53") })
+	var st Status
+	bt.loop(func() { st = bt.d.Status() })
+	if got := strings.Join(st.Firewall.DNSTrustedResolvers, " "); got != "198.18.0.53 198.18.1.1" {
+		t.Errorf("status trusted resolvers %q", got)
+	}
+	mu.Lock()
+	answer = ubus.Table{{Name: "up", Value: false}, {Name: "device", Value: "eth0"}}
+	mu.Unlock()
+	if err := bt.conn.Send(bt.ctx, "network.interface", args("action", "ifdown", "interface", "ethnet")); err != nil {
+		t.Fatal(err)
+	}
+	bt.eventually("netifd's old DNS servers no longer trusted", func() bool { return !trusts("198.18.1.1") && !trusts("198.18.0.53") })
 }

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/afero/af-conn/internal/config"
+	"github.com/afero/af-conn/internal/dnsgate"
 	"github.com/afero/af-conn/internal/dnsx"
 	"github.com/afero/af-conn/internal/firewall"
 	"github.com/afero/af-conn/internal/whitelist"
@@ -269,19 +270,41 @@ func (d *Daemon) FirewallQueueMode() firewall.QueueMode {
 // FirewallOpener adapts the firewall to the DNS gate's Opener.
 type FirewallOpener struct{ c *firewallComponent }
 
-// Allow opens the answered addresses for their TTL (plus grace, already in Timeout).
+// Allow opens the answered addresses for their TTL (plus grace, already in Timeout). A full
+// set is reported as dnsgate.ErrSetFull, so the gate makes room and tries again.
 func (o FirewallOpener) Allow(ps []dnsx.Pinhole) error {
-	if o.c == nil {
-		return ErrFirewallOff
-	}
-	fw := o.c.fw.Load()
-	if fw == nil {
-		return ErrFirewallOff
+	fw, err := o.active()
+	if err != nil {
+		return err
 	}
 	out := make([]firewall.Pinhole, 0, len(ps))
 	for _, p := range ps {
 		// A timeout of 0 would mean permanent: DNS answers always expire.
 		out = append(out, firewall.Pinhole{Addr: p.Addr, TTL: max(p.Timeout, time.Second), Comment: p.Name})
 	}
-	return fw.AllowAll(out)
+	err = fw.AllowAll(out)
+	if errors.Is(err, firewall.ErrSetFull) {
+		return fmt.Errorf("%w: %w", dnsgate.ErrSetFull, err)
+	}
+	return err
+}
+
+// Forget closes learned addresses that gave way to a bound of DNS extraction (addresses
+// opened by hand stay).
+func (o FirewallOpener) Forget(as []netip.Addr) error {
+	fw, err := o.active()
+	if err != nil {
+		return err
+	}
+	return fw.Forget(as)
+}
+
+func (o FirewallOpener) active() (*firewall.Firewall, error) {
+	if o.c == nil {
+		return nil, ErrFirewallOff
+	}
+	if fw := o.c.fw.Load(); fw != nil {
+		return fw, nil
+	}
+	return nil, ErrFirewallOff
 }

@@ -28,9 +28,15 @@ type FirewallStatus struct {
 	DNSMode string `json:"dns_mode,omitempty"`
 	// DNSFallback says why DNS extraction is not in hold mode ("" in hold mode).
 	DNSFallback string `json:"dns_fallback,omitempty"`
-	// DNSRejected counts the DNS replies not trusted, by reason: unsolicited, wrong_source,
-	// wrong_port, wrong_id, wrong_question (their sum is Counters.ForgedReplies).
+	// DNSRejected counts the DNS replies not trusted, by reason: untrusted_resolver (not a
+	// resolver of an uplink), unsolicited, wrong_source, wrong_port, wrong_id, wrong_question
+	// (their sum is Counters.ForgedReplies).
 	DNSRejected map[string]uint64 `json:"dns_rejected,omitempty"`
+	// DNSTrustedResolvers are the resolvers whose replies may open the firewall.
+	DNSTrustedResolvers []string `json:"dns_trusted_resolvers,omitempty"`
+	// DNSBounds counts what the bounds of DNS extraction did (dnsgate.BoundCounters): queries
+	// not tracked or dropped, addresses not opened or closed early, and who gave way.
+	DNSBounds map[string]uint64 `json:"dns_bounds,omitempty"`
 	// DNSLatencyP50us and DNSLatencyP99us: from a reply seen to its addresses in the kernel
 	// set, over the last 1024 replies that opened something, in microseconds.
 	DNSLatencyP50us  int64 `json:"dns_set_latency_p50_us,omitempty"`

@@ -65,6 +65,21 @@ func newNftOpener(t *testing.T, nsName string) *nftOpener {
 	return &nftOpener{c: c, set: &nftables.Set{Table: table, Name: "allow4", KeyType: nftables.TypeIPAddr, HasTimeout: true}}
 }
 
+func (o *nftOpener) Forget(as []netip.Addr) error {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	var els []nftables.SetElement
+	for _, a := range as {
+		if a.Is4() {
+			els = append(els, nftables.SetElement{Key: a.AsSlice()})
+		}
+	}
+	if err := o.c.SetDeleteElements(o.set, els); err != nil {
+		return err
+	}
+	return o.c.Flush()
+}
+
 func (o *nftOpener) Allow(ps []dnsx.Pinhole) error {
 	o.mu.Lock()
 	defer o.mu.Unlock()

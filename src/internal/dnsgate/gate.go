@@ -44,10 +44,17 @@ import (
 )
 
 // Opener puts addresses into the firewall. Allow must return only once the
-// kernel's sets hold every address (or with an error).
+// kernel's sets hold every address (or with an error; one wrapping ErrSetFull
+// when a set is full). Forget closes learned addresses that gave way to a
+// bound (dnsx.Ledger); an address opened by hand stays open.
 type Opener interface {
 	Allow(ps []dnsx.Pinhole) error
+	Forget(as []netip.Addr) error
 }
+
+// ErrSetFull is what an Opener's error wraps when the firewall's set is full:
+// the gate then makes room (dnsx.Ledger's order) and tries once more.
+var ErrSetFull = errors.New("learned-address set is full")
 
 // Mode of operation.
 type Mode string
@@ -75,7 +82,9 @@ type Config struct {
 	// IsLocal says whether an address is this host's: queries from the LAN
 	// to the host's own resolver are not forwarded and are not tracked.
 	// nil: track every LAN query.
-	IsLocal   func(netip.Addr) bool
+	IsLocal func(netip.Addr) bool
+	// Extractor configures the pure part; its Trusted (the uplinks'
+	// resolvers) and Limits may be changed later (SetTrusted, SetLimits).
 	Extractor dnsx.Config
 	Opener    Opener
 	Log       *slog.Logger
@@ -95,10 +104,12 @@ type ReplyEvent struct {
 
 // Status is the gate's state for `connmgr status`.
 type Status struct {
-	Mode        Mode              `json:"mode"`
-	Fallback    string            `json:"fallback,omitempty"` // why hold mode is not used
-	Stats       dnsx.Stats        `json:"-"`
-	Rejected    map[string]uint64 `json:"rejected"`
+	Mode     Mode              `json:"mode"`
+	Fallback string            `json:"fallback,omitempty"` // why hold mode is not used
+	Stats    dnsx.Stats        `json:"-"`
+	Rejected map[string]uint64 `json:"rejected"`
+	// Bounds counts what the bounds did: see BoundCounters.
+	Bounds      map[string]uint64 `json:"bounds"`
 	Queue       nfqueue.Stats     `json:"queue"`
 	Frames      uint64            `json:"frames"`
 	Opened      uint64            `json:"opened"` // addresses put into the firewall
@@ -177,6 +188,13 @@ func Start(cfg Config) (*Gate, error) {
 	return g, nil
 }
 
+// captureBuf is the capture socket's buffer. A LAN client flooding queries makes two frames
+// per query (arriving from the LAN, leaving after NAT); when the daemon is starved of CPU for
+// a while the kernel drops what does not fit, the hub's own queries among them, and their
+// replies open nothing. 4 MiB holds about 4,000 frames: 0.4 s of a 5,000 queries/s flood. It
+// costs memory only while frames wait.
+const captureBuf = 4 << 20
+
 func (g *Gate) captureConfig() dnscap.Config {
 	g.mu.Lock()
 	defer g.mu.Unlock()
@@ -196,8 +214,9 @@ func (g *Gate) captureConfig() dnscap.Config {
 	return dnscap.Config{
 		Ifindexes: idx,
 		Outgoing:  true,
-		// Replies are captured in capture mode; queries from the LAN in
-		// hold mode when forwarding.
+		RcvBuf:    captureBuf,
+		// Replies are captured in capture mode; queries from the LAN
+		// when forwarding.
 		Incoming: g.mode == ModeCapture || len(g.lan) > 0,
 	}
 }
@@ -209,10 +228,11 @@ func (g *Gate) setRoles(uplinks, lans []int) {
 	for _, i := range uplinks {
 		g.uplink[i] = true
 	}
-	if g.mode == ModeHold {
-		for _, i := range lans {
-			g.lan[i] = true
-		}
+	// LAN queries are watched in both modes: in hold mode their replies
+	// are judged as the LAN client sees them; in either mode their copies
+	// leaving an uplink after NAT are recognised as theirs (dnsx.Tracker).
+	for _, i := range lans {
+		g.lan[i] = true
 	}
 }
 
@@ -226,6 +246,20 @@ func (g *Gate) SetInterfaces(uplinks, lans []int) error {
 func (g *Gate) SetMatcher(m dnsx.Matcher) {
 	g.mu.Lock()
 	g.x.SetMatcher(m)
+	g.mu.Unlock()
+}
+
+// SetTrusted replaces the set of trusted resolvers.
+func (g *Gate) SetTrusted(f func(netip.Addr) bool) {
+	g.mu.Lock()
+	g.x.SetTrusted(f)
+	g.mu.Unlock()
+}
+
+// SetLimits replaces the bounds on what answers open.
+func (g *Gate) SetLimits(l dnsx.Limits) {
+	g.mu.Lock()
+	g.x.SetLimits(l)
 	g.mu.Unlock()
 }
 
@@ -254,7 +288,7 @@ func (g *Gate) frame(f dnscap.Frame) {
 		g.mu.Unlock()
 	case lan && f.Dir == dnscap.Incoming && pk.Dst.Port() == 53 &&
 		(g.cfg.IsLocal == nil || !g.cfg.IsLocal(pk.Dst.Addr())):
-		_ = g.x.Query(pk)
+		_ = g.x.QueryLAN(pk)
 		g.mu.Unlock()
 	case up && f.Dir == dnscap.Incoming && pk.Src.Port() == 53 && g.mode == ModeCapture:
 		g.mu.Unlock()
@@ -271,8 +305,13 @@ func (g *Gate) reply(pk dnsx.Packet, seen time.Time) {
 	res, err := g.x.Reply(pk)
 	g.mu.Unlock()
 	ev := ReplyEvent{Mode: g.mode, Result: res, Err: err, Seen: seen}
+	if len(res.Revoke) > 0 {
+		if ferr := g.cfg.Opener.Forget(res.Revoke); ferr != nil {
+			g.log.Error("closing DNS pinholes that gave way", "n", len(res.Revoke), "err", ferr)
+		}
+	}
 	if len(res.Pinholes) > 0 {
-		if aerr := g.cfg.Opener.Allow(res.Pinholes); aerr != nil {
+		if aerr := g.allow(res); aerr != nil {
 			g.allowErrs.Add(1)
 			ev.Err = aerr
 			g.log.Error("opening DNS pinholes", "name", res.Exchange.Question.Name, "err", aerr)
@@ -290,6 +329,35 @@ func (g *Gate) reply(pk dnsx.Packet, seen time.Time) {
 	if g.cfg.OnReply != nil {
 		g.cfg.OnReply(ev)
 	}
+}
+
+// allow opens a reply's addresses. When the firewall's set is full (addresses
+// opened by hand share it with the learned ones), as many learned addresses
+// as the reply needs give way, in the ledger's order, and it tries once more;
+// the addresses it could not open leave the ledger.
+func (g *Gate) allow(res dnsx.Result) error {
+	err := g.cfg.Opener.Allow(res.Pinholes)
+	if errors.Is(err, ErrSetFull) {
+		g.mu.Lock()
+		room := g.x.MakeRoom(len(res.Pinholes), res.LAN)
+		g.mu.Unlock()
+		if len(room) > 0 {
+			if ferr := g.cfg.Opener.Forget(room); ferr != nil {
+				g.log.Error("closing DNS pinholes that gave way", "n", len(room), "err", ferr)
+			}
+			err = g.cfg.Opener.Allow(res.Pinholes)
+		}
+	}
+	if errors.Is(err, ErrSetFull) {
+		as := make([]netip.Addr, 0, len(res.Pinholes))
+		for _, p := range res.Pinholes {
+			as = append(as, p.Addr)
+		}
+		g.mu.Lock()
+		g.x.Forget(as)
+		g.mu.Unlock()
+	}
+	return err
 }
 
 // serveQueue handles held replies until the queue is closed. Every packet
@@ -326,6 +394,10 @@ func (g *Gate) Status() Status {
 	for r := dnsx.Reason(1); r < dnsx.NumReasons; r++ {
 		st.Rejected[r.String()] = st.Stats.Tracker.Verdicts[r]
 	}
+	st.Bounds = BoundCounters(st.Stats)
+	// Frames the kernel dropped because the capture socket was full: a query lost this way
+	// leaves its reply untrusted.
+	st.Bounds["capture_dropped"] = g.capt.KernelDrops()
 	if g.q != nil {
 		st.Queue = g.q.Stats()
 	}
@@ -333,6 +405,26 @@ func (g *Gate) Status() Status {
 	st.AllowErrors = g.allowErrs.Load()
 	st.Opened = g.opened.Load()
 	return st
+}
+
+// BoundCounters names the counters of the bounds, as the status shows them:
+// queries to resolvers not trusted (not tracked), pending queries dropped
+// (the hub's table full, the LAN table full, a LAN client over its quota),
+// and learned addresses not opened or closed early (beyond the per-reply
+// bound, their name over its bound, giving way in a full set to the hub's
+// own, refused to a LAN client in a set full of the hub's).
+func BoundCounters(s dnsx.Stats) map[string]uint64 {
+	return map[string]uint64{
+		"untrusted_queries":   s.Tracker.Untrusted,
+		"pending_evicted":     s.Tracker.Evicted,
+		"lan_pending_evicted": s.Tracker.LANEvicted,
+		"lan_over_quota":      s.Tracker.OverQuota,
+		"reply_truncated":     s.Bounds.Truncated,
+		"name_evicted":        s.Bounds.NameEvicted,
+		"gave_way_lan":        s.Bounds.GaveWayLAN,
+		"gave_way_hub":        s.Bounds.GaveWayHub,
+		"lan_refused":         s.Bounds.Refused,
+	}
 }
 
 // Close stops the gate; replies still held are released.

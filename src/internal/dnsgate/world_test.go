@@ -131,6 +131,14 @@ type recorder struct {
 	delay time.Duration
 	got   []dnsx.Pinhole
 	done  []time.Time
+	gone  []netip.Addr
+}
+
+func (r *recorder) Forget(as []netip.Addr) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.gone = append(r.gone, as...)
+	return nil
 }
 
 func (r *recorder) Allow(ps []dnsx.Pinhole) error {

@@ -20,6 +20,7 @@ type Pinhole struct {
 	Addr    netip.Addr
 	Timeout time.Duration
 	Name    string
+	LAN     bool // learned from a LAN client's query, not the hub's own
 }
 
 // Result is what the extractor decided about one reply.
@@ -27,14 +28,20 @@ type Result struct {
 	Reason   Reason   // trust verdict
 	Exchange Exchange // who answered whom, and the question
 	Chain    Chain    // walked only for trusted replies
+	// LAN: the reply answers a LAN client's query.
+	LAN bool
 	// Pinholes holds the addresses to open: only for a trusted, successful
-	// reply whose chain is whitelisted.
+	// reply whose chain is whitelisted, within the Limits.
 	Pinholes []Pinhole
+	// Revoke holds addresses to close before opening Pinholes: they gave
+	// way to a bound (their name over PerName, a full set).
+	Revoke []netip.Addr
 }
 
 // Stats counts what the extractor saw and did.
 type Stats struct {
 	Tracker        TrackerStats
+	Bounds         BoundStats
 	Queries        uint64 // queries seen (valid ones are in Tracker.Queries)
 	Replies        uint64 // replies seen
 	Malformed      uint64 // packets or messages that did not parse
@@ -49,8 +56,12 @@ type Config struct {
 	Now        func() time.Time // the clock; time.Now if nil
 	PendingTTL time.Duration    // see NewTracker
 	MaxPending int              // see NewTracker
-	Policy     Policy
-	Matcher    Matcher
+	// Trusted says which resolver addresses are the uplinks' (see
+	// Tracker.SetTrusted); nil trusts every resolver.
+	Trusted func(netip.Addr) bool
+	Limits  Limits
+	Policy  Policy
+	Matcher Matcher
 }
 
 // Extractor is the whole pure pipeline: queries go into the anti-forgery
@@ -58,6 +69,7 @@ type Config struct {
 // the whitelist and turned into pinholes. Not safe for concurrent use.
 type Extractor struct {
 	tr    *Tracker
+	led   *Ledger
 	pol   Policy
 	wl    Matcher
 	stats Stats
@@ -69,8 +81,23 @@ func NewExtractor(c Config) *Extractor {
 	if now == nil {
 		now = time.Now
 	}
-	return &Extractor{tr: NewTracker(now, c.PendingTTL, c.MaxPending), pol: c.Policy, wl: c.Matcher}
+	x := &Extractor{tr: NewTracker(now, c.PendingTTL, c.MaxPending), led: NewLedger(now, c.Limits), pol: c.Policy, wl: c.Matcher}
+	x.tr.SetTrusted(c.Trusted)
+	return x
 }
+
+// SetTrusted replaces the set of trusted resolvers (uplinks changed).
+func (x *Extractor) SetTrusted(f func(netip.Addr) bool) { x.tr.SetTrusted(f) }
+
+// SetLimits replaces the limits (on reload).
+func (x *Extractor) SetLimits(l Limits) { x.led.SetLimits(l) }
+
+// MakeRoom picks n learned addresses to close for a newer one of the hub
+// (lan false) or of a LAN client: see Ledger.
+func (x *Extractor) MakeRoom(n int, lan bool) []netip.Addr { return x.led.MakeRoom(n, lan) }
+
+// Forget removes addresses the firewall refused from the account.
+func (x *Extractor) Forget(as []netip.Addr) { x.led.Forget(as) }
 
 // SetMatcher replaces the whitelist (on reload).
 func (x *Extractor) SetMatcher(m Matcher) { x.wl = m }
@@ -78,8 +105,15 @@ func (x *Extractor) SetMatcher(m Matcher) { x.wl = m }
 // SetPolicy replaces the timeout policy (on reload).
 func (x *Extractor) SetPolicy(p Policy) { x.pol = p }
 
-// Query records an outgoing query (client = source, resolver = destination).
-func (x *Extractor) Query(pk Packet) error {
+// Query records a query leaving an uplink (client = source, resolver =
+// destination): the hub's own, or a LAN client's after NAT.
+func (x *Extractor) Query(pk Packet) error { return x.query(pk, false) }
+
+// QueryLAN records a query a LAN client sent through the hub, as it arrived
+// from the LAN.
+func (x *Extractor) QueryLAN(pk Packet) error { return x.query(pk, true) }
+
+func (x *Extractor) query(pk Packet, lan bool) error {
 	x.stats.Queries++
 	h, q, err := parseQuestion(pk.Payload)
 	if err != nil {
@@ -90,7 +124,12 @@ func (x *Extractor) Query(pk Packet) error {
 		x.stats.Malformed++
 		return fmt.Errorf("query %s -> %s: qr %v opcode %d: %w", pk.Src, pk.Dst, h.Response, h.Opcode, ErrNotQuery)
 	}
-	x.tr.Query(Exchange{Proto: pk.Proto, Client: pk.Src, Resolver: pk.Dst, ID: h.ID, Question: q})
+	e := Exchange{Proto: pk.Proto, Client: pk.Src, Resolver: pk.Dst, ID: h.ID, Question: q}
+	if lan {
+		x.tr.QueryLAN(e)
+	} else {
+		x.tr.Query(e)
+	}
 	return nil
 }
 
@@ -125,7 +164,8 @@ func (x *Extractor) Reply(pk Packet) (Result, error) {
 		return Result{}, fmt.Errorf("reply %s -> %s: %w", pk.Src, pk.Dst, ErrNotResponse)
 	}
 	res := Result{Exchange: Exchange{Proto: pk.Proto, Client: pk.Dst, Resolver: pk.Src, ID: m.ID, Question: m.Question}}
-	res.Reason = x.tr.Reply(res.Exchange)
+	match := x.tr.ReplyMatch(res.Exchange)
+	res.Reason, res.LAN = match.Reason, match.LAN
 	if res.Reason != Trusted || m.Opcode != 0 || m.RCode != 0 {
 		return res, nil
 	}
@@ -139,9 +179,11 @@ func (x *Extractor) Reply(pk Packet) (Result, error) {
 		return res, nil
 	}
 	x.stats.Whitelisted++
+	var ps []Pinhole
 	for _, a := range res.Chain.Addrs {
-		res.Pinholes = append(res.Pinholes, Pinhole{Addr: a.Addr, Timeout: x.pol.Timeout(a.TTL), Name: m.Question.Name})
+		ps = append(ps, Pinhole{Addr: a.Addr, Timeout: x.pol.Timeout(a.TTL), Name: m.Question.Name, LAN: res.LAN})
 	}
+	res.Pinholes, res.Revoke = x.led.Admit(m.Question.Name, res.LAN, ps)
 	x.stats.Pinholes += uint64(len(res.Pinholes))
 	return res, nil
 }
@@ -150,5 +192,6 @@ func (x *Extractor) Reply(pk Packet) (Result, error) {
 func (x *Extractor) Stats() Stats {
 	s := x.stats
 	s.Tracker = x.tr.Stats()
+	s.Bounds = x.led.Stats()
 	return s
 }

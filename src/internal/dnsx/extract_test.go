@@ -49,7 +49,7 @@ func TestExtractorForgeries(t *testing.T) {
 	}{
 		{
 			name: "genuine", query: true, src: resolver, dst: client, id: 77, qname: "api.afero.io.", want: Trusted,
-			wantHoles: []Pinhole{{netip.MustParseAddr("198.18.2.1"), 40 * time.Second, "api.afero.io"}, {netip.MustParseAddr("198.18.2.2"), 410 * time.Second, "api.afero.io"}},
+			wantHoles: []Pinhole{{netip.MustParseAddr("198.18.2.1"), 40 * time.Second, "api.afero.io", false}, {netip.MustParseAddr("198.18.2.2"), 410 * time.Second, "api.afero.io", false}},
 		},
 		{name: "unsolicited", src: resolver, dst: client, id: 77, qname: "api.afero.io.", want: Unsolicited},
 		{name: "wrong source", query: true, src: other, dst: client, id: 77, qname: "api.afero.io.", want: WrongSource},
@@ -144,7 +144,7 @@ func TestExtractorOutcomes(t *testing.T) {
 		t.Fatal(err)
 	}
 	res, err = x.Reply(decode(t, ipPacket(ProtoTCP, r6, c6, reply(t, 5, "api.afero.io.", dns.TypeAAAA, "api.afero.io. 3600 IN AAAA 2001:db8::80"))))
-	want := []Pinhole{{netip.MustParseAddr("2001:db8::80"), 3610 * time.Second, "api.afero.io"}}
+	want := []Pinhole{{netip.MustParseAddr("2001:db8::80"), 3610 * time.Second, "api.afero.io", false}}
 	if err != nil || res.Reason != Trusted || !reflect.DeepEqual(res.Pinholes, want) {
 		t.Fatalf("tcp6: %+v %v", res, err)
 	}
@@ -158,7 +158,7 @@ func TestExtractorOutcomes(t *testing.T) {
 	}
 
 	s := x.Stats()
-	want2 := Stats{Queries: 6, Replies: 6, Malformed: 2, BadChain: 1, NotWhitelisted: 1, Whitelisted: 2, Pinholes: 2}
+	want2 := Stats{Queries: 6, Replies: 6, Malformed: 2, BadChain: 1, NotWhitelisted: 1, Whitelisted: 2, Pinholes: 2, Bounds: BoundStats{Live: 2}}
 	s.Tracker = TrackerStats{}
 	if s != want2 {
 		t.Errorf("stats %+v\nwant  %+v", s, want2)

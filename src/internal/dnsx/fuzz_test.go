@@ -155,17 +155,27 @@ func FuzzExtractor(f *testing.F) {
 				continue
 			}
 			if dir&1 == 0 {
-				_ = x.Query(pk)
+				if dir&2 == 0 {
+					_ = x.Query(pk)
+				} else {
+					_ = x.QueryLAN(pk)
+				}
 				continue
 			}
 			res, err := x.Reply(pk)
 			if len(res.Pinholes) > 0 && (err != nil || res.Reason != Trusted || res.Chain.Matched == "") {
 				t.Fatalf("opened %v for %+v, %v", res.Pinholes, res, err)
 			}
+			if len(res.Pinholes) > DefaultPerReply {
+				t.Fatalf("opened %d addresses from one reply", len(res.Pinholes))
+			}
 		}
 		s := x.Stats()
 		if s.Pinholes > 0 && s.Tracker.Verdicts[Trusted] == 0 {
 			t.Fatalf("pinholes without trusted replies: %+v", s)
+		}
+		if s.Tracker.Pending > 2*DefaultMaxPending || s.Tracker.LANPending > DefaultMaxPending {
+			t.Fatalf("pending tables over their bounds: %+v", s.Tracker)
 		}
 	})
 }

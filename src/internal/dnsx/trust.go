@@ -27,16 +27,17 @@ type Exchange struct {
 type Reason uint8
 
 const (
-	Trusted       Reason = iota
-	Unsolicited          // no query pending from the reply's destination address and port
-	WrongSource          // queries pending from there, none to the reply's source address
-	WrongPort            // ... to that address, none from the reply's source port
-	WrongID              // ... none with the reply's DNS ID
-	WrongQuestion        // ... none with the reply's question (name, type, class)
+	Trusted           Reason = iota
+	UntrustedResolver        // the reply comes from an address that is no resolver of an uplink
+	Unsolicited              // no query pending from the reply's destination address and port
+	WrongSource              // queries pending from there, none to the reply's source address
+	WrongPort                // ... to that address, none from the reply's source port
+	WrongID                  // ... none with the reply's DNS ID
+	WrongQuestion            // ... none with the reply's question (name, type, class)
 	NumReasons
 )
 
-var reasonNames = [NumReasons]string{"trusted", "unsolicited", "wrong_source", "wrong_port", "wrong_id", "wrong_question"}
+var reasonNames = [NumReasons]string{"trusted", "untrusted_resolver", "unsolicited", "wrong_source", "wrong_port", "wrong_id", "wrong_question"}
 
 func (r Reason) String() string {
 	if r < NumReasons {
@@ -50,9 +51,17 @@ const (
 	// DefaultPendingTTL is how long a query waits for its reply. Resolvers
 	// time out in a few seconds; TCP fallback and slow upstreams get more.
 	DefaultPendingTTL = 15 * time.Second
-	// DefaultMaxPending bounds the table: a host making more than this many
-	// queries in DefaultPendingTTL loses the oldest.
+	// DefaultMaxPending bounds each of the two tables (the hub's own
+	// queries, LAN clients' queries): a table holding more than this many
+	// queries younger than DefaultPendingTTL loses its oldest.
 	DefaultMaxPending = 4096
+	// DefaultClientPending bounds one LAN client's pending queries: a
+	// client over it loses its own oldest, never another client's.
+	DefaultClientPending = 256
+	// natWindow is how long after a LAN client's query arrives its
+	// forwarded copy (leaving an uplink after source NAT) is recognised by
+	// ID, question and resolver when NAT changed the source port.
+	natWindow = 2 * time.Second
 )
 
 type flowKey struct {
@@ -60,42 +69,112 @@ type flowKey struct {
 	client netip.AddrPort
 }
 
-type pending struct {
-	key      flowKey
+// natKey is what a LAN query and its copy after source NAT have in common.
+type natKey struct {
+	proto    uint8
 	resolver netip.AddrPort
 	id       uint16
 	q        Question
+}
+
+type pending struct {
+	key      flowKey
+	alias    flowKey // the flow after source NAT (LAN queries seen leaving an uplink)
+	aliased  bool
+	lan      bool
+	resolver netip.AddrPort
+	id       uint16
+	q        Question
+	added    time.Time
 	expires  time.Time
-	done     bool // answered or evicted: lazily dropped from the queue
+	done     bool // answered, expired or evicted: lazily dropped from the queues
+}
+
+// fifo is a queue of pending queries in insertion order (which is also
+// expiry order); dead entries are skipped lazily.
+type fifo struct {
+	q    []*pending
+	head int
+}
+
+func (f *fifo) push(p *pending) { f.q = append(f.q, p) }
+
+// front returns the oldest live entry, nil when there is none.
+func (f *fifo) front() *pending {
+	for f.head < len(f.q) && f.q[f.head].done {
+		f.q[f.head] = nil
+		f.head++
+	}
+	f.compact()
+	if f.head < len(f.q) {
+		return f.q[f.head]
+	}
+	return nil
+}
+
+// compact drops the dead head when it is large.
+func (f *fifo) compact() {
+	if f.head > 64 && f.head*2 > len(f.q) {
+		n := copy(f.q, f.q[f.head:])
+		clear(f.q[n:])
+		f.q = f.q[:n]
+		f.head = 0
+	}
+}
+
+// pool is one table of pending queries with its bound.
+type pool struct {
+	fifo
+	n   int
+	max int
 }
 
 // TrackerStats counts what the tracker did.
 type TrackerStats struct {
-	Queries  uint64 // queries added
-	Expired  uint64 // queries that got no reply in time
-	Evicted  uint64 // queries dropped because the table was full
-	Pending  int    // queries waiting now
-	Verdicts [NumReasons]uint64
+	Queries    uint64 // queries added (the hub's own and LAN clients')
+	LANQueries uint64 // of which from LAN clients
+	Forwarded  uint64 // LAN queries seen again leaving an uplink after NAT (tracked once)
+	Untrusted  uint64 // queries to a resolver that is not trusted: not tracked
+	Expired    uint64 // queries that got no reply in time
+	Evicted    uint64 // the hub's own queries dropped because its table was full
+	LANEvicted uint64 // LAN queries dropped because the LAN table was full
+	OverQuota  uint64 // LAN queries dropped because their client was over its quota
+	Pending    int    // queries waiting now (both tables)
+	LANPending int    // of which from LAN clients
+	Verdicts   [NumReasons]uint64
+	LANTrusted uint64 // trusted replies that answered a LAN client's query
 }
 
 // Tracker is the anti-forgery table: it remembers the queries this host
-// sent (or forwarded) and accepts a reply only if it answers one of them -
-// same transport, client address and port, resolver address and port, DNS
-// ID and question (name compared case-insensitively, type, class) - and
-// only once. Queries expire after the pending TTL. Not safe for concurrent
-// use; time comes from the injected clock.
+// sent (or forwarded) to a trusted resolver and accepts a reply only if it
+// comes from a trusted resolver and answers one of them - same transport,
+// client address and port, resolver address and port, DNS ID and question
+// (name compared case-insensitively, type, class) - and only once. Queries
+// expire after the pending TTL.
+//
+// The hub's own queries and LAN clients' queries live in two tables, each
+// bounded, so a LAN flood never evicts the hub's own queries; each LAN
+// client also has a quota. A LAN client's query is seen twice, arriving
+// from the LAN and leaving an uplink after source NAT: the second sighting
+// becomes an alias of the first (the reply may be seen in either address
+// view), never a second entry. Not safe for concurrent use; time comes from
+// the injected clock.
 type Tracker struct {
-	now   func() time.Time
-	ttl   time.Duration
-	max   int
-	flows map[flowKey][]*pending
-	queue []*pending // in insertion order, which is also expiry order
-	head  int
-	n     int
-	stats TrackerStats
+	now     func() time.Time
+	ttl     time.Duration
+	trusted func(netip.Addr) bool
+	quota   int
+	hub     pool
+	lan     pool
+	flows   map[flowKey][]*pending
+	nat     map[natKey][]*pending // LAN queries whose NAT copy was not seen yet
+	clients map[netip.Addr]*pool
+	stats   TrackerStats
 }
 
-// NewTracker makes a tracker. ttl and max of 0 take the defaults.
+// NewTracker makes a tracker. ttl and max of 0 take the defaults; max
+// bounds each table. Every resolver is trusted until SetTrusted says
+// otherwise.
 func NewTracker(now func() time.Time, ttl time.Duration, maxPending int) *Tracker {
 	if ttl <= 0 {
 		ttl = DefaultPendingTTL
@@ -103,48 +182,175 @@ func NewTracker(now func() time.Time, ttl time.Duration, maxPending int) *Tracke
 	if maxPending <= 0 {
 		maxPending = DefaultMaxPending
 	}
-	return &Tracker{now: now, ttl: ttl, max: maxPending, flows: make(map[flowKey][]*pending)}
+	return &Tracker{now: now, ttl: ttl, quota: min(DefaultClientPending, maxPending),
+		hub: pool{max: maxPending}, lan: pool{max: maxPending},
+		flows: make(map[flowKey][]*pending), nat: make(map[natKey][]*pending),
+		clients: make(map[netip.Addr]*pool)}
 }
 
-// Query records a query that left this host.
+// SetTrusted sets which resolver addresses are trusted (addresses arrive
+// unmapped, without zone). nil trusts every resolver.
+func (t *Tracker) SetTrusted(f func(netip.Addr) bool) { t.trusted = f }
+
+// SetClientQuota bounds the pending queries of one LAN client (0: the
+// default).
+func (t *Tracker) SetClientQuota(n int) {
+	if n <= 0 {
+		n = DefaultClientPending
+	}
+	t.quota = n
+}
+
+func (t *Tracker) trusts(a netip.Addr) bool {
+	return t.trusted == nil || t.trusted(a.Unmap().WithZone(""))
+}
+
+// Query records a query this host sent, seen leaving an uplink. When LAN
+// clients' queries are watched (QueryLAN), a forwarded LAN query seen here
+// after source NAT is recognised and kept as the LAN client's.
 func (t *Tracker) Query(x Exchange) {
 	now := t.now()
 	t.expire(now)
-	if t.n >= t.max {
-		t.evictOldest()
+	if !t.trusts(x.Resolver.Addr()) {
+		t.stats.Untrusted++
+		return
 	}
+	if t.natCopy(x, now) {
+		t.stats.Forwarded++
+		return
+	}
+	if t.hub.n >= t.hub.max {
+		t.evict(&t.hub)
+		t.stats.Evicted++
+	}
+	t.add(x, now, false)
+}
+
+// QueryLAN records a query a LAN client sent through this host (seen
+// arriving from the LAN, before NAT).
+func (t *Tracker) QueryLAN(x Exchange) {
+	now := t.now()
+	t.expire(now)
+	if !t.trusts(x.Resolver.Addr()) {
+		t.stats.Untrusted++
+		return
+	}
+	c := t.clients[x.Client.Addr()]
+	if c != nil && c.n >= t.quota {
+		t.evict(c)
+		t.stats.OverQuota++
+	}
+	if t.lan.n >= t.lan.max {
+		t.evict(&t.lan)
+		t.stats.LANEvicted++
+	}
+	t.add(x, now, true)
+}
+
+func (t *Tracker) add(x Exchange, now time.Time, lan bool) {
 	p := &pending{
 		key:      flowKey{x.Proto, x.Client},
+		lan:      lan,
 		resolver: x.Resolver,
 		id:       x.ID,
 		q:        x.Question,
+		added:    now,
 		expires:  now.Add(t.ttl),
 	}
 	t.flows[p.key] = append(t.flows[p.key], p)
-	t.queue = append(t.queue, p)
-	t.n++
 	t.stats.Queries++
+	if !lan {
+		t.hub.push(p)
+		t.hub.n++
+		return
+	}
+	t.stats.LANQueries++
+	t.lan.push(p)
+	t.lan.n++
+	c := t.clients[x.Client.Addr()]
+	if c == nil {
+		c = &pool{}
+		t.clients[x.Client.Addr()] = c
+	}
+	c.push(p)
+	c.n++
+	nk := natKey{x.Proto, x.Resolver, x.ID, x.Question}
+	t.nat[nk] = append(t.nat[nk], p)
+}
+
+// natCopy makes x, seen leaving an uplink, an alias of the LAN query it is
+// the NAT copy of, if any: same transport, resolver, ID and question, and
+// the same source port (NAT keeps it when it can) or, failing that, a LAN
+// query seen within natWindow.
+func (t *Tracker) natCopy(x Exchange, now time.Time) bool {
+	nk := natKey{x.Proto, x.Resolver, x.ID, x.Question}
+	list := t.nat[nk]
+	if len(list) == 0 {
+		return false
+	}
+	pick := -1
+	for i, p := range list {
+		if p.key.client.Port() == x.Client.Port() {
+			pick = i
+			break
+		}
+		if pick < 0 && now.Sub(p.added) < natWindow {
+			pick = i
+		}
+	}
+	if pick < 0 {
+		return false
+	}
+	p := list[pick]
+	t.unNAT(nk, list, pick)
+	p.alias, p.aliased = flowKey{x.Proto, x.Client}, true
+	t.flows[p.alias] = append(t.flows[p.alias], p)
+	return true
+}
+
+func (t *Tracker) unNAT(nk natKey, list []*pending, i int) {
+	if len(list) == 1 {
+		delete(t.nat, nk)
+		return
+	}
+	t.nat[nk] = append(list[:i], list[i+1:]...)
+}
+
+// Match is what Reply found.
+type Match struct {
+	Reason Reason
+	// LAN: the reply answers a LAN client's query (whichever address view
+	// it was seen in).
+	LAN bool
 }
 
 // Reply checks a reply against the pending queries. Trusted consumes the
 // query it answers, so a second reply to the same query is Unsolicited (or
 // matches another, identical query still pending). The reason of a
 // rejection is the first check that failed, in the order of Reason.
-func (t *Tracker) Reply(x Exchange) Reason {
+func (t *Tracker) Reply(x Exchange) Reason { return t.ReplyMatch(x).Reason }
+
+// ReplyMatch is Reply that also says whose query the reply answered.
+func (t *Tracker) ReplyMatch(x Exchange) Match {
 	t.expire(t.now())
-	r := t.match(x)
-	t.stats.Verdicts[r]++
-	return r
+	m := t.match(x)
+	t.stats.Verdicts[m.Reason]++
+	if m.Reason == Trusted && m.LAN {
+		t.stats.LANTrusted++
+	}
+	return m
 }
 
-func (t *Tracker) match(x Exchange) Reason {
-	key := flowKey{x.Proto, x.Client}
-	list := t.flows[key]
+func (t *Tracker) match(x Exchange) Match {
+	if !t.trusts(x.Resolver.Addr()) {
+		return Match{Reason: UntrustedResolver}
+	}
+	list := t.flows[flowKey{x.Proto, x.Client}]
 	if len(list) == 0 {
-		return Unsolicited
+		return Match{Reason: Unsolicited}
 	}
 	best := WrongSource
-	for i, p := range list {
+	for _, p := range list {
 		r := WrongSource
 		switch {
 		case p.resolver.Addr() != x.Resolver.Addr():
@@ -155,89 +361,84 @@ func (t *Tracker) match(x Exchange) Reason {
 		case p.q != x.Question:
 			r = WrongQuestion
 		default:
-			p.done = true
-			t.n--
-			t.drop(key, list, i)
-			return Trusted
+			t.remove(p)
+			return Match{Reason: Trusted, LAN: p.lan}
 		}
 		best = max(best, r)
 	}
-	return best
+	return Match{Reason: best}
 }
 
-func (t *Tracker) drop(key flowKey, list []*pending, i int) {
-	if len(list) == 1 {
-		delete(t.flows, key)
+func (t *Tracker) dropFlow(key flowKey, p *pending) {
+	list := t.flows[key]
+	for i, q := range list {
+		if q != p {
+			continue
+		}
+		if len(list) == 1 {
+			delete(t.flows, key)
+		} else {
+			t.flows[key] = append(list[:i], list[i+1:]...)
+		}
 		return
 	}
-	list = append(list[:i], list[i+1:]...)
-	t.flows[key] = list
 }
 
+// remove takes p out of every index; the queues drop it lazily.
 func (t *Tracker) remove(p *pending) {
-	list := t.flows[p.key]
-	for i, q := range list {
-		if q == p {
-			t.drop(p.key, list, i)
-			break
-		}
+	if p.done {
+		return
 	}
 	p.done = true
-	t.n--
-}
-
-func (t *Tracker) popFront() *pending {
-	for t.head < len(t.queue) {
-		p := t.queue[t.head]
-		t.queue[t.head] = nil
-		t.head++
-		if !p.done {
-			return p
+	t.dropFlow(p.key, p)
+	if !p.lan {
+		t.hub.n--
+		return
+	}
+	if p.aliased {
+		t.dropFlow(p.alias, p)
+	} else {
+		nk := natKey{p.key.proto, p.resolver, p.id, p.q}
+		list := t.nat[nk]
+		for i, q := range list {
+			if q == p {
+				t.unNAT(nk, list, i)
+				break
+			}
 		}
 	}
-	return nil
+	t.lan.n--
+	a := p.key.client.Addr()
+	if c := t.clients[a]; c != nil {
+		if c.n--; c.n <= 0 {
+			delete(t.clients, a)
+		}
+	}
 }
 
-func (t *Tracker) peekFront() *pending {
-	for t.head < len(t.queue) {
-		if p := t.queue[t.head]; !p.done {
-			return p
-		}
-		t.queue[t.head] = nil
-		t.head++
+func (t *Tracker) evict(pl *pool) {
+	if p := pl.front(); p != nil {
+		t.remove(p)
 	}
-	return nil
 }
 
 func (t *Tracker) expire(now time.Time) {
-	for {
-		p := t.peekFront()
-		if p == nil || now.Before(p.expires) {
-			break
+	for _, pl := range []*pool{&t.hub, &t.lan} {
+		for {
+			p := pl.front()
+			if p == nil || now.Before(p.expires) {
+				break
+			}
+			t.remove(p)
+			t.stats.Expired++
 		}
-		t.popFront()
-		t.remove(p)
-		t.stats.Expired++
-	}
-	// Compact the queue when its dead head is large.
-	if t.head > 64 && t.head*2 > len(t.queue) {
-		n := copy(t.queue, t.queue[t.head:])
-		clear(t.queue[n:])
-		t.queue = t.queue[:n]
-		t.head = 0
-	}
-}
-
-func (t *Tracker) evictOldest() {
-	if p := t.popFront(); p != nil {
-		t.remove(p)
-		t.stats.Evicted++
 	}
 }
 
 // Stats returns the counters.
 func (t *Tracker) Stats() TrackerStats {
 	s := t.stats
-	s.Pending = t.n
+	s.Pending = t.hub.n + t.lan.n
+	s.LANPending = t.lan.n
 	return s
 }

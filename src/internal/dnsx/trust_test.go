@@ -189,7 +189,132 @@ func TestTrackerQueueCompaction(t *testing.T) {
 		}
 		c.advance(time.Millisecond)
 	}
-	if len(tr.queue)-tr.head > 1100 || len(tr.flows) != 0 {
-		t.Fatalf("queue %d head %d flows %d", len(tr.queue), tr.head, len(tr.flows))
+	if len(tr.hub.q)-tr.hub.head > 1100 || len(tr.flows) != 0 {
+		t.Fatalf("queue %d head %d flows %d", len(tr.hub.q), tr.hub.head, len(tr.flows))
+	}
+}
+
+func trustOnly(addrs ...string) func(netip.Addr) bool {
+	m := map[netip.Addr]bool{}
+	for _, a := range addrs {
+		m[netip.MustParseAddr(a)] = true
+	}
+	return func(a netip.Addr) bool { return m[a] }
+}
+
+// A reply from a resolver that is not an uplink's opens nothing, even when it answers a query
+// that was really sent to it; the query is not even tracked.
+func TestTrackerUntrustedResolver(t *testing.T) {
+	tr := NewTracker(newClock().now, 0, 0)
+	tr.SetTrusted(trustOnly("198.18.1.1"))
+	rogue := ex(ProtoUDP, "198.18.0.2:1000", "198.18.9.9:53", 1, "api.afero.io", TypeA)
+	tr.Query(rogue)
+	tr.QueryLAN(ex(ProtoTCP, "198.18.100.2:1000", "198.18.9.9:53", 1, "api.afero.io", TypeA))
+	if got := tr.Reply(rogue); got != UntrustedResolver {
+		t.Fatalf("rogue reply: %v", got)
+	}
+	good := ex(ProtoUDP, "198.18.0.2:1001", "198.18.1.1:53", 2, "api.afero.io", TypeA)
+	tr.Query(good)
+	if got := tr.Reply(good); got != Trusted {
+		t.Fatalf("uplink resolver's reply: %v", got)
+	}
+	s := tr.Stats()
+	if s.Untrusted != 2 || s.Queries != 1 || s.Verdicts[UntrustedResolver] != 1 || s.Pending != 0 {
+		t.Fatalf("stats %+v", s)
+	}
+	// The set follows changes.
+	tr.SetTrusted(trustOnly("198.18.9.9"))
+	tr.Query(rogue)
+	if got := tr.Reply(rogue); got != Trusted {
+		t.Fatalf("after the resolver became trusted: %v", got)
+	}
+}
+
+// A LAN client flooding queries evicts its own, then other LAN queries, never the hub's.
+func TestTrackerLANFloodSparesHub(t *testing.T) {
+	c := newClock()
+	tr := NewTracker(c.now, 0, 100)
+	tr.SetClientQuota(10)
+	hub := ex(ProtoUDP, "198.18.10.2:1000", "198.18.1.1:53", 1, "api.afero.io", TypeA)
+	tr.Query(hub)
+	victim := ex(ProtoUDP, "198.18.100.3:2000", "198.18.1.1:53", 1, "b.afero.io", TypeA)
+	tr.QueryLAN(victim)
+	for i := 0; i < 10000; i++ {
+		tr.QueryLAN(ex(ProtoUDP, "198.18.100.2:3000", "198.18.1.1:53", uint16(i), "x.afero.io", TypeA))
+	}
+	s := tr.Stats()
+	if s.OverQuota != 9990 || s.LANPending != 11 || s.Pending != 12 || s.Evicted != 0 {
+		t.Fatalf("after one client's flood: %+v", s)
+	}
+	if got := tr.Reply(victim); got != Trusted {
+		t.Fatalf("another LAN client's query: %v", got)
+	}
+	// Many clients fill the LAN table: its oldest go, the hub's query stays.
+	for i := 0; i < 1000; i++ {
+		cl := netip.AddrPortFrom(netip.AddrFrom4([4]byte{198, 18, 101, byte(i)}), 4000)
+		tr.QueryLAN(Exchange{Proto: ProtoUDP, Client: cl, Resolver: netip.MustParseAddrPort("198.18.1.1:53"), ID: uint16(i), Question: Question{"y.afero.io", TypeA, ClassINET}})
+	}
+	s = tr.Stats()
+	if s.LANPending != 100 || s.LANEvicted == 0 || s.Evicted != 0 {
+		t.Fatalf("after many clients: %+v", s)
+	}
+	if m := tr.ReplyMatch(hub); m.Reason != Trusted || m.LAN {
+		t.Fatalf("the hub's own query after the flood: %+v", m)
+	}
+}
+
+// A forwarded LAN query is tracked once: its copy leaving the uplink after source NAT is an
+// alias, so the reply is trusted (once) in either address view and is the LAN client's.
+func TestTrackerNATCopyTrackedOnce(t *testing.T) {
+	for _, view := range []string{"before NAT", "after NAT", "port rewritten"} {
+		t.Run(view, func(t *testing.T) {
+			c := newClock()
+			tr := NewTracker(c.now, 0, 0)
+			lan := ex(ProtoUDP, "198.18.100.2:5555", "198.18.1.1:53", 9, "api.afero.io", TypeA)
+			natted := ex(ProtoUDP, "198.18.10.2:5555", "198.18.1.1:53", 9, "api.afero.io", TypeA)
+			if view == "port rewritten" {
+				natted.Client = netip.MustParseAddrPort("198.18.10.2:6000")
+			}
+			tr.QueryLAN(lan)
+			c.advance(time.Millisecond)
+			tr.Query(natted)
+			s := tr.Stats()
+			if s.Pending != 1 || s.LANPending != 1 || s.Forwarded != 1 {
+				t.Fatalf("stats %+v", s)
+			}
+			reply := lan
+			if view != "before NAT" {
+				reply = natted
+			}
+			if m := tr.ReplyMatch(reply); m.Reason != Trusted || !m.LAN {
+				t.Fatalf("reply: %+v", m)
+			}
+			if got := tr.Reply(lan); got != Unsolicited {
+				t.Fatalf("second reply, before NAT: %v", got)
+			}
+			if got := tr.Reply(natted); got != Unsolicited {
+				t.Fatalf("second reply, after NAT: %v", got)
+			}
+			if s := tr.Stats(); s.Pending != 0 || len(tr.nat) != 0 || len(tr.flows) != 0 || len(tr.clients) != 0 {
+				t.Fatalf("left behind: %+v nat %d flows %d clients %d", s, len(tr.nat), len(tr.flows), len(tr.clients))
+			}
+		})
+	}
+}
+
+// The hub's own query identical to an old LAN query (same ID and question) but from another
+// port is the hub's, not a NAT copy.
+func TestTrackerHubQueryNotTakenForNATCopy(t *testing.T) {
+	c := newClock()
+	tr := NewTracker(c.now, 0, 0)
+	tr.QueryLAN(ex(ProtoUDP, "198.18.100.2:5555", "198.18.1.1:53", 9, "api.afero.io", TypeA))
+	c.advance(3 * time.Second)
+	hub := ex(ProtoUDP, "198.18.10.2:7000", "198.18.1.1:53", 9, "api.afero.io", TypeA)
+	tr.Query(hub)
+	if s := tr.Stats(); s.Forwarded != 0 || s.Pending != 2 || s.LANPending != 1 {
+		t.Fatalf("stats %+v", s)
+	}
+	if m := tr.ReplyMatch(hub); m.Reason != Trusted || m.LAN {
+		t.Fatalf("the hub's reply: %+v", m)
 	}
 }

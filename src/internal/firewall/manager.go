@@ -142,6 +142,33 @@ func (f *Firewall) Disallow(addr netip.Addr, forward bool) error {
 	return f.b.Del([]Pinhole{p})
 }
 
+// Forget closes learned addresses that gave way to a bound of the DNS
+// extraction (its ledger made room), for the device and for forwarding. An
+// address open permanently (ubus allow, fwcfg.sh add) stays, and so does one
+// this firewall never recorded.
+func (f *Firewall) Forget(addrs []netip.Addr) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if !f.setUp {
+		return ErrNotSetUp
+	}
+	var del []Pinhole
+	for _, a := range addrs {
+		a = a.Unmap().WithZone("")
+		for _, fwd := range []bool{false, true} {
+			k := recordKey{a, fwd}
+			if e, ok := f.rec.m[k]; ok && !e.expires.IsZero() {
+				delete(f.rec.m, k)
+				del = append(del, Pinhole{Addr: a, Forward: fwd})
+			}
+		}
+	}
+	if len(del) == 0 {
+		return nil
+	}
+	return f.b.Del(del)
+}
+
 // Verify returns nil when all our rules and sets are in place.
 func (f *Firewall) Verify() error {
 	f.mu.Lock()

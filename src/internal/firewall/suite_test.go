@@ -419,3 +419,29 @@ func TestNFTOldKernelRefresh(t *testing.T) {
 		})
 	}
 }
+
+// Forget closes learned addresses (device and forwarding) and leaves those opened
+// permanently, and addresses it never recorded, alone.
+func TestForgetLearnedOnly(t *testing.T) {
+	eachKind(t, func(t *testing.T, kind string) {
+		ns := fwtest.NewNS(t, "afc-fw")
+		f := firewall.New(fwtest.NewBackend(t, ns, kind), nil)
+		if err := f.Setup(testPolicy); err != nil {
+			t.Fatal(err)
+		}
+		learned, perm, fwd := a("198.18.0.20"), a("198.18.0.21"), a("2001:db8::22")
+		if err := f.AllowAll([]firewall.Pinhole{{Addr: learned, TTL: time.Hour}, {Addr: perm}, {Addr: fwd, TTL: time.Hour, Forward: true}}); err != nil {
+			t.Fatal(err)
+		}
+		if err := f.Forget([]netip.Addr{learned, perm, fwd, a("198.18.0.99")}); err != nil {
+			t.Fatal(err)
+		}
+		st := f.Stats(true)
+		if st.Learned4 != 1 || st.Forward6 != 0 || st.Kernel["allow4"] != 1 || st.Kernel["fwd6"] != 0 {
+			t.Fatalf("after Forget: %+v", st)
+		}
+		if dump := fwtest.Dump(t, ns); !strings.Contains(dump, "198.18.0.21") || strings.Contains(dump, "198.18.0.20") {
+			t.Fatalf("after Forget want only the permanent 198.18.0.21:\n%s", dump)
+		}
+	})
+}

@@ -26,6 +26,7 @@ type Record struct {
 type DNSServer struct {
 	mu      sync.Mutex
 	records map[string][]Record
+	delay   time.Duration
 	queries atomic.Int64
 	servers []*dns.Server
 }
@@ -42,13 +43,19 @@ func DefaultRecords() []Record {
 
 // StartDNS starts the cloud's DNS server with the given records.
 func (w *World) StartDNS(records []Record) (*DNSServer, error) {
+	return w.StartDNSAt(DNSAddr, records)
+}
+
+// StartDNSAt starts a DNS server like the cloud's on another address of the cloud (which the
+// caller has added), e.g. a rogue resolver.
+func (w *World) StartDNSAt(addr netip.Addr, records []Record) (*DNSServer, error) {
 	s := &DNSServer{}
 	s.SetRecords(records)
-	udp, err := w.Cloud.ListenPacket("udp4", netip.AddrPortFrom(DNSAddr, 53).String())
+	udp, err := w.Cloud.ListenPacket("udp4", netip.AddrPortFrom(addr, 53).String())
 	if err != nil {
 		return nil, fmt.Errorf("testbed: dns udp: %w", err)
 	}
-	tcp, err := w.Cloud.Listen("tcp4", netip.AddrPortFrom(DNSAddr, 53).String())
+	tcp, err := w.Cloud.Listen("tcp4", netip.AddrPortFrom(addr, 53).String())
 	if err != nil {
 		udp.Close()
 		return nil, fmt.Errorf("testbed: dns tcp: %w", err)
@@ -84,12 +91,24 @@ func (s *DNSServer) SetRecords(records []Record) {
 	s.mu.Unlock()
 }
 
+// SetDelay makes the server wait d before each answer, as a resolver does for a name it has to
+// look up upstream.
+func (s *DNSServer) SetDelay(d time.Duration) {
+	s.mu.Lock()
+	s.delay = d
+	s.mu.Unlock()
+}
+
 // Queries counts the questions the server has answered.
 func (s *DNSServer) Queries() int64 { return s.queries.Load() }
 
 // ServeDNS answers one query.
 func (s *DNSServer) ServeDNS(rw dns.ResponseWriter, q *dns.Msg) {
 	s.queries.Add(1)
+	s.mu.Lock()
+	delay := s.delay
+	s.mu.Unlock()
+	time.Sleep(delay)
 	m := new(dns.Msg)
 	m.SetReply(q)
 	m.Authoritative = true
