@@ -7,6 +7,7 @@
 //	mkipk -archs                      the supported OpenWrt architectures
 //	mkipk -goenv ARCH                 GOOS=... GOARCH=... for a CGO_ENABLED=0 build for ARCH
 //	mkipk -feed DIR -print-version    the package version, PKG_VERSION-PKG_RELEASE
+//	mkipk -feed DIR [-firewall F] -print-tags  the go build tags (GO_PKG_TAGS) for that firewall
 //	mkipk -feed DIR -arch ARCH -bin CONNMGR -out DIR [-version V] [-firewall fw4|fw3|none]
 //	      [-config CONFIG_NAME=VALUE]...
 //
@@ -58,11 +59,12 @@ func run(args []string, stdout io.Writer, getenv func(string) string) error {
 		goenv        = fs.String("goenv", "", "print the Go build settings for this OpenWrt `arch`")
 		feed         = fs.String("feed", "", "the feed package `dir`ectory (openwrt/af-conn)")
 		printVersion = fs.Bool("print-version", false, "print the package version")
+		printTags    = fs.Bool("print-tags", false, "print the go build tags for -firewall (GO_PKG_TAGS)")
 		arch         = fs.String("arch", "", "OpenWrt package `arch`itecture to pack for")
 		bin          = fs.String("bin", "", "the connmgr `binary` built for -arch")
 		out          = fs.String("out", "", "output `dir`ectory")
 		version      = fs.String("version", "", "package `version` (default: PKG_VERSION-PKG_RELEASE)")
-		firewall     = fs.String("firewall", "fw4", "the firewall of the target images, for DEPENDS: fw4, fw3 or none")
+		firewall     = fs.String("firewall", "fw4", "the firewall of the target images, for DEPENDS and the build tags: fw4, fw3 or none")
 		source       = fs.String("source", "feeds/afconn/af-conn", "the control file's Source field")
 		config       = configFlags{}
 	)
@@ -104,6 +106,10 @@ func run(args []string, stdout io.Writer, getenv func(string) string) error {
 	}
 	if *printVersion {
 		fmt.Fprintln(stdout, def.FullVersion())
+		return nil
+	}
+	if *printTags {
+		fmt.Fprintln(stdout, def.GoTags)
 		return nil
 	}
 

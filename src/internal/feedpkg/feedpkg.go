@@ -28,6 +28,7 @@ type Definition struct {
 	Conffiles                    []string
 	GoBuildPkg, GoInstallBinPath string
 	GoLDFlagsX                   []string // GO_PKG_LDFLAGS_X: the -X definitions
+	GoTags                       string   // GO_PKG_TAGS: go build -tags, comma-separated
 	Install                      []Step
 }
 
@@ -100,6 +101,11 @@ func Parse(src []byte, env map[string]string) (*Definition, error) {
 		return nil, err
 	}
 	d.GoLDFlagsX = strings.Fields(x)
+	tags, _, err := m.value("GO_PKG_TAGS")
+	if err != nil {
+		return nil, err
+	}
+	d.GoTags = strings.TrimSpace(tags)
 
 	pkg := "Package/" + d.Name
 	body, ok := m.defines[pkg]
