@@ -7,7 +7,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -156,11 +155,7 @@ func runStatus(args []string, stdout, stderr io.Writer) int {
 // statusFromTable reads the status method's answer back into daemon.Status.
 func statusFromTable(t ubus.Table) (daemon.Status, error) {
 	var st daemon.Status
-	j, err := ubus.FormatJSON(t, false)
-	if err != nil {
-		return st, err
-	}
-	err = json.Unmarshal(j, &st)
+	err := ubus.Unmarshal(t, &st)
 	return st, err
 }
 
