@@ -71,7 +71,8 @@ fuzz:
 #   make size [ARCH="a b"]     the binary and package size per architecture (BENCHMARKS.md)
 # ARCH defaults to all of IPK_ARCHS. Options: IPK_VERSION, the package's and the binary's
 # version (default: the feed's PKG_VERSION-PKG_RELEASE), FIREWALL=fw4|fw3|none (default fw4: Depends,
-# and the build tags of the feed's GO_PKG_TAGS: the iptables backend only for fw3),
+# and the build tags of the feed's GO_PKG_TAGS: the iptables backend only for fw3; its
+# GO_PKG_GCFLAGS too),
 # WHITELIST=prod|dev (default prod), SOURCE_DATE_EPOCH (default: the last commit's time).
 IPK_ARCHS := mipsel_24kc mips_24kc arm_cortex-a7_neon-vfpv4 aarch64_cortex-a53 x86_64
 ARCH ?= $(IPK_ARCHS)
@@ -94,9 +95,10 @@ FORCE_MKIPK:
 
 cross: $(MKIPK)
 	@set -e; tags=$$($(MKIPK) -feed $(IPK_FEED) -firewall $(FIREWALL) -print-tags); \
+	gcflags=$$($(MKIPK) -feed $(IPK_FEED) -print-gcflags); \
 	for arch in $(ARCH); do \
 		out=$(BUILD)/$$arch/connmgr; \
-		env $$($(MKIPK) -goenv $$arch) $(GO) -C $(SRC) build -trimpath -buildvcs=false -tags "$$tags" \
+		env $$($(MKIPK) -goenv $$arch) $(GO) -C $(SRC) build -trimpath -buildvcs=false -tags "$$tags" -gcflags "$$gcflags" \
 			-ldflags "-s -w -X main.version=$(IPK_VERSION)" -o $$out ./cmd/connmgr; \
 		printf '%-32s %9d bytes\n' "$$arch/connmgr" "$$(stat -c %s $$out)"; \
 	done

@@ -8,6 +8,7 @@
 //	mkipk -goenv ARCH                 GOOS=... GOARCH=... for a CGO_ENABLED=0 build for ARCH
 //	mkipk -feed DIR -print-version    the package version, PKG_VERSION-PKG_RELEASE
 //	mkipk -feed DIR [-firewall F] -print-tags  the go build tags (GO_PKG_TAGS) for that firewall
+//	mkipk -feed DIR -print-gcflags    the go build -gcflags (GO_PKG_GCFLAGS)
 //	mkipk -feed DIR -arch ARCH -bin CONNMGR -out DIR [-version V] [-firewall fw4|fw3|none]
 //	      [-config CONFIG_NAME=VALUE]...
 //
@@ -60,6 +61,7 @@ func run(args []string, stdout io.Writer, getenv func(string) string) error {
 		feed         = fs.String("feed", "", "the feed package `dir`ectory (openwrt/af-conn)")
 		printVersion = fs.Bool("print-version", false, "print the package version")
 		printTags    = fs.Bool("print-tags", false, "print the go build tags for -firewall (GO_PKG_TAGS)")
+		printGCFlags = fs.Bool("print-gcflags", false, "print the go build -gcflags (GO_PKG_GCFLAGS)")
 		arch         = fs.String("arch", "", "OpenWrt package `arch`itecture to pack for")
 		bin          = fs.String("bin", "", "the connmgr `binary` built for -arch")
 		out          = fs.String("out", "", "output `dir`ectory")
@@ -110,6 +112,10 @@ func run(args []string, stdout io.Writer, getenv func(string) string) error {
 	}
 	if *printTags {
 		fmt.Fprintln(stdout, def.GoTags)
+		return nil
+	}
+	if *printGCFlags {
+		fmt.Fprintln(stdout, def.GoGCFlags)
 		return nil
 	}
 

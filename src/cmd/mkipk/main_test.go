@@ -339,4 +339,11 @@ func TestPackOptions(t *testing.T) {
 			t.Errorf("-firewall %s -print-tags: %q, want %q", fw, got, want)
 		}
 	}
+	stdout.Reset()
+	if err := run([]string{"-feed", feedDir, "-print-gcflags"}, &stdout, env); err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.TrimSpace(stdout.String()); got != "all=-l" {
+		t.Errorf("-print-gcflags: %q, want all=-l (no inlining: the package's size)", got)
+	}
 }

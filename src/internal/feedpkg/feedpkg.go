@@ -29,6 +29,7 @@ type Definition struct {
 	GoBuildPkg, GoInstallBinPath string
 	GoLDFlagsX                   []string // GO_PKG_LDFLAGS_X: the -X definitions
 	GoTags                       string   // GO_PKG_TAGS: go build -tags, comma-separated
+	GoGCFlags                    string   // GO_PKG_GCFLAGS: go build -gcflags
 	Install                      []Step
 }
 
@@ -106,6 +107,11 @@ func Parse(src []byte, env map[string]string) (*Definition, error) {
 		return nil, err
 	}
 	d.GoTags = strings.TrimSpace(tags)
+	gcflags, _, err := m.value("GO_PKG_GCFLAGS")
+	if err != nil {
+		return nil, err
+	}
+	d.GoGCFlags = strings.TrimSpace(gcflags)
 
 	pkg := "Package/" + d.Name
 	body, ok := m.defines[pkg]
