@@ -12,7 +12,6 @@ import (
 	"io"
 	"strconv"
 	"strings"
-	"text/tabwriter"
 	"time"
 
 	"github.com/afero/af-conn/internal/daemon"
@@ -170,7 +169,7 @@ func networkTypeName(v int) string {
 
 // writeStatus renders a status for people: the daemon's summary, then one line per uplink.
 func writeStatus(w io.Writer, st daemon.Status) {
-	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	tw := newTabTable(w)
 	fmt.Fprintf(tw, "connmgr %s, up %s\n", st.Version, time.Duration(st.UptimeSeconds)*time.Second)
 	inUse := "none"
 	if st.InUse != "" {
@@ -211,7 +210,7 @@ func writeStatus(w io.Writer, st daemon.Status) {
 		return
 	}
 	fmt.Fprintln(w)
-	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	tw = newTabTable(w)
 	fmt.Fprintln(tw, "  NETWORK\tDEVICE\tTYPE\tSTATE\tADDRESS\tGATEWAY\tPROBE\tRTT\tSINCE\tPROBES")
 	for _, u := range st.Uplinks {
 		mark := " "
