@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 
 	"github.com/google/nftables"
 )
@@ -72,8 +71,7 @@ func Detect() Facts {
 		}
 	}
 	f.FW4Installed = fileExists("/sbin/fw4")
-	_, err := exec.LookPath("iptables")
-	f.IPTables = err == nil
+	f.IPTables = iptablesInstalled()
 	f.NoIPTBackend = !iptablesBuilt
 	return f
 }

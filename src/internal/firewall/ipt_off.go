@@ -11,3 +11,6 @@ const iptablesBuilt = false
 // openIPT is not reached (Choose refuses the iptables backend in this build); it answers
 // the same if it ever is.
 func openIPT() (Backend, error) { return nil, errors.New(errNoIPTBackend) }
+
+// iptablesInstalled is not asked: nothing here would use the program (and os/exec stays out).
+func iptablesInstalled() bool { return false }
