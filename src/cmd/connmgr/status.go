@@ -7,14 +7,12 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"slices"
 	"strconv"
 	"strings"
-	"text/tabwriter"
 	"time"
 
 	"github.com/afero/af-conn/internal/daemon"
@@ -157,11 +155,7 @@ func runStatus(args []string, stdout, stderr io.Writer) int {
 // statusFromTable reads the status method's answer back into daemon.Status.
 func statusFromTable(t ubus.Table) (daemon.Status, error) {
 	var st daemon.Status
-	j, err := ubus.FormatJSON(t, false)
-	if err != nil {
-		return st, err
-	}
-	err = json.Unmarshal(j, &st)
+	err := ubus.Unmarshal(t, &st)
 	return st, err
 }
 
@@ -176,7 +170,7 @@ func networkTypeName(v int) string {
 
 // writeStatus renders a status for people: the daemon's summary, then one line per uplink.
 func writeStatus(w io.Writer, st daemon.Status) {
-	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	tw := newTabTable(w)
 	fmt.Fprintf(tw, "connmgr %s, up %s\n", st.Version, time.Duration(st.UptimeSeconds)*time.Second)
 	inUse := "none"
 	if st.InUse != "" {
@@ -226,7 +220,7 @@ func writeStatus(w io.Writer, st daemon.Status) {
 		return
 	}
 	fmt.Fprintln(w)
-	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	tw = newTabTable(w)
 	fmt.Fprintln(tw, "  NETWORK\tDEVICE\tTYPE\tSTATE\tADDRESS\tGATEWAY\tPROBE\tRTT\tSINCE\tPROBES")
 	for _, u := range st.Uplinks {
 		mark := " "

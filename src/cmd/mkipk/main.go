@@ -11,6 +11,8 @@
 //	mkipk -feed DIR [-format apk] -print-version
 //	                                  the package version: PKG_VERSION-PKG_RELEASE for an
 //	                                  .ipk, PKG_VERSION-rPKG_RELEASE for an .apk
+//	mkipk -feed DIR [-firewall F] -print-tags  the go build tags (GO_PKG_TAGS) for that firewall
+//	mkipk -feed DIR -print-gcflags    the go build -gcflags (GO_PKG_GCFLAGS)
 //	mkipk -feed DIR -arch ARCH -bin CONNMGR -out DIR [-format ipk|apk] [-version V]
 //	      [-firewall fw4|fw3|none] [-config CONFIG_NAME=VALUE]...
 //
@@ -63,11 +65,13 @@ func run(args []string, stdout io.Writer, getenv func(string) string) error {
 		goenv        = fs.String("goenv", "", "print the Go build settings for this OpenWrt `arch`")
 		feed         = fs.String("feed", "", "the feed package `dir`ectory (openwrt/af-conn)")
 		printVersion = fs.Bool("print-version", false, "print the package version")
+		printTags    = fs.Bool("print-tags", false, "print the go build tags for -firewall (GO_PKG_TAGS)")
+		printGCFlags = fs.Bool("print-gcflags", false, "print the go build -gcflags (GO_PKG_GCFLAGS)")
 		arch         = fs.String("arch", "", "OpenWrt package `arch`itecture to pack for")
 		bin          = fs.String("bin", "", "the connmgr `binary` built for -arch")
 		out          = fs.String("out", "", "output `dir`ectory")
 		version      = fs.String("version", "", "package `version` (default: PKG_VERSION-PKG_RELEASE)")
-		firewall     = fs.String("firewall", "fw4", "the firewall of the target images, for DEPENDS: fw4, fw3 or none")
+		firewall     = fs.String("firewall", "fw4", "the firewall of the target images, for DEPENDS and the build tags: fw4, fw3 or none")
 		source       = fs.String("source", "feeds/afconn/af-conn", "the control file's Source field (an .apk's origin)")
 		format       = fs.String("format", "ipk", "package format: ipk (opkg) or apk (APK v3, OpenWrt 25.12)")
 		config       = configFlags{}
@@ -117,6 +121,14 @@ func run(args []string, stdout io.Writer, getenv func(string) string) error {
 	}
 	if *printVersion {
 		fmt.Fprintln(stdout, defaultVersion)
+		return nil
+	}
+	if *printTags {
+		fmt.Fprintln(stdout, def.GoTags)
+		return nil
+	}
+	if *printGCFlags {
+		fmt.Fprintln(stdout, def.GoGCFlags)
 		return nil
 	}
 

@@ -351,6 +351,24 @@ func TestPackOptions(t *testing.T) {
 	if v := strings.TrimSpace(stdout.String()); !strings.Contains(v, "-") {
 		t.Errorf("version %q, want PKG_VERSION-PKG_RELEASE", v)
 	}
+
+	// The build tags follow the image's firewall: the iptables backend only for fw3.
+	for fw, want := range map[string]string{"fw4": "noiptables", "none": "noiptables", "fw3": ""} {
+		stdout.Reset()
+		if err := run([]string{"-feed", feedDir, "-firewall", fw, "-print-tags"}, &stdout, env); err != nil {
+			t.Fatal(err)
+		}
+		if got := strings.TrimSpace(stdout.String()); got != want {
+			t.Errorf("-firewall %s -print-tags: %q, want %q", fw, got, want)
+		}
+	}
+	stdout.Reset()
+	if err := run([]string{"-feed", feedDir, "-print-gcflags"}, &stdout, env); err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.TrimSpace(stdout.String()); got != "all=-l" {
+		t.Errorf("-print-gcflags: %q, want all=-l (no inlining: the package's size)", got)
+	}
 }
 
 // TestPackFeedAPK packs the feed as an .apk for every architecture and reads it back: the

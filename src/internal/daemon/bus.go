@@ -19,7 +19,6 @@ package daemon
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -259,18 +258,18 @@ func (b *bus) callStatus(ctx context.Context, _ ubus.Table) (ubus.Table, error) 
 	return b.onLoop(ctx, func() (ubus.Table, error) { return StatusTable(b.d.Status()) })
 }
 
-// StatusTable is Status as the blobmsg table `ubus call connmgr status` answers: the JSON
-// encoding of Status read back the way `ubus call` reads JSON, so ubus and `connmgr status
-// --json` show the same document.
+// StatusTable is Status as the blobmsg table `ubus call connmgr status` answers: what the
+// JSON encoding of Status reads back as the way `ubus call` reads JSON (ubus.Marshal, without
+// the JSON), so ubus and `connmgr status --json` show the same document.
 func StatusTable(st Status) (ubus.Table, error) {
 	if st.Uplinks == nil {
 		st.Uplinks = []UplinkStatus{} // [] rather than null: scripts iterate it
 	}
-	j, err := json.Marshal(st)
+	t, err := ubus.Marshal(st)
 	if err != nil {
 		return nil, fmt.Errorf("encode status: %w", err)
 	}
-	return ubus.FromJSON(j)
+	return t, nil
 }
 
 func (b *bus) callGetAttribute(ctx context.Context, args ubus.Table) (ubus.Table, error) {

@@ -28,6 +28,8 @@ type Definition struct {
 	Conffiles                    []string
 	GoBuildPkg, GoInstallBinPath string
 	GoLDFlagsX                   []string // GO_PKG_LDFLAGS_X: the -X definitions
+	GoTags                       string   // GO_PKG_TAGS: go build -tags, comma-separated
+	GoGCFlags                    string   // GO_PKG_GCFLAGS: go build -gcflags
 	Install                      []Step
 }
 
@@ -109,6 +111,16 @@ func Parse(src []byte, env map[string]string) (*Definition, error) {
 		return nil, err
 	}
 	d.GoLDFlagsX = strings.Fields(x)
+	tags, _, err := m.value("GO_PKG_TAGS")
+	if err != nil {
+		return nil, err
+	}
+	d.GoTags = strings.TrimSpace(tags)
+	gcflags, _, err := m.value("GO_PKG_GCFLAGS")
+	if err != nil {
+		return nil, err
+	}
+	d.GoGCFlags = strings.TrimSpace(gcflags)
 
 	pkg := "Package/" + d.Name
 	body, ok := m.defines[pkg]

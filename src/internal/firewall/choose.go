@@ -1,9 +1,9 @@
 package firewall
 
 import (
+	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 
 	"github.com/google/nftables"
 )
@@ -14,7 +14,14 @@ type Facts struct {
 	FW4Table     bool // table inet fw4 exists (fw4 is running)
 	FW4Installed bool // /sbin/fw4 exists
 	IPTables     bool // an iptables command is installed
+	// NoIPTBackend: this connmgr was built without the iptables backend (tag noiptables,
+	// the build for fw4 images), so iptables is never chosen.
+	NoIPTBackend bool
 }
+
+const errNoIPTBackend = "firewall_backend iptables: this connmgr is built without the iptables backend " +
+	"(the build for fw4 images, tag noiptables); set option firewall_backend to auto or nftables, " +
+	"or install the package built for fw3 (make ipk FIREWALL=fw3)"
 
 // Choose picks the backend for the option firewall_backend (auto, nftables
 // or iptables). auto takes nftables where fw4 is in use or installed, or
@@ -27,6 +34,9 @@ func Choose(option string, f Facts) (string, error) {
 		}
 		return BackendNFT, nil
 	case BackendIPTables:
+		if f.NoIPTBackend {
+			return "", errors.New(errNoIPTBackend)
+		}
 		if !f.IPTables {
 			return "", fmt.Errorf("firewall_backend iptables: no iptables command installed")
 		}
@@ -36,10 +46,13 @@ func Choose(option string, f Facts) (string, error) {
 		return "", fmt.Errorf("firewall_backend %q: want auto, nftables or iptables", option)
 	}
 	switch {
-	case f.NFT && (f.FW4Table || f.FW4Installed || !f.IPTables):
+	case f.NFT && (f.FW4Table || f.FW4Installed || !f.IPTables || f.NoIPTBackend):
 		return BackendNFT, nil
-	case f.IPTables:
+	case f.IPTables && !f.NoIPTBackend:
 		return BackendIPTables, nil
+	case f.NoIPTBackend:
+		return "", fmt.Errorf("firewall_backend auto: the kernel's nf_tables does not answer, and this connmgr " +
+			"is built without the iptables backend (tag noiptables, the build for fw4 images)")
 	}
 	return "", fmt.Errorf("firewall_backend auto: neither nf_tables nor iptables is usable")
 }
@@ -58,8 +71,8 @@ func Detect() Facts {
 		}
 	}
 	f.FW4Installed = fileExists("/sbin/fw4")
-	_, err := exec.LookPath("iptables")
-	f.IPTables = err == nil
+	f.IPTables = iptablesInstalled()
+	f.NoIPTBackend = !iptablesBuilt
 	return f
 }
 
@@ -77,5 +90,5 @@ func Open(option string) (Backend, error) {
 	if name == BackendNFT {
 		return NewNFT()
 	}
-	return NewIPT()
+	return openIPT()
 }

@@ -1,3 +1,5 @@
+//go:build !noiptables
+
 package firewall
 
 import (

@@ -173,6 +173,11 @@ func TestChoose(t *testing.T) {
 		{"iptables", Facts{NFT: true, FW4Table: true, IPTables: true}, BackendIPTables, false},
 		{"iptables", Facts{NFT: true}, "", true},
 		{"ipfw", Facts{NFT: true}, "", true},
+		// The build for fw4 images (tag noiptables): iptables is never chosen.
+		{"iptables", Facts{NFT: true, IPTables: true, NoIPTBackend: true}, "", true},
+		{"auto", Facts{NFT: true, IPTables: true, NoIPTBackend: true}, BackendNFT, false},
+		{"auto", Facts{IPTables: true, NoIPTBackend: true}, "", true},
+		{"nftables", Facts{NFT: true, IPTables: true, NoIPTBackend: true}, BackendNFT, false},
 	}
 	for _, tt := range tests {
 		got, err := Choose(tt.opt, tt.f)
