@@ -327,7 +327,7 @@ func (c *dnsComponent) logReply(ev dnsgate.ReplyEvent) {
 		addrs = append(addrs, p.Addr.String()+"/"+p.Timeout.String())
 	}
 	c.d.log.Debug("DNS reply", "name", ev.Result.Exchange.Question.Name, "matched", ev.Result.Chain.Matched,
-		"opened", strings.Join(addrs, ","), "latency", ev.Latency, "err", ev.Err)
+		"opened", strings.Join(addrs, ","), "latency", ev.Latency, "err", ev.Err, "forward_only", ev.Forward)
 }
 
 func (c *dnsComponent) fillStatus(s *Status) {

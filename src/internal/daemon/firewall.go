@@ -264,8 +264,9 @@ func (d *Daemon) FirewallQueueMode() firewall.QueueMode {
 // FirewallOpener adapts the firewall to the DNS gate's Opener.
 type FirewallOpener struct{ c *firewallComponent }
 
-// Allow opens the answered addresses for their TTL (plus grace, already in Timeout).
-func (o FirewallOpener) Allow(ps []dnsx.Pinhole) error {
+// Allow opens the answered addresses for their TTL (plus grace, already in Timeout): for the
+// device (and the LAN behind it), or with forward, a LAN client's answer, for forwarding only.
+func (o FirewallOpener) Allow(ps []dnsx.Pinhole, forward bool) error {
 	if o.c == nil {
 		return ErrFirewallOff
 	}
@@ -276,7 +277,7 @@ func (o FirewallOpener) Allow(ps []dnsx.Pinhole) error {
 	out := make([]firewall.Pinhole, 0, len(ps))
 	for _, p := range ps {
 		// A timeout of 0 would mean permanent: DNS answers always expire.
-		out = append(out, firewall.Pinhole{Addr: p.Addr, TTL: max(p.Timeout, time.Second), Comment: p.Name})
+		out = append(out, firewall.Pinhole{Addr: p.Addr, TTL: max(p.Timeout, time.Second), Forward: forward, Comment: p.Name})
 	}
 	return fw.AllowAll(out)
 }

@@ -65,7 +65,7 @@ func newNftOpener(t *testing.T, nsName string) *nftOpener {
 	return &nftOpener{c: c, set: &nftables.Set{Table: table, Name: "allow4", KeyType: nftables.TypeIPAddr, HasTimeout: true}}
 }
 
-func (o *nftOpener) Allow(ps []dnsx.Pinhole) error {
+func (o *nftOpener) Allow(ps []dnsx.Pinhole, _ bool) error {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	o.calls++

@@ -44,9 +44,12 @@ import (
 )
 
 // Opener puts addresses into the firewall. Allow must return only once the
-// kernel's sets hold every address (or with an error).
+// kernel's sets hold every address (or with an error). forward says the
+// reply was for a LAN client the host forwards for (its destination is not
+// one of the host's addresses): such addresses open forwarding only, never
+// the host itself.
 type Opener interface {
-	Allow(ps []dnsx.Pinhole) error
+	Allow(ps []dnsx.Pinhole, forward bool) error
 }
 
 // Mode of operation.
@@ -88,6 +91,7 @@ type Config struct {
 type ReplyEvent struct {
 	Mode    Mode
 	Result  dnsx.Result
+	Forward bool          // opened for forwarding only (the reply was for a LAN client)
 	Err     error         // not a usable reply, refused chain, or Allow failed
 	Seen    time.Time     // when the gate got the reply
 	Latency time.Duration // Seen to addresses in the set (pinholes only)
@@ -271,8 +275,12 @@ func (g *Gate) reply(pk dnsx.Packet, seen time.Time) {
 	res, err := g.x.Reply(pk)
 	g.mu.Unlock()
 	ev := ReplyEvent{Mode: g.mode, Result: res, Err: err, Seen: seen}
+	// In hold mode a LAN client's reply is judged after NAT was undone (its
+	// destination is the client); in capture mode it is seen on the uplink,
+	// before that, and counts as the host's own.
+	ev.Forward = g.cfg.IsLocal != nil && res.Exchange.Client.IsValid() && !g.cfg.IsLocal(res.Exchange.Client.Addr())
 	if len(res.Pinholes) > 0 {
-		if aerr := g.cfg.Opener.Allow(res.Pinholes); aerr != nil {
+		if aerr := g.cfg.Opener.Allow(res.Pinholes, ev.Forward); aerr != nil {
 			g.allowErrs.Add(1)
 			ev.Err = aerr
 			g.log.Error("opening DNS pinholes", "name", res.Exchange.Question.Name, "err", aerr)

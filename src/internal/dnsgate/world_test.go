@@ -130,14 +130,16 @@ type recorder struct {
 	mu    sync.Mutex
 	delay time.Duration
 	got   []dnsx.Pinhole
+	fwd   []bool // per call: opened for forwarding only
 	done  []time.Time
 }
 
-func (r *recorder) Allow(ps []dnsx.Pinhole) error {
+func (r *recorder) Allow(ps []dnsx.Pinhole, forward bool) error {
 	time.Sleep(r.delay)
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.got = append(r.got, ps...)
+	r.fwd = append(r.fwd, forward)
 	r.done = append(r.done, time.Now())
 	return nil
 }

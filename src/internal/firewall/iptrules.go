@@ -33,7 +33,7 @@ type iptPolicy struct {
 //
 //	INPUT -i UPLINK -> SERVICE_INPUT: [DNS replies -> NFQUEUE]; established;
 //	                    services -> RETURN; else -> WHITELIST_INPUT
-//	WHITELIST_INPUT: source in a set -> RETURN; else DROP
+//	WHITELIST_INPUT: source in the static set -> RETURN; else DROP
 func iptRules(p Policy, v6 bool, queue bool) iptPolicy {
 	fam := "4"
 	icmpProto, icmpMatch, icmpOpt := "icmp", "icmp", "--icmp-type"
@@ -95,7 +95,9 @@ func iptRules(p Policy, v6 bool, queue bool) iptPolicy {
 		}
 	}
 	r[ChainServiceInput] = append(in, []string{"-j", ChainWhitelistIn})
-	r[ChainWhitelistIn] = [][]string{inSet(SetStatic, "src"), inSet(SetAllow, "src"), {"-j", "DROP"}}
+	// Only the static whitelist opens new connections inwards; learned
+	// addresses get their replies through the established rule.
+	r[ChainWhitelistIn] = [][]string{inSet(SetStatic, "src"), {"-j", "DROP"}}
 
 	// Output.
 	out := [][]string{established, udp(0, 53), tcpDport(53)}

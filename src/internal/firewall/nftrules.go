@@ -181,7 +181,8 @@ func queueExpr(mode QueueMode, num uint16) expr.Any {
 //
 //	base chain:  not on an uplink -> accept (untouched); jump SERVICE; jump WHITELIST; drop
 //	SERVICE:     [DNS replies -> queue]; established,related; DHCP, DNS, NTP, ICMP -> accept
-//	WHITELIST:   destination (output, forward) or source (input) in a set -> accept
+//	WHITELIST:   destination in a set (output, forward) or source in the
+//	             static set (input) -> accept
 //
 // "accept" in our table only ends our table's verdict: fw4's chains (priority
 // 0) still see the packet, so we never open what fw4 closes.
@@ -262,17 +263,21 @@ func nftRules(p Policy, qmode QueueMode) []nftRule {
 	add(ChainForwardService, icmpType(icmp, icmpEchoRequest), accept())
 	add(ChainForwardService, icmpType(icmp6, icmp6EchoRequest), accept())
 
-	// Whitelists. Input accepts what comes from a whitelisted address, output
-	// and forwarding what goes to one. Forwarding also accepts the device's
-	// own learned addresses: LAN clients resolving through the device's
-	// resolver get their answers whitelisted that way.
+	// Whitelists. Output and forwarding accept new connections to a
+	// whitelisted address; input only from the static whitelist (the
+	// whitelist file's addresses and prefixes, both ways as in the seed): a
+	// learned address gets its replies through the established rule above
+	// and never opens a new connection into the device. Forwarding also
+	// accepts the device's own learned addresses (LAN clients resolving
+	// through the device's resolver get their answers whitelisted that way);
+	// a LAN client's learned addresses (fwd) open forwarding only.
 	for _, v6 := range []bool{false, true} {
 		fam := "4"
 		if v6 {
 			fam = "6"
 		}
+		add(ChainWhitelistIn, addrIn(v6, true, SetStatic+fam), accept())
 		for _, role := range []string{SetStatic, SetAllow} {
-			add(ChainWhitelistIn, addrIn(v6, true, role+fam), accept())
 			add(ChainWhitelistOut, addrIn(v6, false, role+fam), accept())
 		}
 	}
