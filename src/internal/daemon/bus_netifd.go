@@ -27,7 +27,11 @@ type NetifdInterface struct {
 	Network string `json:"network"` // the UCI interface name: ethnet
 	Up      bool   `json:"up"`
 	// Device is the layer-3 device (l3_device, else device): eth0, or wwan0's PPP device.
-	Device    string         `json:"device,omitempty"`
+	// A modem's control node (/dev/cdc-wdm0) is no device and is left out.
+	Device string `json:"device,omitempty"`
+	// L3Device is l3_device alone: the device the network's traffic uses while it is up
+	// (3g-modemnet, pppoe-wan, qmi's wwan0); netifd leaves it out while the network is down.
+	L3Device  string         `json:"l3_device,omitempty"`
 	Proto     string         `json:"proto,omitempty"`
 	Addresses []netip.Prefix `json:"addresses,omitempty"` // ipv4-address, then ipv6-address
 	// Gateways are the next hops of the network's default routes (none on a point-to-point link).
@@ -36,7 +40,7 @@ type NetifdInterface struct {
 }
 
 func (n *NetifdInterface) equal(o *NetifdInterface) bool {
-	return n.Network == o.Network && n.Up == o.Up && n.Device == o.Device && n.Proto == o.Proto &&
+	return n.Network == o.Network && n.Up == o.Up && n.Device == o.Device && n.L3Device == o.L3Device && n.Proto == o.Proto &&
 		slices.Equal(n.Addresses, o.Addresses) && slices.Equal(n.Gateways, o.Gateways) && slices.Equal(n.DNS, o.DNS)
 }
 
@@ -69,8 +73,14 @@ func ParseNetifdStatus(network string, t ubus.Table) (NetifdInterface, error) {
 	}
 	n.Up = up
 	n.Proto, _ = t.String("proto")
-	if n.Device, _ = t.String("l3_device"); n.Device == "" {
-		n.Device, _ = t.String("device")
+	n.L3Device, _ = t.String("l3_device")
+	if !netDevice(n.L3Device) {
+		n.L3Device = ""
+	}
+	if n.Device = n.L3Device; n.Device == "" {
+		if dev, _ := t.String("device"); netDevice(dev) {
+			n.Device = dev
+		}
 	}
 	for _, key := range []string{"ipv4-address", "ipv6-address"} {
 		for _, e := range tables(t, key) {
@@ -191,9 +201,10 @@ func (e netifdUpdate) apply(d *Daemon) {
 		return
 	default:
 		b.netifd[e.network] = *e.info
-		d.log.Info("netifd", "network", e.network, "up", e.info.Up, "device", e.info.Device,
+		d.log.Info("netifd", "network", e.network, "up", e.info.Up, "device", e.info.Device, "l3_device", e.info.L3Device,
 			"addresses", e.info.Addresses, "gateways", e.info.Gateways, "dns", e.info.DNS)
 	}
+	d.noteL3(e.network, e.info)
 	for _, c := range d.components {
 		if s, ok := c.(netifdSink); ok {
 			s.netifdChanged(e.network, e.info)

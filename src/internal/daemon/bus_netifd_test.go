@@ -28,7 +28,7 @@ func TestParseNetifdStatus(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := NetifdInterface{
-		Network: "ethnet", Up: true, Device: "eth0", Proto: "dhcp",
+		Network: "ethnet", Up: true, Device: "eth0", L3Device: "eth0", Proto: "dhcp",
 		Addresses: []netip.Prefix{netip.MustParsePrefix("198.18.1.2/24"), netip.MustParsePrefix("2001:db8::2/64")},
 		// The on-link route (mask 24, nexthop 0.0.0.0) is not a default route; the inactive
 		// DNS server is not in use.
@@ -50,6 +50,14 @@ func TestParseNetifdStatusOddInput(t *testing.T) {
 		{"up as string", `{"up": "yes"}`, NetifdInterface{}, `no boolean "up"`},
 		{"down, nothing else", `{"up": false}`, NetifdInterface{Network: "x"}, ""},
 		{"device without l3_device", `{"up": true, "device": "wwan0"}`, NetifdInterface{Network: "x", Up: true, Device: "wwan0"}, ""},
+		{"3g: the ppp device, not the serial port", `{"up": true, "proto": "3g", "device": "/dev/ttyUSB2", "l3_device": "3g-x"}`,
+			NetifdInterface{Network: "x", Up: true, Proto: "3g", Device: "3g-x", L3Device: "3g-x"}, ""},
+		{"qmi down: a control node is no device", `{"up": false, "proto": "qmi", "device": "/dev/cdc-wdm0"}`,
+			NetifdInterface{Network: "x", Proto: "qmi"}, ""},
+		{"pppoe: l3_device over its carrier", `{"up": true, "proto": "pppoe", "device": "eth0.2", "l3_device": "pppoe-x"}`,
+			NetifdInterface{Network: "x", Up: true, Proto: "pppoe", Device: "pppoe-x", L3Device: "pppoe-x"}, ""},
+		{"an l3_device no firewall can match", `{"up": true, "device": "eth0", "l3_device": "bad name"}`,
+			NetifdInterface{Network: "x", Up: true, Device: "eth0"}, ""},
 		{"bad entries skipped", `{"up": true,
 			"ipv4-address": [1, {"address": "nope", "mask": 24}, {"address": "198.18.1.2", "mask": 33},
 				{"address": "198.18.1.2"}, {"address": "198.18.1.3", "mask": 32}],

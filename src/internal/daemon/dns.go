@@ -177,6 +177,9 @@ func (c *dnsComponent) changed() {
 
 func (c *dnsComponent) reload(old, cur *Loaded) { c.apply(cur) }
 
+// netifdChanged follows the uplinks' layer-3 devices (see devices.go).
+func (c *dnsComponent) netifdChanged(string, *NetifdInterface) { c.apply(c.d.cur) }
+
 func (c *dnsComponent) stop() {
 	if c.timer != nil {
 		c.timer.Stop()
@@ -277,7 +280,7 @@ func dnsPolicy(c *config.Config) dnsx.Policy {
 	return dnsx.Policy{Grace: c.Main.DNSGrace, MinTTL: c.Main.DNSMinTTL, MaxTimeout: firewall.MaxTTL}
 }
 
-// ifindexes resolves the enabled uplinks' devices and the AP networks' interfaces (the bridge
+// ifindexes resolves the enabled uplinks' devices (configured and netifd's) and the AP networks' interfaces (the bridge
 // where there is one: bridged clients' queries arrive there once) that exist now.
 func (c *dnsComponent) ifindexes(cfg *config.Config) (uplinks, lans []int) {
 	add := func(to []int, name string) []int {
@@ -286,10 +289,8 @@ func (c *dnsComponent) ifindexes(cfg *config.Config) (uplinks, lans []int) {
 		}
 		return to
 	}
-	for _, u := range cfg.Uplinks {
-		if u.Enabled && u.Device != "" {
-			uplinks = add(uplinks, u.Device)
-		}
+	for _, dev := range c.d.lockdownDevices(cfg) {
+		uplinks = add(uplinks, dev)
 	}
 	for _, ap := range cfg.AP {
 		for _, n := range ap.Interfaces() {

@@ -23,7 +23,8 @@ var ErrFirewallOff = errors.New("firewall mode is off")
 // firewall include (fw3/fw4 reload) restores at once; this catches everything else.
 const firewallVerifyEvery = 5 * time.Second
 
-// FirewallPolicy is the lock-down for a configuration: the enabled uplinks' devices, the
+// FirewallPolicy is the lock-down for a configuration: the enabled uplinks' configured devices
+// (the daemon adds netifd's layer-3 devices), the
 // whitelist's addresses and prefixes (and echo_host when it is an address), the set bound and, when DNS replies are held, the
 // queue hook. `connmgr fw init` without a daemon uses it too.
 func FirewallPolicy(cfg *config.Config, wl *whitelist.List) firewall.Policy {
@@ -115,6 +116,7 @@ func (c *firewallComponent) apply(l *Loaded) {
 		c.backend = opt
 	}
 	p := FirewallPolicy(l.Config, l.Whitelist)
+	p.Uplinks = c.d.lockdownDevices(l.Config)
 	err := fw.Setup(p)
 	switch {
 	case errors.Is(err, firewall.ErrQueueUnavailable):
@@ -160,6 +162,25 @@ func (c *firewallComponent) noteErr(err error) {
 }
 
 func (c *firewallComponent) reload(old, cur *Loaded) { c.apply(cur) }
+
+// netifdChanged follows the uplinks' layer-3 devices: only the locked-down devices change,
+// the learned addresses stay where they are.
+func (c *firewallComponent) netifdChanged(string, *NetifdInterface) {
+	fw := c.fw.Load()
+	if fw == nil {
+		return
+	}
+	devs := c.d.lockdownDevices(c.d.cur.Config)
+	if slices.Equal(devs, c.policy.Uplinks) {
+		return
+	}
+	if err := fw.SetUplinks(devs); err != nil {
+		c.noteErr(fmt.Errorf("firewall: uplink devices %v: %w", devs, err))
+		return
+	}
+	c.d.log.Info("firewall lock-down follows the uplink devices", "uplinks", devs, "was", c.policy.Uplinks)
+	c.policy.Uplinks = devs
+}
 
 func (c *firewallComponent) stop() {
 	if c.timer != nil {

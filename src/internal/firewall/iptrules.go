@@ -1,6 +1,9 @@
 package firewall
 
-import "strconv"
+import (
+	"fmt"
+	"strconv"
+)
 
 // Names in the iptables backend.
 const (
@@ -147,6 +150,40 @@ func iptRules(p Policy, v6 bool, queue bool) iptPolicy {
 			iptJump{"FORWARD", []string{"-o", dev, "-j", ChainForwardService}})
 	}
 	return iptPolicy{jumps: jumps, rules: r}
+}
+
+// setUplinks implements uplinkSetter: iptables matches devices rule by rule
+// (-i/-o in the jumps and the forwarding chain), so those are rewritten;
+// chains whose rules are unchanged and the ip sets are left alone.
+func (b *IPT) setUplinks(p Policy) error {
+	if b.sets == nil {
+		return ErrClosed
+	}
+	if b.want == nil {
+		return ErrNotSetUp
+	}
+	want, err := b.applyRules(p, b.queue)
+	if err != nil {
+		return fmt.Errorf("iptables: uplink devices %v: %w", p.Uplinks, err)
+	}
+	b.want = want
+	return nil
+}
+
+// applyRules brings both families' chains and jumps to the policy's.
+func (b *IPT) applyRules(p Policy, queue bool) (map[bool]iptPolicy, error) {
+	want := map[bool]iptPolicy{}
+	err := b.run(func() error {
+		for _, fam := range b.families() {
+			pol := iptRules(p, fam.v6, queue)
+			if err := b.applyFamily(fam.ipt, pol); err != nil {
+				return err
+			}
+			want[fam.v6] = pol
+		}
+		return nil
+	})
+	return want, err
 }
 
 // iptLine renders a spec as `iptables -S` prints it ("-A CHAIN spec").

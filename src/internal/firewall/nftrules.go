@@ -1,6 +1,8 @@
 package firewall
 
 import (
+	"fmt"
+
 	"github.com/google/nftables"
 	"github.com/google/nftables/binaryutil"
 	"github.com/google/nftables/expr"
@@ -172,6 +174,33 @@ func queueExpr(mode QueueMode, num uint16) expr.Any {
 		copy(info[2:4], binaryutil.NativeEndian.PutUint16(1))
 		copy(info[4:6], binaryutil.NativeEndian.PutUint16(1))
 		return &expr.Target{Name: "NFQUEUE", Rev: 3, Info: &info}
+	}
+	return nil
+}
+
+// setUplinks implements uplinkSetter: the rules match the input and output
+// device against the set "uplinks", so changing the devices is one atomic
+// batch that refills the set.
+func (b *NFT) setUplinks(p Policy) error {
+	if b.conn == nil {
+		return ErrClosed
+	}
+	if b.want == nil {
+		return ErrNotSetUp
+	}
+	s := b.setSpec(nftSetUplink, b.maxElem)
+	b.conn.FlushSet(s)
+	if len(p.Uplinks) > 0 {
+		var elems []nftables.SetElement
+		for _, dev := range p.Uplinks {
+			elems = append(elems, nftables.SetElement{Key: ifnameKey(dev)})
+		}
+		if err := b.conn.SetAddElements(s, elems); err != nil {
+			return fmt.Errorf("nftables: set %s: %w", nftSetUplink, err)
+		}
+	}
+	if err := b.flush(); err != nil {
+		return fmt.Errorf("nftables: uplink devices %v: %w", p.Uplinks, err)
 	}
 	return nil
 }

@@ -146,3 +146,40 @@ func TestTrafficExpiry(t *testing.T) {
 		expect(t, "after expiry", fwtest.DialTCP(w.dev, "", "198.18.0.3:8080", dialDrop), false)
 	})
 }
+
+// The locked-down devices follow the uplinks' layer-3 devices (netifd's l3_device) without a
+// new set-up: what was learned stays in the kernel untouched, and the check finds nothing
+// missing afterwards.
+func TestTrafficSetUplinks(t *testing.T) {
+	eachKind(t, func(t *testing.T, kind string) {
+		w := newWorld(t)
+		f := firewall.New(fwtest.NewBackend(t, w.dev, kind), nil)
+		if err := f.Setup(firewall.Policy{Uplinks: []string{"3g-modemnet"}}); err != nil {
+			t.Fatal(err)
+		}
+		if err := f.Allow(a("198.18.0.3"), time.Hour, false); err != nil {
+			t.Fatal(err)
+		}
+		expect(t, "eth0 not yet an uplink: device -> 198.18.0.4:8080", fwtest.DialTCP(w.dev, "", "198.18.0.4:8080", dialOK), true)
+		if err := f.SetUplinks([]string{"3g-modemnet", "eth0"}); err != nil {
+			t.Fatal(err)
+		}
+		expect(t, "eth0 an uplink: device -> other 198.18.0.4:8080", fwtest.DialTCP(w.dev, "", "198.18.0.4:8080", dialDrop), false)
+		expect(t, "eth0 an uplink: 198.18.0.4 -> device:8081", fwtest.DialTCP(w.up, "198.18.0.4", "198.18.0.1:8081", dialDrop), false)
+		expect(t, "eth0 an uplink: LAN -> other 198.18.0.4:8080", fwtest.DialTCP(w.lan, "", "198.18.0.4:8080", dialDrop), false)
+		expect(t, "eth0 an uplink: device -> learned 198.18.0.3:8080", fwtest.DialTCP(w.dev, "", "198.18.0.3:8080", dialOK), true)
+		if err := f.Verify(); err != nil {
+			t.Errorf("check after SetUplinks: %v", err)
+		}
+		if st := f.Stats(true); st.Restores != 0 || st.Kernel["allow4"] != 1 {
+			t.Errorf("SetUplinks restored or lost learned addresses: %+v", st)
+		}
+		if err := f.SetUplinks([]string{"3g-modemnet"}); err != nil {
+			t.Fatal(err)
+		}
+		expect(t, "eth0 no longer an uplink: device -> 198.18.0.4:8080", fwtest.DialTCP(w.dev, "", "198.18.0.4:8080", dialOK), true)
+		if err := f.Verify(); err != nil {
+			t.Errorf("check after SetUplinks: %v", err)
+		}
+	})
+}
