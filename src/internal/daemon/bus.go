@@ -177,10 +177,12 @@ func (b *bus) uplinkNames() []string {
 	return slices.Clone(b.uplinks)
 }
 
+// isUplink tells whether netifd's network name is an uplink or one of its dynamic
+// interfaces (modemnet_4, modemnet_6, a 464XLAT modemnet_6_4).
 func (b *bus) isUplink(name string) bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	return slices.Contains(b.uplinks, name)
+	return parentUplink(name, b.uplinks) != ""
 }
 
 // post hands ev to the loop from a bus goroutine, giving up when the bus stops (the loop may

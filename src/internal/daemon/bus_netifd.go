@@ -187,7 +187,11 @@ type netifdUpdate struct {
 
 func (e netifdUpdate) apply(d *Daemon) {
 	b := e.b
-	if d.cur.Config.Uplink(e.network) == nil {
+	var names []string
+	for _, u := range d.cur.Config.Uplinks {
+		names = append(names, u.Name)
+	}
+	if parentUplink(e.network, names) == "" {
 		return // no longer an uplink (reloaded meanwhile)
 	}
 	old, had := b.netifd[e.network]

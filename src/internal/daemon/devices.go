@@ -4,15 +4,20 @@ package daemon
 // wlan0, 3g-modemnet for proto 3g, "" for a qmi/mbim modem known by its /dev node), but the
 // device an uplink's traffic really uses is the layer-3 device netifd reports (`l3_device` in
 // `network.interface.NAME status`): pppoe-wan, 3g-modemnet, qmi's wwan0 or wwan1, a renamed
-// device. The daemon keeps the last one netifd reported per uplink (netifd leaves it out while
+// device. A modem's protocol handler also adds dynamic interfaces named after the uplink
+// (modemnet_4, modemnet_6, and for 464XLAT modemnet_6_4 on its clat device 464-...): their
+// layer-3 devices carry the uplink's traffic too and are locked down with it. The daemon keeps
+// the last device netifd reported per network (netifd leaves it out while
 // the network is down, and the device of a network that comes back is locked down before its
 // first packet) and every concern follows it as it appears, changes and goes:
-//   - the lock-down and the DNS gate watch the configured device and netifd's, both;
+//   - the lock-down and the DNS gate watch the configured device and netifd's (the uplink's
+//     and its dynamic interfaces'), all of them;
 //   - the uplink monitor (netlink, capture, probes, routes) watches netifd's, else the
 //     configured one.
 
 import (
 	"slices"
+	"strings"
 
 	"github.com/afero/af-conn/internal/config"
 	"github.com/afero/af-conn/internal/firewall"
@@ -75,7 +80,13 @@ func (d *Daemon) lockdownDevices(cfg *config.Config) []string {
 		if !u.Enabled {
 			continue
 		}
-		for _, dev := range []string{u.Device, d.l3[u.Name]} {
+		devs := []string{u.Device}
+		for network, dev := range d.l3 {
+			if parentUplink(network, []string{u.Name}) != "" {
+				devs = append(devs, dev)
+			}
+		}
+		for _, dev := range devs {
 			if dev != "" && !slices.Contains(out, dev) {
 				out = append(out, dev)
 			}
@@ -83,4 +94,25 @@ func (d *Daemon) lockdownDevices(cfg *config.Config) []string {
 	}
 	slices.Sort(out)
 	return out
+}
+
+// parentUplink returns the uplink (one of uplinks) that netifd's network is, or whose dynamic
+// interface it is: NAME itself, or NAME_ followed by digits and underscores, optionally ending
+// in "xlat" (netifd's modem protocols add NAME_4 and NAME_6, odhcp6c its 464XLAT NAME_6_4 or
+// NAME_464xlat). "" when none.
+func parentUplink(network string, uplinks []string) string {
+	for _, u := range uplinks {
+		if network == u {
+			return u
+		}
+		rest, ok := strings.CutPrefix(network, u+"_")
+		if !ok {
+			continue
+		}
+		rest = strings.TrimSuffix(rest, "xlat")
+		if rest != "" && strings.Trim(rest, "0123456789_") == "" {
+			return u
+		}
+	}
+	return ""
 }
