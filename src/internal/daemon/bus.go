@@ -340,8 +340,9 @@ func (b *bus) callSwitch(ctx context.Context, args ubus.Table) (ubus.Table, erro
 		return nil, err
 	}
 	return b.onLoop(ctx, func() (ubus.Table, error) {
-		for _, u := range b.d.cur.Config.Uplinks {
-			if u.Name != name && u.Device != name {
+		// The device as netifd names it now (3g-modemnet) or as configured.
+		for _, u := range b.d.withL3Devices(b.d.cur.Config).Uplinks {
+			if u.Name != name && (u.Device != name || name == "") {
 				continue
 			}
 			if err := b.d.SetPreferredNetworkType(int(u.Kind)); err != nil {
