@@ -202,6 +202,7 @@ func (b *NFT) setUplinks(p Policy) error {
 	if err := b.flush(); err != nil {
 		return fmt.Errorf("nftables: uplink devices %v: %w", p.Uplinks, err)
 	}
+	b.static[nftSetUplink] = len(p.Uplinks)
 	return nil
 }
 

@@ -174,6 +174,14 @@ func TestTrafficSetUplinks(t *testing.T) {
 		if st := f.Stats(true); st.Restores != 0 || st.Kernel["allow4"] != 1 {
 			t.Errorf("SetUplinks restored or lost learned addresses: %+v", st)
 		}
+		if kind == firewall.BackendNFT {
+			// Emptying the set of uplink devices lifts the lock-down: the check sees it.
+			w.dev.MustExec(t, "nft", "flush", "set", "inet", "afconn", "uplinks")
+			if restored, err := f.Ensure(); !restored || err != nil {
+				t.Fatalf("Ensure after the uplinks set was flushed: restored=%v err=%v", restored, err)
+			}
+			expect(t, "uplinks set restored: device -> other 198.18.0.4:8080", fwtest.DialTCP(w.dev, "", "198.18.0.4:8080", dialDrop), false)
+		}
 		if err := f.SetUplinks([]string{"3g-modemnet"}); err != nil {
 			t.Fatal(err)
 		}
