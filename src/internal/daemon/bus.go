@@ -117,6 +117,9 @@ func (b *bus) onConnect(_ context.Context, conn *ubus.Conn) {
 		b.mu.Unlock()
 	}()
 	b.refreshNetifd(b.uplinkNames()...)
+	if b.work != nil {
+		b.work.Push(b.queryNetifdDynamic)
+	}
 }
 
 func (b *bus) reload(old, cur *Loaded) {
@@ -128,8 +131,12 @@ func (b *bus) reload(old, cur *Loaded) {
 			fresh = append(fresh, u.Name)
 		}
 	}
+	var names []string
+	for _, u := range cur.Config.Uplinks {
+		names = append(names, u.Name)
+	}
 	for name := range b.netifd {
-		if cur.Config.Uplink(name) == nil {
+		if parentUplink(name, names) == "" {
 			delete(b.netifd, name)
 		}
 	}

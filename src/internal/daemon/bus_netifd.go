@@ -178,6 +178,32 @@ func (b *bus) queryNetifd(network string) {
 	b.post(netifdUpdate{b: b, network: network, info: &info})
 }
 
+// queryNetifdDynamic asks netifd for every interface (`network.interface dump`) and takes the
+// uplinks' dynamic interfaces (modemnet_4, modemnet_6_4): their names are not in the
+// configuration, so only this (at each connection) and their events find them.
+func (b *bus) queryNetifdDynamic() {
+	ctx, cancel := context.WithTimeout(b.ctx, callTimeout)
+	defer cancel()
+	t, err := b.client.Call(ctx, "network.interface", "dump", nil)
+	if err != nil {
+		b.d.log.Debug("netifd dump failed", "err", err)
+		return
+	}
+	uplinks := b.uplinkNames()
+	for _, e := range tables(t, "interface") {
+		name, _ := e.String("interface")
+		if parent := parentUplink(name, uplinks); parent == "" || parent == name {
+			continue // the uplinks themselves are asked one by one
+		}
+		info, err := ParseNetifdStatus(name, e)
+		if err != nil {
+			b.d.log.Warn("netifd answer ignored", "err", err)
+			continue
+		}
+		b.post(netifdUpdate{b: b, network: name, info: &info})
+	}
+}
+
 // netifdUpdate carries netifd's answer to the loop.
 type netifdUpdate struct {
 	b       *bus

@@ -1,8 +1,10 @@
 package daemon
 
 import (
+	"context"
 	"net/netip"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 
@@ -125,4 +127,41 @@ func FuzzParseNetifdStatus(f *testing.F) {
 			}
 		}
 	})
+}
+
+// An uplink's dynamic interfaces (a modem's modemnet_4/_6, odhcp6c's 464XLAT modemnet_6_4) are
+// found by netifd's dump at connection and by their events, and their devices are locked down
+// with the uplink; other networks' are not.
+func TestBusNetifdDynamic(t *testing.T) {
+	bt := startBus(t, busOpts{noServer: true})
+	entry := func(name, l3 string) ubus.Table {
+		return ubus.Table{{Name: "interface", Value: name}, {Name: "up", Value: true}, {Name: "l3_device", Value: l3}}
+	}
+	bt.startServerWith(func() {
+		obj := &ubus.Object{Name: "network.interface", Methods: []ubus.Method{{Name: "dump",
+			Handler: func(context.Context, *ubus.Request) (ubus.Table, error) {
+				return ubus.Table{{Name: "interface", Value: []any{
+					entry("modemnet_6_4", "464-modemnet"), entry("lan_4", "br-lan"), entry("modemnet_guest", "wlan9"),
+				}}}, nil
+			}}}}
+		if _, err := bt.conn.AddObject(bt.ctx, obj); err != nil {
+			t.Fatal(err)
+		}
+		bt.publishNetifd("modemnet_4", func() (ubus.Table, error) {
+			return ubus.Table{{Name: "up", Value: true}, {Name: "l3_device", Value: "wwan0"}}, nil
+		})
+	})
+	bt.waitObject()
+	devs := func() []string { return bt.d.lockdownDevices(bt.d.cur.Config) } // on the loop
+
+	bt.eventually("the clat device from the dump", func() bool { return slices.Contains(devs(), "464-modemnet") })
+	if err := bt.conn.Send(bt.ctx, "network.interface", args("action", "ifup", "interface", "modemnet_4")); err != nil {
+		t.Fatal(err)
+	}
+	bt.eventually("modemnet_4's device from its event", func() bool { return slices.Contains(devs(), "wwan0") })
+	var d []string
+	bt.loop(func() { d = devs() })
+	if slices.Contains(d, "br-lan") || slices.Contains(d, "wlan9") {
+		t.Errorf("locked down another network's device: %v", d)
+	}
 }
