@@ -3,6 +3,7 @@ package config
 import (
 	"fmt"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -12,8 +13,14 @@ import (
 // resolveUplinks gives each uplink its device, metric and DNS servers from
 // network and wireless. The device comes from, in order: connmgr's
 // `option device`; for Wi-Fi, the `ifname` of the wifi-iface in mode 'sta'
-// on the uplink's network; the network's `option device` (or the older
-// `option ifname`); the default of its type (eth0, wlan0, wwan0).
+// on the uplink's network; for a PPP protocol (3g, ppp, pppoe, pppoa, pptp,
+// l2tp) the device netifd will make, PROTO-NETWORK (3g-modemnet,
+// pppoe-wan); the network's `option device` (or the older `option ifname`);
+// the default of its type (eth0, wlan0, wwan0). A network whose device is a
+// modem's control node (/dev/cdc-wdm0 for qmi or mbim) has no device of
+// its own until netifd reports its layer-3 device: the uplink's Device is
+// then "" (never the default wwan0, which may be another modem or nothing).
+// The daemon follows netifd's l3_device on top of this in any case.
 func (c *Config) resolveUplinks(drafts []draft, network, wireless, connmgr file) error {
 	sta := stations(wireless)
 	devices := map[string]string{}
@@ -42,10 +49,10 @@ func (c *Config) resolveUplinks(drafts []draft, network, wireless, connmgr file)
 				return err
 			}
 		}
-		if other, dup := devices[u.Device]; dup && u.Enabled {
+		if other, dup := devices[u.Device]; dup && u.Enabled && u.Device != "" {
 			return sharedDevice(d, u, other, iface, network, connmgr)
 		}
-		if u.Enabled {
+		if u.Enabled && u.Device != "" {
 			devices[u.Device] = u.Name
 		}
 		c.Uplinks = append(c.Uplinks, u)
@@ -87,6 +94,10 @@ func uplinkDevice(u Uplink, iface *uci.Section, network file, sta *uci.Section, 
 		}
 	}
 	if iface != nil {
+		if dev := pppDevice(iface, u.Name); dev != "" {
+			return dev, nil
+		}
+		control := false
 		for _, name := range []string{"device", "ifname"} {
 			o := iface.Get(name)
 			if o == nil {
@@ -94,12 +105,16 @@ func uplinkDevice(u Uplink, iface *uci.Section, network file, sta *uci.Section, 
 			}
 			v := o.Values[len(o.Values)-1]
 			if strings.HasPrefix(v, "/dev/") {
+				control = true
 				continue // a modem's control device (proto qmi, mbim, 3g), not a network device
 			}
 			if !validDevice(v) {
 				return "", network.valueErr(iface, o, v, deviceAccepts)
 			}
 			return v, nil
+		}
+		if control {
+			return "", nil // netifd names the layer-3 device (l3_device)
 		}
 	}
 	for _, d := range defaultUplinks {
@@ -108,6 +123,28 @@ func uplinkDevice(u Uplink, iface *uci.Section, network file, sta *uci.Section, 
 		}
 	}
 	return "", fmt.Errorf("uplink %s: no device for type %v", u.Name, u.Kind) // unreachable: every kind has a default
+}
+
+// pppProtos are netifd's protocols whose layer-3 device is a PPP (or
+// tunnel) device named PROTO-NETWORK (netifd's ppp.sh: pppname).
+var pppProtos = []string{"3g", "ppp", "pppoe", "pppoa", "pptp", "l2tp"}
+
+// pppDevice is the device netifd makes for a PPP network, "" for other
+// protocols. An explicit ifname that is not the carrier's (an older
+// configuration naming the PPP device itself) is left to the caller.
+func pppDevice(iface *uci.Section, name string) string {
+	o := iface.Get("proto")
+	if o == nil || !slices.Contains(pppProtos, o.Values[len(o.Values)-1]) {
+		return ""
+	}
+	dev := o.Values[len(o.Values)-1] + "-" + name
+	if len(dev) > 15 {
+		dev = dev[:15] // IFNAMSIZ: pppd's ifname is cut there too
+	}
+	if !validDevice(dev) {
+		return ""
+	}
+	return dev
 }
 
 // readInterface takes the metric and the static DNS servers of the

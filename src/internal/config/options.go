@@ -134,8 +134,8 @@ var uplinkRows = []row[Uplink]{
 		func(u *Uplink) *time.Duration { return &u.ProbeInterval }),
 	boolRow("enabled", "1", "'0' ignores this uplink.",
 		func(u *Uplink) *bool { return &u.Enabled }),
-	{name: "device", defDoc: "from network/wireless, else eth0, wlan0, wwan0", accepts: deviceAccepts,
-		desc: "the uplink's network device, overriding what network and wireless say.",
+	{name: "device", defDoc: "from network/wireless (PROTO-NETWORK for PPP protocols, none for a `/dev` modem node), else eth0, wlan0, wwan0", accepts: deviceAccepts,
+		desc: "the uplink's network device, overriding what network and wireless say; netifd's `l3_device` is followed on top of it.",
 		set: func(u *Uplink, v string) bool {
 			u.Device = v
 			return validDevice(v)

@@ -110,6 +110,9 @@ func (b *bus) onConnect(_ context.Context, conn *ubus.Conn) {
 		b.mu.Unlock()
 	}()
 	b.refreshNetifd(b.uplinkNames()...)
+	if b.work != nil {
+		b.work.Push(b.queryNetifdDynamic)
+	}
 }
 
 func (b *bus) reload(old, cur *Loaded) {
@@ -121,8 +124,12 @@ func (b *bus) reload(old, cur *Loaded) {
 			fresh = append(fresh, u.Name)
 		}
 	}
+	var names []string
+	for _, u := range cur.Config.Uplinks {
+		names = append(names, u.Name)
+	}
 	for name := range b.netifd {
-		if cur.Config.Uplink(name) == nil {
+		if parentUplink(name, names) == "" {
 			delete(b.netifd, name)
 		}
 	}
@@ -170,10 +177,12 @@ func (b *bus) uplinkNames() []string {
 	return slices.Clone(b.uplinks)
 }
 
+// isUplink tells whether netifd's network name is an uplink or one of its dynamic
+// interfaces (modemnet_4, modemnet_6, a 464XLAT modemnet_6_4).
 func (b *bus) isUplink(name string) bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	return slices.Contains(b.uplinks, name)
+	return parentUplink(name, b.uplinks) != ""
 }
 
 // post hands ev to the loop from a bus goroutine, giving up when the bus stops (the loop may
@@ -334,8 +343,9 @@ func (b *bus) callSwitch(ctx context.Context, args ubus.Table) (ubus.Table, erro
 		return nil, err
 	}
 	return b.onLoop(ctx, func() (ubus.Table, error) {
-		for _, u := range b.d.cur.Config.Uplinks {
-			if u.Name != name && u.Device != name {
+		// The device as netifd names it now (3g-modemnet) or as configured.
+		for _, u := range b.d.withL3Devices(b.d.cur.Config).Uplinks {
+			if u.Name != name && (u.Device != name || name == "") {
 				continue
 			}
 			if err := b.d.SetPreferredNetworkType(int(u.Kind)); err != nil {

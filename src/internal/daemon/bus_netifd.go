@@ -28,7 +28,11 @@ type NetifdInterface struct {
 	Network string `json:"network"` // the UCI interface name: ethnet
 	Up      bool   `json:"up"`
 	// Device is the layer-3 device (l3_device, else device): eth0, or wwan0's PPP device.
-	Device    string         `json:"device,omitempty"`
+	// A modem's control node (/dev/cdc-wdm0) is no device and is left out.
+	Device string `json:"device,omitempty"`
+	// L3Device is l3_device alone: the device the network's traffic uses while it is up
+	// (3g-modemnet, pppoe-wan, qmi's wwan0); netifd leaves it out while the network is down.
+	L3Device  string         `json:"l3_device,omitempty"`
 	Proto     string         `json:"proto,omitempty"`
 	Addresses []netip.Prefix `json:"addresses,omitempty"` // ipv4-address, then ipv6-address
 	// Gateways are the next hops of the network's default routes (none on a point-to-point link).
@@ -37,7 +41,7 @@ type NetifdInterface struct {
 }
 
 func (n *NetifdInterface) equal(o *NetifdInterface) bool {
-	return n.Network == o.Network && n.Up == o.Up && n.Device == o.Device && n.Proto == o.Proto &&
+	return n.Network == o.Network && n.Up == o.Up && n.Device == o.Device && n.L3Device == o.L3Device && n.Proto == o.Proto &&
 		slices.Equal(n.Addresses, o.Addresses) && slices.Equal(n.Gateways, o.Gateways) && slices.Equal(n.DNS, o.DNS)
 }
 
@@ -79,8 +83,14 @@ func ParseNetifdStatus(network string, t ubus.Table) (NetifdInterface, error) {
 	}
 	n.Up = up
 	n.Proto, _ = t.String("proto")
-	if n.Device, _ = t.String("l3_device"); n.Device == "" {
-		n.Device, _ = t.String("device")
+	n.L3Device, _ = t.String("l3_device")
+	if !netDevice(n.L3Device) {
+		n.L3Device = ""
+	}
+	if n.Device = n.L3Device; n.Device == "" {
+		if dev, _ := t.String("device"); netDevice(dev) {
+			n.Device = dev
+		}
 	}
 	for _, key := range []string{"ipv4-address", "ipv6-address"} {
 		for _, e := range tables(t, key) {
@@ -178,6 +188,32 @@ func (b *bus) queryNetifd(network string) {
 	b.post(netifdUpdate{b: b, network: network, info: &info})
 }
 
+// queryNetifdDynamic asks netifd for every interface (`network.interface dump`) and takes the
+// uplinks' dynamic interfaces (modemnet_4, modemnet_6_4): their names are not in the
+// configuration, so only this (at each connection) and their events find them.
+func (b *bus) queryNetifdDynamic() {
+	ctx, cancel := context.WithTimeout(b.ctx, callTimeout)
+	defer cancel()
+	t, err := b.client.Call(ctx, "network.interface", "dump", nil)
+	if err != nil {
+		b.d.log.Debug("netifd dump failed", "err", err)
+		return
+	}
+	uplinks := b.uplinkNames()
+	for _, e := range tables(t, "interface") {
+		name, _ := e.String("interface")
+		if parent := parentUplink(name, uplinks); parent == "" || parent == name {
+			continue // the uplinks themselves are asked one by one
+		}
+		info, err := ParseNetifdStatus(name, e)
+		if err != nil {
+			b.d.log.Warn("netifd answer ignored", "err", err)
+			continue
+		}
+		b.post(netifdUpdate{b: b, network: name, info: &info})
+	}
+}
+
 // netifdUpdate carries netifd's answer to the loop.
 type netifdUpdate struct {
 	b       *bus
@@ -187,7 +223,11 @@ type netifdUpdate struct {
 
 func (e netifdUpdate) apply(d *Daemon) {
 	b := e.b
-	if d.cur.Config.Uplink(e.network) == nil {
+	var names []string
+	for _, u := range d.cur.Config.Uplinks {
+		names = append(names, u.Name)
+	}
+	if parentUplink(e.network, names) == "" {
 		return // no longer an uplink (reloaded meanwhile)
 	}
 	old, had := b.netifd[e.network]
@@ -201,9 +241,10 @@ func (e netifdUpdate) apply(d *Daemon) {
 		return
 	default:
 		b.netifd[e.network] = *e.info
-		d.log.Info("netifd", "network", e.network, "up", e.info.Up, "device", e.info.Device,
+		d.log.Info("netifd", "network", e.network, "up", e.info.Up, "device", e.info.Device, "l3_device", e.info.L3Device,
 			"addresses", e.info.Addresses, "gateways", e.info.Gateways, "dns", e.info.DNS)
 	}
+	d.noteL3(e.network, e.info)
 	for _, c := range d.components {
 		if s, ok := c.(netifdSink); ok {
 			s.netifdChanged(e.network, e.info)

@@ -1,8 +1,10 @@
 package daemon
 
 import (
+	"context"
 	"net/netip"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 
@@ -28,7 +30,7 @@ func TestParseNetifdStatus(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := NetifdInterface{
-		Network: "ethnet", Up: true, Device: "eth0", Proto: "dhcp",
+		Network: "ethnet", Up: true, Device: "eth0", L3Device: "eth0", Proto: "dhcp",
 		Addresses: []netip.Prefix{netip.MustParsePrefix("198.18.1.2/24"), netip.MustParsePrefix("2001:db8::2/64")},
 		// The on-link route (mask 24, nexthop 0.0.0.0) is not a default route; the inactive
 		// DNS server is not in use.
@@ -50,6 +52,14 @@ func TestParseNetifdStatusOddInput(t *testing.T) {
 		{"up as string", `{"up": "yes"}`, NetifdInterface{}, `no boolean "up"`},
 		{"down, nothing else", `{"up": false}`, NetifdInterface{Network: "x"}, ""},
 		{"device without l3_device", `{"up": true, "device": "wwan0"}`, NetifdInterface{Network: "x", Up: true, Device: "wwan0"}, ""},
+		{"3g: the ppp device, not the serial port", `{"up": true, "proto": "3g", "device": "/dev/ttyUSB2", "l3_device": "3g-x"}`,
+			NetifdInterface{Network: "x", Up: true, Proto: "3g", Device: "3g-x", L3Device: "3g-x"}, ""},
+		{"qmi down: a control node is no device", `{"up": false, "proto": "qmi", "device": "/dev/cdc-wdm0"}`,
+			NetifdInterface{Network: "x", Proto: "qmi"}, ""},
+		{"pppoe: l3_device over its carrier", `{"up": true, "proto": "pppoe", "device": "eth0.2", "l3_device": "pppoe-x"}`,
+			NetifdInterface{Network: "x", Up: true, Proto: "pppoe", Device: "pppoe-x", L3Device: "pppoe-x"}, ""},
+		{"an l3_device no firewall can match", `{"up": true, "device": "eth0", "l3_device": "bad name"}`,
+			NetifdInterface{Network: "x", Up: true, Device: "eth0"}, ""},
 		{"bad entries skipped", `{"up": true,
 			"ipv4-address": [1, {"address": "nope", "mask": 24}, {"address": "198.18.1.2", "mask": 33},
 				{"address": "198.18.1.2"}, {"address": "198.18.1.3", "mask": 32}],
@@ -117,4 +127,41 @@ func FuzzParseNetifdStatus(f *testing.F) {
 			}
 		}
 	})
+}
+
+// An uplink's dynamic interfaces (a modem's modemnet_4/_6, odhcp6c's 464XLAT modemnet_6_4) are
+// found by netifd's dump at connection and by their events, and their devices are locked down
+// with the uplink; other networks' are not.
+func TestBusNetifdDynamic(t *testing.T) {
+	bt := startBus(t, busOpts{noServer: true})
+	entry := func(name, l3 string) ubus.Table {
+		return ubus.Table{{Name: "interface", Value: name}, {Name: "up", Value: true}, {Name: "l3_device", Value: l3}}
+	}
+	bt.startServerWith(func() {
+		obj := &ubus.Object{Name: "network.interface", Methods: []ubus.Method{{Name: "dump",
+			Handler: func(context.Context, *ubus.Request) (ubus.Table, error) {
+				return ubus.Table{{Name: "interface", Value: []any{
+					entry("modemnet_6_4", "464-modemnet"), entry("lan_4", "br-lan"), entry("modemnet_guest", "wlan9"),
+				}}}, nil
+			}}}}
+		if _, err := bt.conn.AddObject(bt.ctx, obj); err != nil {
+			t.Fatal(err)
+		}
+		bt.publishNetifd("modemnet_4", func() (ubus.Table, error) {
+			return ubus.Table{{Name: "up", Value: true}, {Name: "l3_device", Value: "wwan0"}}, nil
+		})
+	})
+	bt.waitObject()
+	devs := func() []string { return bt.d.lockdownDevices(bt.d.cur.Config) } // on the loop
+
+	bt.eventually("the clat device from the dump", func() bool { return slices.Contains(devs(), "464-modemnet") })
+	if err := bt.conn.Send(bt.ctx, "network.interface", args("action", "ifup", "interface", "modemnet_4")); err != nil {
+		t.Fatal(err)
+	}
+	bt.eventually("modemnet_4's device from its event", func() bool { return slices.Contains(devs(), "wwan0") })
+	var d []string
+	bt.loop(func() { d = devs() })
+	if slices.Contains(d, "br-lan") || slices.Contains(d, "wlan9") {
+		t.Errorf("locked down another network's device: %v", d)
+	}
 }

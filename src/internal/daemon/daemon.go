@@ -76,6 +76,8 @@ type Daemon struct {
 	// whenever it is proven.
 	preferred int
 	uplinks   *uplinks
+	// l3 is, per uplink network, the layer-3 device netifd last reported (see devices.go).
+	l3 map[string]string
 }
 
 // New reads the configuration and prepares the daemon. A configuration error is returned as
@@ -93,6 +95,7 @@ func New(opts Options) (*Daemon, error) {
 		clock:     opts.Clock,
 		events:    make(chan event, 256),
 		preferred: NetworkNone,
+		l3:        map[string]string{},
 	}
 	cur, err := d.load()
 	if err != nil {

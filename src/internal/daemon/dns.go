@@ -194,8 +194,9 @@ func (c *dnsComponent) changed() {
 
 func (c *dnsComponent) reload(old, cur *Loaded) { c.apply(cur) }
 
-// netifdChanged: an uplink's DNS servers may have changed.
-func (c *dnsComponent) netifdChanged(string, *NetifdInterface) { c.refreshTrusted(c.d.cur) }
+// netifdChanged follows the uplinks' layer-3 devices (see devices.go) and their DNS servers
+// (the trusted resolvers): apply does both.
+func (c *dnsComponent) netifdChanged(string, *NetifdInterface) { c.apply(c.d.cur) }
 
 // refreshTrusted recomputes the resolvers whose replies may open the firewall: netifd's DNS
 // servers of each enabled uplink, the uplink's `list dns`, the name servers of resolv.conf.auto
@@ -359,7 +360,7 @@ func dnsLimits(c *config.Config) dnsx.Limits {
 	return dnsx.Limits{PerReply: c.Main.DNSReplyMaxAddrs, PerName: c.Main.DNSNameMaxAddrs, Capacity: c.Main.SetMaxElem}
 }
 
-// ifindexes resolves the enabled uplinks' devices and the AP networks' interfaces (the bridge
+// ifindexes resolves the enabled uplinks' devices (configured and netifd's) and the AP networks' interfaces (the bridge
 // where there is one: bridged clients' queries arrive there once) that exist now.
 func (c *dnsComponent) ifindexes(cfg *config.Config) (uplinks, lans []int) {
 	add := func(to []int, name string) []int {
@@ -368,10 +369,8 @@ func (c *dnsComponent) ifindexes(cfg *config.Config) (uplinks, lans []int) {
 		}
 		return to
 	}
-	for _, u := range cfg.Uplinks {
-		if u.Enabled && u.Device != "" {
-			uplinks = add(uplinks, u.Device)
-		}
+	for _, dev := range c.d.lockdownDevices(cfg) {
+		uplinks = add(uplinks, dev)
 	}
 	for _, ap := range cfg.AP {
 		for _, n := range ap.Interfaces() {
@@ -409,7 +408,7 @@ func (c *dnsComponent) logReply(ev dnsgate.ReplyEvent) {
 		addrs = append(addrs, p.Addr.String()+"/"+p.Timeout.String())
 	}
 	c.d.log.Debug("DNS reply", "name", ev.Result.Exchange.Question.Name, "matched", ev.Result.Chain.Matched,
-		"opened", strings.Join(addrs, ","), "latency", ev.Latency, "err", ev.Err)
+		"opened", strings.Join(addrs, ","), "latency", ev.Latency, "err", ev.Err, "forward_only", ev.Forward)
 }
 
 func (c *dnsComponent) fillStatus(s *Status) {

@@ -115,7 +115,7 @@ func newAdv(t *testing.T, backend string) *adv {
 		"wireless":  advWireless,
 		"connmgr":   e2eConnmgr(backend, "1") + fmt.Sprintf("\toption set_maxelem '%d'\n", advMaxElem),
 		"whitelist": "*.afero.io\n",
-	})
+	}, nil)
 	return &adv{e2e: e, lan: lan, cloud: cloud}
 }
 

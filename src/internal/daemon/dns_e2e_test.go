@@ -103,8 +103,19 @@ func TestE2EDNSFirewall(t *testing.T) {
 }
 
 func newE2E(t *testing.T, backend string) *e2e {
-	w := testbed.New(t, testbed.Options{})
-	if _, err := w.StartDNS(e2eRecords); err != nil {
+	return newE2EWith(t, backend, testbed.Options{}, e2eRecords, map[string]string{
+		"network":   e2eNetwork,
+		"connmgr":   e2eConnmgr(backend, "1"),
+		"whitelist": "*.afero.io\n",
+	}, nil)
+}
+
+// newE2EWith builds a world of opts with the cloud's DNS serving records, writes files into
+// the UCI directory (network, wireless, connmgr, whitelist), runs before(w, dir) (a LAN, a
+// ubus object of netifd) and starts the daemon on a test ubusd.
+func newE2EWith(t *testing.T, backend string, opts testbed.Options, records []testbed.Record, files map[string]string, before func(*testbed.World, string)) *e2e {
+	w := testbed.New(t, opts)
+	if _, err := w.StartDNS(records); err != nil {
 		t.Fatal(err)
 	}
 	var lo []string
@@ -118,16 +129,13 @@ func newE2E(t *testing.T, backend string) *e2e {
 		t.Fatal(err)
 	}
 	serveCloudTCP(t, w)
-	return startE2E(t, w, backend, map[string]string{
-		"network":   e2eNetwork,
-		"connmgr":   e2eConnmgr(backend, "1"),
-		"whitelist": "*.afero.io\n",
-	})
+	return startE2E(t, w, backend, files, before)
 }
 
 // startE2E writes files (network, connmgr, whitelist, ...) to a config directory, starts a test
-// ubusd and connmgr in w's device, and waits until the lock-down and DNS hold mode are in force.
-func startE2E(t *testing.T, w *testbed.World, backend string, files map[string]string) *e2e {
+// ubusd, runs before(w, dir) (a LAN, a ubus object of netifd), starts connmgr in w's device
+// and waits until the lock-down and DNS hold mode are in force.
+func startE2E(t *testing.T, w *testbed.World, backend string, files map[string]string, before func(*testbed.World, string)) *e2e {
 	dir := t.TempDir()
 	for n, c := range files {
 		if err := os.WriteFile(filepath.Join(dir, n), []byte(c), 0o644); err != nil {
@@ -139,6 +147,9 @@ func startE2E(t *testing.T, w *testbed.World, backend string, files map[string]s
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { bus.Close() })
+	if before != nil {
+		before(w, dir)
+	}
 	e := &e2e{t: t, w: w, backend: backend, dir: dir}
 	e.p = w.StartConnmgr(t, "-c", dir, "-w", filepath.Join(dir, "whitelist"), "-s", filepath.Join(dir, "ubus.sock"))
 	e.waitLog(0, `msg="firewall lock-down in force" backend=`+backend)
@@ -166,17 +177,23 @@ var ipv4Re = regexp.MustCompile(`\b198\.1[89]\.\d+\.\d+\b`)
 // learned lists the addresses in the kernel set of learned addresses (allow4).
 func (e *e2e) learned() []string {
 	e.t.Helper()
+	return e.members("allow4")
+}
+
+// members lists the IPv4 addresses in one of the firewall's sets (allow4, fwd4, static4).
+func (e *e2e) members(set string) []string {
+	e.t.Helper()
 	var out string
 	var err error
 	if e.backend == "nftables" {
-		out, err = e.w.Device.Run("nft", "list", "set", "inet", "afconn", "allow4")
+		out, err = e.w.Device.Run("nft", "list", "set", "inet", "afconn", set)
 		if i := strings.Index(out, "elements = {"); i >= 0 {
 			out = out[i:]
 		} else {
 			out = ""
 		}
 	} else {
-		out, err = e.w.Device.Run("ipset", "list", "afconn_allow4")
+		out, err = e.w.Device.Run("ipset", "list", "afconn_"+set)
 		if err != nil && strings.Contains(out, "does not exist") {
 			return nil // flushed and not restored yet: nothing learned in the kernel
 		}
@@ -185,7 +202,7 @@ func (e *e2e) learned() []string {
 		}
 	}
 	if err != nil {
-		e.t.Fatalf("list learned set: %v", err)
+		e.t.Fatalf("list set %s: %v", set, err)
 	}
 	got := ipv4Re.FindAllString(out, -1)
 	slices.Sort(got)
@@ -221,23 +238,7 @@ func (e *e2e) resolve(name string) []string {
 
 // connect opens a TCP connection from the device to addr:8080 and reads the greeting.
 func (e *e2e) connect(addr string, timeout time.Duration) error {
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
-	defer cancel()
-	c, err := e.w.Device.Dial(ctx, "tcp4", net.JoinHostPort(addr, fmt.Sprint(e2ePort)))
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	c.SetReadDeadline(time.Now().Add(timeout))
-	buf := make([]byte, 64)
-	n, err := c.Read(buf)
-	if err != nil {
-		return err
-	}
-	if !strings.HasPrefix(string(buf[:n]), "hello from "+addr) {
-		return fmt.Errorf("greeting %q", buf[:n])
-	}
-	return nil
+	return dialHello(e.w.Device, "", addr, e2ePort, timeout)
 }
 
 // mustDrop checks that a connect to addr does not get through (the SYN is dropped: a timeout,

@@ -24,7 +24,8 @@ var ErrFirewallOff = errors.New("firewall mode is off")
 // firewall include (fw3/fw4 reload) restores at once; this catches everything else.
 const firewallVerifyEvery = 5 * time.Second
 
-// FirewallPolicy is the lock-down for a configuration: the enabled uplinks' devices, the
+// FirewallPolicy is the lock-down for a configuration: the enabled uplinks' configured devices
+// (the daemon adds netifd's layer-3 devices), the
 // whitelist's addresses and prefixes (and echo_host when it is an address), the set bound and, when DNS replies are held, the
 // queue hook. `connmgr fw init` without a daemon uses it too.
 func FirewallPolicy(cfg *config.Config, wl *whitelist.List) firewall.Policy {
@@ -121,6 +122,7 @@ func (c *firewallComponent) apply(l *Loaded) {
 		c.backend = opt
 	}
 	p := FirewallPolicy(l.Config, l.Whitelist)
+	p.Uplinks = c.d.lockdownDevices(l.Config)
 	err := fw.Setup(p)
 	switch {
 	case errors.Is(err, firewall.ErrQueueUnavailable):
@@ -166,6 +168,25 @@ func (c *firewallComponent) noteErr(err error) {
 }
 
 func (c *firewallComponent) reload(old, cur *Loaded) { c.apply(cur) }
+
+// netifdChanged follows the uplinks' layer-3 devices: only the locked-down devices change,
+// the learned addresses stay where they are.
+func (c *firewallComponent) netifdChanged(string, *NetifdInterface) {
+	fw := c.fw.Load()
+	if fw == nil {
+		return
+	}
+	devs := c.d.lockdownDevices(c.d.cur.Config)
+	if slices.Equal(devs, c.policy.Uplinks) {
+		return
+	}
+	if err := fw.SetUplinks(devs); err != nil {
+		c.noteErr(fmt.Errorf("firewall: uplink devices %v: %w", devs, err))
+		return
+	}
+	c.d.log.Info("firewall lock-down follows the uplink devices", "uplinks", devs, "was", c.policy.Uplinks)
+	c.policy.Uplinks = devs
+}
 
 func (c *firewallComponent) stop() {
 	if c.timer != nil {
@@ -270,9 +291,10 @@ func (d *Daemon) FirewallQueueMode() firewall.QueueMode {
 // FirewallOpener adapts the firewall to the DNS gate's Opener.
 type FirewallOpener struct{ c *firewallComponent }
 
-// Allow opens the answered addresses for their TTL (plus grace, already in Timeout). A full
-// set is reported as dnsgate.ErrSetFull, so the gate makes room and tries again.
-func (o FirewallOpener) Allow(ps []dnsx.Pinhole) error {
+// Allow opens the answered addresses for their TTL (plus grace, already in Timeout): for the
+// device (and the LAN behind it), or with forward, a LAN client's answer, for forwarding only.
+// A full set is reported as dnsgate.ErrSetFull, so the gate makes room and tries again.
+func (o FirewallOpener) Allow(ps []dnsx.Pinhole, forward bool) error {
 	fw, err := o.active()
 	if err != nil {
 		return err
@@ -280,7 +302,7 @@ func (o FirewallOpener) Allow(ps []dnsx.Pinhole) error {
 	out := make([]firewall.Pinhole, 0, len(ps))
 	for _, p := range ps {
 		// A timeout of 0 would mean permanent: DNS answers always expire.
-		out = append(out, firewall.Pinhole{Addr: p.Addr, TTL: max(p.Timeout, time.Second), Comment: p.Name})
+		out = append(out, firewall.Pinhole{Addr: p.Addr, TTL: max(p.Timeout, time.Second), Forward: forward, Comment: p.Name})
 	}
 	err = fw.AllowAll(out)
 	if errors.Is(err, firewall.ErrSetFull) {

@@ -143,10 +143,17 @@ func TestFirewallComponent(t *testing.T) {
 	})
 	var opener FirewallOpener
 	do(func() { opener = d.FirewallOpener() })
-	if err := opener.Allow([]dnsx.Pinhole{{Addr: netip.MustParseAddr("198.18.0.8"), Timeout: 90 * time.Second, Name: "a.afero.io"}}); err != nil {
+	if err := opener.Allow([]dnsx.Pinhole{{Addr: netip.MustParseAddr("198.18.0.8"), Timeout: 90 * time.Second, Name: "a.afero.io"}}, false); err != nil {
+		t.Fatal(err)
+	}
+	// A LAN client's answer opens forwarding only.
+	if err := opener.Allow([]dnsx.Pinhole{{Addr: netip.MustParseAddr("198.18.0.9"), Timeout: time.Minute, Name: "b.afero.io"}}, true); err != nil {
 		t.Fatal(err)
 	}
 	_, elems, _ := fb.snapshot()
+	if _, dev := elems["false:198.18.0.9"]; dev || elems["true:198.18.0.9"].TTL != time.Minute {
+		t.Errorf("LAN client's DNS allow: %+v", elems)
+	}
 	if p := elems["true:198.18.0.7"]; p.TTL != 0 || p.Comment != "fwcfg" {
 		t.Errorf("ubus allow: %+v", elems)
 	}
@@ -161,7 +168,7 @@ func TestFirewallComponent(t *testing.T) {
 	clock.Advance(firewallVerifyEvery)
 	do(func() { st = d.Status() })
 	setups, elems, _ = fb.snapshot()
-	if len(setups) != 2 || len(elems) != 2 || st.Firewall.Restores != 1 || st.Firewall.Pinholes != 2 {
+	if len(setups) != 2 || len(elems) != 3 || st.Firewall.Restores != 1 || st.Firewall.Pinholes != 3 {
 		t.Fatalf("after flush: %d setups, elems %v, status %+v", len(setups), elems, st.Firewall)
 	}
 	if p := elems["false:198.18.0.8"]; p.TTL <= 0 || p.TTL > 90*time.Second {
@@ -194,7 +201,7 @@ func TestFirewallComponent(t *testing.T) {
 	if _, _, td := fb.snapshot(); td != 1 || st.Firewall.Mode != "disabled" || st.Firewall.Backend != "" {
 		t.Errorf("after switching off: %d teardowns, status %+v", td, st.Firewall)
 	}
-	if err := opener.Allow([]dnsx.Pinhole{{Addr: addr, Timeout: time.Second}}); !errors.Is(err, ErrFirewallOff) {
+	if err := opener.Allow([]dnsx.Pinhole{{Addr: addr, Timeout: time.Second}}, false); !errors.Is(err, ErrFirewallOff) {
 		t.Errorf("DNS allow while off: %v", err)
 	}
 

@@ -33,9 +33,13 @@ type uplinks struct {
 	// netifdDNS are the DNS servers netifd reports per uplink network.
 	netifdDNS map[string][]netip.Addr
 	captures  map[string]func() // stop functions of running captures
-	timer     Timer
-	wake      time.Time
-	keep      bool
+	// devices are the devices the netlink monitor reports (see devices.go); devChanges
+	// tells it new ones.
+	devices    []string
+	devChanges chan []string
+	timer      Timer
+	wake       time.Time
+	keep       bool
 }
 
 // carrierPoll bounds how late a lost carrier is seen when the kernel
@@ -44,7 +48,8 @@ type uplinks struct {
 const carrierPoll = 50 * time.Millisecond
 
 func newUplinks(d *Daemon) *uplinks {
-	return &uplinks{d: d, net: kernelNet{}, captures: map[string]func(){}, netifdDNS: map[string][]netip.Addr{}}
+	return &uplinks{d: d, net: kernelNet{}, captures: map[string]func(){}, netifdDNS: map[string][]netip.Addr{},
+		devChanges: make(chan []string, 1)}
 }
 
 // netBackend is the kernel side of the component: the real one, or a
@@ -124,21 +129,20 @@ func (u *uplinks) start(ctx context.Context) error {
 	if u.router, err = u.net.routes(); err != nil {
 		return fmt.Errorf("routes: %w", err)
 	}
-	u.ctrl = failover.New(u, u.router, failoverSettings(cfg))
+	l3 := u.d.withL3Devices(cfg)
+	u.ctrl = failover.New(u, u.router, failoverSettings(l3))
 	if err := u.ctrl.SetPreference(u.d.preferred); err != nil {
 		return err
 	}
-	var devs []string
-	for _, up := range cfg.Uplinks {
-		devs = append(devs, up.Device)
-	}
+	u.devices = monitoredDevices(l3)
 	opts := netmon.Options{
-		Devices:     devs,
-		OwnProto:    u.router.Proto(),
-		CarrierPoll: carrierPoll,
-		Notify:      func(up netmon.Update) { u.d.post(netmonEvent{up}) },
-		Logf:        func(f string, a ...any) { u.d.log.Warn(fmt.Sprintf(f, a...)) },
-		Debugf:      func(f string, a ...any) { u.d.log.Debug(fmt.Sprintf(f, a...)) },
+		Devices:       u.devices,
+		DeviceChanges: u.devChanges,
+		OwnProto:      u.router.Proto(),
+		CarrierPoll:   carrierPoll,
+		Notify:        func(up netmon.Update) { u.d.post(netmonEvent{up}) },
+		Logf:          func(f string, a ...any) { u.d.log.Warn(fmt.Sprintf(f, a...)) },
+		Debugf:        func(f string, a ...any) { u.d.log.Debug(fmt.Sprintf(f, a...)) },
 	}
 	errc := make(chan error, 1)
 	go func() { errc <- u.net.watch(ctx, opts) }()
@@ -164,7 +168,39 @@ func (u *uplinks) reload(_, cur *Loaded) {
 	}
 	u.keep = cur.Config.Main.KeepRoute
 	u.static = staticDNS(cur.Config)
-	u.ctrl.Configure(failoverSettings(cur.Config))
+	u.followDevices(cur.Config, true)
+}
+
+// monitoredDevices are the uplinks' devices the netlink monitor reports.
+func monitoredDevices(c *config.Config) []string {
+	var devs []string
+	for _, up := range c.Uplinks {
+		if up.Device != "" && !slices.Contains(devs, up.Device) {
+			devs = append(devs, up.Device)
+		}
+	}
+	return devs
+}
+
+// followDevices brings the controller and the netlink monitor to the uplinks' devices as
+// netifd reports them now; with configure, the controller is reconfigured even when no device
+// changed (a reload).
+func (u *uplinks) followDevices(cfg *config.Config, configure bool) {
+	l3 := u.d.withL3Devices(cfg)
+	devs := monitoredDevices(l3)
+	if !slices.Equal(devs, u.devices) {
+		u.devices = devs
+		// Only the loop sends: replace a list the monitor has not taken yet.
+		select {
+		case <-u.devChanges:
+		default:
+		}
+		u.devChanges <- devs
+		configure = true
+	}
+	if configure {
+		u.ctrl.Configure(failoverSettings(l3))
+	}
 }
 
 func (u *uplinks) stop() {
@@ -326,13 +362,17 @@ func (u *uplinks) Switched(from, to failover.UplinkSettings, kind, _ string) {
 }
 
 // netifdChanged takes netifd's view of an uplink: its DNS servers come
-// first for the probes' name resolution.
+// first for the probes' name resolution, and its layer-3 device is the
+// uplink's device.
 func (u *uplinks) netifdChanged(network string, info *NetifdInterface) {
 	if info == nil {
 		delete(u.netifdDNS, network)
-		return
+	} else {
+		u.netifdDNS[network] = slices.Clone(info.DNS)
 	}
-	u.netifdDNS[network] = slices.Clone(info.DNS)
+	if u.ctrl != nil {
+		u.followDevices(u.d.cur.Config, false)
+	}
 }
 
 // Events of the uplinks component.

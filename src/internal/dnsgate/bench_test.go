@@ -80,7 +80,7 @@ func (o *nftOpener) Forget(as []netip.Addr) error {
 	return o.c.Flush()
 }
 
-func (o *nftOpener) Allow(ps []dnsx.Pinhole) error {
+func (o *nftOpener) Allow(ps []dnsx.Pinhole, _ bool) error {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	o.calls++

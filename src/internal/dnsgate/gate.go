@@ -45,10 +45,12 @@ import (
 
 // Opener puts addresses into the firewall. Allow must return only once the
 // kernel's sets hold every address (or with an error; one wrapping ErrSetFull
-// when a set is full). Forget closes learned addresses that gave way to a
-// bound (dnsx.Ledger); an address opened by hand stays open.
+// when a set is full). forward says the reply was for a LAN client the host
+// forwards for: such addresses open forwarding only, never the host itself.
+// Forget closes learned addresses that gave way to a bound (dnsx.Ledger); an
+// address opened by hand stays open.
 type Opener interface {
-	Allow(ps []dnsx.Pinhole) error
+	Allow(ps []dnsx.Pinhole, forward bool) error
 	Forget(as []netip.Addr) error
 }
 
@@ -97,6 +99,7 @@ type Config struct {
 type ReplyEvent struct {
 	Mode    Mode
 	Result  dnsx.Result
+	Forward bool          // opened for forwarding only (the reply was for a LAN client)
 	Err     error         // not a usable reply, refused chain, or Allow failed
 	Seen    time.Time     // when the gate got the reply
 	Latency time.Duration // Seen to addresses in the set (pinholes only)
@@ -305,13 +308,20 @@ func (g *Gate) reply(pk dnsx.Packet, seen time.Time) {
 	res, err := g.x.Reply(pk)
 	g.mu.Unlock()
 	ev := ReplyEvent{Mode: g.mode, Result: res, Err: err, Seen: seen}
+	// A LAN client's reply: the tracker knows it from the query it answers
+	// (res.LAN). In hold mode the reply is judged after NAT was undone, so its
+	// destination says it exactly: the host's own address or a client's.
+	ev.Forward = res.LAN
+	if g.mode == ModeHold && g.cfg.IsLocal != nil && res.Exchange.Client.IsValid() {
+		ev.Forward = !g.cfg.IsLocal(res.Exchange.Client.Addr())
+	}
 	if len(res.Revoke) > 0 {
 		if ferr := g.cfg.Opener.Forget(res.Revoke); ferr != nil {
 			g.log.Error("closing DNS pinholes that gave way", "n", len(res.Revoke), "err", ferr)
 		}
 	}
 	if len(res.Pinholes) > 0 {
-		if aerr := g.allow(res); aerr != nil {
+		if aerr := g.allow(res, ev.Forward); aerr != nil {
 			g.allowErrs.Add(1)
 			ev.Err = aerr
 			g.log.Error("opening DNS pinholes", "name", res.Exchange.Question.Name, "err", aerr)
@@ -335,17 +345,17 @@ func (g *Gate) reply(pk dnsx.Packet, seen time.Time) {
 // opened by hand share it with the learned ones), as many learned addresses
 // as the reply needs give way, in the ledger's order, and it tries once more;
 // the addresses it could not open leave the ledger.
-func (g *Gate) allow(res dnsx.Result) error {
-	err := g.cfg.Opener.Allow(res.Pinholes)
+func (g *Gate) allow(res dnsx.Result, forward bool) error {
+	err := g.cfg.Opener.Allow(res.Pinholes, forward)
 	if errors.Is(err, ErrSetFull) {
 		g.mu.Lock()
-		room := g.x.MakeRoom(len(res.Pinholes), res.LAN)
+		room := g.x.MakeRoom(len(res.Pinholes), forward)
 		g.mu.Unlock()
 		if len(room) > 0 {
 			if ferr := g.cfg.Opener.Forget(room); ferr != nil {
 				g.log.Error("closing DNS pinholes that gave way", "n", len(room), "err", ferr)
 			}
-			err = g.cfg.Opener.Allow(res.Pinholes)
+			err = g.cfg.Opener.Allow(res.Pinholes, forward)
 		}
 	}
 	if errors.Is(err, ErrSetFull) {

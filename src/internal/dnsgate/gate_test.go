@@ -257,4 +257,9 @@ func testForwardedClient(t *testing.T, mode Mode, withLAN bool) {
 	if mode == ModeHold && done[0].After(arrived) {
 		t.Fatalf("reply reached the LAN client before the pinholes")
 	}
+	// Hold mode judges the reply after NAT is undone: it is the client's, and opens
+	// forwarding only.
+	if mode == ModeHold && !evs[0].Forward {
+		t.Fatalf("a LAN client's answer was opened for the device itself")
+	}
 }

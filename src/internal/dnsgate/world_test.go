@@ -130,6 +130,7 @@ type recorder struct {
 	mu    sync.Mutex
 	delay time.Duration
 	got   []dnsx.Pinhole
+	fwd   []bool // per call: opened for forwarding only
 	done  []time.Time
 	gone  []netip.Addr
 }
@@ -141,11 +142,12 @@ func (r *recorder) Forget(as []netip.Addr) error {
 	return nil
 }
 
-func (r *recorder) Allow(ps []dnsx.Pinhole) error {
+func (r *recorder) Allow(ps []dnsx.Pinhole, forward bool) error {
 	time.Sleep(r.delay)
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.got = append(r.got, ps...)
+	r.fwd = append(r.fwd, forward)
 	r.done = append(r.done, time.Now())
 	return nil
 }

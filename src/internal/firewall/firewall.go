@@ -123,7 +123,7 @@ func (p Policy) Normalize() (Policy, error) {
 		return Policy{}, fmt.Errorf("policy: set_maxelem %d out of range 1..%d", p.MaxElem, 1<<24)
 	}
 	for _, dev := range p.Uplinks {
-		if err := checkIfname(dev); err != nil {
+		if err := CheckIfname(dev); err != nil {
 			return Policy{}, fmt.Errorf("policy: uplink %q: %w", dev, err)
 		}
 		if !slices.Contains(out.Uplinks, dev) {
@@ -157,9 +157,9 @@ func comparePrefix(a, b netip.Prefix) int {
 	return a.Bits() - b.Bits()
 }
 
-// checkIfname accepts what the kernel accepts as a link name (dev_valid_name)
+// CheckIfname accepts what the kernel accepts as a link name (dev_valid_name)
 // and rejects iptables-style wildcards, which the nft backend cannot express.
-func checkIfname(s string) error {
+func CheckIfname(s string) error {
 	switch {
 	case s == "" || len(s) > 15:
 		return errors.New("device name must be 1 to 15 bytes")
@@ -250,6 +250,16 @@ type Backend interface {
 	Counts() (map[string]int, error)
 	// Close releases sockets; kernel state stays.
 	Close() error
+}
+
+// uplinkSetter is implemented by backends that can change the locked-down
+// devices alone: no set is touched, so nothing learned has to be put back
+// (following netifd's layer-3 device must not cost a restore of 65,536
+// addresses).
+type uplinkSetter interface {
+	// setUplinks makes p.Uplinks the locked-down devices; p is otherwise
+	// the policy in force. ErrNotSetUp when Setup has not run.
+	setUplinks(p Policy) error
 }
 
 // maxElemNote says the bound in a set-full error when it is known.

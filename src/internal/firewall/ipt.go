@@ -143,17 +143,7 @@ func (b *IPT) Setup(p Policy) (QueueMode, error) {
 			qerr = fmt.Errorf("iptables: the NFQUEUE target is not available: %w", ErrQueueUnavailable)
 		}
 	}
-	want := map[bool]iptPolicy{}
-	err = b.run(func() error {
-		for _, fam := range b.families() {
-			pol := iptRules(p, fam.v6, mode == QueueXT)
-			if err := b.applyFamily(fam.ipt, pol); err != nil {
-				return err
-			}
-			want[fam.v6] = pol
-		}
-		return nil
-	})
+	want, err := b.applyRules(p, mode == QueueXT)
 	if err != nil {
 		return mode, err
 	}

@@ -2,7 +2,10 @@
 
 package firewall
 
-import "strconv"
+import (
+	"fmt"
+	"strconv"
+)
 
 // Names in the iptables backend.
 const (
@@ -35,7 +38,7 @@ type iptPolicy struct {
 //
 //	INPUT -i UPLINK -> SERVICE_INPUT: [DNS replies -> NFQUEUE]; established;
 //	                    services -> RETURN; else -> WHITELIST_INPUT
-//	WHITELIST_INPUT: source in a set -> RETURN; else DROP
+//	WHITELIST_INPUT: source in the static set -> RETURN; else DROP
 func iptRules(p Policy, v6 bool, queue bool) iptPolicy {
 	fam := "4"
 	icmpProto, icmpMatch, icmpOpt := "icmp", "icmp", "--icmp-type"
@@ -97,7 +100,9 @@ func iptRules(p Policy, v6 bool, queue bool) iptPolicy {
 		}
 	}
 	r[ChainServiceInput] = append(in, []string{"-j", ChainWhitelistIn})
-	r[ChainWhitelistIn] = [][]string{inSet(SetStatic, "src"), inSet(SetAllow, "src"), {"-j", "DROP"}}
+	// Only the static whitelist opens new connections inwards; learned
+	// addresses get their replies through the established rule.
+	r[ChainWhitelistIn] = [][]string{inSet(SetStatic, "src"), {"-j", "DROP"}}
 
 	// Output.
 	out := [][]string{established, udp(0, 53), tcpDport(53)}
@@ -147,6 +152,40 @@ func iptRules(p Policy, v6 bool, queue bool) iptPolicy {
 			iptJump{"FORWARD", []string{"-o", dev, "-j", ChainForwardService}})
 	}
 	return iptPolicy{jumps: jumps, rules: r}
+}
+
+// setUplinks implements uplinkSetter: iptables matches devices rule by rule
+// (-i/-o in the jumps and the forwarding chain), so those are rewritten;
+// chains whose rules are unchanged and the ip sets are left alone.
+func (b *IPT) setUplinks(p Policy) error {
+	if b.sets == nil {
+		return ErrClosed
+	}
+	if b.want == nil {
+		return ErrNotSetUp
+	}
+	want, err := b.applyRules(p, b.queue)
+	if err != nil {
+		return fmt.Errorf("iptables: uplink devices %v: %w", p.Uplinks, err)
+	}
+	b.want = want
+	return nil
+}
+
+// applyRules brings both families' chains and jumps to the policy's.
+func (b *IPT) applyRules(p Policy, queue bool) (map[bool]iptPolicy, error) {
+	want := map[bool]iptPolicy{}
+	err := b.run(func() error {
+		for _, fam := range b.families() {
+			pol := iptRules(p, fam.v6, queue)
+			if err := b.applyFamily(fam.ipt, pol); err != nil {
+				return err
+			}
+			want[fam.v6] = pol
+		}
+		return nil
+	})
+	return want, err
 }
 
 // iptLine renders a spec as `iptables -S` prints it ("-A CHAIN spec").

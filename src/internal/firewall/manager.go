@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"sync"
 	"time"
 )
@@ -66,6 +67,37 @@ func (f *Firewall) setupLocked(p Policy) error {
 		return errors.Join(err, rerr)
 	}
 	return err
+}
+
+// SetUplinks changes the locked-down devices (netifd's layer-3 device of an
+// uplink appeared, changed or went) and nothing else: where the backend can,
+// without setting up again; else by a full Setup with the record.
+func (f *Firewall) SetUplinks(devs []string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if !f.setUp {
+		return ErrNotSetUp
+	}
+	p := f.policy
+	p.Uplinks = devs
+	np, err := p.Normalize()
+	if err != nil {
+		return err
+	}
+	if slices.Equal(np.Uplinks, f.policy.Uplinks) {
+		return nil
+	}
+	if s, ok := f.b.(uplinkSetter); ok {
+		if err := s.setUplinks(np); err == nil {
+			f.policy = np
+			return nil
+		}
+		// Damaged meanwhile: set everything up again below.
+	}
+	if err := f.setupLocked(np); err != nil && !errors.Is(err, ErrQueueUnavailable) {
+		return err
+	}
+	return nil
 }
 
 // readdLocked puts every live recorded address back into the kernel.

@@ -261,7 +261,8 @@ func (b *NFT) Setup(p Policy) (QueueMode, error) {
 		return mode, fmt.Errorf("nftables: set up table inet %s: %w", nftTableName, err)
 	}
 	b.want = want
-	b.static = map[string]int{"static4": len(static["static4"]), "static6": len(static["static6"])}
+	// Sets whose content Check verifies: a flushed uplinks set would lift the lock-down.
+	b.static = map[string]int{"static4": len(static["static4"]), "static6": len(static["static6"]), nftSetUplink: len(uplinks)}
 	b.maxElem = p.MaxElem
 	return mode, qerr
 }

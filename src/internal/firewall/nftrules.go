@@ -1,6 +1,8 @@
 package firewall
 
 import (
+	"fmt"
+
 	"github.com/google/nftables"
 	"github.com/google/nftables/binaryutil"
 	"github.com/google/nftables/expr"
@@ -176,12 +178,41 @@ func queueExpr(mode QueueMode, num uint16) expr.Any {
 	return nil
 }
 
+// setUplinks implements uplinkSetter: the rules match the input and output
+// device against the set "uplinks", so changing the devices is one atomic
+// batch that refills the set.
+func (b *NFT) setUplinks(p Policy) error {
+	if b.conn == nil {
+		return ErrClosed
+	}
+	if b.want == nil {
+		return ErrNotSetUp
+	}
+	s := b.setSpec(nftSetUplink, b.maxElem)
+	b.conn.FlushSet(s)
+	if len(p.Uplinks) > 0 {
+		var elems []nftables.SetElement
+		for _, dev := range p.Uplinks {
+			elems = append(elems, nftables.SetElement{Key: ifnameKey(dev)})
+		}
+		if err := b.conn.SetAddElements(s, elems); err != nil {
+			return fmt.Errorf("nftables: set %s: %w", nftSetUplink, err)
+		}
+	}
+	if err := b.flush(); err != nil {
+		return fmt.Errorf("nftables: uplink devices %v: %w", p.Uplinks, err)
+	}
+	b.static[nftSetUplink] = len(p.Uplinks)
+	return nil
+}
+
 // nftRules renders the policy as rules; the sets and chains they use are
 // created by the backend. The structure is the same in both backends:
 //
 //	base chain:  not on an uplink -> accept (untouched); jump SERVICE; jump WHITELIST; drop
 //	SERVICE:     [DNS replies -> queue]; established,related; DHCP, DNS, NTP, ICMP -> accept
-//	WHITELIST:   destination (output, forward) or source (input) in a set -> accept
+//	WHITELIST:   destination in a set (output, forward) or source in the
+//	             static set (input) -> accept
 //
 // "accept" in our table only ends our table's verdict: fw4's chains (priority
 // 0) still see the packet, so we never open what fw4 closes.
@@ -262,17 +293,21 @@ func nftRules(p Policy, qmode QueueMode) []nftRule {
 	add(ChainForwardService, icmpType(icmp, icmpEchoRequest), accept())
 	add(ChainForwardService, icmpType(icmp6, icmp6EchoRequest), accept())
 
-	// Whitelists. Input accepts what comes from a whitelisted address, output
-	// and forwarding what goes to one. Forwarding also accepts the device's
-	// own learned addresses: LAN clients resolving through the device's
-	// resolver get their answers whitelisted that way.
+	// Whitelists. Output and forwarding accept new connections to a
+	// whitelisted address; input only from the static whitelist (the
+	// whitelist file's addresses and prefixes, both ways as in the seed): a
+	// learned address gets its replies through the established rule above
+	// and never opens a new connection into the device. Forwarding also
+	// accepts the device's own learned addresses (LAN clients resolving
+	// through the device's resolver get their answers whitelisted that way);
+	// a LAN client's learned addresses (fwd) open forwarding only.
 	for _, v6 := range []bool{false, true} {
 		fam := "4"
 		if v6 {
 			fam = "6"
 		}
+		add(ChainWhitelistIn, addrIn(v6, true, SetStatic+fam), accept())
 		for _, role := range []string{SetStatic, SetAllow} {
-			add(ChainWhitelistIn, addrIn(v6, true, role+fam), accept())
 			add(ChainWhitelistOut, addrIn(v6, false, role+fam), accept())
 		}
 	}

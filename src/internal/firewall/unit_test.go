@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/google/nftables/expr"
 )
 
 func pfx(s string) netip.Prefix { return netip.MustParsePrefix(s) }
@@ -212,8 +214,13 @@ func TestIPTRulesShape(t *testing.T) {
 		if v6 {
 			fam = "6"
 		}
-		if !strings.Contains(strings.Join(pol.rules[ChainWhitelistIn][1], " "), "afconn_allow"+fam+" src") {
-			t.Errorf("v6=%v: whitelist input uses %q", v6, pol.rules[ChainWhitelistIn][1])
+		// Only the static whitelist opens new inbound connections; learned addresses
+		// (allow, fwd) open outwards.
+		if in := pol.rules[ChainWhitelistIn]; len(in) != 2 || !strings.Contains(strings.Join(in[0], " "), "afconn_static"+fam+" src") {
+			t.Errorf("v6=%v: whitelist input is %q, want the static set and DROP", v6, in)
+		}
+		if !strings.Contains(strings.Join(pol.rules[ChainWhitelistOut][1], " "), "afconn_allow"+fam+" dst") {
+			t.Errorf("v6=%v: whitelist output uses %q", v6, pol.rules[ChainWhitelistOut][1])
 		}
 	}
 	if pol := iptRules(p, false, false); strings.Contains(strings.Join(pol.rules[ChainServiceInput][0], " "), "NFQUEUE") {
@@ -260,6 +267,26 @@ func TestNFTRulesShape(t *testing.T) {
 	for _, c := range append(Chains, "input", "output", "forward") {
 		if with[c] == 0 {
 			t.Errorf("chain %s has no rules", c)
+		}
+	}
+	// Sets each whitelist chain looks up: only the static whitelist opens new inbound
+	// connections; a LAN client's learned addresses (fwd) only forwarding.
+	sets := map[string][]string{}
+	for _, r := range nftRules(p, QueueXT) {
+		for _, e := range r.exprs {
+			if l, ok := e.(*expr.Lookup); ok && l.SetName != nftSetUplink {
+				sets[r.chain] = append(sets[r.chain], l.SetName)
+			}
+		}
+	}
+	want := map[string][]string{
+		ChainWhitelistIn:  {"static4", "static6"},
+		ChainWhitelistOut: {"static4", "allow4", "static6", "allow6"},
+		ChainForwardWL:    {"static4", "allow4", "fwd4", "static6", "allow6", "fwd6"},
+	}
+	for c, w := range want {
+		if !slices.Equal(sets[c], w) {
+			t.Errorf("%s looks up %v, want %v", c, sets[c], w)
 		}
 	}
 }

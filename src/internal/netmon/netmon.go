@@ -16,6 +16,7 @@ import (
 	"net/netip"
 	"runtime"
 	"slices"
+	"sync/atomic"
 	"time"
 	"unsafe"
 
@@ -46,6 +47,10 @@ type Update struct {
 type Options struct {
 	// Devices are the names of the devices to report.
 	Devices []string
+	// DeviceChanges, if set, delivers new lists of devices to report in place of Devices
+	// (an uplink's layer-3 device appeared, changed or went); each is followed by an update
+	// with the snapshot of every device that was not reported before.
+	DeviceChanges <-chan []string
 	// OwnProto is the route protocol number of our own routes; such
 	// routes are not the uplinks' default routes, and changes to them
 	// are reported in OwnRoutesChanged.
@@ -172,6 +177,9 @@ type Monitor struct {
 	opts Options
 	v    *view
 	last map[string]uplink.Device
+	// devices are the names reported: Options.Devices, then each list from DeviceChanges
+	// (written by the pump, read by the carrier poll too).
+	devices atomic.Pointer[[]string]
 	// routesStale says the kernel may have removed routes silently.
 	routesStale bool
 }
@@ -187,8 +195,14 @@ func New(opts Options) *Monitor {
 	if opts.Logf == nil {
 		opts.Logf = func(string, ...any) {}
 	}
-	return &Monitor{opts: opts}
+	m := &Monitor{opts: opts}
+	devs := slices.Clone(opts.Devices)
+	m.devices.Store(&devs)
+	return m
 }
+
+// watched returns the names of the devices reported now.
+func (m *Monitor) watched() []string { return *m.devices.Load() }
 
 // subscription is one set of netlink subscriptions, merged into one
 // channel; an error value on it means the kernel dropped messages or a
@@ -323,7 +337,7 @@ func (m *Monitor) pollCarrier(s *subscription) {
 			return
 		case <-t.C:
 		}
-		for _, name := range m.opts.Devices {
+		for _, name := range m.watched() {
 			c, err := ethtoolLink(fd, name)
 			if errors.Is(err, unix.EOPNOTSUPP) {
 				if h == nil {
@@ -509,6 +523,9 @@ func (m *Monitor) pump(ctx context.Context, s *subscription) error {
 			if err := m.apply(ev, &c); err != nil {
 				return err
 			}
+		case devs := <-m.opts.DeviceChanges: // nil channel: never
+			devs = slices.Clone(devs)
+			m.devices.Store(&devs)
 		}
 		// ... then take everything already queued, without waiting: a
 		// burst becomes one update, and a lone change goes out at once.
@@ -611,7 +628,7 @@ func (m *Monitor) applyRoute(u netlink.RouteUpdate) bool {
 func (m *Monitor) emit(resync, own, rules bool) {
 	u := Update{Devices: map[string]uplink.Device{}, Resync: resync, OwnRoutesChanged: own, RulesChanged: rules}
 	next := map[string]uplink.Device{}
-	for _, name := range m.opts.Devices {
+	for _, name := range m.watched() {
 		d := m.v.device(name)
 		next[name] = d
 		if old, ok := m.last[name]; resync || !ok || !equalDevice(old, d) {

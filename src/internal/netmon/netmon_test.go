@@ -139,6 +139,36 @@ func TestMonitorFollowsDevice(t *testing.T) {
 	w.waitFor(t, "eth0 re-added", func(w *watcher) bool { d := w.cur["eth0"]; return d.Present && len(d.Addrs) == 0 })
 }
 
+// The watched devices follow DeviceChanges (an uplink's layer-3 device from
+// netifd): a device already there is reported at once with what it has.
+func TestMonitorDeviceChanges(t *testing.T) {
+	ns := testbed.NewNS(t, "netmon")
+	must(t, ns.IP("link add 3g-modemnet type veth peer name peer0", "addr add 198.18.3.2/24 dev 3g-modemnet", "link set 3g-modemnet up"))
+	w := &watcher{}
+	ctx, cancel := context.WithCancel(context.Background())
+	h := ns.Handle(t)
+	changes := make(chan []string, 1)
+	m := New(Options{Devices: []string{"wwan0"}, DeviceChanges: changes, Namespace: &h, Notify: w.notify, Logf: t.Logf})
+	done := make(chan error, 1)
+	go func() { done <- m.Run(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	}()
+	w.waitFor(t, "initial dump", func(w *watcher) bool { _, ok := w.cur["wwan0"]; return ok })
+	if _, ok := w.cur["3g-modemnet"]; ok {
+		t.Fatal("3g-modemnet reported before it was asked for")
+	}
+	changes <- []string{"3g-modemnet"}
+	w.waitFor(t, "3g-modemnet reported", func(w *watcher) bool { d := w.cur["3g-modemnet"]; return d.Present && len(d.Addrs) == 1 })
+	// Renamed: the device's new name is asked for, and follows.
+	must(t, ns.IP("link set 3g-modemnet down", "link set 3g-modemnet name wwan1", "link set wwan1 up"))
+	changes <- []string{"wwan1"}
+	w.waitFor(t, "wwan1 reported", func(w *watcher) bool { d := w.cur["wwan1"]; return d.Present && d.AdminUp && len(d.Addrs) == 1 })
+}
+
 // Carrier loss must reach the consumer fast: it is the first step of a
 // sub-100 ms failover.
 func TestCarrierLossLatency(t *testing.T) {

@@ -1,0 +1,118 @@
+package daemon
+
+// Uplink devices. The configuration names a device per uplink (config.Uplink.Device: eth0,
+// wlan0, 3g-modemnet for proto 3g, "" for a qmi/mbim modem known by its /dev node), but the
+// device an uplink's traffic really uses is the layer-3 device netifd reports (`l3_device` in
+// `network.interface.NAME status`): pppoe-wan, 3g-modemnet, qmi's wwan0 or wwan1, a renamed
+// device. A modem's protocol handler also adds dynamic interfaces named after the uplink
+// (modemnet_4, modemnet_6, and for 464XLAT modemnet_6_4 on its clat device 464-...): their
+// layer-3 devices carry the uplink's traffic too and are locked down with it. The daemon keeps
+// the last device netifd reported per network (netifd leaves it out while
+// the network is down, and the device of a network that comes back is locked down before its
+// first packet) and every concern follows it as it appears, changes and goes:
+//   - the lock-down and the DNS gate watch the configured device and netifd's (the uplink's
+//     and its dynamic interfaces'), all of them;
+//   - the uplink monitor (netlink, capture, probes, routes) watches netifd's, else the
+//     configured one.
+
+import (
+	"slices"
+	"strings"
+
+	"github.com/afero/af-conn/internal/config"
+	"github.com/afero/af-conn/internal/firewall"
+)
+
+// netDevice tells whether netifd's device name is a network device the firewall can match:
+// not a modem's control node (/dev/cdc-wdm0, /dev/ttyUSB2), not empty.
+func netDevice(name string) bool {
+	return name != "" && firewall.CheckIfname(name) == nil
+}
+
+// noteL3 records netifd's layer-3 device of an uplink network; it runs on the loop before the
+// netifd sinks hear of the change. A network netifd no longer knows falls back to the
+// configuration; one that is down keeps its last device.
+func (d *Daemon) noteL3(network string, info *NetifdInterface) {
+	switch {
+	case info == nil:
+		delete(d.l3, network)
+	case info.L3Device != "":
+		if old := d.l3[network]; old != info.L3Device {
+			d.log.Info("uplink device from netifd", "network", network, "l3_device", info.L3Device, "was", old)
+		}
+		d.l3[network] = info.L3Device
+	}
+}
+
+// uplinkDevice is the device the uplink monitor watches for u: netifd's layer-3 device, else
+// the configured one ("" when neither is known yet).
+func (d *Daemon) uplinkDevice(u config.Uplink) string {
+	if dev := d.l3[u.Name]; dev != "" {
+		return dev
+	}
+	return u.Device
+}
+
+// withL3Devices returns cfg with each uplink's Device as uplinkDevice says (cfg itself when
+// netifd changed none).
+func (d *Daemon) withL3Devices(cfg *config.Config) *config.Config {
+	out := cfg
+	for i, u := range cfg.Uplinks {
+		dev := d.uplinkDevice(u)
+		if dev == u.Device {
+			continue
+		}
+		if out == cfg {
+			c := *cfg
+			c.Uplinks = slices.Clone(cfg.Uplinks)
+			out = &c
+		}
+		out.Uplinks[i].Device = dev
+	}
+	return out
+}
+
+// lockdownDevices lists the devices the lock-down and the DNS gate watch: of every enabled
+// uplink, the configured device and netifd's layer-3 device, sorted, without duplicates.
+func (d *Daemon) lockdownDevices(cfg *config.Config) []string {
+	var out []string
+	for _, u := range cfg.Uplinks {
+		if !u.Enabled {
+			continue
+		}
+		devs := []string{u.Device}
+		for network, dev := range d.l3 {
+			if parentUplink(network, []string{u.Name}) != "" {
+				devs = append(devs, dev)
+			}
+		}
+		for _, dev := range devs {
+			if dev != "" && !slices.Contains(out, dev) {
+				out = append(out, dev)
+			}
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// parentUplink returns the uplink (one of uplinks) that netifd's network is, or whose dynamic
+// interface it is: NAME itself, or NAME_ followed by digits and underscores, optionally ending
+// in "xlat" (netifd's modem protocols add NAME_4 and NAME_6, odhcp6c its 464XLAT NAME_6_4 or
+// NAME_464xlat). "" when none.
+func parentUplink(network string, uplinks []string) string {
+	for _, u := range uplinks {
+		if network == u {
+			return u
+		}
+		rest, ok := strings.CutPrefix(network, u+"_")
+		if !ok {
+			continue
+		}
+		rest = strings.TrimSuffix(rest, "xlat")
+		if rest != "" && strings.Trim(rest, "0123456789_") == "" {
+			return u
+		}
+	}
+	return ""
+}
