@@ -266,14 +266,15 @@ func (u *uplinks) Capture(name, dev string, prefix netip.Prefix) {
 		return
 	}
 	stop, err := u.net.capture(capture.Config{Device: dev, Prefix: prefix,
-		OnAlive: func(at time.Time) {
+		OnAlive: func(since, at time.Time) {
 			// A sample may be dropped when the loop is busy (or stopping
 			// and closing this capture): the next one comes soon.
 			select {
-			case u.d.events <- aliveEvent{name: name, at: at}:
+			case u.d.events <- aliveEvent{name: name, since: since, at: at}:
 			default:
 			}
-		}})
+		},
+		Logf: func(f string, a ...any) { u.d.log.Warn(fmt.Sprintf(f, a...)) }})
 	if err != nil {
 		u.d.log.Warn("passive liveness unavailable; probes only", "network", name, "err", err)
 		return
@@ -342,11 +343,11 @@ func (e netmonEvent) apply(d *Daemon) {
 }
 
 type aliveEvent struct {
-	name string
-	at   time.Time
+	name      string
+	since, at time.Time
 }
 
-func (e aliveEvent) apply(d *Daemon) { d.uplinks.ctrl.Alive(e.name, e.at) }
+func (e aliveEvent) apply(d *Daemon) { d.uplinks.ctrl.Alive(e.name, e.since, e.at) }
 
 type probeEvent struct {
 	name string

@@ -431,3 +431,36 @@ func (r *rig) rxPackets(dev string) uint64 {
 	}
 	return l.Attrs().Statistics.RxPackets
 }
+
+// TestIdleCPUBenchmark measures the daemon's CPU share of one core while
+// nothing happens: all three uplinks healthy, no traffic but connmgr's own
+// probes. It runs when AFCONN_BENCH_IDLE is set to the measuring time (make
+// bench-idle sets it), once with -d and once with the default
+// configuration, each in a world of its own, after 5 s to settle.
+func TestIdleCPUBenchmark(t *testing.T) {
+	d, _ := time.ParseDuration(os.Getenv("AFCONN_BENCH_IDLE"))
+	if d <= 0 {
+		t.Skip("set AFCONN_BENCH_IDLE=60s (measuring time) or use make bench-idle")
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "\nidle benchmark: daemon CPU over %v, all uplinks healthy, no traffic\n", d)
+	for _, c := range []struct {
+		name string
+		opts rigOptions
+	}{{"-d", rigOptions{args: []string{"-d"}}}, {"default", defaultOptions(t, nil)}} {
+		r := newRigWith(t, c.opts)
+		if c.name == "default" {
+			r.waitFirewall()
+		}
+		r.waitState("modemnet", "ITFUP_SS", 15*time.Second)
+		time.Sleep(5 * time.Second)
+		line := fmt.Sprintf("%-10s %6.2f%% of one core   target <= 0.2%%", c.name, r.cpuOver(d))
+		fmt.Println(line)
+		b.WriteString(line + "\n")
+		if err := r.p.Stop(10 * time.Second); err != nil {
+			t.Log(err)
+		}
+	}
+	fmt.Println(b.String())
+	t.Log(b.String())
+}
