@@ -147,11 +147,10 @@ type reports struct {
 // have come after t.
 func (r *reports) after(t time.Time) bool { return r.since.Load() >= t.UnixNano() }
 
-// startIn starts a capture on the world's eth0 (period 100 ms). The
-// device namespace gets the stock firewall's one rule that matters here
-// (fw4 always tracks connections), so conntrack runs in it.
+// startIn starts a capture on the world's eth0 (period 100 ms), with
+// conntrack running in the device namespace as on a stock OpenWrt.
 func startIn(t *testing.T, w *testbed.World) (*testbed.Uplink, *reports) {
-	if err := w.Device.Nft("table inet stockfw {\n\tchain input {\n\t\ttype filter hook input priority 0; policy accept;\n\t\tct state established accept\n\t}\n}\n"); err != nil {
+	if err := w.TrackConnections(); err != nil {
 		t.Fatal(err)
 	}
 	u := w.MustUplink("eth0")

@@ -43,6 +43,12 @@ type uplinks struct {
 // 100 ms carrier-loss failover budget.
 const carrierPoll = 50 * time.Millisecond
 
+// capturePeriod is the least time between two samples of an uplink's
+// passive liveness (each asks conntrack about one connection): replies
+// that come after a failed probe clear it within one or two periods,
+// well before the next probe of a suspect uplink can fail.
+const capturePeriod = 100 * time.Millisecond
+
 func newUplinks(d *Daemon) *uplinks {
 	return &uplinks{d: d, net: kernelNet{}, captures: map[string]func(){}, netifdDNS: map[string][]netip.Addr{}}
 }
@@ -265,7 +271,7 @@ func (u *uplinks) Capture(name, dev string, prefix netip.Prefix) {
 	if !prefix.IsValid() {
 		return
 	}
-	stop, err := u.net.capture(capture.Config{Device: dev, Prefix: prefix,
+	stop, err := u.net.capture(capture.Config{Device: dev, Prefix: prefix, Period: capturePeriod,
 		OnAlive: func(since, at time.Time) {
 			// A sample may be dropped when the loop is busy (or stopping
 			// and closing this capture): the next one comes soon.
