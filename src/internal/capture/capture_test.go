@@ -232,24 +232,7 @@ func TestCaptureInWorld(t *testing.T) {
 func TestCaptureSamplesDownload(t *testing.T) {
 	w := testbed.New(t, testbed.Options{Uplinks: []string{"eth0"}, NoEcho: true})
 	_, r := startIn(t, w)
-	ln, err := w.Cloud.Listen("tcp4", netip.AddrPortFrom(testbed.EchoAddr, 8080).String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		c, err := ln.Accept()
-		if err != nil {
-			return
-		}
-		defer c.Close()
-		buf := make([]byte, 1400)
-		for {
-			if _, err := c.Write(buf); err != nil {
-				return
-			}
-		}
-	}()
+	w.Cloud.ServeDownload(t, netip.AddrPortFrom(testbed.EchoAddr, 8080).String(), 0)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	c, err := w.Device.Dial(ctx, "tcp4", netip.AddrPortFrom(testbed.EchoAddr, 8080).String())

@@ -40,7 +40,8 @@ type uplinks struct {
 
 // carrierPoll bounds how late a lost carrier is seen when the kernel
 // batches its report (see netmon.Options.CarrierPoll): part of the
-// 100 ms carrier-loss failover budget.
+// 100 ms carrier-loss failover budget. It runs only for a moment after
+// each link message, so an idle hub never wakes for it.
 const carrierPoll = 50 * time.Millisecond
 
 // capturePeriod is the least time between two samples of an uplink's

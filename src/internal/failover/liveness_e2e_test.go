@@ -149,30 +149,7 @@ func (r *rig) trickle() (stop func()) {
 	if err := r.w.Cloud.IP("addr add " + otaAddr.String() + "/32 dev lo"); err != nil {
 		t.Fatal(err)
 	}
-	ln, err := r.w.Cloud.Listen("tcp4", netip.AddrPortFrom(otaAddr, otaPort).String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() {
-		c, err := ln.Accept()
-		if err != nil {
-			return
-		}
-		defer c.Close()
-		buf := make([]byte, 1400)
-		tk := time.NewTicker(10 * time.Millisecond)
-		defer tk.Stop()
-		for {
-			select {
-			case <-done:
-				return
-			case <-tk.C:
-			}
-			c.SetWriteDeadline(time.Now().Add(time.Second))
-			c.Write(buf)
-		}
-	}()
+	r.w.Cloud.ServeDownload(t, netip.AddrPortFrom(otaAddr, otaPort).String(), 10*time.Millisecond)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	dc, err := r.w.Device.Dial(ctx, "tcp4", netip.AddrPortFrom(otaAddr, otaPort).String())
@@ -190,9 +167,7 @@ func (r *rig) trickle() (stop func()) {
 	var once atomic.Bool
 	return func() {
 		if once.CompareAndSwap(false, true) {
-			close(done)
-			ln.Close()
-			dc.(*net.TCPConn).SetLinger(0)
+			dc.(*net.TCPConn).SetLinger(0) // the server's next write fails
 			dc.Close()
 		}
 	}

@@ -235,3 +235,35 @@ func (n *NS) ServeHello(t testing.TB, addr string) {
 		}
 	}()
 }
+
+// ServeDownload starts a TCP server in n on addr that sends every connection 1400-byte
+// segments, one each every (or as fast as it can with every 0), until the connection fails
+// or the test ends.
+func (n *NS) ServeDownload(t testing.TB, addr string, every time.Duration) {
+	t.Helper()
+	ln, err := n.Listen("tcp", addr)
+	if err != nil {
+		t.Fatalf("listen %s in %s: %v", addr, n.Name, err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				buf := make([]byte, 1400)
+				for {
+					if _, err := c.Write(buf); err != nil {
+						return
+					}
+					if every > 0 {
+						time.Sleep(every)
+					}
+				}
+			}()
+		}
+	}()
+}
