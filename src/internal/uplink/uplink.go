@@ -1,8 +1,12 @@
 // Package uplink owns the per-uplink state machine: it turns what is known
-// about one uplink (its device as netlink reports it, passive liveness from
-// received traffic, results of active probes) into one of the seed's states
-// (ITFDOWN_SU ... ITFUP_SF), with hysteresis on probe results. It is pure:
-// every input carries its time, nothing here reads a clock or touches the OS.
+// about one uplink (its device as netlink reports it, passive liveness:
+// replies to its connections that conntrack accepted, results of active
+// probes) into one of the seed's states (ITFDOWN_SU ... ITFUP_SF), with
+// hysteresis on probe results. Passive evidence can delay a probe and
+// clear a failed one only if it came after that failure; it never
+// outvotes a failure by itself nor brings an uplink back from ITFUP_SF.
+// It is pure: every input carries its time, nothing here reads a clock or
+// touches the OS.
 package uplink
 
 import (
@@ -63,8 +67,9 @@ func (k Kind) String() string {
 
 // Params are the hysteresis settings.
 type Params struct {
-	// FailCount is how many consecutive failed probes (with no sign of
-	// life in between) turn a proven or unknown uplink into ITFUP_SF.
+	// FailCount is how many consecutive failed probes (none cleared by
+	// passive evidence that came after it) turn a proven or unknown
+	// uplink into ITFUP_SF.
 	FailCount int
 	// RecoverCount is how many consecutive successes turn ITFUP_SF back
 	// into ITFUP_SS (and, for the selector, make a fail-back allowed).
