@@ -315,7 +315,7 @@ func interfaceIndex(name string) (int, error) {
 	return int(req.Uint32()), nil
 }
 
-// attach swaps the socket's filter.
+// attach sets the socket's filter.
 func (c *Capture) attach(prog []unix.SockFilter) error {
 	rc, err := c.f.SyscallConn()
 	if err != nil {
