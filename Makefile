@@ -19,7 +19,7 @@ TOOLS := ip nft iptables ipset conntrack ping shellcheck busybox
 
 export PATH := $(PATH):/usr/local/go/bin
 
-.PHONY: all build test unit fuzz check setup cross run clean bench-failover bench-dns bench check-opkg check-apk
+.PHONY: all build test unit fuzz check setup cross run clean bench-failover bench-idle bench-dns bench check-opkg check-apk
 
 all: build
 
@@ -179,6 +179,14 @@ bench-failover: build
 	cd $(SRC) && CONNMGR_BIN=$(BUILD)/connmgr AFCONN_BENCH_FAILOVER=$(RUNS) AFCONN_BENCH_LOSS_PERIOD=$(LOSS_PERIOD) AFCONN_BENCH_CONFIG=$(BENCH_CONFIG) \
 		AFCONN_BENCH_LOAD=$(LOAD_RUNS) $(GO) test -count=1 -timeout 90m -run '^TestFailover(Load)?Benchmark$$' -v ./internal/failover/
 
+# bench-idle measures the daemon's CPU share of one core while idle (all uplinks healthy, no
+# traffic but its own probes) over IDLE_FOR, with -d and with the default configuration, each in a
+# testbed world with the real binary (root; about 2 x IDLE_FOR + 40 s).
+IDLE_FOR ?= 60s
+
+bench-idle: build
+	cd $(SRC) && CONNMGR_BIN=$(BUILD)/connmgr AFCONN_BENCH_IDLE=$(IDLE_FOR) $(GO) test -count=1 -timeout 20m -run '^TestIdleCPUBenchmark$$' -v ./internal/failover/
+
 # bench-dns runs the firewall and DNS benchmarks (BENCHMARKS.md "Firewall and DNS"): the real
 # binary per firewall backend, DNS_N fresh resolutions per mode, then the trust benchmark (rogue
 # resolvers, the hub's lookups under a LAN query flood) (root; about 10 minutes).
@@ -189,4 +197,4 @@ bench-dns: build
 		$(GO) test -count=1 -timeout 30m -run '^(TestBenchDNSFirewall|TestBenchDNSTrust)$$' -v ./internal/daemon/
 
 # bench runs every benchmark of BENCHMARKS.md that prints figures (root; about 20 minutes).
-bench: bench-failover bench-dns size
+bench: bench-failover bench-idle bench-dns size

@@ -3,6 +3,7 @@ package capture
 import (
 	"context"
 	"encoding/binary"
+	"io"
 	"net"
 	"net/netip"
 	"sync/atomic"
@@ -11,7 +12,6 @@ import (
 
 	"golang.org/x/net/bpf"
 
-	"github.com/afero/af-conn/internal/probe"
 	"github.com/afero/af-conn/internal/testbed"
 )
 
@@ -38,29 +38,41 @@ func tcp(flags byte, payload int) []byte {
 	return h
 }
 
+func withPorts(h []byte, src, dst uint16) []byte {
+	binary.BigEndian.PutUint16(h[0:], src)
+	binary.BigEndian.PutUint16(h[2:], dst)
+	return h
+}
+
 func TestFilterProgram(t *testing.T) {
 	vm, err := bpf.NewVM(ipFilter(netip.MustParsePrefix("198.18.10.2/24")))
 	if err != nil {
 		t.Fatal(err)
 	}
 	cloud := "198.19.0.1"
+	data := func(sport uint16) []byte { return withPorts(tcp(0x18, 1), sport, 40000) }
 	cases := []struct {
 		name string
 		pkt  []byte
 		want int
 	}{
-		{"udp from beyond", ipv4(cloud, 17, 0, make([]byte, 12)), 1},
-		{"udp from the gateway", ipv4("198.18.10.1", 17, 0, make([]byte, 12)), 0},
-		{"tcp data from beyond", ipv4(cloud, 6, 0, tcp(0x18, 1)), 1},
-		{"tcp syn-ack from beyond (portal could forge)", ipv4(cloud, 6, 0, tcp(0x12, 0)), 0},
-		{"tcp rst from beyond", ipv4(cloud, 6, 0, tcp(0x04, 0)), 0},
-		{"tcp with options, no data", ipv4(cloud, 6, 0, func() []byte { h := tcp(0x10, 12); h[12] = 8 << 4; return h }()), 0},
-		{"icmp echo reply", ipv4(cloud, 1, 0, []byte{0, 0, 0, 0, 0, 1, 0, 1}), 1},
-		{"icmp unreachable", ipv4(cloud, 1, 0, []byte{3, 1, 0, 0, 0, 0, 0, 0}), 0},
-		{"non-first fragment", ipv4(cloud, 17, 100, make([]byte, 12)), 0},
-		{"first fragment", ipv4(cloud, 17, 0x2000, make([]byte, 12)), 1},
+		{"tcp data from beyond", ipv4(cloud, 6, 0, data(443)), snapLen},
+		{"tcp pure ack from beyond", ipv4(cloud, 6, 0, withPorts(tcp(0x10, 0), 443, 40000)), snapLen},
+		{"tcp fin-ack from beyond", ipv4(cloud, 6, 0, withPorts(tcp(0x11, 0), 443, 40000)), snapLen},
+		{"tcp with options", ipv4(cloud, 6, 0, func() []byte { h := data(443); h[12] = 8 << 4; return h }()), snapLen},
+		{"tcp data from the gateway", ipv4("198.18.10.1", 6, 0, data(443)), 0},
+		{"tcp syn-ack from beyond (portal could forge)", ipv4(cloud, 6, 0, withPorts(tcp(0x12, 0), 443, 40000)), 0},
+		{"tcp rst-ack from beyond", ipv4(cloud, 6, 0, withPorts(tcp(0x14, 0), 443, 40000)), 0},
+		{"tcp without ack", ipv4(cloud, 6, 0, withPorts(tcp(0x08, 1), 443, 40000)), 0},
+		{"dns over tcp", ipv4(cloud, 6, 0, data(53)), 0},
+		{"dns over tls", ipv4(cloud, 6, 0, data(853)), 0},
+		{"ntp port", ipv4(cloud, 6, 0, data(123)), 0},
+		{"dhcp ports", ipv4(cloud, 6, 0, data(67)), 0},
+		{"udp from beyond", ipv4(cloud, 17, 0, make([]byte, 12)), 0},
+		{"icmp echo reply", ipv4(cloud, 1, 0, []byte{0, 0, 0, 0, 0, 1, 0, 1}), 0},
+		{"non-first fragment", ipv4(cloud, 6, 100, data(443)), 0},
+		{"first fragment", ipv4(cloud, 6, 0x2000, data(443)), snapLen},
 		{"ipv6", append([]byte{0x60}, make([]byte, 39)...), 0},
-		{"other protocol", ipv4(cloud, 47, 0, make([]byte, 8)), 0},
 	}
 	for _, c := range cases {
 		got, err := vm.Run(c.pkt)
@@ -77,7 +89,8 @@ func TestFilterProgram(t *testing.T) {
 }
 
 // FuzzFilter runs the kernel program on arbitrary bytes: it must never
-// fault and only ever accept one byte or drop.
+// fault and only ever accept the headers or drop; what it accepts has a
+// tuple.
 func FuzzFilter(f *testing.F) {
 	f.Add(ipv4("198.19.0.1", 6, 0, tcp(0x18, 3)))
 	f.Add(ipv4("198.19.0.1", 1, 0, []byte{0}))
@@ -88,89 +101,151 @@ func FuzzFilter(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {
 		got, err := vm.Run(b)
-		if err != nil || got > 1 {
+		if err != nil || (got != 0 && got != snapLen) {
 			t.Fatalf("%x: %d %v", b, got, err)
+		}
+		if got > 0 {
+			packetTuple(b[:min(len(b), got)])
 		}
 	})
 }
 
-// startIn starts a capture on the world's eth0 (period 100 ms) counting
-// reports.
-func startIn(t *testing.T, w *testbed.World) (*testbed.Uplink, *atomic.Int64) {
+// FuzzParseReply feeds arbitrary bytes to the ctnetlink reply parser: it
+// must never panic.
+func FuzzParseReply(f *testing.F) {
+	p := tuple{src: netip.MustParseAddr("198.19.0.1"), dst: netip.MustParseAddr("198.18.10.2"), srcPort: 443, dstPort: 40000}
+	req := getRequest(p, 7)
+	f.Add(req)
+	reply := append([]byte(nil), req...)
+	binary.NativeEndian.PutUint16(reply[4:], nfnlSubsysCTNetlink<<8|ipctnlMsgCTNew)
+	f.Add(reply)
+	f.Add([]byte{20, 0, 0, 0, 2, 0, 0, 0, 7, 0, 0, 0, 0, 0, 0, 0, 254, 255, 255, 255})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		parseReply(b)
+	})
+}
+
+// The request the capture sends parses back to the tuple it asked for.
+func TestRequestParses(t *testing.T) {
+	p := tuple{src: netip.MustParseAddr("198.19.0.1"), dst: netip.MustParseAddr("198.18.10.2"), srcPort: 443, dstPort: 40000}
+	b := getRequest(p, 9)
+	binary.NativeEndian.PutUint16(b[4:], nfnlSubsysCTNetlink<<8|ipctnlMsgCTNew)
+	e, seq, err := parseReply(b)
+	if err != nil || seq != 9 || e.reply != p {
+		t.Fatalf("parsed %+v seq %d err %v, want reply tuple %+v", e, seq, err, p)
+	}
+}
+
+// reports counts a capture's reports.
+type reports struct {
+	n     atomic.Int64
+	badAt atomic.Int64 // reports whose since was not before at
+	since atomic.Int64 // the last report's since (Unix ns)
+}
+
+// after counts nothing: it says whether the last report's replies may
+// have come after t.
+func (r *reports) after(t time.Time) bool { return r.since.Load() >= t.UnixNano() }
+
+// startIn starts a capture on the world's eth0 (period 100 ms), with
+// conntrack running in the device namespace as on a stock OpenWrt.
+func startIn(t *testing.T, w *testbed.World) (*testbed.Uplink, *reports) {
+	if err := w.TrackConnections(); err != nil {
+		t.Fatal(err)
+	}
 	u := w.MustUplink("eth0")
-	alive := new(atomic.Int64)
+	r := &reports{}
 	c, err := Start(Config{Device: "eth0", Prefix: netip.PrefixFrom(u.Addr, 24), Period: 100 * time.Millisecond,
-		OnAlive: func(time.Time) { alive.Add(1) }, Namespace: w.Device.Handle(t)})
+		OnAlive: func(since, at time.Time) {
+			r.n.Add(1)
+			r.since.Store(since.UnixNano())
+			if !since.Before(at) {
+				r.badAt.Add(1)
+			}
+		}, Logf: t.Logf, Namespace: w.Device.Handle(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(c.Close)
-	return u, alive
+	return u, r
+}
+
+// chat writes a line to the echo connection every 50 ms for d and reads
+// what comes back (nothing, once the upstream is black-holed).
+func chat(c net.Conn, d time.Duration) {
+	go io.Copy(io.Discard, c)
+	for end := time.Now().Add(d); time.Now().Before(end); time.Sleep(50 * time.Millisecond) {
+		c.Write([]byte("ping\n"))
+	}
 }
 
 func TestCaptureInWorld(t *testing.T) {
 	w := testbed.New(t, testbed.Options{Uplinks: []string{"eth0"}})
-	u, alive := startIn(t, w)
-
-	ns := w.Device.Handle(t)
-	p, err := probe.New(probe.Config{Host: testbed.EchoAddr.String(), Port: testbed.EchoPort})
+	u, r := startIn(t, w)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	c, err := w.Device.Dial(ctx, "tcp4", testbed.EchoURL())
 	if err != nil {
 		t.Fatal(err)
 	}
-	tg := probe.Target{Device: "eth0", Source: u.Addr, Namespace: ns}
-	waitAlive := func(what string, want bool) {
-		t.Helper()
-		before := alive.Load()
-		for range 10 {
-			if r := p.Probe(context.Background(), tg, 300*time.Millisecond, 0); r.OK != want {
-				t.Fatalf("%s: probe %+v", what, r)
-			}
-			time.Sleep(120 * time.Millisecond)
-		}
-		if got := alive.Load() > before; got != want {
-			t.Fatalf("%s: alive reported %v, want %v", what, got, want)
-		}
-	}
-	waitAlive("echo traffic", true)
+	defer c.Close()
+	local := netip.MustParseAddrPort(c.LocalAddr().String())
 
-	// Traffic from the gateway (on the subnet) proves nothing.
-	before := alive.Load()
-	for range 5 {
-		w.Device.Run("ping", "-c1", "-W1", u.Gateway.String())
-	}
-	time.Sleep(200 * time.Millisecond)
-	if alive.Load() != before {
-		t.Fatal("gateway pings counted as upstream life")
+	chat(c, 1500*time.Millisecond)
+	if r.n.Load() == 0 || r.badAt.Load() != 0 {
+		t.Fatalf("echo replies: %d reports (%d with since not before at), want some", r.n.Load(), r.badAt.Load())
 	}
 
+	// Black hole: the connection's own segments go unanswered, and noise
+	// arrives from beyond the subnet: UDP, and TCP ACKs carrying the
+	// connection's very tuple (a blind spoofer: out of the window).
 	if err := w.SetFault("eth0", testbed.Fault{Blackhole: true}); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(150 * time.Millisecond)
-	waitAlive("black hole", false)
+	// A report may still come for replies that arrived before the fault:
+	// its since says so (it is before the fault), and the state machine
+	// does not let it outvote a later failed probe.
+	time.Sleep(300 * time.Millisecond)
+	noiseAt := time.Now()
+	beyond := netip.AddrPortFrom(netip.AddrFrom4([4]byte{198, 18, 11, 1}), 5000)
+	for _, n := range []testbed.Noise{
+		{From: beyond, To: netip.AddrPortFrom(u.Addr, 40000), PerSecond: 50},
+		{From: netip.AddrPortFrom(testbed.EchoAddr, testbed.EchoPort), To: local, TCPFlags: 0x10, PerSecond: 50},
+		{From: netip.AddrPortFrom(testbed.EchoAddr, testbed.EchoPort), To: local, TCPFlags: 0x18, PerSecond: 50},
+		{From: beyond, To: netip.AddrPortFrom(u.Addr, 40001), TCPFlags: 0x10, PerSecond: 50},
+	} {
+		stop, err := w.SendNoise("eth0", n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer stop()
+	}
+	chat(c, 2*time.Second)
+	if r.after(noiseAt) {
+		t.Fatalf("black hole under noise: a report of replies since %v, after the noise began at %v",
+			time.Unix(0, r.since.Load()).Format("15:04:05.000"), noiseAt.Format("15:04:05.000"))
+	}
 }
 
-// A flood is sampled, not followed: at most one report per period.
-func TestCaptureSamplesFlood(t *testing.T) {
+// A download is sampled, not followed: at most one conntrack question and
+// report per period.
+func TestCaptureSamplesDownload(t *testing.T) {
 	w := testbed.New(t, testbed.Options{Uplinks: []string{"eth0"}, NoEcho: true})
-	u, alive := startIn(t, w)
-	pc, err := w.Cloud.ListenPacket("udp4", "198.19.0.1:0")
+	_, r := startIn(t, w)
+	w.Cloud.ServeDownload(t, netip.AddrPortFrom(testbed.EchoAddr, 8080).String(), 0)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	c, err := w.Device.Dial(ctx, "tcp4", netip.AddrPortFrom(testbed.EchoAddr, 8080).String())
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer pc.Close()
-	dst := &net.UDPAddr{IP: u.Addr.AsSlice(), Port: 9}
 	start := time.Now()
-	sent := 0
-	for time.Since(start) < time.Second {
-		pc.WriteTo([]byte("x"), dst)
-		sent++
-	}
-	time.Sleep(150 * time.Millisecond)
+	n, _ := io.Copy(io.Discard, io.LimitReader(c, 50<<20))
+	c.Close()
 	el := time.Since(start)
-	got := alive.Load()
-	t.Logf("%d packets sent in 1 s, %d samples in %v", sent, got, el)
+	got := r.n.Load()
+	t.Logf("%d bytes in %v, %d reports", n, el, got)
 	if got == 0 || got > int64(el/(100*time.Millisecond))+1 {
-		t.Fatalf("%d samples for %v of flood at period 100ms", got, el)
+		t.Fatalf("%d reports for %v of download at period 100ms", got, el)
 	}
 }

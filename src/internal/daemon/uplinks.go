@@ -44,8 +44,15 @@ type uplinks struct {
 
 // carrierPoll bounds how late a lost carrier is seen when the kernel
 // batches its report (see netmon.Options.CarrierPoll): part of the
-// 100 ms carrier-loss failover budget.
+// 100 ms carrier-loss failover budget. It runs only for a moment after
+// each link message, so an idle hub never wakes for it.
 const carrierPoll = 50 * time.Millisecond
+
+// capturePeriod is the least time between two samples of an uplink's
+// passive liveness (each asks conntrack about one connection): replies
+// that come after a failed probe clear it within one or two periods,
+// well before the next probe of a suspect uplink can fail.
+const capturePeriod = 100 * time.Millisecond
 
 func newUplinks(d *Daemon) *uplinks {
 	return &uplinks{d: d, net: kernelNet{}, captures: map[string]func(){}, netifdDNS: map[string][]netip.Addr{},
@@ -303,15 +310,16 @@ func (u *uplinks) Capture(name, dev string, prefix netip.Prefix) {
 	if !prefix.IsValid() {
 		return
 	}
-	stop, err := u.net.capture(capture.Config{Device: dev, Prefix: prefix,
-		OnAlive: func(at time.Time) {
+	stop, err := u.net.capture(capture.Config{Device: dev, Prefix: prefix, Period: capturePeriod,
+		OnAlive: func(since, at time.Time) {
 			// A sample may be dropped when the loop is busy (or stopping
 			// and closing this capture): the next one comes soon.
 			select {
-			case u.d.events <- aliveEvent{name: name, at: at}:
+			case u.d.events <- aliveEvent{name: name, since: since, at: at}:
 			default:
 			}
-		}})
+		},
+		Logf: func(f string, a ...any) { u.d.log.Warn(fmt.Sprintf(f, a...)) }})
 	if err != nil {
 		u.d.log.Warn("passive liveness unavailable; probes only", "network", name, "err", err)
 		return
@@ -408,11 +416,11 @@ func routingChanged(before, after []failover.View) []string {
 }
 
 type aliveEvent struct {
-	name string
-	at   time.Time
+	name      string
+	since, at time.Time
 }
 
-func (e aliveEvent) apply(d *Daemon) { d.uplinks.ctrl.Alive(e.name, e.at) }
+func (e aliveEvent) apply(d *Daemon) { d.uplinks.ctrl.Alive(e.name, e.since, e.at) }
 
 type probeEvent struct {
 	name string

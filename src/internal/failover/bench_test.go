@@ -52,7 +52,7 @@ func TestFailoverBenchmark(t *testing.T) {
 	default:
 		t.Fatalf("AFCONN_BENCH_CONFIG=%q: want default or -d", config)
 	}
-	var carrier, kernel, silent, failback, flaps, broken []float64
+	var carrier, report, kernel, silent, failback, flaps, broken []float64
 	// jitter spreads faults over the probe schedule's phase.
 	jitter := func() { time.Sleep(time.Duration(rand.IntN(1200)) * time.Millisecond) }
 	for i := range runs {
@@ -65,6 +65,7 @@ func TestFailoverBenchmark(t *testing.T) {
 		r.carrier("eth0", false)
 		at := r.waitDefault("wlan0", 10*time.Second)
 		carrier = append(carrier, ms(at.Sub(start)))
+		report = append(report, ms(r.watch.carrierAt("eth0").Sub(start)))
 		kernel = append(kernel, ms(at.Sub(r.watch.carrierAt("eth0"))))
 		conns := openConns(t, r.w, 5)
 		start = time.Now()
@@ -102,6 +103,7 @@ func TestFailoverBenchmark(t *testing.T) {
 	}
 	row("carrier loss -> route switched", carrier, "ms", "p95 <= 100 ms")
 	row("  of which: carrier report seen -> switched", kernel, "ms", "")
+	row("  (fault -> the kernel's carrier report)", report, "ms", "")
 	row("silent upstream failure -> route switched", silent, "ms", "p95 <= 3000 ms")
 	row("preferred uplink restored -> switched back", failback, "ms", "<= 5000 ms")
 	row(fmt.Sprintf("route flaps under 20%% loss per %v", lossPeriod), flaps, "  ", "0")
@@ -430,4 +432,40 @@ func (r *rig) rxPackets(dev string) uint64 {
 		r.t.Fatal(err)
 	}
 	return l.Attrs().Statistics.RxPackets
+}
+
+// TestIdleCPUBenchmark measures the daemon's CPU share of one core while
+// nothing happens: all three uplinks healthy, no traffic but connmgr's own
+// probes, a ubusd on its socket as on every OpenWrt. It runs when AFCONN_BENCH_IDLE is set to the measuring time (make
+// bench-idle sets it), once with -d and once with the default
+// configuration, each in a world of its own, after 5 s to settle.
+func TestIdleCPUBenchmark(t *testing.T) {
+	d, _ := time.ParseDuration(os.Getenv("AFCONN_BENCH_IDLE"))
+	if d <= 0 {
+		t.Skip("set AFCONN_BENCH_IDLE=60s (measuring time) or use make bench-idle")
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "\nidle benchmark: daemon CPU over %v, all uplinks healthy, no traffic\n", d)
+	for _, c := range []struct {
+		name string
+		opts rigOptions
+	}{{"-d", rigOptions{args: []string{"-d"}, ubus: true}}, {"default", defaultOptions(t, nil)}} {
+		// AFCONN_BENCH_IDLE_EXTRA (lines for section main) takes the idle cost apart,
+		// e.g. with the probes made rare.
+		c.opts.extra = strings.NewReplacer(`\n`, "\n", `\t`, "\t").Replace(os.Getenv("AFCONN_BENCH_IDLE_EXTRA"))
+		r := newRigWith(t, c.opts)
+		if c.name == "default" {
+			r.waitFirewall()
+		}
+		r.waitState("modemnet", "ITFUP_SS", 15*time.Second)
+		time.Sleep(5 * time.Second)
+		line := fmt.Sprintf("%-10s %6.2f%% of one core   target <= 0.2%%", c.name, r.cpuOver(d))
+		fmt.Println(line)
+		b.WriteString(line + "\n")
+		if err := r.p.Stop(10 * time.Second); err != nil {
+			t.Log(err)
+		}
+	}
+	fmt.Println(b.String())
+	t.Log(b.String())
 }

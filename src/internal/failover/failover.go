@@ -224,10 +224,11 @@ func (c *Controller) RoutesChanged() {
 	c.applyRoutes("routes or rules changed")
 }
 
-// Alive records passive liveness on an uplink.
-func (c *Controller) Alive(name string, at time.Time) {
+// Alive records passive evidence on an uplink: replies that arrived
+// after since and by at (see uplink.AliveEvent).
+func (c *Controller) Alive(name string, since, at time.Time) {
 	if l := c.link(name); l != nil {
-		c.apply(l, at, uplink.AliveEvent{})
+		c.apply(l, at, uplink.AliveEvent{Since: since})
 		c.decide(c.env.Now(), "traffic")
 	}
 }

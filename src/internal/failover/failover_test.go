@@ -256,17 +256,19 @@ func TestCellularProbedSparingly(t *testing.T) {
 	}
 }
 
-func TestTrafficReplacesProbes(t *testing.T) {
+func TestTrafficDefersProbes(t *testing.T) {
 	s := newSim(t)
-	n0, applies := s.c.Counters().Probes, s.applies
-	// Traffic arrives on Ethernet every 200 ms for 10 s.
-	for range 50 {
+	eth, applies := s.started["ethnet"], s.applies
+	// Replies arrive on Ethernet every 200 ms for 12 s.
+	for range 60 {
+		prev := s.now
 		s.run(s.now.Add(200 * time.Millisecond))
-		s.c.Alive("ethnet", s.now)
+		s.c.Alive("ethnet", prev, s.now)
 	}
-	// Only the standby uplinks were probed (Wi-Fi every 5 s).
-	if got := s.c.Counters().Probes - n0; got > 3 {
-		t.Fatalf("%d probes while the in-use link was busy", got)
+	// The in-use uplink (probe_interval 1 s) was probed, but only every
+	// 4 s: replies defer its routine probes by at most three intervals.
+	if got := s.started["ethnet"] - eth; got < 2 || got > 4 {
+		t.Fatalf("in-use Ethernet probed %d times in 12 s of replies, want 3 (every 4 s)", got)
 	}
 	// Nothing changed, so the routes were not touched again.
 	if n := s.applies; n != applies {

@@ -60,12 +60,19 @@ type Options struct {
 	// RcvBuf is the netlink socket receive buffer (default 1 MiB).
 	RcvBuf int
 	// CarrierPoll, if set, is how often the watched devices' carrier is
-	// read directly. The kernel reports a carrier change at once only if
-	// no link changed anywhere in the last second; otherwise its
-	// linkwatch batches the report up to a second later, while the
-	// device's IFF_LOWER_UP flag is right at once. Polling it bounds how
-	// late a lost carrier is seen (a few GETLINK requests per second).
+	// read directly while the kernel may be batching its reports. The
+	// kernel reports a carrier change at once only if its linkwatch has
+	// not run in the last second; otherwise it batches the report until
+	// a second after that run, while the device's IFF_LOWER_UP flag is
+	// right at once. Each linkwatch run reports the links it handled
+	// (RTM_NEWLINK), so the poll runs only for CarrierWindow after any
+	// link message (and after start), and sleeps otherwise: an idle hub
+	// does not wake for it at all. (A linkwatch run for a device in
+	// another network namespace goes unseen: on a router there is one.)
 	CarrierPoll time.Duration
+	// CarrierWindow is how long the poll runs after a link message
+	// (default 1.5 s: linkwatch's one second, and margin).
+	CarrierWindow time.Duration
 	// Notify receives each update, in order, from the pump goroutine.
 	Notify func(Update)
 	// Logf, if set, logs errors and resubscriptions.
@@ -175,8 +182,12 @@ func (m *Monitor) defaultOf(r *netlink.Route) (defRoute, bool) {
 // Monitor watches netlink; create with New, run with Run.
 type Monitor struct {
 	opts Options
-	v    *view
-	last map[string]uplink.Device
+	// arm restarts the carrier poll's window (a link message was seen).
+	arm chan struct{}
+	// polls counts carrier poll rounds (tests: an idle monitor makes none).
+	polls atomic.Uint64
+	v     *view
+	last  map[string]uplink.Device
 	// devices are the names reported: Options.Devices, then each list from DeviceChanges
 	// (written by the pump, read by the carrier poll too).
 	devices atomic.Pointer[[]string]
@@ -195,7 +206,10 @@ func New(opts Options) *Monitor {
 	if opts.Logf == nil {
 		opts.Logf = func(string, ...any) {}
 	}
-	m := &Monitor{opts: opts}
+	if opts.CarrierWindow <= 0 {
+		opts.CarrierWindow = 1500 * time.Millisecond
+	}
+	m := &Monitor{opts: opts, arm: make(chan struct{}, 1)}
 	devs := slices.Clone(opts.Devices)
 	m.devices.Store(&devs)
 	return m
@@ -306,11 +320,12 @@ func (m *Monitor) subscribe() (*subscription, error) {
 	return s, nil
 }
 
-// pollCarrier reads the watched devices' carrier every CarrierPoll and
-// passes on each loss it sees (a regained carrier comes by event soon
-// enough). It asks with ethtool's GLINK ioctl, which reads the carrier
-// bit with no message to build or parse; a device whose driver lacks it
-// is read over netlink instead.
+// pollCarrier reads the watched devices' carrier every CarrierPoll while
+// a window opened by a link message (or the start) lasts, and passes on
+// each loss it sees (a regained carrier comes by event soon enough). It
+// asks with ethtool's GLINK ioctl, which reads the carrier bit with no
+// message to build or parse; a device whose driver lacks it is read over
+// netlink instead.
 func (m *Monitor) pollCarrier(s *subscription) {
 	var fd int
 	err := inns.Do(m.nsHandle(), func() (err error) {
@@ -329,14 +344,28 @@ func (m *Monitor) pollCarrier(s *subscription) {
 		}
 	}()
 	last := map[string]bool{}
-	t := time.NewTicker(m.opts.CarrierPoll)
+	// The window opens at start: linkwatch may have run just before.
+	until := time.Now().Add(m.opts.CarrierWindow)
+	t := time.NewTimer(m.opts.CarrierPoll)
 	defer t.Stop()
+	polling := true
 	for {
 		select {
 		case <-s.done:
 			return
+		case <-m.arm:
+			until = time.Now().Add(m.opts.CarrierWindow)
+			if !polling {
+				polling = true
+				t.Reset(m.opts.CarrierPoll)
+			}
+			continue
 		case <-t.C:
 		}
+		if polling = time.Now().Before(until); polling {
+			t.Reset(m.opts.CarrierPoll)
+		}
+		m.polls.Add(1)
 		for _, name := range m.watched() {
 			c, err := ethtoolLink(fd, name)
 			if errors.Is(err, unix.EOPNOTSUPP) {
@@ -355,7 +384,10 @@ func (m *Monitor) pollCarrier(s *subscription) {
 			}
 			was, known := last[name]
 			last[name] = c
-			if !known || !was || c {
+			// A loss: carrier gone since the last round, or gone at
+			// the first round of a window (the view may not know yet;
+			// telling it again changes nothing).
+			if c || (known && !was) {
 				continue
 			}
 			select {
@@ -363,6 +395,9 @@ func (m *Monitor) pollCarrier(s *subscription) {
 			case <-s.done:
 				return
 			}
+		}
+		if !polling {
+			clear(last) // the next window starts afresh
 		}
 	}
 }
@@ -557,6 +592,10 @@ func (m *Monitor) apply(ev any, c *change) error {
 	switch u := ev.(type) {
 	case netlink.LinkUpdate:
 		m.applyLink(u)
+		select { // linkwatch may be batching now: watch the carrier
+		case m.arm <- struct{}{}:
+		default:
+		}
 	case netlink.AddrUpdate:
 		m.applyAddr(u)
 	case netlink.RouteUpdate:
@@ -649,6 +688,9 @@ func equalDevice(a, b uplink.Device) bool {
 	return a.Present == b.Present && a.AdminUp == b.AdminUp && a.Carrier == b.Carrier &&
 		a.HasDefault == b.HasDefault && a.Gateway == b.Gateway && slices.Equal(a.Addrs, b.Addrs)
 }
+
+// CarrierPolls returns how many carrier poll rounds ran.
+func (m *Monitor) CarrierPolls() uint64 { return m.polls.Load() }
 
 // Devices returns the last delivered snapshot of every watched device
 // (for tests and status); only safe from Notify or after Run returned.

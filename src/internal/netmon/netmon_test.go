@@ -70,10 +70,15 @@ func start(t *testing.T, ns *testbed.NS, w *watcher, rcvbuf int, devs ...string)
 	startPoll(t, ns, w, rcvbuf, 0, devs...)
 }
 
-func startPoll(t *testing.T, ns *testbed.NS, w *watcher, rcvbuf int, poll time.Duration, devs ...string) {
+func startPoll(t *testing.T, ns *testbed.NS, w *watcher, rcvbuf int, poll time.Duration, devs ...string) *Monitor {
+	return startWith(t, ns, w, Options{Devices: devs, RcvBuf: rcvbuf, CarrierPoll: poll})
+}
+
+func startWith(t *testing.T, ns *testbed.NS, w *watcher, o Options) *Monitor {
 	ctx, cancel := context.WithCancel(context.Background())
 	h := ns.Handle(t)
-	m := New(Options{Devices: devs, OwnProto: 188, Namespace: &h, RcvBuf: rcvbuf, CarrierPoll: poll, Notify: w.notify, Logf: t.Logf})
+	o.OwnProto, o.Namespace, o.Notify, o.Logf = 188, &h, w.notify, t.Logf
+	m := New(o)
 	done := make(chan error, 1)
 	go func() { done <- m.Run(ctx) }()
 	t.Cleanup(func() {
@@ -88,6 +93,7 @@ func startPoll(t *testing.T, ns *testbed.NS, w *watcher, rcvbuf int, poll time.D
 			t.Errorf("Run: %v", err)
 		}
 	})
+	return m
 }
 
 func TestMonitorFollowsDevice(t *testing.T) {
@@ -210,6 +216,45 @@ func TestCarrierPollBeatsLinkwatch(t *testing.T) {
 	t.Logf("carrier loss seen after %v with a %v poll", took, pollEvery)
 	if took > 250*time.Millisecond {
 		t.Fatalf("carrier loss seen after %v: the poll did not bypass linkwatch's batching", took)
+	}
+}
+
+// An idle monitor does not poll: the carrier poll runs only for its
+// window after the start and after each link message (when the kernel
+// may be batching its carrier reports), and sleeps otherwise.
+func TestCarrierPollSleepsWhenIdle(t *testing.T) {
+	ns := testbed.NewNS(t, "netmon")
+	must(t, ns.IP("link add eth0 type veth peer name peer0", "link add other type veth peer name otherp",
+		"link set eth0 up", "link set peer0 up"))
+	w := &watcher{}
+	m := startWith(t, ns, w, Options{Devices: []string{"eth0"}, CarrierPoll: 20 * time.Millisecond, CarrierWindow: 300 * time.Millisecond})
+	w.waitFor(t, "carrier", func(w *watcher) bool { return w.cur["eth0"].Carrier })
+	time.Sleep(600 * time.Millisecond)
+	idle := m.CarrierPolls()
+	if idle == 0 {
+		t.Fatal("no poll in the window after the start")
+	}
+	time.Sleep(time.Second)
+	if n := m.CarrierPolls(); n != idle {
+		t.Fatalf("%d polls in a second of no link message, want none", n-idle)
+	}
+	// A link message elsewhere in the namespace opens the window again,
+	// and a carrier lost during it is seen by the poll.
+	must(t, ns.IP("link set other up"))
+	deadline := time.Now().Add(2 * time.Second)
+	for m.CarrierPolls() == idle {
+		if time.Now().After(deadline) {
+			t.Fatal("no poll after a link message")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	must(t, ns.IP("link set peer0 down"))
+	w.waitFor(t, "carrier lost", func(w *watcher) bool { return !w.cur["eth0"].Carrier })
+	time.Sleep(time.Second)
+	after := m.CarrierPolls()
+	time.Sleep(500 * time.Millisecond)
+	if n := m.CarrierPolls(); n != after {
+		t.Fatalf("%d polls after the window closed, want none", n-after)
 	}
 }
 

@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"slices"
 	"testing"
+
+	"github.com/afero/af-conn/internal/checksum"
 )
 
 const auto = `# Interface wan
@@ -76,7 +78,7 @@ func TestDNSSourceOrder(t *testing.T) {
 
 func TestEchoReplyParse(t *testing.T) {
 	req := icmpEcho(0x1234, 7)
-	if checksum(req) != 0 {
+	if checksum.Internet(req) != 0 {
 		t.Fatal("request checksum does not verify")
 	}
 	if _, _, ok := parseEchoReply(req); ok {

@@ -14,6 +14,12 @@ type Fault struct {
 	// LossPercent drops this share of forwarded packets at random, each way (the kernel
 	// here has no netem; nft's numgen does the dice).
 	LossPercent int
+	// WalledGarden forwards DNS (port 53) only and drops everything else, as an uplink
+	// whose operator answers names but lets nothing else through.
+	WalledGarden bool
+	// BlockTCPPort, if set, drops forwarded TCP to and from this port only (a dead service
+	// on a live upstream).
+	BlockTCPPort int
 }
 
 // faultTable is the nft table a router's faults live in.
@@ -38,6 +44,14 @@ func (w *World) SetFault(dev string, f Fault) error {
 	case f.LossPercent > 0:
 		rule = fmt.Sprintf("numgen random mod 100 < %d drop", f.LossPercent)
 	}
+	switch {
+	case f.WalledGarden && rule == "":
+		rule = "meta l4proto { udp, tcp } th dport 53 accept\n\t\tmeta l4proto { udp, tcp } th sport 53 accept\n\t\tdrop"
+	case f.BlockTCPPort > 0 && rule == "":
+		rule = fmt.Sprintf("tcp dport %d drop\n\t\ttcp sport %d drop", f.BlockTCPPort, f.BlockTCPPort)
+	case f.WalledGarden || f.BlockTCPPort > 0:
+		return fmt.Errorf("testbed: fault %+v: combine WalledGarden or BlockTCPPort with nothing else", f)
+	}
 	if rule != "" {
 		fmt.Fprintf(&b, "table inet %s {\n\tchain forward {\n\t\ttype filter hook forward priority -10; policy accept;\n\t\t%s\n\t}\n}\n", faultTable, rule)
 	}
@@ -56,4 +70,12 @@ func (w *World) SetCarrier(dev string, up bool) error {
 		state = "up"
 	}
 	return u.Router.IP("link set todev " + state)
+}
+
+// TrackConnections gives the device the connection tracking a stock OpenWrt firewall
+// always has (fw4's rules match on ct state), without filtering anything: in a namespace
+// without rules that need it the kernel tracks no connections at all, and connmgr -d adds
+// none.
+func (w *World) TrackConnections() error {
+	return w.Device.Nft("table inet stockfw {\n\tchain input {\n\t\ttype filter hook input priority 0; policy accept;\n\t\tct state established accept\n\t}\n}\n")
 }

@@ -240,6 +240,36 @@ func Veth(t testing.TB, a *NS, ifA string, addrsA []string, b *NS, ifB string, a
 // stops when the test ends.
 func (n *NS) ServeHello(t testing.TB, addr string) {
 	t.Helper()
+	n.serveTCP(t, addr, func(c net.Conn) {
+		fmt.Fprintf(c, "hello from %s\n", c.LocalAddr())
+		c.Close()
+	})
+}
+
+// ServeDownload starts a TCP server in n on addr that sends every connection 1400-byte
+// segments, one each every (or as fast as it can with every 0), until the connection fails
+// or the test ends.
+func (n *NS) ServeDownload(t testing.TB, addr string, every time.Duration) {
+	t.Helper()
+	n.serveTCP(t, addr, func(c net.Conn) {
+		go func() {
+			defer c.Close()
+			buf := make([]byte, 1400)
+			for {
+				if _, err := c.Write(buf); err != nil {
+					return
+				}
+				if every > 0 {
+					time.Sleep(every)
+				}
+			}
+		}()
+	})
+}
+
+// serveTCP listens in n on addr and hands every connection to handle until the test ends.
+func (n *NS) serveTCP(t testing.TB, addr string, handle func(net.Conn)) {
+	t.Helper()
 	ln, err := n.Listen("tcp", addr)
 	if err != nil {
 		t.Fatalf("listen %s in %s: %v", addr, n.Name, err)
@@ -251,8 +281,7 @@ func (n *NS) ServeHello(t testing.TB, addr string) {
 			if err != nil {
 				return
 			}
-			fmt.Fprintf(c, "hello from %s\n", c.LocalAddr())
-			c.Close()
+			handle(c)
 		}
 	}()
 }

@@ -100,6 +100,11 @@ func Build(opt Options) (_ *World, err error) {
 	if w.Device, err = w.newNS("dev"); err != nil {
 		return nil, err
 	}
+	// Conntrack accounting as OpenWrt ships it (its sysctl-nf-conntrack.conf): connmgr's
+	// passive liveness reads the reply-direction counters.
+	if err := w.Device.Sysctl("net.netfilter.nf_conntrack_acct", "1"); err != nil {
+		return nil, err
+	}
 	if w.Cloud, err = w.newNS("cloud"); err != nil {
 		return nil, err
 	}

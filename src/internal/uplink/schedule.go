@@ -21,8 +21,11 @@ type Role struct {
 
 // NextProbe says when the next probe round should start, given when the
 // last one started (zero if never); ok is false when the uplink is not up
-// and must not be probed. Traffic received (passive liveness) counts as a
-// probe: a busy link is not probed at all.
+// and must not be probed. Passive evidence (replies received) defers a
+// routine round, but by at most maxDefer intervals: a busy link is probed
+// rarely, never not at all, so evidence can delay a probe but never
+// replace it. Rounds that confirm something (a new, suspect, failing or
+// recovering uplink) are never deferred.
 func (m *Machine) NextProbe(last time.Time, r Role, iv Intervals) (at time.Time, ok bool) {
 	if !m.state.Up() {
 		return time.Time{}, false
@@ -50,14 +53,23 @@ func (m *Machine) NextProbe(last time.Time, r Role, iv Intervals) (at time.Time,
 		every, fast = iv.Standby, false
 	}
 	ref := last
-	if !fast && m.lastAlive.After(ref) {
+	if !fast && m.lastAlive.After(ref) && !last.IsZero() {
 		ref = m.lastAlive
+		if bound := last.Add(maxDefer * every); ref.After(bound) {
+			ref = bound
+		}
 	}
 	if ref.IsZero() || ref.Before(m.upSince) {
 		return m.upSince, true
 	}
 	return ref.Add(every), true
 }
+
+// maxDefer bounds how many intervals passive evidence may defer a routine
+// probe round: on a busy link the in-use uplink is still probed every
+// (maxDefer+1) intervals, which costs nothing and catches what replies
+// cannot tell (a portal answering in the cloud's name).
+const maxDefer = 3
 
 // ProbeHedge is the delay between attempts of a round of the given
 // timeout: a sixth of it, or one and a half smoothed RTTs on a slow link,

@@ -40,7 +40,16 @@ func TestNextProbe(t *testing.T) {
 			m.Handle(t0.Add(6*time.Second), ok(6*time.Second-ms))
 		}, Role{}, last.Add(250 * ms), true},
 		{"wanted back, gathering successes", proven, Role{WantsBack: true}, last.Add(250 * ms), true},
-		{"busy link: traffic defers the probe", func(m *Machine) { proven(m); m.Handle(last.Add(700*ms), AliveEvent{}) }, Role{InUse: true}, last.Add(1700 * ms), true},
+		{"busy link: replies defer the probe", func(m *Machine) { proven(m); m.Handle(last.Add(700*ms), AliveEvent{Since: last}) }, Role{InUse: true}, last.Add(1700 * ms), true},
+		{"busy link: by at most three intervals", func(m *Machine) {
+			proven(m)
+			m.Handle(last.Add(30*time.Second), AliveEvent{Since: last.Add(29 * time.Second)})
+		}, Role{InUse: true}, last.Add(4 * time.Second), true},
+		{"suspect: replies do not defer the confirming probe", func(m *Machine) {
+			proven(m)
+			m.Handle(last, fail(9*time.Second))
+			m.Handle(last.Add(100*ms), AliveEvent{Since: last.Add(-50 * ms)})
+		}, Role{InUse: true}, last.Add(250 * ms), true},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -1,8 +1,12 @@
 // Package uplink owns the per-uplink state machine: it turns what is known
-// about one uplink (its device as netlink reports it, passive liveness from
-// received traffic, results of active probes) into one of the seed's states
-// (ITFDOWN_SU ... ITFUP_SF), with hysteresis on probe results. It is pure:
-// every input carries its time, nothing here reads a clock or touches the OS.
+// about one uplink (its device as netlink reports it, passive liveness:
+// replies to its connections that conntrack accepted, results of active
+// probes) into one of the seed's states (ITFDOWN_SU ... ITFUP_SF), with
+// hysteresis on probe results. Passive evidence can delay a probe and
+// clear a failed one only if it came after that failure; it never
+// outvotes a failure by itself nor brings an uplink back from ITFUP_SF.
+// It is pure: every input carries its time, nothing here reads a clock or
+// touches the OS.
 package uplink
 
 import (
@@ -63,8 +67,9 @@ func (k Kind) String() string {
 
 // Params are the hysteresis settings.
 type Params struct {
-	// FailCount is how many consecutive failed probes (with no sign of
-	// life in between) turn a proven or unknown uplink into ITFUP_SF.
+	// FailCount is how many consecutive failed probes (none cleared by
+	// passive evidence that came after it) turn a proven or unknown
+	// uplink into ITFUP_SF.
 	FailCount int
 	// RecoverCount is how many consecutive successes turn ITFUP_SF back
 	// into ITFUP_SS (and, for the selector, make a fail-back allowed).
@@ -135,9 +140,14 @@ type Event interface{ isEvent() }
 // DeviceEvent is a new snapshot of the device.
 type DeviceEvent struct{ Device Device }
 
-// AliveEvent says traffic from beyond the uplink's own subnet was received
-// (passive liveness).
-type AliveEvent struct{}
+// AliveEvent is passive evidence: conntrack accepted, in the reply
+// direction of a TCP connection this host (or its LAN) opened through the
+// uplink, traffic from beyond the uplink's subnet (see package capture for
+// exactly what counts). The evidence arrived at some time after Since (and
+// before the event is handled): Since is what is compared with a failed
+// probe, so a reply that may have arrived before the probe failed never
+// outvotes it.
+type AliveEvent struct{ Since time.Time }
 
 // ProbeEvent is the result of an active probe round.
 type ProbeEvent struct{ Result ProbeResult }
@@ -186,6 +196,7 @@ type Machine struct {
 	fails     int // consecutive counted failures
 	oks       int // consecutive successes (probe or liveness)
 	lastAlive time.Time
+	lastFail  time.Time // when the last failed probe was recorded
 	lastProbe ProbeResult
 	lastEnd   time.Time // when lastProbe was recorded
 	srtt      time.Duration
@@ -213,7 +224,7 @@ func (m *Machine) Handle(now time.Time, ev Event) Transition {
 	case SupportEvent:
 		m.support(now, e.Supported, &t)
 	case AliveEvent:
-		m.alive(now, &t)
+		m.alive(now, e.Since, &t)
 	case ProbeEvent:
 		m.probe(now, e.Result, &t)
 	default:
@@ -300,13 +311,34 @@ func (m *Machine) device(now time.Time, d Device, t *Transition) {
 	}
 }
 
-func (m *Machine) alive(now time.Time, t *Transition) {
+// alive takes passive evidence. It never outvotes a failed probe unless
+// it arrived after that probe's failure was recorded: a reply that may
+// have been in flight while the probe failed proves nothing about the
+// failure. It proves a new uplink (ITFUP_SU) and clears a suspect one's
+// failures, but never recovers an uplink from ITFUP_SF: only the probes
+// that judged it dead judge it alive again (its rounds come quickly).
+// In every state it defers the routine probes, within a bound (NextProbe).
+func (m *Machine) alive(now, since time.Time, t *Transition) {
 	if !m.state.Up() {
 		t.Reason = "traffic while not up ignored"
 		return
 	}
-	m.lastAlive = now
-	m.success(now, t, "received traffic")
+	if since.After(now) {
+		since = now
+	}
+	if m.lastAlive.Before(now) {
+		m.lastAlive = now
+	}
+	switch {
+	case m.state == ItfUpSF:
+		t.Reason = "replies received; recovery is for the probes to prove"
+	case since.Before(m.upSince):
+		t.Reason = "replies received that may predate the uplink coming up ignored"
+	case m.fails > 0 && !since.After(m.lastFail):
+		t.Reason = "replies received that may predate the last failed probe: they do not outvote it"
+	default:
+		m.success(now, t, "received replies")
+	}
 }
 
 func (m *Machine) success(now time.Time, t *Transition, what string) {
@@ -340,12 +372,9 @@ func (m *Machine) probe(now time.Time, r ProbeResult, t *Transition) {
 		return
 	}
 	m.probesFailed++
-	if !m.lastAlive.Before(r.Started) {
-		// Traffic from beyond the subnet arrived while the probe was
-		// out: the link works, the probe was unlucky (loss).
-		t.Reason = "probe failed (" + r.Err + ") but traffic was received meanwhile"
-		return
-	}
+	// A failed probe always counts, whatever traffic came meanwhile:
+	// only replies that arrive after it can clear it (alive).
+	m.lastFail = now
 	t.Counted = true
 	m.oks = 0
 	m.fails++

@@ -29,6 +29,7 @@ type step struct {
 func ok(started time.Duration) Event {
 	return ProbeEvent{ProbeResult{Started: t0.Add(started), OK: true, RTT: 20 * time.Millisecond}}
 }
+func alive(since time.Duration) Event { return AliveEvent{Since: t0.Add(since)} }
 func fail(started time.Duration) Event {
 	return ProbeEvent{ProbeResult{Started: t0.Add(started), Err: "timeout"}}
 }
@@ -63,7 +64,11 @@ func TestTransitions(t *testing.T) {
 		}},
 		{"passive traffic proves", []step{
 			{0, DeviceEvent{up()}, ItfUpSU, "", true},
-			{10 * ms, AliveEvent{}, ItfUpSS, "received traffic", false},
+			{10 * ms, alive(5 * ms), ItfUpSS, "received replies: proven", false},
+		}},
+		{"replies from before the uplink came up prove nothing", []step{
+			{10 * ms, DeviceEvent{up()}, ItfUpSU, "", true},
+			{20 * ms, alive(5 * ms), ItfUpSU, "predate the uplink", false},
 		}},
 		{"unknown fails after fail_count", []step{
 			{0, DeviceEvent{up()}, ItfUpSU, "", true},
@@ -81,14 +86,31 @@ func TestTransitions(t *testing.T) {
 			{2500 * ms, fail(2000 * ms), ItfUpSS, "2 of 3", false},
 			{3100 * ms, fail(2600 * ms), ItfUpSF, "3 of 3", false},
 		}},
-		{"failure discounted when traffic arrived during the probe", []step{
+		{"traffic during the probe does not outvote its failure", []step{
 			{0, DeviceEvent{up()}, ItfUpSU, "", true},
 			{10 * ms, ok(ms), ItfUpSS, "", false},
 			{600 * ms, fail(100 * ms), ItfUpSS, "1 of 3", false},
 			{1200 * ms, fail(700 * ms), ItfUpSS, "2 of 3", false},
-			{1400 * ms, AliveEvent{}, ItfUpSS, "received traffic", false},
-			{1900 * ms, fail(1300 * ms), ItfUpSS, "traffic was received meanwhile", false},
-			{2500 * ms, fail(2000 * ms), ItfUpSS, "1 of 3", false},
+			{1400 * ms, alive(1100 * ms), ItfUpSS, "do not outvote", false},
+			{1410 * ms, alive(1200 * ms), ItfUpSS, "do not outvote", false},
+			{1900 * ms, fail(1300 * ms), ItfUpSF, "3 of 3", false},
+		}},
+		{"replies after a failed probe clear it", []step{
+			{0, DeviceEvent{up()}, ItfUpSU, "", true},
+			{10 * ms, ok(ms), ItfUpSS, "", false},
+			{600 * ms, fail(100 * ms), ItfUpSS, "1 of 3", false},
+			{1200 * ms, fail(700 * ms), ItfUpSS, "2 of 3", false},
+			{1500 * ms, alive(1250 * ms), ItfUpSS, "received replies", false},
+			{1900 * ms, fail(1300 * ms), ItfUpSS, "1 of 3", false},
+		}},
+		{"replies never recover a failing uplink", []step{
+			{0, DeviceEvent{up()}, ItfUpSU, "", true},
+			{500 * ms, fail(0), ItfUpSU, "", false},
+			{1000 * ms, fail(500 * ms), ItfUpSU, "", false},
+			{1500 * ms, fail(1000 * ms), ItfUpSF, "", false},
+			{2000 * ms, alive(1600 * ms), ItfUpSF, "recovery is for the probes", false},
+			{2500 * ms, alive(2000 * ms), ItfUpSF, "recovery is for the probes", false},
+			{3000 * ms, alive(2500 * ms), ItfUpSF, "recovery is for the probes", false},
 		}},
 		{"failing recovers after recover_count successes", []step{
 			{0, DeviceEvent{up()}, ItfUpSU, "", true},
@@ -98,14 +120,14 @@ func TestTransitions(t *testing.T) {
 			{1600 * ms, ok(1550 * ms), ItfUpSF, "1 of 2", false},
 			{2100 * ms, fail(1700 * ms), ItfUpSF, "1 of 3", false},
 			{2200 * ms, ok(2150 * ms), ItfUpSF, "1 of 2", false},
-			{2300 * ms, AliveEvent{}, ItfUpSS, "2 consecutive", false},
+			{2300 * ms, ok(2250 * ms), ItfUpSS, "2 consecutive", false},
 		}},
 		{"carrier loss while proven", []step{
 			{0, DeviceEvent{up()}, ItfUpSU, "", true},
 			{10 * ms, ok(ms), ItfUpSS, "", false},
 			{20 * ms, DeviceEvent{with(func(d *Device) { d.Carrier = false })}, ItfDownSX, "no carrier", true},
 			{30 * ms, ok(15 * ms), ItfDownSX, "stale", false},
-			{40 * ms, AliveEvent{}, ItfDownSX, "ignored", false},
+			{40 * ms, alive(35 * ms), ItfDownSX, "ignored", false},
 		}},
 		{"address lost while up", []step{
 			{0, DeviceEvent{up()}, ItfUpSU, "", true},
