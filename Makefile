@@ -97,7 +97,8 @@ FORCE_MKIPK:
 cross: $(MKIPK)
 	@set -e; for arch in $(ARCH); do \
 		out=$(BUILD)/$$arch/connmgr; \
-		env $$($(MKIPK) -goenv $$arch) $(GO) -C $(SRC) build -trimpath -buildvcs=false \
+		goenv=$$($(MKIPK) -goenv $$arch); \
+		env $$goenv $(GO) -C $(SRC) build -trimpath -buildvcs=false \
 			-ldflags "-s -w -X main.version=$(IPK_VERSION)" -o $$out ./cmd/connmgr; \
 		printf '%-32s %9d bytes\n' "$$arch/connmgr" "$$(stat -c %s $$out)"; \
 	done
