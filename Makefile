@@ -101,7 +101,8 @@ cross: $(MKIPK)
 	gcflags=$$($(MKIPK) -feed $(IPK_FEED) -print-gcflags); \
 	for arch in $(ARCH); do \
 		out=$(BUILD)/$$arch/connmgr; \
-		env $$($(MKIPK) -goenv $$arch) $(GO) -C $(SRC) build -trimpath -buildvcs=false -tags "$$tags" -gcflags "$$gcflags" \
+		goenv=$$($(MKIPK) -goenv $$arch); \
+		env $$goenv $(GO) -C $(SRC) build -trimpath -buildvcs=false -tags "$$tags" -gcflags "$$gcflags" \
 			-ldflags "-s -w -X main.version=$(IPK_VERSION)" -o $$out ./cmd/connmgr; \
 		printf '%-32s %9d bytes\n' "$$arch/connmgr" "$$(stat -c %s $$out)"; \
 	done

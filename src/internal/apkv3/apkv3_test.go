@@ -10,6 +10,7 @@ import (
 	"io/fs"
 	"os"
 	"reflect"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -317,4 +318,47 @@ func FuzzRead(f *testing.F) {
 			}
 		}
 	})
+}
+
+// sharedBomb is a package whose n directories all share one files array of n empty files:
+// legal ADB (mkpkg shares identical values), about 60 bytes per directory, but n*n files.
+func sharedBomb(n int) []byte {
+	a := newADBWriter()
+	info := make([]uint32, piMax)
+	info[piName], info[piVersion] = a.str("x"), a.str("1-r0")
+	acl, hash := a.acl(0o644), a.blob(make([]byte, sha256.Size))
+	files := []uint32{null}
+	for j := 0; j < n; j++ {
+		fi := make([]uint32, fiMax)
+		fi[fiName], fi[fiACL], fi[fiHash] = a.str(strconv.Itoa(j)), acl, hash
+		files = append(files, a.object(fi))
+	}
+	shared := a.object(files)
+	paths := []uint32{null}
+	for i := 0; i < n; i++ {
+		di := make([]uint32, diMax)
+		di[diName], di[diACL], di[diFiles] = a.str("d"+strconv.Itoa(i)), acl, shared
+		paths = append(paths, a.object(di))
+	}
+	pkg := make([]uint32, pkgMax)
+	pkg[pkgInfo], pkg[pkgPaths] = a.object(info), a.object(paths)
+	adb, _ := a.finish(a.object(pkg))
+	var b bytes.Buffer
+	b.WriteString("ADB.")
+	b.Write(binary.LittleEndian.AppendUint32(nil, schemaPackage))
+	block(&b, blockADB, adb)
+	return b.Bytes()
+}
+
+// TestReadSharedValues: a small package that names one large array from many places is
+// refused, not decoded into the product of its references (60 KB would be a million
+// files, seconds and half a GB); a package sharing as mkpkg shares still reads.
+func TestReadSharedValues(t *testing.T) {
+	bomb := sharedBomb(1000)
+	if _, err := ReadLimit(bomb, 1<<20); err == nil || !strings.Contains(err.Error(), "shared values") {
+		t.Errorf("%d-byte package naming one array 1000 times: error %v, want one about shared values", len(bomb), err)
+	}
+	if _, err := Read(sharedBomb(3)); err != nil {
+		t.Errorf("3 directories sharing 3 files: %v", err)
+	}
 }

@@ -186,18 +186,36 @@ func nextBlock(b []byte, pos int) (typ uint32, payload []byte, next int, err err
 	return typ, b[pos+int(hdr) : pos+int(raw)], pos + int(padded), nil
 }
 
-// adbReader reads values of an ADB block with every offset checked.
-type adbReader struct{ b []byte }
+// adbReader reads values of an ADB block with every offset checked. Values may be shared
+// (mkpkg shares identical ones), so a small block can name the same large array or string
+// from many places; budget bounds the bytes read in all, so that decoding takes time and
+// memory in proportion to the block, not to the product of its references.
+type adbReader struct {
+	b      []byte
+	budget uint64
+}
 
-func (r adbReader) deref(v uint32, off, size uint64) ([]byte, error) {
+// readBudget is how many times its size an ADB block may be read over: mkpkg's packages
+// share little (acls, the owner names, identical contents), and read about twice over.
+const readBudget = 8
+
+func newADBReader(b []byte) *adbReader {
+	return &adbReader{b: b, budget: readBudget*uint64(len(b)) + 4096}
+}
+
+func (r *adbReader) deref(v uint32, off, size uint64) ([]byte, error) {
 	start := uint64(v&valueMask) + off
 	if start+size > uint64(len(r.b)) {
 		return nil, fmt.Errorf("value %#08x: %d bytes at %d run past the ADB block (%d bytes)", v, size, start, len(r.b))
 	}
+	if size > r.budget {
+		return nil, fmt.Errorf("value %#08x: shared values read over %d times the ADB block's %d bytes", v, readBudget, len(r.b))
+	}
+	r.budget -= size
 	return r.b[start : start+size], nil
 }
 
-func (r adbReader) int(v uint32) (uint64, error) {
+func (r *adbReader) int(v uint32) (uint64, error) {
 	switch v & typeMask {
 	case typeSpecial:
 		if v == null {
@@ -222,7 +240,7 @@ func (r adbReader) int(v uint32) (uint64, error) {
 }
 
 // blob returns nil for null.
-func (r adbReader) blob(v uint32) ([]byte, error) {
+func (r *adbReader) blob(v uint32) ([]byte, error) {
 	var lenSize uint64
 	switch v & typeMask {
 	case typeSpecial:
@@ -251,7 +269,7 @@ func (r adbReader) blob(v uint32) ([]byte, error) {
 }
 
 // object returns the slots of an object or array (index 0 is the count); nil for null.
-func (r adbReader) object(v uint32) ([]uint32, error) {
+func (r *adbReader) object(v uint32) ([]uint32, error) {
 	if v == null {
 		return nil, nil
 	}
@@ -284,7 +302,7 @@ func slot(s []uint32, i int) uint32 {
 	return null
 }
 
-func (r adbReader) str(s []uint32, i int) (string, error) {
+func (r *adbReader) str(s []uint32, i int) (string, error) {
 	b, err := r.blob(slot(s, i))
 	return string(b), err
 }
@@ -296,7 +314,7 @@ func (d *Decoded) decodeADB() ([][]*DecodedFile, error) {
 	if d.ADB[0] != 0 {
 		return nil, fmt.Errorf("compatibility version %d, want 0", d.ADB[0])
 	}
-	r := adbReader{d.ADB}
+	r := newADBReader(d.ADB)
 	pkg, err := r.object(binary.LittleEndian.Uint32(d.ADB[4:8]))
 	if err != nil || pkg == nil {
 		return nil, fmt.Errorf("root: %v", orNull(err))
@@ -354,7 +372,7 @@ func orNull(err error) error {
 	return err
 }
 
-func (d *Decoded) decodeInfo(r adbReader, info []uint32) error {
+func (d *Decoded) decodeInfo(r *adbReader, info []uint32) error {
 	for _, f := range []struct {
 		dst   *string
 		field int
@@ -420,7 +438,7 @@ func (d *Decoded) decodeInfo(r adbReader, info []uint32) error {
 	return nil
 }
 
-func decodeACL(r adbReader, v uint32) (mode uint32, user, group string, err error) {
+func decodeACL(r *adbReader, v uint32) (mode uint32, user, group string, err error) {
 	acl, err := r.object(v)
 	if err != nil || acl == nil {
 		return 0, "", "", fmt.Errorf("acl: %v", orNull(err))
@@ -438,7 +456,7 @@ func decodeACL(r adbReader, v uint32) (mode uint32, user, group string, err erro
 	return uint32(m), user, group, nil
 }
 
-func decodeDir(r adbReader, v uint32) (DecodedDir, error) {
+func decodeDir(r *adbReader, v uint32) (DecodedDir, error) {
 	var dir DecodedDir
 	di, err := r.object(v)
 	if err != nil || di == nil {
