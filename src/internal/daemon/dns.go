@@ -194,9 +194,12 @@ func (c *dnsComponent) changed() {
 
 func (c *dnsComponent) reload(old, cur *Loaded) { c.apply(cur) }
 
-// netifdChanged follows the uplinks' layer-3 devices (see devices.go) and their DNS servers
-// (the trusted resolvers): apply does both.
-func (c *dnsComponent) netifdChanged(string, *NetifdInterface) { c.apply(c.d.cur) }
+// netifdChanged follows the uplinks' DNS servers (the trusted resolvers) and their layer-3
+// devices (see devices.go; apply).
+func (c *dnsComponent) netifdChanged(string, *NetifdInterface) {
+	c.refreshTrusted(c.d.cur)
+	c.apply(c.d.cur)
+}
 
 // refreshTrusted recomputes the resolvers whose replies may open the firewall: netifd's DNS
 // servers of each enabled uplink, the uplink's `list dns`, the name servers of resolv.conf.auto
