@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"os"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -94,12 +95,14 @@ type dnsHost interface {
 // dnsTotals are counters that outlive one gate (a gate is restarted when the mode changes).
 type dnsTotals struct {
 	replies, opened, forged uint64
+	releasedLate            uint64 // held replies released at the hold bound, before judged
 	rejected                map[string]uint64
 }
 
 func (t *dnsTotals) add(st dnsgate.Status) {
 	t.replies += st.Stats.Replies
 	t.opened += st.Opened
+	t.releasedLate += st.Hold.ReleasedLate
 	for r, n := range st.Rejected {
 		if t.rejected == nil {
 			t.rejected = map[string]uint64{}
@@ -216,6 +219,9 @@ func (c *dnsComponent) apply(l *Loaded) {
 			Opener:    c.d.FirewallOpener(),
 			Log:       c.d.log,
 			OnReply:   c.logReply,
+			// The watchdog releases held replies while this process is
+			// stopped or hung (nfqueue.Watchdog); "" (no /proc) goes without.
+			WatchdogExe: watchdogExe(),
 		})
 		if err != nil {
 			// The next tick tries again.
@@ -250,7 +256,8 @@ func (c *dnsComponent) closeGate(why string) {
 	c.gate, c.uplinks, c.lans = nil, nil, nil
 	c.d.log.Info("DNS extraction stopped", "why", why, "replies", c.totals.replies,
 		"opened", c.totals.opened, "forged", c.totals.forged, "rejected", fmt.Sprint(c.totals.rejected),
-		"set_latency_p50", st.LatencyP50, "set_latency_p99", st.LatencyP99, "allow_errors", st.AllowErrors)
+		"set_latency_p50", st.LatencyP50, "set_latency_p99", st.LatencyP99, "allow_errors", st.AllowErrors,
+		"released_late", c.totals.releasedLate, "hold_p99", st.Hold.HoldP99, "hold_max", st.Hold.HoldMax)
 }
 
 // logEcho says, once per echo host, how the probe's target is kept reachable.
@@ -352,11 +359,24 @@ func (c *dnsComponent) fillStatus(s *Status) {
 		}
 		s.Firewall.DNSLatencyP50us = st.LatencyP50.Microseconds()
 		s.Firewall.DNSLatencyP99us = st.LatencyP99.Microseconds()
+		s.Firewall.DNSHoldP99us = st.Hold.HoldP99.Microseconds()
+		s.Firewall.DNSHoldMaxus = st.Hold.HoldMax.Microseconds()
 	}
+	s.Firewall.DNSReleasedLate = t.releasedLate
 	s.Firewall.DNSRejected = t.rejected
 	s.Counters.DNSReplies += t.replies
 	s.Counters.PinholesAdded += t.opened
 	s.Counters.ForgedReplies += t.forged
+}
+
+// watchdogExe is this binary, which runs the DNS queue's watchdog when asked
+// (cmd/connmgr). Test binaries that run the daemon in-process do not: none.
+func watchdogExe() string {
+	exe, err := os.Executable()
+	if err != nil || strings.HasSuffix(exe, ".test") {
+		return ""
+	}
+	return exe
 }
 
 // osHost reads the real host.

@@ -213,7 +213,11 @@ func Start(cfg Config) (*Gate, error) {
 			g.serveQueue()
 		}()
 	}
-	g.log.Info("DNS extraction running", "mode", g.mode, "queue", cfg.QueueNum)
+	if g.dog != nil {
+		g.log.Info("DNS extraction running", "mode", g.mode, "queue", cfg.QueueNum, "watchdog", g.dog.Pid())
+	} else {
+		g.log.Info("DNS extraction running", "mode", g.mode, "queue", cfg.QueueNum)
+	}
 	return g, nil
 }
 
