@@ -361,6 +361,7 @@ func (c *dnsComponent) fillStatus(s *Status) {
 		s.Firewall.DNSLatencyP99us = st.LatencyP99.Microseconds()
 		s.Firewall.DNSHoldP99us = st.Hold.HoldP99.Microseconds()
 		s.Firewall.DNSHoldMaxus = st.Hold.HoldMax.Microseconds()
+		s.Firewall.DNSQueueOverruns = st.Queue.Overruns
 	}
 	s.Firewall.DNSReleasedLate = t.releasedLate
 	s.Firewall.DNSRejected = t.rejected

@@ -38,9 +38,12 @@ type FirewallStatus struct {
 	// DNSHoldP99us and DNSHoldMaxus: how long held DNS replies waited for their verdict (last
 	// 1024; longest), in microseconds. DNSReleasedLate counts the replies released at the hold
 	// bound (200 ms) before they were judged (they are judged and opened afterwards).
-	DNSHoldP99us     int64  `json:"dns_hold_p99_us,omitempty"`
-	DNSHoldMaxus     int64  `json:"dns_hold_max_us,omitempty"`
-	DNSReleasedLate  uint64 `json:"dns_released_late"`
+	DNSHoldP99us    int64  `json:"dns_hold_p99_us,omitempty"`
+	DNSHoldMaxus    int64  `json:"dns_hold_max_us,omitempty"`
+	DNSReleasedLate uint64 `json:"dns_released_late"`
+	// DNSQueueOverruns counts the times the queue's socket buffer overflowed (replies passed
+	// unheld and unjudged), since the extraction last started.
+	DNSQueueOverruns uint64 `json:"dns_queue_overruns"`
 	WhitelistEntries int    `json:"whitelist_entries"`
 	Pinholes         int    `json:"pinholes"`
 	// DNSQueue is how the firewall hands DNS replies to the extractor: nft-queue, xt-nfqueue,
