@@ -177,9 +177,7 @@ func (e *e2e) benchRestore(n int) {
 func (e *e2e) benchStopped() {
 	var back []time.Duration
 	for i := 0; i < 5; i++ {
-		if err := e.p.Signal(syscall.SIGSTOP); err != nil {
-			e.t.Fatal(err)
-		}
+		e.sigstop()
 		_, took, err := e.lookupRetrying("api.afero.io", 10*time.Second)
 		e.p.Signal(syscall.SIGCONT)
 		if err != nil {

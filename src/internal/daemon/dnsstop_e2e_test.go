@@ -1,9 +1,12 @@
 package daemon_test
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"net"
+	"os"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strconv"
@@ -73,13 +76,39 @@ func (e *e2e) lookupRetrying(name string, limit time.Duration) ([]string, time.D
 	return addrs, time.Since(start), nil
 }
 
+// sigstop stops connmgr and waits until every one of its threads is stopped (the signal
+// takes effect as each thread next runs).
+func (e *e2e) sigstop() {
+	e.t.Helper()
+	if err := e.p.Signal(syscall.SIGSTOP); err != nil {
+		e.t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		stats, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/stat", e.p.Pid()))
+		all := len(stats) > 0
+		for _, f := range stats {
+			b, err := os.ReadFile(f)
+			// "pid (comm) S ...": the state follows the last ')'.
+			if i := bytes.LastIndexByte(b, ')'); err != nil || i < 0 || i+2 >= len(b) || b[i+2] != 'T' {
+				all = false
+			}
+		}
+		if all {
+			return
+		}
+		if time.Now().After(deadline) {
+			e.t.Fatalf("connmgr's threads not all stopped 10 s after SIGSTOP")
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
 func (e *e2e) stopped() {
 	e.t.Helper()
 	e.waitLearned()
 	mark := e.p.Mark()
-	if err := e.p.Signal(syscall.SIGSTOP); err != nil {
-		e.t.Fatal(err)
-	}
+	e.sigstop()
 	stoppedAt := time.Now()
 	// Whatever happens below, connmgr runs again so that the world can be taken down.
 	cont := func() { e.p.Signal(syscall.SIGCONT) }

@@ -37,7 +37,7 @@ type FirewallStatus struct {
 	DNSLatencyP99us int64 `json:"dns_set_latency_p99_us,omitempty"`
 	// DNSHoldP99us and DNSHoldMaxus: how long held DNS replies waited for their verdict (last
 	// 1024; longest), in microseconds. DNSReleasedLate counts the replies released at the hold
-	// bound (200 ms) before they were judged (they are judged and opened afterwards).
+	// bound (150 ms) before they were judged (they are judged and opened afterwards).
 	DNSHoldP99us    int64  `json:"dns_hold_p99_us,omitempty"`
 	DNSHoldMaxus    int64  `json:"dns_hold_max_us,omitempty"`
 	DNSReleasedLate uint64 `json:"dns_released_late"`

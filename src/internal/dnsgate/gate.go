@@ -11,7 +11,7 @@
 // in-process and the addresses opened as fast as possible; the reply races
 // the pinhole.
 //
-// A held reply waits at most MaxHold (default 200 ms) whatever the rest of
+// A held reply waits at most MaxHold (default 150 ms) whatever the rest of
 // the daemon is doing (a slow set update, a firewall lock held by a
 // restore): nfqueue.Holder reads every reply as it comes and releases, on a
 // deadline of its own, those not judged in time; they are still judged, and

@@ -20,7 +20,7 @@ var wantChain = []string{"198.18.100.1/40s", "198.18.100.2/40s"}
 func TestHoldReleasesReplyAfterAllow(t *testing.T) {
 	w := newWorld(t)
 	w.holdRule(t)
-	// Slow, but within the hold bound (200 ms).
+	// Slow, but within the hold bound (150 ms).
 	rec := &recorder{delay: 100 * time.Millisecond}
 	var ev events
 	g := w.start(t, ModeHold, rec, &ev)
@@ -266,7 +266,8 @@ func testForwardedClient(t *testing.T, mode Mode, withLAN bool) {
 	if withLAN {
 		lans = []int{lanIdx}
 	}
-	rec := &recorder{delay: 200 * time.Millisecond}
+	// Slow, within the hold bound.
+	rec := &recorder{delay: 50 * time.Millisecond}
 	var ev events
 	var g *Gate
 	var err error

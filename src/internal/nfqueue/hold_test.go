@@ -150,7 +150,7 @@ func TestWatchdogReleasesStalledQueue(t *testing.T) {
 			t.Fatalf("read %q, want %q", udpPayload(p), want)
 		}
 	}
-	// Heartbeats: the watchdog stands aside, the packet stays held.
+	// Heartbeats: the watchdog leaves a packet judged in time alone...
 	stop := make(chan struct{})
 	defer close(stop)
 	go func() {
@@ -166,7 +166,7 @@ func TestWatchdogReleasesStalledQueue(t *testing.T) {
 	time.Sleep(100 * time.Millisecond)
 	w.send(t, "three")
 	p := next(t, q)
-	if got := w.recv(t, time.Second); got != "" {
+	if got := w.recv(t, 100*time.Millisecond); got != "" {
 		t.Fatalf("got %q while the queue was served", got)
 	}
 	if err := q.Verdict(p.ID, Accept); err != nil {
@@ -175,11 +175,33 @@ func TestWatchdogReleasesStalledQueue(t *testing.T) {
 	if got := w.recv(t, 10*time.Second); got != "three" {
 		t.Fatalf("got %q", got)
 	}
-	// An idle queue costs no error messages: the watchdog sends nothing
-	// when nothing is held (the two ENOENTs would be our own verdicts).
+	// ... and releases one held past DeadlineBackstop (the daemon's own
+	// releaser is late).
+	w.send(t, "four")
+	start = time.Now()
+	next(t, q)
+	if got := w.recv(t, 10*time.Second); got != "four" {
+		t.Fatalf("got %q, want the packet held too long released", got)
+	}
+	if took := time.Since(start); took < DeadlineBackstop {
+		t.Fatalf("released after %v, before the backstop (%v)", took, DeadlineBackstop)
+	}
+	// No verdict found nothing: the watchdog never sent an empty batch.
+	w.send(t, "five")
+	p = next(t, q)
+	q.Verdict(p.ID, Accept)
+	if got := w.recv(t, 10*time.Second); got != "five" {
+		t.Fatalf("got %q", got)
+	}
+	time.Sleep(3 * WatchdogPoll)
 	if err := d.Close(); err != nil {
 		t.Fatal(err)
 	}
+	// Read what the kernel reported meanwhile (an error ack is read with
+	// the next packet).
+	w.send(t, "six")
+	p = next(t, q)
+	q.Verdict(p.ID, Accept)
 	if s := q.Stats(); s.VerdictErrors != 0 {
 		t.Fatalf("stats %+v", s)
 	}

@@ -38,11 +38,23 @@ import (
 // (so nothing has to be put back, and nothing races the firewall's own
 // repair), and also frees the packets already held when the stall began,
 // which switching the queue rule off could not.
+//
+// While the heartbeats come, the watchdog still backs the Holder's deadline
+// up, from outside the daemon's scheduler (a daemon whose goroutines all
+// compete with a big restore wakes its releaser late): every WatchdogPoll
+// it notes the queue's last id, and when the queue holds more packets than
+// arrived within the last DeadlineBackstop, some packet older than that is
+// still held, so it accepts every packet up to the id noted then. The
+// condition guarantees the batch verdict finds a packet (an empty batch is
+// an error reported to the daemon's socket).
 
 // Watchdog defaults.
 const (
-	DefaultStall = time.Second            // heartbeats missing this long: stalled
-	WatchdogPoll = 100 * time.Millisecond // how often a stalled queue is emptied
+	DefaultStall = time.Second           // heartbeats missing this long: stalled
+	WatchdogPoll = 50 * time.Millisecond // how often the queue is looked at
+	// DeadlineBackstop: the watchdog accepts packets held longer than this
+	// even while the heartbeats come (DefaultMaxHold plus one poll).
+	DeadlineBackstop = DefaultMaxHold + WatchdogPoll
 	// WatchdogArg is the first argument that makes a binary run RunWatchdog.
 	WatchdogArg = "nfqueue-watchdog"
 )
@@ -201,6 +213,8 @@ func RunWatchdog(args []string, stderr io.Writer) int {
 		}
 		quiet := time.Since(time.Unix(0, last.Load()))
 		switch {
+		case quiet < *stall && since.IsZero():
+			d.backstop(time.Now())
 		case quiet >= *stall:
 			if since.IsZero() {
 				since = time.Now().Add(-quiet)
@@ -222,6 +236,48 @@ type dog struct {
 	log      *slog.Logger
 	released uint64 // packets accepted in this stall
 	warned   bool
+	seen     []idAt    // the queue's last id at each poll, oldest first
+	late     uint64    // batches sent by the backstop
+	logged   time.Time // when the backstop last logged
+}
+
+type idAt struct {
+	at time.Time
+	id uint32
+}
+
+// backstop accepts the packets held longer than DeadlineBackstop.
+func (d *dog) backstop(now time.Time) {
+	b, err := os.ReadFile("/proc/net/netfilter/nfnetlink_queue")
+	if err != nil {
+		return
+	}
+	q, err := FindQueue(b, d.num, d.portid)
+	if err != nil {
+		d.seen = d.seen[:0]
+		return
+	}
+	d.seen = append(d.seen, idAt{now, q.LastID})
+	// The newest note at least DeadlineBackstop old.
+	old := -1
+	for i, s := range d.seen {
+		if now.Sub(s.at) >= DeadlineBackstop {
+			old = i
+		}
+	}
+	if old < 0 {
+		return
+	}
+	d.seen = d.seen[old:]
+	then := d.seen[0].id
+	if arrived := q.LastID - then; q.Total > arrived {
+		d.batch(then)
+		d.late++
+		if now.Sub(d.logged) >= 10*time.Second { // a long restore would fill the log
+			d.log.Warn("DNS replies held too long by connmgr: released", "queue", d.num, "older_than", DeadlineBackstop, "times", d.late)
+			d.logged = now
+		}
+	}
 }
 
 // release accepts every packet the queue holds. A batch verdict for an
