@@ -44,6 +44,7 @@ func TestBenchDNSHold(t *testing.T) {
 			e := newE2E(t, backend)
 			line := e.waitLog(0, `msg="DNS extraction running" mode=hold .*watchdog=\d+`)
 			dog := regexp.MustCompile(`watchdog=(\d+)`).FindStringSubmatch(line)[1]
+			e.benchIdleCPU(dog)
 			e.benchIdle()
 			e.benchRestore(addrs)
 			e.benchStopped()
@@ -55,6 +56,30 @@ func TestBenchDNSHold(t *testing.T) {
 			}
 		})
 	}
+}
+
+// cpuTicks is a process's user + system time in clock ticks (/proc/PID/stat fields 14, 15).
+func cpuTicks(t *testing.T, pid string) int {
+	b, err := os.ReadFile("/proc/" + pid + "/stat")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+2:]))
+	u, _ := strconv.Atoi(f[11])
+	s, _ := strconv.Atoi(f[12])
+	return u + s
+}
+
+// benchIdleCPU reports the CPU the watchdog and connmgr use in 20 idle seconds.
+func (e *e2e) benchIdleCPU(dog string) {
+	const idle = 20 * time.Second
+	pid := strconv.Itoa(e.p.Pid())
+	d0, c0 := cpuTicks(e.t, dog), cpuTicks(e.t, pid)
+	time.Sleep(idle)
+	d1, c1 := cpuTicks(e.t, dog), cpuTicks(e.t, pid)
+	// 100 ticks a second (USER_HZ).
+	share := func(t int) string { return strconv.FormatFloat(float64(t)/idle.Seconds(), 'f', 2, 64) + " %" }
+	e.t.Logf("%s idle %v: watchdog CPU %s of one core, connmgr %s", e.backend, idle, share(d1-d0), share(c1-c0))
 }
 
 // timedLookup resolves api.afero.io once and returns the round trip.

@@ -22,9 +22,11 @@ type HoldConfig struct {
 	// beyond it is accepted at once and never handed on (counted). 0: 1024.
 	Backlog int
 	// Beat, if set, is called about every BeatEvery by the goroutine that
-	// releases late packets: the proof, for a watchdog, that it runs.
-	Beat      func()
-	BeatEvery time.Duration // 0: 100 ms
+	// releases late packets (the proof, for a watchdog, that it runs), and
+	// by the reader when a packet comes to an empty queue; holding says
+	// whether packets are held.
+	Beat      func(holding bool)
+	BeatEvery time.Duration // 0: 250 ms
 }
 
 // Held is a packet read from the queue, with the time it was read.
@@ -52,7 +54,7 @@ type HoldStats struct {
 type Holder struct {
 	q       *Queue
 	maxHold time.Duration
-	beat    func()
+	beat    func(bool)
 	every   time.Duration
 	ch      chan Held
 	err     error // why the reader stopped; set before ch is closed
@@ -79,7 +81,7 @@ func NewHolder(q *Queue, c HoldConfig) *Holder {
 		c.Backlog = 1024
 	}
 	if c.BeatEvery <= 0 {
-		c.BeatEvery = 100 * time.Millisecond
+		c.BeatEvery = 250 * time.Millisecond
 	}
 	h := &Holder{q: q, maxHold: c.MaxHold, beat: c.Beat, every: c.BeatEvery,
 		ch: make(chan Held, c.Backlog), held: map[uint32]time.Time{}, stop: make(chan struct{})}
@@ -102,9 +104,13 @@ func (h *Holder) read() {
 		// Copy: Next reuses its buffer, and the handler may be far behind.
 		p.Payload = slices.Clone(p.Payload)
 		h.mu.Lock()
+		first := len(h.held) == 0
 		h.held[p.ID] = now
 		h.fifo = append(h.fifo, p.ID)
 		h.mu.Unlock()
+		if first && h.beat != nil {
+			h.beat(true) // the watchdog starts watching its age
+		}
 		select {
 		case h.ch <- Held{Packet: p, At: now}:
 		default:
@@ -143,6 +149,7 @@ func (h *Holder) release() {
 			h.record(now.Sub(at))
 			late = append(late, id)
 		}
+		holding := len(h.held) > 0
 		h.mu.Unlock()
 		for _, id := range late {
 			// An error is a closed queue (which accepted everything) or an
@@ -151,7 +158,7 @@ func (h *Holder) release() {
 			h.late.Add(1)
 		}
 		if h.beat != nil && !now.Before(nextBeat) {
-			h.beat()
+			h.beat(holding)
 			nextBeat = now.Add(h.every)
 		}
 		timer.Reset(time.Until(wake))

@@ -105,7 +105,7 @@ func TestHolderBeats(t *testing.T) {
 	w := newWorld(t, 18, true)
 	q := w.open(t, Config{Num: 18})
 	var beats atomic.Int64
-	w.holder(t, q, HoldConfig{Beat: func() { beats.Add(1) }, BeatEvery: 10 * time.Millisecond})
+	w.holder(t, q, HoldConfig{Beat: func(bool) { beats.Add(1) }, BeatEvery: 10 * time.Millisecond})
 	deadline := time.Now().Add(10 * time.Second)
 	for beats.Load() < 5 {
 		if time.Now().After(deadline) {
@@ -159,7 +159,7 @@ func TestWatchdogReleasesStalledQueue(t *testing.T) {
 			case <-stop:
 				return
 			case <-time.After(20 * time.Millisecond):
-				d.Beat()
+				d.Beat(true) // as if a packet were always held: the watchdog watches ages
 			}
 		}
 	}()

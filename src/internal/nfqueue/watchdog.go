@@ -1,7 +1,6 @@
 package nfqueue
 
 import (
-	"bufio"
 	"bytes"
 	"errors"
 	"flag"
@@ -9,6 +8,8 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"runtime"
+	"runtime/debug"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -127,12 +128,23 @@ func StartWatchdog(q *Queue, exe string, stall time.Duration) (*Watchdog, error)
 	return w, nil
 }
 
-// Beat tells the watchdog the queue is served. It never blocks.
-func (w *Watchdog) Beat() {
-	if _, err := unix.Write(w.beat, []byte{1}); err == nil {
+// Beat tells the watchdog the queue is served, and whether packets are
+// held (then the watchdog watches their age). It never blocks.
+func (w *Watchdog) Beat(holding bool) {
+	b := []byte{beatIdle}
+	if holding {
+		b[0] = beatHolding
+	}
+	if _, err := unix.Write(w.beat, b); err == nil {
 		w.beats.Add(1)
 	}
 }
+
+// Heartbeat bytes.
+const (
+	beatIdle    = 1
+	beatHolding = 2
+)
 
 // Pid is the watchdog's process id.
 func (w *Watchdog) Pid() int { return w.proc.Pid }
@@ -182,46 +194,61 @@ func RunWatchdog(args []string, stderr io.Writer) int {
 		log.Error("fd 3 is not the queue's netlink socket", "err", err)
 		return 2
 	}
-	d := &dog{num: uint16(*num), portid: nl.Pid, sock: sockFD, log: log}
-	var last atomic.Int64
-	last.Store(time.Now().UnixNano())
-	gone := make(chan struct{})
-	go func() {
-		defer close(gone)
-		buf := make([]byte, 64)
-		for {
-			n, err := unix.Read(beatFD, buf)
-			if err == unix.EINTR {
+	// A tiny, idle process: keep its heap (and so its memory) small.
+	debug.SetGCPercent(10)
+	runtime.GOMAXPROCS(1)
+	d := &dog{num: uint16(*num), portid: nl.Pid, sock: sockFD, log: log, buf: make([]byte, 16<<10)}
+	// One thread that sleeps in poll(2) until a heartbeat comes or a
+	// timeout: no timers, no ticker, so an idle watchdog costs a wake-up
+	// per heartbeat. It looks at the queue every WatchdogPoll only while
+	// packets are held or the daemon is stalled.
+	last := time.Now()
+	holding := false
+	var since time.Time // start of the current stall
+	buf := make([]byte, 64)
+	for {
+		quiet := time.Since(last)
+		wait := *stall - quiet
+		if holding || !since.IsZero() || wait < 0 {
+			wait = min(max(wait, 0), WatchdogPoll)
+			if !since.IsZero() || wait == 0 {
+				wait = WatchdogPoll
+			}
+		}
+		fds := []unix.PollFd{{Fd: beatFD, Events: unix.POLLIN}}
+		n, err := unix.Poll(fds, int(wait.Milliseconds())+1)
+		if err != nil && err != unix.EINTR {
+			log.Error("waiting for heartbeats", "err", err)
+			return 1
+		}
+		if n > 0 {
+			r, err := unix.Read(beatFD, buf)
+			if err == unix.EINTR || err == unix.EAGAIN {
 				continue
 			}
-			if n <= 0 {
-				return // the parent closed the pipe or died
+			if r <= 0 {
+				// The parent closed the pipe or died: whatever is still
+				// held would be dropped with the queue.
+				d.release()
+				return 0
 			}
-			last.Store(time.Now().UnixNano())
+			last, holding = time.Now(), buf[r-1] == beatHolding
 		}
-	}()
-	tick := time.NewTicker(WatchdogPoll)
-	defer tick.Stop()
-	var since time.Time // start of the current stall
-	for {
-		select {
-		case <-gone:
-			// Whatever is still held would be dropped with the queue.
-			d.release()
-			return 0
-		case <-tick.C:
-		}
-		quiet := time.Since(time.Unix(0, last.Load()))
+		quiet = time.Since(last)
 		switch {
 		case quiet < *stall && since.IsZero():
-			d.backstop(time.Now())
+			if holding {
+				d.backstop(time.Now())
+			} else {
+				d.seen = d.seen[:0]
+			}
 		case quiet >= *stall:
 			if since.IsZero() {
 				since = time.Now().Add(-quiet)
 				log.Warn("connmgr is not serving its DNS queue: releasing held DNS replies until it does", "queue", d.num, "silent", quiet.Round(time.Millisecond))
 			}
 			d.release()
-		case !since.IsZero():
+		default:
 			log.Info("connmgr serves its DNS queue again", "queue", d.num, "stalled", time.Since(since).Round(time.Millisecond), "released", d.released)
 			since, d.released = time.Time{}, 0
 		}
@@ -239,6 +266,25 @@ type dog struct {
 	seen     []idAt    // the queue's last id at each poll, oldest first
 	late     uint64    // batches sent by the backstop
 	logged   time.Time // when the backstop last logged
+	proc     int       // /proc/net/netfilter/nfnetlink_queue, open; 0: not yet
+	buf      []byte
+}
+
+// queue reads the queue's line of /proc/net/netfilter/nfnetlink_queue.
+// The file stays open; a read at offset 0 makes the kernel print it anew.
+func (d *dog) queue() (QueueInfo, error) {
+	if d.proc <= 0 {
+		fd, err := unix.Open("/proc/net/netfilter/nfnetlink_queue", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return QueueInfo{}, fmt.Errorf("nfnetlink_queue: %w", err)
+		}
+		d.proc = fd
+	}
+	n, err := unix.Pread(d.proc, d.buf, 0)
+	if err != nil {
+		return QueueInfo{}, fmt.Errorf("nfnetlink_queue: %w", err)
+	}
+	return FindQueue(d.buf[:n], d.num, d.portid)
 }
 
 type idAt struct {
@@ -248,11 +294,7 @@ type idAt struct {
 
 // backstop accepts the packets held longer than DeadlineBackstop.
 func (d *dog) backstop(now time.Time) {
-	b, err := os.ReadFile("/proc/net/netfilter/nfnetlink_queue")
-	if err != nil {
-		return
-	}
-	q, err := FindQueue(b, d.num, d.portid)
+	q, err := d.queue()
 	if err != nil {
 		d.seen = d.seen[:0]
 		return
@@ -284,11 +326,7 @@ func (d *dog) backstop(now time.Time) {
 // empty queue is an error the kernel reports to the socket's reader (the
 // parent), so the queue is looked at first.
 func (d *dog) release() {
-	b, err := os.ReadFile("/proc/net/netfilter/nfnetlink_queue")
-	var q QueueInfo
-	if err == nil {
-		q, err = FindQueue(b, d.num, d.portid)
-	}
+	q, err := d.queue()
 	if errors.Is(err, ErrNoQueue) {
 		return // unbound: the kernel holds nothing for this socket
 	}
@@ -329,27 +367,48 @@ var ErrNoQueue = errors.New("queue not bound by this socket")
 // FindQueue finds queue num bound by portid in the text of
 // /proc/net/netfilter/nfnetlink_queue, whose lines are
 // "num portid total copy_mode copy_range dropped user_dropped id_sequence 1".
+// It allocates nothing on success: the watchdog calls it 20 times a second.
 func FindQueue(b []byte, num uint16, portid uint32) (QueueInfo, error) {
-	sc := bufio.NewScanner(bytes.NewReader(b))
-	for line := 1; sc.Scan(); line++ {
-		f := bytes.Fields(sc.Bytes())
-		if len(f) < 8 {
-			return QueueInfo{}, fmt.Errorf("nfnetlink_queue line %d: %d fields, want at least 8", line, len(f))
+	for line := 1; len(b) > 0; line++ {
+		l := b
+		if i := bytes.IndexByte(b, '\n'); i >= 0 {
+			l, b = b[:i], b[i+1:]
+		} else {
+			b = nil
 		}
 		var v [8]uint32
 		for i := range v {
-			n, err := strconv.ParseUint(string(f[i]), 10, 32)
-			if err != nil {
-				return QueueInfo{}, fmt.Errorf("nfnetlink_queue line %d field %d: %w", line, i+1, err)
+			l = bytes.TrimLeft(l, " \t")
+			n := 0
+			for n < len(l) && l[n] != ' ' && l[n] != '\t' {
+				n++
 			}
-			v[i] = uint32(n)
+			if n == 0 {
+				return QueueInfo{}, fmt.Errorf("nfnetlink_queue line %d: %d fields, want at least 8", line, i)
+			}
+			x, ok := parseUint32(l[:n])
+			if !ok {
+				return QueueInfo{}, fmt.Errorf("nfnetlink_queue line %d field %d: %q is not a 32-bit count", line, i+1, l[:n])
+			}
+			v[i], l = x, l[n:]
 		}
 		if v[0] == uint32(num) && v[1] == portid {
 			return QueueInfo{Num: v[0], PortID: v[1], Total: v[2], LastID: v[7]}, nil
 		}
 	}
-	if err := sc.Err(); err != nil {
-		return QueueInfo{}, fmt.Errorf("nfnetlink_queue: %w", err)
-	}
 	return QueueInfo{}, fmt.Errorf("nfnetlink_queue: queue %d, port id %d: %w", num, portid, ErrNoQueue)
+}
+
+func parseUint32(b []byte) (uint32, bool) {
+	if len(b) == 0 || len(b) > 10 {
+		return 0, false
+	}
+	var x uint64
+	for _, c := range b {
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		x = x*10 + uint64(c-'0')
+	}
+	return uint32(x), x <= 0xffffffff
 }
