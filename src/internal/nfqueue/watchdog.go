@@ -28,8 +28,8 @@ import (
 // Nothing inside the process can help then, so a second process does: it
 // holds a duplicate of the queue's socket (the same socket, so the kernel
 // takes its verdicts, which it refuses from any other socket) and gets a
-// heartbeat from the Holder's releaser. When the heartbeats stop it accepts,
-// every WatchdogPoll, every packet the queue holds (one batch verdict up to
+// heartbeat from the Holder's releaser. When the heartbeats stop for the
+// stall time it accepts, every WatchdogPoll, every packet the queue holds (one batch verdict up to
 // the queue's last id, read from /proc/net/netfilter/nfnetlink_queue);
 // when they come back it stands aside. It only ever writes to the socket:
 // the copies of the packets stay in the socket's buffer, and the main
@@ -42,8 +42,8 @@ import (
 //
 // While the heartbeats come, the watchdog still backs the Holder's deadline
 // up, from outside the daemon's scheduler (a daemon whose goroutines all
-// compete with a big restore wakes its releaser late): every WatchdogPoll
-// it notes the queue's last id, and when the queue holds more packets than
+// compete with a big restore wakes its releaser late): while the heartbeats
+// say packets are held, every WatchdogPoll it notes the queue's last id, and when the queue holds more packets than
 // arrived within the last DeadlineBackstop, some packet older than that is
 // still held, so it accepts every packet up to the id noted then. The
 // condition guarantees the batch verdict finds a packet (an empty batch is
