@@ -54,8 +54,11 @@ const (
 	DefaultStall = time.Second           // heartbeats missing this long: stalled
 	WatchdogPoll = 50 * time.Millisecond // how often the queue is looked at
 	// DeadlineBackstop: the watchdog accepts packets held longer than this
-	// even while the heartbeats come (DefaultMaxHold plus one poll).
-	DeadlineBackstop = DefaultMaxHold + WatchdogPoll
+	// even while the heartbeats come. It notes the queue's last id at most
+	// one poll after a packet came, so a packet is released DeadlineBackstop
+	// to DeadlineBackstop + WatchdogPoll after it came: 150-200 ms, when the
+	// daemon's own releaser (DefaultMaxHold) has not done it.
+	DeadlineBackstop = DefaultMaxHold
 	// WatchdogArg is the first argument that makes a binary run RunWatchdog.
 	WatchdogArg = "nfqueue-watchdog"
 )
