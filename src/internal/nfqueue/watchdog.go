@@ -203,12 +203,13 @@ func RunWatchdog(args []string, stderr io.Writer) int {
 	d := &dog{num: uint16(*num), portid: nl.Pid, sock: sockFD, log: log, buf: make([]byte, 16<<10)}
 	// One thread that sleeps in poll(2) until a heartbeat comes or a
 	// timeout: no timers, no ticker, so an idle watchdog costs a wake-up
-	// per heartbeat. It looks at the queue every WatchdogPoll only while
-	// packets are held or the daemon is stalled.
+	// (and a look at the queue) per heartbeat. It looks at the queue every
+	// WatchdogPoll while packets are held or the daemon is stalled.
 	last := time.Now()
 	holding := false
 	var since time.Time // start of the current stall
 	buf := make([]byte, 64)
+	fds := []unix.PollFd{{Fd: beatFD, Events: unix.POLLIN}}
 	for {
 		quiet := time.Since(last)
 		wait := *stall - quiet
@@ -218,7 +219,6 @@ func RunWatchdog(args []string, stderr io.Writer) int {
 				wait = WatchdogPoll
 			}
 		}
-		fds := []unix.PollFd{{Fd: beatFD, Events: unix.POLLIN}}
 		n, err := unix.Poll(fds, int(wait.Milliseconds())+1)
 		if err != nil && err != unix.EINTR {
 			log.Error("waiting for heartbeats", "err", err)
@@ -240,10 +240,13 @@ func RunWatchdog(args []string, stderr io.Writer) int {
 		quiet = time.Since(last)
 		switch {
 		case quiet < *stall && since.IsZero():
-			if holding {
-				d.backstop(time.Now())
+			// Looked at on every heartbeat too: a daemon too busy to read
+			// a reply cannot say it holds one.
+			held := d.backstop(time.Now())
+			if n > 0 {
+				holding = holding || held // a beat tells of a packet the daemon has read
 			} else {
-				d.seen = d.seen[:0]
+				holding = held
 			}
 		case quiet >= *stall:
 			if since.IsZero() {
@@ -295,12 +298,13 @@ type idAt struct {
 	id uint32
 }
 
-// backstop accepts the packets held longer than DeadlineBackstop.
-func (d *dog) backstop(now time.Time) {
+// backstop accepts the packets held longer than DeadlineBackstop. It says
+// whether the queue holds packets.
+func (d *dog) backstop(now time.Time) bool {
 	q, err := d.queue()
 	if err != nil {
 		d.seen = d.seen[:0]
-		return
+		return false
 	}
 	d.seen = append(d.seen, idAt{now, q.LastID})
 	// The newest note at least DeadlineBackstop old.
@@ -311,7 +315,7 @@ func (d *dog) backstop(now time.Time) {
 		}
 	}
 	if old < 0 {
-		return
+		return q.Total > 0
 	}
 	d.seen = d.seen[old:]
 	then := d.seen[0].id
@@ -323,6 +327,7 @@ func (d *dog) backstop(now time.Time) {
 			d.logged = now
 		}
 	}
+	return q.Total > 0
 }
 
 // release accepts every packet the queue holds. A batch verdict for an
