@@ -19,7 +19,7 @@ TOOLS := ip nft iptables ipset conntrack ping shellcheck busybox
 
 export PATH := $(PATH):/usr/local/go/bin
 
-.PHONY: all build test unit fuzz check setup cross run clean bench-failover bench-idle bench-dns bench check-opkg check-apk
+.PHONY: all build test unit fuzz check setup cross run clean bench-failover bench-idle bench-dns bench-dns-hold bench check-opkg check-apk
 
 all: build
 
@@ -197,5 +197,13 @@ bench-dns: build
 	cd $(SRC) && CONNMGR_BIN=$(BUILD)/connmgr AFCONN_BENCH=1 AFCONN_BENCH_N=$(DNS_N) AFCONN_BENCH_BACKENDS=$(DNS_BACKENDS) \
 		$(GO) test -count=1 -timeout 30m -run '^(TestBenchDNSFirewall|TestBenchDNSTrust)$$' -v ./internal/daemon/
 
+# bench-dns-hold times held DNS replies idle, during `connmgr fw restore` with
+# DNS_HOLD_ADDRS addresses, and DNS coming back while connmgr is SIGSTOPped (BENCHMARKS.md
+# "DNS hold bound"; root; a few minutes per backend).
+DNS_HOLD_ADDRS ?= 65536
+bench-dns-hold: build
+	cd $(SRC) && CONNMGR_BIN=$(BUILD)/connmgr AFCONN_BENCH=1 AFCONN_BENCH_ADDRS=$(DNS_HOLD_ADDRS) AFCONN_BENCH_BACKENDS=$(DNS_BACKENDS) \
+		$(GO) test -count=1 -timeout 30m -run '^TestBenchDNSHold$$' -v ./internal/daemon/
+
 # bench runs every benchmark of BENCHMARKS.md that prints figures (root; about 20 minutes).
-bench: bench-failover bench-idle bench-dns size
+bench: bench-failover bench-idle bench-dns bench-dns-hold size

@@ -19,6 +19,7 @@ import (
 	"syscall"
 
 	"github.com/afero/af-conn/internal/daemon"
+	"github.com/afero/af-conn/internal/nfqueue"
 )
 
 // version is set at build time: -ldflags "-X main.version=...".
@@ -61,6 +62,11 @@ func main() {
 
 func run(args []string, stdout, stderr io.Writer) int {
 	daemon.Version = version
+	if len(args) > 0 && args[0] == nfqueue.WatchdogArg {
+		// The DNS queue's watchdog process, started by the daemon itself
+		// (not a user command, so not in the usage).
+		return nfqueue.RunWatchdog(args[1:], stderr)
+	}
 	if len(args) > 0 {
 		if sc, ok := subcommands[args[0]]; ok {
 			return sc.run(args[1:], stdout, stderr)

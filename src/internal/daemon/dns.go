@@ -98,11 +98,13 @@ type dnsHost interface {
 type dnsTotals struct {
 	replies, opened, forged uint64
 	rejected, bounds        map[string]uint64
+	releasedLate            uint64 // held replies released at the hold bound, before judged
 }
 
 func (t *dnsTotals) add(st dnsgate.Status) {
 	t.replies += st.Stats.Replies
 	t.opened += st.Opened
+	t.releasedLate += st.Hold.ReleasedLate
 	t.forged += addCounts(&t.rejected, st.Rejected)
 	addCounts(&t.bounds, st.Bounds)
 }
@@ -295,6 +297,9 @@ func (c *dnsComponent) apply(l *Loaded) {
 			Opener:    c.d.FirewallOpener(),
 			Log:       c.d.log,
 			OnReply:   c.logReply,
+			// The watchdog releases held replies while this process is
+			// stopped or hung (nfqueue.Watchdog); "" (no /proc) goes without.
+			WatchdogExe: watchdogExe(),
 		})
 		if err != nil {
 			// The next tick tries again.
@@ -330,7 +335,8 @@ func (c *dnsComponent) closeGate(why string) {
 	c.gate, c.uplinks, c.lans = nil, nil, nil
 	c.d.log.Info("DNS extraction stopped", "why", why, "replies", c.totals.replies,
 		"opened", c.totals.opened, "forged", c.totals.forged, "rejected", fmt.Sprint(c.totals.rejected),
-		"set_latency_p50", st.LatencyP50, "set_latency_p99", st.LatencyP99, "allow_errors", st.AllowErrors)
+		"set_latency_p50", st.LatencyP50, "set_latency_p99", st.LatencyP99, "allow_errors", st.AllowErrors,
+		"released_late", c.totals.releasedLate, "hold_p99", st.Hold.HoldP99, "hold_max", st.Hold.HoldMax)
 }
 
 // logEcho says, once per echo host, how the probe's target is kept reachable.
@@ -432,7 +438,11 @@ func (c *dnsComponent) fillStatus(s *Status) {
 		}
 		s.Firewall.DNSLatencyP50us = st.LatencyP50.Microseconds()
 		s.Firewall.DNSLatencyP99us = st.LatencyP99.Microseconds()
+		s.Firewall.DNSHoldP99us = st.Hold.HoldP99.Microseconds()
+		s.Firewall.DNSHoldMaxus = st.Hold.HoldMax.Microseconds()
+		s.Firewall.DNSQueueOverruns = st.Queue.Overruns
 	}
+	s.Firewall.DNSReleasedLate = t.releasedLate
 	s.Firewall.DNSRejected = t.rejected
 	s.Firewall.DNSBounds = t.bounds
 	for _, a := range c.trustedList {
@@ -441,6 +451,16 @@ func (c *dnsComponent) fillStatus(s *Status) {
 	s.Counters.DNSReplies += t.replies
 	s.Counters.PinholesAdded += t.opened
 	s.Counters.ForgedReplies += t.forged
+}
+
+// watchdogExe is this binary, which runs the DNS queue's watchdog when asked
+// (cmd/connmgr). Test binaries that run the daemon in-process do not: none.
+func watchdogExe() string {
+	exe, err := os.Executable()
+	if err != nil || strings.HasSuffix(exe, ".test") {
+		return ""
+	}
+	return exe
 }
 
 // osHost reads the real host.

@@ -47,6 +47,18 @@ import (
 // captureWorkers resolve and connect side by side in capture mode.
 const captureWorkers = 8
 
+// benchBackends skips the test unless AFCONN_BENCH is set, and returns the backends to
+// measure: AFCONN_BENCH_BACKENDS, default both.
+func benchBackends(t *testing.T) []string {
+	if os.Getenv("AFCONN_BENCH") == "" {
+		t.Skip("benchmark: set AFCONN_BENCH=1")
+	}
+	if v := os.Getenv("AFCONN_BENCH_BACKENDS"); v != "" {
+		return strings.Split(v, ",")
+	}
+	return []string{"nftables", "iptables"}
+}
+
 func benchN() int {
 	if n, err := strconv.Atoi(os.Getenv("AFCONN_BENCH_N")); err == nil && n > 0 {
 		return n
@@ -69,13 +81,7 @@ type bench struct {
 }
 
 func TestBenchDNSFirewall(t *testing.T) {
-	if os.Getenv("AFCONN_BENCH") == "" {
-		t.Skip("benchmark: set AFCONN_BENCH=1")
-	}
-	backends := []string{"nftables", "iptables"}
-	if v := os.Getenv("AFCONN_BENCH_BACKENDS"); v != "" {
-		backends = strings.Split(v, ",")
-	}
+	backends := benchBackends(t)
 	for _, backend := range backends {
 		t.Run(backend, func(t *testing.T) {
 			b := newBench(t, backend)

@@ -39,10 +39,19 @@ type FirewallStatus struct {
 	DNSBounds map[string]uint64 `json:"dns_bounds,omitempty"`
 	// DNSLatencyP50us and DNSLatencyP99us: from a reply seen to its addresses in the kernel
 	// set, over the last 1024 replies that opened something, in microseconds.
-	DNSLatencyP50us  int64 `json:"dns_set_latency_p50_us,omitempty"`
-	DNSLatencyP99us  int64 `json:"dns_set_latency_p99_us,omitempty"`
-	WhitelistEntries int   `json:"whitelist_entries"`
-	Pinholes         int   `json:"pinholes"`
+	DNSLatencyP50us int64 `json:"dns_set_latency_p50_us,omitempty"`
+	DNSLatencyP99us int64 `json:"dns_set_latency_p99_us,omitempty"`
+	// DNSHoldP99us and DNSHoldMaxus: how long held DNS replies waited for their verdict (last
+	// 1024; longest), in microseconds. DNSReleasedLate counts the replies released at the hold
+	// bound (150 ms) before they were judged (they are judged and opened afterwards).
+	DNSHoldP99us    int64  `json:"dns_hold_p99_us,omitempty"`
+	DNSHoldMaxus    int64  `json:"dns_hold_max_us,omitempty"`
+	DNSReleasedLate uint64 `json:"dns_released_late"`
+	// DNSQueueOverruns counts the times the queue's socket buffer overflowed (replies passed
+	// unheld and unjudged), since the extraction last started.
+	DNSQueueOverruns uint64 `json:"dns_queue_overruns"`
+	WhitelistEntries int    `json:"whitelist_entries"`
+	Pinholes         int    `json:"pinholes"`
 	// DNSQueue is how the firewall hands DNS replies to the extractor: nft-queue, xt-nfqueue,
 	// unavailable (capture only) or off.
 	DNSQueue string `json:"dns_queue,omitempty"`

@@ -11,6 +11,17 @@
 // in-process and the addresses opened as fast as possible; the reply races
 // the pinhole.
 //
+// A held reply waits at most MaxHold (default 150 ms) whatever the rest of
+// the daemon is doing (a slow set update, a firewall lock held by a
+// restore): nfqueue.Holder reads every reply as it comes and releases, on a
+// deadline of its own, those not judged in time; they are still judged, and
+// their addresses opened, when the handling gets to them (counted as
+// released_late). When the whole process stops (SIGSTOP, a hang), a
+// watchdog process (nfqueue.Watchdog, WatchdogExe) releases what the queue
+// holds once the holder's heartbeats have been missing for a second; the
+// copies wait in the queue's socket buffer and are judged, and their
+// addresses opened, when the process runs again.
+//
 // Queries are always seen by AF_PACKET capture (dnscap), never queued: a
 // capture costs the query no delay, and before a queued reply is judged
 // every query the kernel already captured is handled (the query copy is
@@ -93,6 +104,14 @@ type Config struct {
 	// OnReply, if set, is called after every reply was handled (tests,
 	// benchmarks). It runs on the gate's goroutines.
 	OnReply func(ReplyEvent)
+	// MaxHold bounds the hold of a reply; 0: nfqueue.DefaultMaxHold.
+	MaxHold time.Duration
+	// WatchdogExe, if set, is started as the queue's watchdog process
+	// (nfqueue.StartWatchdog): a binary that runs nfqueue.RunWatchdog when
+	// its first argument is nfqueue.WatchdogArg. WatchdogStall is its stall
+	// time (0: nfqueue.DefaultStall).
+	WatchdogExe   string
+	WatchdogStall time.Duration
 }
 
 // ReplyEvent reports one handled reply.
@@ -114,6 +133,8 @@ type Status struct {
 	// Bounds counts what the bounds did: see BoundCounters.
 	Bounds      map[string]uint64 `json:"bounds"`
 	Queue       nfqueue.Stats     `json:"queue"`
+	Hold        nfqueue.HoldStats `json:"hold"`
+	WatchdogPid int               `json:"watchdog_pid,omitempty"`
 	Frames      uint64            `json:"frames"`
 	Opened      uint64            `json:"opened"` // addresses put into the firewall
 	AllowErrors uint64            `json:"allow_errors"`
@@ -136,10 +157,13 @@ type Gate struct {
 
 	capt *dnscap.Socket
 	q    *nfqueue.Queue
+	hold *nfqueue.Holder
+	dog  *nfqueue.Watchdog
 	wg   sync.WaitGroup
 
 	allowErrs atomic.Uint64
 	opened    atomic.Uint64
+	closed    atomic.Bool
 }
 
 // Start opens the capture (and the queue in hold mode) and starts serving.
@@ -156,8 +180,10 @@ func Start(cfg Config) (*Gate, error) {
 		g.mode = ModeHold
 	}
 	g.setRoles(cfg.Uplinks, cfg.LANs)
+	var err error
 	if g.mode == ModeHold {
-		q, err := nfqueue.Open(nfqueue.Config{Num: cfg.QueueNum, MaxLen: cfg.QueueMaxLen, FailOpen: true, GSO: true})
+		var q *nfqueue.Queue
+		q, err = nfqueue.Open(nfqueue.Config{Num: cfg.QueueNum, MaxLen: cfg.QueueMaxLen, FailOpen: true, GSO: true})
 		if err != nil {
 			g.mode, g.fallback = ModeCapture, fmt.Sprintf("netfilter queue %d unavailable: %v", cfg.QueueNum, err)
 			g.log.Warn("DNS hold mode unavailable, capturing replies instead: the first packet to a freshly resolved address may be dropped", "err", err)
@@ -165,10 +191,19 @@ func Start(cfg Config) (*Gate, error) {
 			g.q = q
 		}
 	}
+	if g.q != nil && cfg.WatchdogExe != "" {
+		if g.dog, err = nfqueue.StartWatchdog(g.q, cfg.WatchdogExe, cfg.WatchdogStall); err != nil {
+			// Held replies are still released on time while the process runs.
+			g.log.Warn("DNS queue watchdog unavailable: DNS replies stay held while connmgr is stopped or hung", "err", err)
+		}
+	}
 	capt, err := dnscap.Open(g.captureConfig(), g.frame)
 	if err != nil {
 		if g.q != nil {
 			g.q.Close()
+		}
+		if g.dog != nil {
+			g.dog.Close()
 		}
 		return nil, fmt.Errorf("dns gate: %w", err)
 	}
@@ -181,13 +216,22 @@ func Start(cfg Config) (*Gate, error) {
 		}
 	}()
 	if g.q != nil {
+		hc := nfqueue.HoldConfig{MaxHold: cfg.MaxHold}
+		if g.dog != nil {
+			hc.Beat = g.dog.Beat
+		}
+		g.hold = nfqueue.NewHolder(g.q, hc)
 		g.wg.Add(1)
 		go func() {
 			defer g.wg.Done()
 			g.serveQueue()
 		}()
 	}
-	g.log.Info("DNS extraction running", "mode", g.mode, "queue", cfg.QueueNum)
+	if g.dog != nil {
+		g.log.Info("DNS extraction running", "mode", g.mode, "queue", cfg.QueueNum, "watchdog", g.dog.Pid())
+	} else {
+		g.log.Info("DNS extraction running", "mode", g.mode, "queue", cfg.QueueNum)
+	}
 	return g, nil
 }
 
@@ -372,23 +416,24 @@ func (g *Gate) allow(res dnsx.Result, forward bool) error {
 
 // serveQueue handles held replies until the queue is closed. Every packet
 // is accepted, whatever it is: the gate opens holes, it never blocks DNS.
+// The holder accepts a reply on its own when this falls behind; the reply
+// is judged all the same.
 func (g *Gate) serveQueue() {
 	for {
-		p, err := g.q.Next()
+		p, err := g.hold.Next()
 		if err != nil {
 			if !errors.Is(err, nfqueue.ErrClosed) {
 				g.log.Error("DNS queue stopped; replies pass unheld (bypass)", "err", err)
 			}
 			return
 		}
-		seen := time.Now()
 		// Every query already sent is in the capture socket's queue: handle
 		// those first (outside g.mu: the capture handler takes it).
 		g.capt.Drain()
 		if pk, err := dnsx.DecodePacket(p.Payload); err == nil && pk.Src.Port() == 53 {
-			g.reply(pk, seen)
+			g.reply(pk, p.At)
 		}
-		if err := g.q.Verdict(p.ID, nfqueue.Accept); err != nil {
+		if _, err := g.hold.Accept(p.ID); err != nil && !g.closed.Load() {
 			g.log.Error("releasing DNS reply", "err", err)
 		}
 	}
@@ -410,6 +455,10 @@ func (g *Gate) Status() Status {
 	st.Bounds["capture_dropped"] = g.capt.KernelDrops()
 	if g.q != nil {
 		st.Queue = g.q.Stats()
+		st.Hold = g.hold.Stats()
+	}
+	if g.dog != nil {
+		st.WatchdogPid = g.dog.Pid()
 	}
 	st.Frames = g.capt.Frames()
 	st.AllowErrors = g.allowErrs.Load()
@@ -439,9 +488,15 @@ func BoundCounters(s dnsx.Stats) map[string]uint64 {
 
 // Close stops the gate; replies still held are released.
 func (g *Gate) Close() error {
+	g.closed.Store(true)
 	var err error
-	if g.q != nil {
-		err = g.q.Close()
+	if g.hold != nil {
+		err = g.hold.Close()
+	}
+	if g.dog != nil {
+		if derr := g.dog.Close(); err == nil {
+			err = derr
+		}
 	}
 	if cerr := g.capt.Close(); err == nil {
 		err = cerr

@@ -20,7 +20,8 @@ var wantChain = []string{"198.18.100.1/40s", "198.18.100.2/40s"}
 func TestHoldReleasesReplyAfterAllow(t *testing.T) {
 	w := newWorld(t)
 	w.holdRule(t)
-	rec := &recorder{delay: 300 * time.Millisecond}
+	// Slow, but within the hold bound (150 ms).
+	rec := &recorder{delay: 100 * time.Millisecond}
 	var ev events
 	g := w.start(t, ModeHold, rec, &ev)
 	if g.Mode() != ModeHold {
@@ -50,7 +51,55 @@ func TestHoldReleasesReplyAfterAllow(t *testing.T) {
 		t.Fatalf("opened %v", addrs(got))
 	}
 	st := g.Status()
-	if st.Stats.Whitelisted != 1 || st.Stats.NotWhitelisted != 1 || st.Queue.Packets != 2 || st.LatencyP99 < 300*time.Millisecond {
+	if st.Stats.Whitelisted != 1 || st.Stats.NotWhitelisted != 1 || st.Queue.Packets != 2 || st.LatencyP99 < 100*time.Millisecond || st.Hold.ReleasedLate != 0 {
+		t.Fatalf("status %+v", st)
+	}
+}
+
+// stuckOpener is an Opener whose Allow waits until it is let go, as one
+// waits for a firewall lock held by a long restore.
+type stuckOpener struct {
+	recorder
+	release chan struct{}
+}
+
+func (o *stuckOpener) Allow(ps []dnsx.Pinhole, forward bool) error {
+	<-o.release
+	return o.recorder.Allow(ps, forward)
+}
+
+// Hold mode with the handling stuck: the reply is released at the hold
+// bound anyway, and its addresses are opened when the handling completes.
+func TestHoldReleasesReplyWhenStuck(t *testing.T) {
+	w := newWorld(t)
+	w.holdRule(t)
+	op := &stuckOpener{release: make(chan struct{})}
+	var ev events
+	g := w.start(t, ModeHold, op, &ev)
+	c := w.client(t)
+	start := time.Now()
+	m, arrived := resolve(t, c, 1, "api.afero.io.")
+	if len(m.Answer) != 5 {
+		t.Fatalf("reply %v", m)
+	}
+	t.Logf("reply released after %v with the opener stuck", arrived.Sub(start))
+	if got, _ := op.opened(); len(got) != 0 {
+		t.Fatalf("opened %v while stuck", addrs(got))
+	}
+	// Another reply, queued behind the stuck one, is released too.
+	if m, _ := resolve(t, c, 2, "evil.example."); len(m.Answer) != 1 {
+		t.Fatalf("reply %v", m)
+	}
+	close(op.release)
+	evs := ev.wait(t, 2)
+	if got, _ := op.opened(); !reflect.DeepEqual(addrs(got), wantChain) {
+		t.Fatalf("opened %v after the handling completed, want %v", addrs(got), wantChain)
+	}
+	if evs[1].Result.Reason != dnsx.Trusted || len(evs[1].Result.Pinholes) != 0 {
+		t.Fatalf("evil: %+v", evs[1])
+	}
+	st := g.Status()
+	if st.Hold.ReleasedLate != 2 || st.Queue.VerdictErrors != 0 || st.Hold.HoldMax < nfqueue.DefaultMaxHold {
 		t.Fatalf("status %+v", st)
 	}
 }
@@ -217,7 +266,8 @@ func testForwardedClient(t *testing.T, mode Mode, withLAN bool) {
 	if withLAN {
 		lans = []int{lanIdx}
 	}
-	rec := &recorder{delay: 200 * time.Millisecond}
+	// Slow, within the hold bound.
+	rec := &recorder{delay: 50 * time.Millisecond}
 	var ev events
 	var g *Gate
 	var err error

@@ -1,0 +1,257 @@
+package nfqueue
+
+import (
+	"errors"
+	"os"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// The watchdog tests run this test binary as the watchdog process.
+func TestMain(m *testing.M) {
+	if len(os.Args) > 1 && os.Args[1] == WatchdogArg {
+		os.Exit(RunWatchdog(os.Args[2:], os.Stderr))
+	}
+	os.Exit(m.Run())
+}
+
+func (w *world) holder(t *testing.T, q *Queue, c HoldConfig) *Holder {
+	t.Helper()
+	h := NewHolder(q, c)
+	t.Cleanup(func() { h.Close() })
+	return h
+}
+
+func nextHeld(t *testing.T, h *Holder) Held {
+	t.Helper()
+	c := make(chan Held, 1)
+	go func() {
+		p, err := h.Next()
+		if err != nil {
+			t.Error(err)
+		}
+		c <- p
+	}()
+	select {
+	case p := <-c:
+		return p
+	case <-time.After(20 * time.Second):
+		t.Fatal("no packet handed on within 20s")
+	}
+	return Held{}
+}
+
+// A packet whose handler never gives its verdict is accepted at MaxHold;
+// the handler still gets it, and its late Accept sends nothing.
+func TestHolderReleasesLate(t *testing.T) {
+	w := newWorld(t, 16, true)
+	q := w.open(t, Config{Num: 16, FailOpen: true})
+	h := w.holder(t, q, HoldConfig{MaxHold: 100 * time.Millisecond})
+	w.send(t, "stuck")
+	// Nobody calls Next: the handler is stuck elsewhere.
+	if got := w.recv(t, 10*time.Second); got != "stuck" {
+		t.Fatalf("got %q, want the held packet released", got)
+	}
+	p := nextHeld(t, h)
+	if string(udpPayload(p.Packet)) != "stuck" {
+		t.Fatalf("handed on %q", udpPayload(p.Packet))
+	}
+	if late, err := h.Accept(p.ID); !late || err != nil {
+		t.Fatalf("Accept after the deadline: late %v, err %v", late, err)
+	}
+	// A packet judged in time is released by its handler, not counted.
+	w.send(t, "prompt")
+	p = nextHeld(t, h)
+	if late, err := h.Accept(p.ID); late || err != nil {
+		t.Fatalf("Accept in time: late %v, err %v", late, err)
+	}
+	if got := w.recv(t, 10*time.Second); got != "prompt" {
+		t.Fatalf("got %q", got)
+	}
+	st := h.Stats()
+	if st.ReleasedLate != 1 || st.Unhandled != 0 || st.HoldMax < 100*time.Millisecond {
+		t.Fatalf("stats %+v", st)
+	}
+	if s := q.Stats(); s.VerdictErrors != 0 {
+		t.Fatalf("a verdict was sent twice: %+v", s)
+	}
+}
+
+// Packets beyond the backlog are accepted at once and counted.
+func TestHolderBacklogFull(t *testing.T) {
+	w := newWorld(t, 17, true)
+	q := w.open(t, Config{Num: 17, FailOpen: true})
+	h := w.holder(t, q, HoldConfig{MaxHold: time.Hour, Backlog: 1})
+	w.send(t, "first")
+	w.send(t, "second")
+	if got := w.recv(t, 10*time.Second); got != "second" {
+		t.Fatalf("got %q, want the packet beyond the backlog", got)
+	}
+	p := nextHeld(t, h)
+	h.Accept(p.ID)
+	if got := w.recv(t, 10*time.Second); got != "first" {
+		t.Fatalf("got %q", got)
+	}
+	if st := h.Stats(); st.Unhandled != 1 || st.ReleasedLate != 0 {
+		t.Fatalf("stats %+v", st)
+	}
+}
+
+// The releaser beats while it runs.
+func TestHolderBeats(t *testing.T) {
+	w := newWorld(t, 18, true)
+	q := w.open(t, Config{Num: 18})
+	var beats atomic.Int64
+	w.holder(t, q, HoldConfig{Beat: func(bool) { beats.Add(1) }, BeatEvery: 10 * time.Millisecond})
+	deadline := time.Now().Add(10 * time.Second)
+	for beats.Load() < 5 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d beats", beats.Load())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func (w *world) watchdog(t *testing.T, q *Queue, stall time.Duration) *Watchdog {
+	t.Helper()
+	var d *Watchdog
+	var err error
+	w.ns.MustDo(t, func() { d, err = StartWatchdog(q, os.Args[0], stall) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { d.Close() })
+	return d
+}
+
+// While the process serving the queue does nothing at all (no reads, no
+// verdicts, no heartbeats: as if stopped), the watchdog process releases
+// what the queue holds; the copies are still there to be read afterwards.
+// With heartbeats it leaves the queue alone.
+func TestWatchdogReleasesStalledQueue(t *testing.T) {
+	w := newWorld(t, 19, true)
+	q := w.open(t, Config{Num: 19, FailOpen: true})
+	d := w.watchdog(t, q, 300*time.Millisecond)
+	start := time.Now()
+	w.send(t, "one")
+	w.send(t, "two")
+	for _, want := range []string{"one", "two"} {
+		if got := w.recv(t, 10*time.Second); got != want {
+			t.Fatalf("got %q, want %q released by the watchdog", got, want)
+		}
+	}
+	t.Logf("released after %v", time.Since(start))
+	// Once the process serves the queue again it reads both copies.
+	for _, want := range []string{"one", "two"} {
+		if p := next(t, q); string(udpPayload(p)) != want {
+			t.Fatalf("read %q, want %q", udpPayload(p), want)
+		}
+	}
+	// Heartbeats: the watchdog leaves a packet judged in time alone...
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() {
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(20 * time.Millisecond):
+				d.Beat(true) // as if a packet were always held: the watchdog watches ages
+			}
+		}
+	}()
+	time.Sleep(100 * time.Millisecond)
+	w.send(t, "three")
+	p := next(t, q)
+	if got := w.recv(t, 100*time.Millisecond); got != "" {
+		t.Fatalf("got %q while the queue was served", got)
+	}
+	if err := q.Verdict(p.ID, Accept); err != nil {
+		t.Fatal(err)
+	}
+	if got := w.recv(t, 10*time.Second); got != "three" {
+		t.Fatalf("got %q", got)
+	}
+	// ... and releases one held past DeadlineBackstop (the daemon's own
+	// releaser is late).
+	w.send(t, "four")
+	start = time.Now()
+	next(t, q)
+	if got := w.recv(t, 10*time.Second); got != "four" {
+		t.Fatalf("got %q, want the packet held too long released", got)
+	}
+	if took := time.Since(start); took < DeadlineBackstop {
+		t.Fatalf("released after %v, before the backstop (%v)", took, DeadlineBackstop)
+	}
+	// No verdict found nothing: the watchdog never sent an empty batch.
+	w.send(t, "five")
+	p = next(t, q)
+	q.Verdict(p.ID, Accept)
+	if got := w.recv(t, 10*time.Second); got != "five" {
+		t.Fatalf("got %q", got)
+	}
+	time.Sleep(3 * WatchdogPoll)
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	// Read what the kernel reported meanwhile (an error ack is read with
+	// the next packet).
+	w.send(t, "six")
+	p = next(t, q)
+	q.Verdict(p.ID, Accept)
+	if s := q.Stats(); s.VerdictErrors != 0 {
+		t.Fatalf("stats %+v", s)
+	}
+}
+
+// Closing the heartbeat pipe (the parent closes the gate, or dies) ends
+// the watchdog, and the queue goes on working.
+func TestWatchdogExitsWithPipe(t *testing.T) {
+	w := newWorld(t, 20, true)
+	q := w.open(t, Config{Num: 20})
+	d := w.watchdog(t, q, time.Second)
+	pid := d.Pid()
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Kill(pid, 0); !errors.Is(err, syscall.ESRCH) {
+		t.Fatalf("watchdog %d still there: %v", pid, err)
+	}
+	w.send(t, "x")
+	p := next(t, q)
+	q.Verdict(p.ID, Accept)
+	if got := w.recv(t, 10*time.Second); got != "x" {
+		t.Fatalf("got %q", got)
+	}
+}
+
+func TestFindQueue(t *testing.T) {
+	const proc = "    0   1234     0 2 65535     0     0        0  1\n" +
+		"   27 -4000     3 2 65535     0     0       42  1\n" +
+		"   27   777     5 2 65535     0     0     9001  1\n"
+	q, err := FindQueue([]byte(strings.ReplaceAll(proc, "-4000", "4000")), 27, 777)
+	if err != nil || q != (QueueInfo{Num: 27, PortID: 777, Total: 5, LastID: 9001}) {
+		t.Fatalf("%+v %v", q, err)
+	}
+	if _, err := FindQueue([]byte(strings.ReplaceAll(proc, "-4000", "4000")), 28, 777); !errors.Is(err, ErrNoQueue) {
+		t.Fatalf("missing queue: %v", err)
+	}
+	for _, bad := range []string{proc, "27 777 5\n", "27 777 5 2 65535 0 0 99999999999 1\n"} {
+		if _, err := FindQueue([]byte(bad), 27, 777); err == nil || errors.Is(err, ErrNoQueue) || !strings.Contains(err.Error(), "line") {
+			t.Errorf("%q: %v, want an error naming the line", bad, err)
+		}
+	}
+}
+
+func FuzzFindQueue(f *testing.F) {
+	f.Add([]byte("   27   777     5 2 65535     0     0     9001  1\n"), uint16(27), uint32(777))
+	f.Fuzz(func(t *testing.T, b []byte, num uint16, portid uint32) {
+		q, err := FindQueue(b, num, portid)
+		if err == nil && (q.Num != uint32(num) || q.PortID != portid) {
+			t.Fatalf("found %+v for %d/%d", q, num, portid)
+		}
+	})
+}
