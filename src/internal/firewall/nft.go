@@ -9,7 +9,6 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
-	"time"
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/binaryutil"
@@ -27,9 +26,8 @@ type NFT struct {
 	static  map[string]int // static set -> element count of the installed policy
 	maxElem int
 	probed  struct {
-		done      bool
-		queue     map[QueueMode]bool
-		updateTTL bool // kernel updates the timeout of an existing element
+		done  bool
+		queue map[QueueMode]bool
 	}
 }
 
@@ -141,29 +139,7 @@ func (b *NFT) probe() {
 		b.conn.DelTable(t)
 		b.probed.queue[m] = b.flush() == nil
 	}
-	b.probed.updateTTL = b.probeUpdateTTL()
 	b.probed.done = true
-}
-
-// probeUpdateTTL tells whether re-adding an element with a new timeout
-// updates it (Linux 6.10+); older kernels keep the old timeout.
-func (b *NFT) probeUpdateTTL() bool {
-	t := &nftables.Table{Family: nftables.TableFamilyINet, Name: probeTable()}
-	s := &nftables.Set{Table: t, Name: "s", KeyType: nftables.TypeIPAddr, HasTimeout: true}
-	key := []byte{198, 18, 0, 1}
-	defer func() {
-		b.conn.DelTable(t)
-		_ = b.flush()
-	}()
-	b.conn.AddTable(t)
-	if b.conn.AddSet(s, []nftables.SetElement{{Key: key, Timeout: time.Minute}}) != nil || b.flush() != nil {
-		return false
-	}
-	if b.conn.SetAddElements(s, []nftables.SetElement{{Key: key, Timeout: time.Hour}}) != nil || b.flush() != nil {
-		return false
-	}
-	elems, err := b.conn.GetSetElements(s)
-	return err == nil && len(elems) == 1 && elems[0].Expires > 30*time.Minute
 }
 
 // Setup implements Backend: one netlink batch that creates what is missing,
@@ -333,58 +309,66 @@ func (b *NFT) set(name string) *nftables.Set {
 	return b.setSpec(name, b.maxElem)
 }
 
-// Add implements Backend as one netlink batch. It works on the sets a
-// daemon set up too (connmgr fw add without a daemon); when they do not
-// exist the error wraps ErrNotSetUp. On kernels that update the
-// timeout of an existing element a plain add does; elsewhere (and to make
-// an element permanent) each set gets add (so the element surely exists),
-// delete, add with the new timeout, which the kernel applies atomically.
+// Netlink bounds a batch of changes must fit in. The elements of one
+// NEWSETELEM/DELSETELEM message are one nested attribute, whose length is
+// 16 bits (64 KiB); a whole batch is one sendmsg, which the kernel refuses
+// ("message too long") beyond the socket's send buffer (wmem_default,
+// 208 KiB on Linux and OpenWrt).
+const (
+	nftMsgBytes   = 48 << 10
+	nftBatchBytes = 150 << 10
+)
+
+// nftElemBytes bounds the encoded size of one element with lifetime and
+// comment (item, key, timeout and user data headers), and nftKeyBytes of
+// one bare element (item and key headers).
+func nftElemBytes(p Pinhole) int { return 40 + len(p.Addr.AsSlice()) + len(p.Comment) }
+func nftKeyBytes(p Pinhole) int  { return 16 + len(p.Addr.AsSlice()) }
+
+// Add implements Backend. Each element is written as add (so it surely
+// exists), delete, add with its lifetime, in one batch that the kernel
+// applies atomically: the element is never absent, and its expiry becomes
+// exactly the new lifetime on every kernel. (A plain add of an existing
+// element leaves its expiry alone on kernels before 6.10, and on later
+// ones too when the timeout equals the element's: a refresh with the same
+// TTL would refresh nothing.) Many pinholes go in batches that fit
+// netlink's bounds; each batch is atomic, the whole change is not. It works
+// on the sets a daemon set up too (connmgr fw add without a daemon); when
+// they do not exist the error wraps ErrNotSetUp.
 func (b *NFT) Add(ps []Pinhole) error {
-	if b.conn == nil {
-		return ErrClosed
-	}
-	b.probe()
-	groups, order, err := groupBySet(ps)
-	if err != nil {
-		return err
-	}
-	for _, name := range order {
-		s := b.set(name)
-		var plain, timed []nftables.SetElement
-		permanent := false
-		for _, p := range groups[name] {
-			key := p.Addr.AsSlice()
-			plain = append(plain, nftables.SetElement{Key: key})
-			timed = append(timed, nftables.SetElement{Key: key, Timeout: p.TTL, Comment: p.Comment})
-			permanent = permanent || p.TTL == 0
+	return b.batched(ps, true, func(failed []Pinhole, err error) error {
+		switch {
+		case hasErrno(err, unix.ENFILE):
+			return fmt.Errorf("nftables: %s: %w%s", describe(failed), ErrSetFull, maxElemNote(b.maxElem))
+		case isNotFound(err):
+			return fmt.Errorf("nftables: %s: table inet %s or its sets are missing: %w", describe(failed), nftTableName, ErrNotSetUp)
 		}
-		if !b.probed.updateTTL || permanent {
-			if err := b.conn.SetAddElements(s, plain); err != nil {
-				return fmt.Errorf("nftables: add to set %s: %w", name, err)
-			}
-			if err := b.conn.SetDeleteElements(s, plain); err != nil {
-				return fmt.Errorf("nftables: add to set %s: %w", name, err)
-			}
-		}
-		if err := b.conn.SetAddElements(s, timed); err != nil {
-			return fmt.Errorf("nftables: add to set %s: %w", name, err)
-		}
-	}
-	if err := b.flush(); err != nil {
-		if hasErrno(err, unix.ENFILE) {
-			return fmt.Errorf("nftables: %s: %w%s", describe(ps), ErrSetFull, maxElemNote(b.maxElem))
-		}
-		if isNotFound(err) {
-			return fmt.Errorf("nftables: %s: table inet %s or its sets are missing: %w", describe(ps), nftTableName, ErrNotSetUp)
-		}
-		return fmt.Errorf("nftables: add %s: %w", describe(ps), err)
-	}
-	return nil
+		return fmt.Errorf("nftables: add %s: %w", describe(failed), err)
+	})
 }
 
 // Del implements Backend. Deleting an absent element fails the whole batch,
 // so each set gets add-then-delete, which removes present and absent alike.
 func (b *NFT) Del(ps []Pinhole) error {
+	return b.batched(ps, false, func(failed []Pinhole, err error) error {
+		switch {
+		case hasErrno(err, unix.ENFILE):
+			// The set is full, so the temporary add failed: delete one by
+			// one, ignoring absent elements.
+			return b.delEach(failed)
+		case isNotFound(err):
+			return fmt.Errorf("nftables: delete %s: table inet %s or its sets are missing: %w", describe(failed), nftTableName, ErrNotSetUp)
+		}
+		return fmt.Errorf("nftables: delete %s: %w", describe(failed), err)
+	})
+}
+
+// batched queues, for each set and each chunk of its elements that fits a
+// message, add and delete of the bare elements and (with add) the add with
+// lifetime and comment, and sends them in batches that fit a sendmsg. A
+// batch the kernel refuses goes to fail with its pinholes, whose answer
+// ends the change when it is an error.
+func (b *NFT) batched(ps []Pinhole, add bool, fail func([]Pinhole, error) error) error {
 	if b.conn == nil {
 		return ErrClosed
 	}
@@ -392,42 +376,73 @@ func (b *NFT) Del(ps []Pinhole) error {
 	if err != nil {
 		return err
 	}
+	var inBatch []Pinhole
+	size := 0
+	send := func() error {
+		if len(inBatch) == 0 {
+			return nil
+		}
+		err := b.flush()
+		failed := inBatch
+		inBatch, size = nil, 0
+		if err != nil {
+			return fail(failed, err)
+		}
+		return nil
+	}
 	for _, name := range order {
 		s := b.set(name)
-		var keys []nftables.SetElement
-		for _, p := range groups[name] {
-			keys = append(keys, nftables.SetElement{Key: p.Addr.AsSlice()})
-		}
-		if err := b.conn.SetAddElements(s, keys); err != nil {
-			return fmt.Errorf("nftables: delete from set %s: %w", name, err)
-		}
-		if err := b.conn.SetDeleteElements(s, keys); err != nil {
-			return fmt.Errorf("nftables: delete from set %s: %w", name, err)
+		g := groups[name]
+		for len(g) > 0 {
+			n, timedBytes, keyBytes := 0, 0, 0
+			for n < len(g) && timedBytes+nftElemBytes(g[n]) <= nftMsgBytes {
+				timedBytes += nftElemBytes(g[n])
+				keyBytes += nftKeyBytes(g[n])
+				n++
+			}
+			if !add {
+				timedBytes = 0
+			}
+			if size+timedBytes+2*keyBytes > nftBatchBytes {
+				if err := send(); err != nil {
+					return err
+				}
+			}
+			plain := make([]nftables.SetElement, n)
+			timed := make([]nftables.SetElement, n)
+			for i, p := range g[:n] {
+				key := p.Addr.AsSlice()
+				plain[i] = nftables.SetElement{Key: key}
+				timed[i] = nftables.SetElement{Key: key, Timeout: p.TTL, Comment: p.Comment}
+			}
+			ops := []func() error{
+				func() error { return b.conn.SetAddElements(s, plain) },
+				func() error { return b.conn.SetDeleteElements(s, plain) },
+			}
+			if add {
+				ops = append(ops, func() error { return b.conn.SetAddElements(s, timed) })
+			}
+			for _, op := range ops {
+				if err := op(); err != nil {
+					_ = b.reconnect() // drops what was queued
+					return fmt.Errorf("nftables: set %s: %w", name, err)
+				}
+			}
+			inBatch = append(inBatch, g[:n]...)
+			size += timedBytes + 2*keyBytes
+			g = g[n:]
 		}
 	}
-	if err := b.flush(); err != nil {
-		if hasErrno(err, unix.ENFILE) {
-			// The set is full, so the temporary add failed: delete one by
-			// one, ignoring absent elements.
-			return b.delEach(groups, order)
-		}
-		if isNotFound(err) {
-			return fmt.Errorf("nftables: delete %s: table inet %s or its sets are missing: %w", describe(ps), nftTableName, ErrNotSetUp)
-		}
-		return fmt.Errorf("nftables: delete %s: %w", describe(ps), err)
-	}
-	return nil
+	return send()
 }
 
-func (b *NFT) delEach(groups map[string][]Pinhole, order []string) error {
-	for _, name := range order {
-		for _, p := range groups[name] {
-			if err := b.conn.SetDeleteElements(b.set(name), []nftables.SetElement{{Key: p.Addr.AsSlice()}}); err != nil {
-				return err
-			}
-			if err := b.flush(); err != nil && !isNotFound(err) {
-				return fmt.Errorf("nftables: delete %v from set %s: %w", p.Addr, name, err)
-			}
+func (b *NFT) delEach(ps []Pinhole) error {
+	for _, p := range ps {
+		if err := b.conn.SetDeleteElements(b.set(setName(p.role(), p.Addr)), []nftables.SetElement{{Key: p.Addr.AsSlice()}}); err != nil {
+			return err
+		}
+		if err := b.flush(); err != nil && !isNotFound(err) {
+			return fmt.Errorf("nftables: delete %v from set %s: %w", p.Addr, setName(p.role(), p.Addr), err)
 		}
 	}
 	return nil
@@ -438,6 +453,11 @@ func (b *NFT) delEach(groups map[string][]Pinhole, order []string) error {
 func groupBySet(ps []Pinhole) (map[string][]Pinhole, []string, error) {
 	groups := map[string][]Pinhole{}
 	var order []string
+	type key struct {
+		set  string
+		addr netip.Addr
+	}
+	at := make(map[key]int, len(ps))
 	for _, p := range ps {
 		p, err := p.normalize()
 		if err != nil {
@@ -447,12 +467,13 @@ func groupBySet(ps []Pinhole) (map[string][]Pinhole, []string, error) {
 		if _, ok := groups[name]; !ok {
 			order = append(order, name)
 		}
-		g := groups[name]
-		if i := slices.IndexFunc(g, func(q Pinhole) bool { return q.Addr == p.Addr }); i >= 0 {
-			g[i] = p
-		} else {
-			groups[name] = append(g, p)
+		k := key{name, p.Addr}
+		if i, ok := at[k]; ok {
+			groups[name][i] = p
+			continue
 		}
+		at[k] = len(groups[name])
+		groups[name] = append(groups[name], p)
 	}
 	return groups, order, nil
 }
