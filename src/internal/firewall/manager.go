@@ -123,6 +123,12 @@ func (f *Firewall) setupLocked(p Policy) error {
 		return err
 	}
 	f.setUp, f.queue = true, mode
+	f.listRecordLocked()
+	return err
+}
+
+// listRecordLocked lists the live record for readd.
+func (f *Firewall) listRecordLocked() {
 	now := f.now()
 	f.rec.prune(now)
 	f.gen++
@@ -133,7 +139,6 @@ func (f *Firewall) setupLocked(p Policy) error {
 		f.pending[k] = true
 	}
 	f.last = RestoreResult{At: now, Learned: len(f.todo)}
-	return err
 }
 
 // readd puts the listed record back into the kernel, a chunk at a time,
@@ -178,7 +183,7 @@ func (f *Firewall) readd() error {
 			}
 			return nil
 		}
-		err := f.b.Add(chunk)
+		err := f.b.Fill(chunk)
 		switch {
 		case err == nil:
 			f.last.Restored += len(chunk)
@@ -276,7 +281,8 @@ func (f *Firewall) Verify() error {
 
 // Restore re-installs the policy and the recorded addresses, whatever is
 // left of them in the kernel (after `nft flush ruleset`, `iptables -F`,
-// fw3/fw4 restarts).
+// fw3/fw4 restarts). When the rules are all there (the watch repaired them
+// already) it only puts back what the record holds.
 func (f *Firewall) Restore() error {
 	f.mu.Lock()
 	if !f.setUp {
@@ -284,7 +290,12 @@ func (f *Firewall) Restore() error {
 		return ErrNotSetUp
 	}
 	f.restores++
-	err := f.setupLocked(f.policy)
+	var err error
+	if f.b.Check() == nil {
+		f.listRecordLocked()
+	} else {
+		err = f.setupLocked(f.policy)
+	}
 	f.mu.Unlock()
 	return f.finishSetup(err)
 }

@@ -1,6 +1,7 @@
 package firewall
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -13,6 +14,7 @@ import (
 	"github.com/google/nftables"
 	"github.com/google/nftables/binaryutil"
 	"github.com/google/nftables/expr"
+	"github.com/mdlayher/netlink"
 	"golang.org/x/sys/unix"
 )
 
@@ -335,8 +337,14 @@ func nftKeyBytes(p Pinhole) int  { return 16 + len(p.Addr.AsSlice()) }
 // netlink's bounds; each batch is atomic, the whole change is not. It works
 // on the sets a daemon set up too (connmgr fw add without a daemon); when
 // they do not exist the error wraps ErrNotSetUp.
-func (b *NFT) Add(ps []Pinhole) error {
-	return b.batched(ps, true, func(failed []Pinhole, err error) error {
+func (b *NFT) Add(ps []Pinhole) error { return b.add(ps, nftRefresh) }
+
+// Fill implements Backend: a plain add, which leaves an element that is
+// there alone, in batches as Add.
+func (b *NFT) Fill(ps []Pinhole) error { return b.add(ps, nftFill) }
+
+func (b *NFT) add(ps []Pinhole, mode nftMode) error {
+	return b.batched(ps, mode, func(failed []Pinhole, err error) error {
 		switch {
 		case hasErrno(err, unix.ENFILE):
 			return fmt.Errorf("nftables: %s: %w%s", describe(failed), ErrSetFull, maxElemNote(b.maxElem))
@@ -350,7 +358,7 @@ func (b *NFT) Add(ps []Pinhole) error {
 // Del implements Backend. Deleting an absent element fails the whole batch,
 // so each set gets add-then-delete, which removes present and absent alike.
 func (b *NFT) Del(ps []Pinhole) error {
-	return b.batched(ps, false, func(failed []Pinhole, err error) error {
+	return b.batched(ps, nftDelete, func(failed []Pinhole, err error) error {
 		switch {
 		case hasErrno(err, unix.ENFILE):
 			// The set is full, so the temporary add failed: delete one by
@@ -363,12 +371,20 @@ func (b *NFT) Del(ps []Pinhole) error {
 	})
 }
 
+// nftMode is what batched writes for each element.
+type nftMode int
+
+const (
+	nftRefresh nftMode = iota // add bare, delete, add with lifetime
+	nftFill                   // add with lifetime
+	nftDelete                 // add bare, delete
+)
+
 // batched queues, for each set and each chunk of its elements that fits a
-// message, add and delete of the bare elements and (with add) the add with
-// lifetime and comment, and sends them in batches that fit a sendmsg. A
-// batch the kernel refuses goes to fail with its pinholes, whose answer
-// ends the change when it is an error.
-func (b *NFT) batched(ps []Pinhole, add bool, fail func([]Pinhole, error) error) error {
+// message, the messages of mode, and sends them in batches that fit a
+// sendmsg. A batch the kernel refuses goes to fail with its pinholes,
+// whose answer ends the change when it is an error.
+func (b *NFT) batched(ps []Pinhole, mode nftMode, fail func([]Pinhole, error) error) error {
 	if b.conn == nil {
 		return ErrClosed
 	}
@@ -400,7 +416,10 @@ func (b *NFT) batched(ps []Pinhole, add bool, fail func([]Pinhole, error) error)
 				keyBytes += nftKeyBytes(g[n])
 				n++
 			}
-			if !add {
+			switch mode {
+			case nftFill:
+				keyBytes = 0
+			case nftDelete:
 				timedBytes = 0
 			}
 			if size+timedBytes+2*keyBytes > nftBatchBytes {
@@ -415,11 +434,12 @@ func (b *NFT) batched(ps []Pinhole, add bool, fail func([]Pinhole, error) error)
 				plain[i] = nftables.SetElement{Key: key}
 				timed[i] = nftables.SetElement{Key: key, Timeout: p.TTL, Comment: p.Comment}
 			}
-			ops := []func() error{
-				func() error { return b.conn.SetAddElements(s, plain) },
-				func() error { return b.conn.SetDeleteElements(s, plain) },
+			var ops []func() error
+			if mode != nftFill {
+				ops = append(ops, func() error { return b.conn.SetAddElements(s, plain) },
+					func() error { return b.conn.SetDeleteElements(s, plain) })
 			}
-			if add {
+			if mode != nftDelete {
 				ops = append(ops, func() error { return b.conn.SetAddElements(s, timed) })
 			}
 			for _, op := range ops {
@@ -553,26 +573,87 @@ func (b *NFT) Teardown() error {
 	return nil
 }
 
-// Counts implements Backend.
+// Counts implements Backend. It reads the sets over a netlink socket of
+// its own and only counts: google/nftables decodes every element into a
+// struct, which takes seconds for a full set of 65,536.
 func (b *NFT) Counts() (map[string]int, error) {
 	if b.conn == nil {
 		return nil, ErrClosed
 	}
+	c, err := netlink.Dial(unix.NETLINK_NETFILTER, &netlink.Config{NetNS: b.nsfd})
+	if err != nil {
+		return nil, fmt.Errorf("nftables: open netlink: %w", err)
+	}
+	defer c.Close()
 	out := map[string]int{}
 	for _, name := range SetNames {
-		elems, err := b.conn.GetSetElements(b.set(name))
+		ae := netlink.NewAttributeEncoder()
+		ae.String(unix.NFTA_SET_ELEM_LIST_TABLE, nftTableName)
+		ae.String(unix.NFTA_SET_ELEM_LIST_SET, name)
+		attrs, err := ae.Encode()
+		if err != nil {
+			return nil, err
+		}
+		msgs, err := c.Execute(netlink.Message{
+			Header: netlink.Header{
+				Type:  netlink.HeaderType(unix.NFNL_SUBSYS_NFTABLES<<8 | unix.NFT_MSG_GETSETELEM),
+				Flags: netlink.Request | netlink.Dump,
+			},
+			Data: append([]byte{unix.NFPROTO_INET, unix.NFNETLINK_V0, 0, 0}, attrs...),
+		})
 		if err != nil {
 			return nil, fmt.Errorf("nftables: list set %s: %w", name, err)
 		}
 		n := 0
-		for _, e := range elems {
-			if !e.IntervalEnd {
-				n++
+		for _, m := range msgs {
+			k, err := countElements(m.Data)
+			if err != nil {
+				return nil, fmt.Errorf("nftables: list set %s: %w", name, err)
 			}
+			n += k
 		}
 		out[name] = n
 	}
 	return out, nil
+}
+
+// countElements counts the elements of one NEWSETELEM message of a set
+// dump (nfgenmsg, then the list attributes), not counting the end elements
+// of intervals.
+func countElements(data []byte) (int, error) {
+	if len(data) < 4 {
+		return 0, fmt.Errorf("set element message of %d bytes", len(data))
+	}
+	ad, err := netlink.NewAttributeDecoder(data[4:])
+	if err != nil {
+		return 0, err
+	}
+	ad.ByteOrder = binary.BigEndian
+	n := 0
+	for ad.Next() {
+		if ad.Type() != unix.NFTA_SET_ELEM_LIST_ELEMENTS {
+			continue
+		}
+		ad.Nested(func(list *netlink.AttributeDecoder) error {
+			for list.Next() {
+				end := false
+				list.Nested(func(elem *netlink.AttributeDecoder) error {
+					elem.ByteOrder = binary.BigEndian
+					for elem.Next() {
+						if elem.Type() == unix.NFTA_SET_ELEM_FLAGS {
+							end = elem.Uint32()&unix.NFT_SET_ELEM_INTERVAL_END != 0
+						}
+					}
+					return elem.Err()
+				})
+				if !end {
+					n++
+				}
+			}
+			return list.Err()
+		})
+	}
+	return n, ad.Err()
 }
 
 // probeTable names the throwaway table of the capability probes, unique
