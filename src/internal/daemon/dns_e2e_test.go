@@ -76,6 +76,7 @@ type e2e struct {
 	p       *testbed.Process
 	backend string
 	dir     string
+	dns     *testbed.DNSServer
 }
 
 func TestE2EDNSFirewall(t *testing.T) {
@@ -100,7 +101,8 @@ func TestE2EDNSFirewall(t *testing.T) {
 
 func newE2E(t *testing.T, backend string) *e2e {
 	w := testbed.New(t, testbed.Options{})
-	if _, err := w.StartDNS(e2eRecords); err != nil {
+	dns, err := w.StartDNS(e2eRecords)
+	if err != nil {
 		t.Fatal(err)
 	}
 	var lo []string
@@ -129,7 +131,7 @@ func newE2E(t *testing.T, backend string) *e2e {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { bus.Close() })
-	e := &e2e{t: t, w: w, backend: backend, dir: dir}
+	e := &e2e{t: t, w: w, backend: backend, dir: dir, dns: dns}
 	e.p = w.StartConnmgr(t, "-c", dir, "-w", filepath.Join(dir, "whitelist"), "-s", filepath.Join(dir, "ubus.sock"))
 	e.waitLog(0, `msg="firewall lock-down in force" backend=`+backend)
 	e.waitLog(0, `msg="DNS extraction running" mode=hold`)
