@@ -270,7 +270,7 @@ func addForeign(t *testing.T, ns *fwtest.NS, kind string) {
 }
 
 // addFW4 loads a table shaped like fw4's.
-func addFW4(t *testing.T, ns *fwtest.NS) {
+func addFW4(t testing.TB, ns *fwtest.NS) {
 	t.Helper()
 	const fw4 = `table inet fw4 {
 	set lan_hosts { type ipv4_addr; elements = { 198.18.9.9 }; }

@@ -6,6 +6,8 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"sync/atomic"
+	"time"
 
 	"github.com/mdlayher/netlink"
 	"golang.org/x/net/bpf"
@@ -137,6 +139,7 @@ func (f *Firewall) Watch(ctx context.Context, repaired func(error)) error {
 		_ = c.SetBPF(prog) // without it the watch reads more, and may overflow sooner
 	}
 	kick := make(chan struct{}, 1)
+	var noticed atomic.Int64 // unix ns of the first notification not yet acted on
 	go func() {
 		<-ctx.Done()
 		c.Close()
@@ -154,12 +157,14 @@ func (f *Firewall) Watch(ctx context.Context, repaired func(error)) error {
 					// check remains.
 					return
 				}
+				noticed.CompareAndSwap(0, time.Now().UnixNano())
 				signal(kick)
 				continue
 			}
 			for _, m := range msgs {
 				ev, ok := parseNFTEvent(uint16(m.Header.Type), m.Data)
 				if ok && w.touches(ev) {
+					noticed.CompareAndSwap(0, time.Now().UnixNano())
 					signal(kick)
 					break
 				}
@@ -171,8 +176,15 @@ func (f *Firewall) Watch(ctx context.Context, repaired func(error)) error {
 			if ctx.Err() != nil {
 				continue
 			}
-			if restored, err := f.Ensure(); restored && repaired != nil {
-				repaired(err)
+			at := time.Unix(0, noticed.Swap(0))
+			restored, err := f.Ensure()
+			if restored {
+				f.mu.Lock()
+				f.last.Noticed = at
+				f.mu.Unlock()
+				if repaired != nil {
+					repaired(err)
+				}
 			}
 		}
 	}()
