@@ -568,13 +568,6 @@ func (e *e2e) flush() {
 			e.t.Fatal(err)
 		}
 	}
-	if e.backend != "nftables" {
-		// Our chains, then the (now unreferenced) ip sets with the learned addresses, as far
-		// as the daemon, which repairs on iptables-nft's notifications, lets them go.
-		for _, c := range [][]string{{"iptables", "-X"}, {"ip6tables", "-X"}, {"ipset", "destroy"}} {
-			e.w.Device.Run(c[0], c[1:]...)
-		}
-	}
 }
 
 // The daemon puts back the rules and the learned addresses after a flush (on nf_tables'

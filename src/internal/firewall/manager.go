@@ -284,8 +284,8 @@ func (f *Firewall) Verify() error {
 
 // Restore re-installs the policy and the recorded addresses, whatever is
 // left of them in the kernel (after `nft flush ruleset`, `iptables -F`,
-// fw3/fw4 restarts). When the rules are all there (the watch repaired them
-// already) it only puts back what the record holds.
+// fw3/fw4 restarts). It always sets the rules up again (a rule changed in
+// place escapes Check), and puts back what the record holds.
 func (f *Firewall) Restore() error {
 	f.mu.Lock()
 	if !f.setUp {
@@ -293,12 +293,7 @@ func (f *Firewall) Restore() error {
 		return ErrNotSetUp
 	}
 	f.restores++
-	var err error
-	if f.b.Check() == nil {
-		f.listRecordLocked()
-	} else {
-		err = f.setupLocked(f.policy)
-	}
+	err := f.setupLocked(f.policy)
 	f.mu.Unlock()
 	return f.finishSetup(err)
 }
