@@ -310,10 +310,17 @@ func (b *IPT) applyFamily(ipt *iptables.IPTables, pol iptPolicy) error {
 			}
 		}
 	}
-	if len(decl) == 0 && len(lines) == 0 {
+	return b.restore(ipt, append(decl, lines...))
+}
+
+// restore runs lines (iptables commands without the command name) against
+// the filter table in one iptables-restore --noflush: one process and, with
+// iptables-nft, one transaction.
+func (b *IPT) restore(ipt *iptables.IPTables, lines []string) error {
+	if len(lines) == 0 {
 		return nil
 	}
-	input := "*" + iptTable + "\n" + strings.Join(append(decl, lines...), "\n") + "\nCOMMIT\n"
+	input := "*" + iptTable + "\n" + strings.Join(lines, "\n") + "\nCOMMIT\n"
 	bin := b.bin4
 	if ipt.Proto() == iptables.ProtocolIPv6 {
 		bin = b.bin6
@@ -477,26 +484,27 @@ func (b *IPT) Teardown() error {
 	var errs []error
 	err := b.run(func() error {
 		for _, fam := range b.families() {
-			ipt := fam.ipt
-			have, err := b.listAll(ipt)
+			have, err := b.listAll(fam.ipt)
 			if err != nil {
 				return err
 			}
+			// One iptables-restore: our jumps, then our chains' rules, then the chains.
+			var del, flush, drop []string
 			for _, builtin := range []string{"INPUT", "OUTPUT", "FORWARD"} {
 				for _, l := range have[builtin] {
 					if f := strings.Fields(l); isOurTarget(f) {
-						if err := ipt.Delete(iptTable, builtin, f[2:]...); err != nil {
-							errs = append(errs, err)
-						}
+						del = append(del, "-D "+strings.Join(f[1:], " "))
 					}
 				}
 			}
 			for _, chain := range Chains {
 				if _, ok := have[chain]; ok {
-					if err := ipt.ClearAndDeleteChain(iptTable, chain); err != nil {
-						errs = append(errs, err)
-					}
+					flush = append(flush, "-F "+chain)
+					drop = append(drop, "-X "+chain)
 				}
+			}
+			if err := b.restore(fam.ipt, append(append(del, flush...), drop...)); err != nil {
+				errs = append(errs, err)
 			}
 		}
 		return nil
