@@ -144,6 +144,28 @@ func (f *Firewall) listRecordLocked() {
 	f.last = RestoreResult{At: now, Learned: len(f.todo)}
 }
 
+// fillLocked puts a chunk of the record back and returns how many went in.
+// A batch is all or nothing, so when a set is full the chunk is halved
+// until what still fits is in (a few more batches, never one per address
+// unless the set has room for single ones only).
+func (f *Firewall) fillLocked(chunk []Pinhole) (int, error) {
+	err := f.b.Fill(chunk)
+	if err == nil {
+		return len(chunk), nil
+	}
+	if !errors.Is(err, ErrSetFull) || len(chunk) == 1 {
+		return 0, err
+	}
+	half := len(chunk) / 2
+	n, err1 := f.fillLocked(chunk[:half])
+	if err1 != nil && n < half {
+		// The set filled up in the first half: the second cannot fit either.
+		return n, err1
+	}
+	m, err2 := f.fillLocked(chunk[half:])
+	return n + m, errors.Join(err1, err2)
+}
+
 // readd puts the listed record back into the kernel, a chunk at a time,
 // releasing the lock between chunks. Each chunk takes the record's current
 // expiry of its addresses, so what Allow extended meanwhile is never
@@ -186,12 +208,12 @@ func (f *Firewall) readd() error {
 			}
 			return nil
 		}
-		err := f.b.Fill(chunk)
+		ok, err := f.fillLocked(chunk)
+		f.last.Restored += ok
+		f.last.Failed += len(chunk) - ok
 		switch {
 		case err == nil:
-			f.last.Restored += len(chunk)
 		case errors.Is(err, ErrNotSetUp):
-			f.last.Failed += len(chunk)
 			f.last.Err = err.Error()
 			f.last.Took = time.Since(start)
 			f.mu.Unlock()
@@ -200,7 +222,6 @@ func (f *Firewall) readd() error {
 			if errors.Is(err, ErrSetFull) {
 				f.full++
 			}
-			f.last.Failed += len(chunk)
 			if len(errs) < 3 {
 				errs = append(errs, err)
 			}

@@ -1,6 +1,7 @@
 package firewall_test
 
 import (
+	"errors"
 	"fmt"
 	"net/netip"
 	"testing"
@@ -106,5 +107,50 @@ func TestRefreshPastExpiry(t *testing.T) {
 			t.Fatalf("%v after the first add, refreshed every second with 2 s: %d elements in the kernel, want 1", time.Since(start).Round(time.Millisecond), k)
 		}
 		expect(t, "device -> refreshed 198.18.0.3:8080", fwtest.DialTCP(w.dev, "", "198.18.0.3:8080", dialOK), true)
+	})
+}
+
+// TestRestoreKeepsRecord: a restore the kernel refuses in part (set_maxelem
+// lowered below what was learned) puts in what fits, keeps the record of
+// every address and says what was refused; raising the bound again puts
+// them all back.
+func TestRestoreKeepsRecord(t *testing.T) {
+	eachKind(t, func(t *testing.T, kind string) {
+		if kind == "iptables-legacy" {
+			t.Skip("same sets as iptables")
+		}
+		ns := fwtest.NewNS(t, "afc-fwk")
+		f := firewall.New(fwtest.NewBackend(t, ns, kind), nil)
+		p := testPolicy
+		if err := f.Setup(p); err != nil {
+			t.Fatal(err)
+		}
+		const n = 3000
+		if err := f.AllowAll(fullSet(n, false)); err != nil {
+			t.Fatal(err)
+		}
+		p.MaxElem = 1000
+		err := f.Setup(p)
+		if !errors.Is(err, firewall.ErrSetFull) {
+			t.Fatalf("set-up into a set of 1000: err = %v, want ErrSetFull", err)
+		}
+		// What fits goes in; the rest is refused and stays recorded.
+		r := f.LastRestore()
+		if r.Learned != n || r.Restored != 1000 || r.Failed != n-1000 || r.Err == "" {
+			t.Fatalf("last restore %+v, want %d learned, 1000 restored, %d refused", r, n, n-1000)
+		}
+		if k := f.Stats(true).Kernel["allow4"]; k != 1000 {
+			t.Fatalf("kernel holds %d, want the 1000 that fit", k)
+		}
+		if st := f.Stats(false); st.Learned4 != n {
+			t.Fatalf("record after the refused restore: %d addresses, want %d", st.Learned4, n)
+		}
+		p.MaxElem = 0
+		if err := f.Setup(p); err != nil {
+			t.Fatal(err)
+		}
+		if st := f.Stats(true); st.Learned4 != n || st.Kernel["allow4"] != n {
+			t.Fatalf("after raising set_maxelem: record %d, kernel %d, want %d", st.Learned4, st.Kernel["allow4"], n)
+		}
 	})
 }
