@@ -21,7 +21,9 @@ import (
 var ErrFirewallOff = errors.New("firewall mode is off")
 
 // firewallVerifyEvery is how often the component checks that nobody flushed its rules. The
-// firewall include (fw3/fw4 reload) restores at once; this catches everything else.
+// watch of nf_tables' notifications repairs at once (nft flush ruleset, fw4 flush and stop,
+// iptables-nft -F), and so does the firewall include (fw3/fw4 reload); this is the backstop,
+// and what notices iptables-legacy and ip set damage.
 const firewallVerifyEvery = 5 * time.Second
 
 // FirewallPolicy is the lock-down for a configuration: the enabled uplinks' configured devices
@@ -61,6 +63,9 @@ type firewallComponent struct {
 	policy  firewall.Policy
 	timer   Timer
 	lastErr string
+	// unwatch ends the watch of the firewall in c.fw; watching says whether one runs.
+	unwatch  context.CancelFunc
+	watching bool
 }
 
 func newFirewallComponent(d *Daemon) *firewallComponent {
@@ -84,17 +89,46 @@ func (c *firewallComponent) verify() {
 	switch {
 	case fw == nil && c.d.cur.FirewallOn:
 		c.apply(c.d.cur)
+	case fw != nil && c.d.cur.FirewallOn && c.d.cur.Config.Main.FirewallBackend != c.backend:
+		c.apply(c.d.cur) // a switch of backend that failed before
 	case fw != nil:
 		restored, err := fw.Ensure()
 		if restored {
-			const msg = "firewall rules were removed from the kernel (flush or firewall restart); restored them with the learned addresses"
-			if err != nil {
-				c.d.log.Warn(msg, "err", err)
-			} else {
-				c.d.log.Warn(msg)
-			}
+			c.logRestored(fw, "periodic check", err)
 		}
 		c.noteErr(err)
+	}
+}
+
+// logRestored says that the rules were put back, and how the learned addresses went.
+func (c *firewallComponent) logRestored(fw *firewall.Firewall, by string, err error) {
+	r := fw.LastRestore()
+	args := []any{"noticed_by", by, "learned", r.Learned, "restored", r.Restored, "refused", r.Failed,
+		"took", r.Took.Round(time.Millisecond)}
+	if err != nil { // a restore that worked logs no err=<nil>
+		args = append(args, "err", err)
+	}
+	c.d.log.Warn("firewall rules were removed from the kernel (flush or firewall restart); restored them with the learned addresses", args...)
+}
+
+// watch starts repairing fw on nf_tables' notifications, replacing any earlier watch.
+func (c *firewallComponent) watch(fw *firewall.Firewall) {
+	if c.unwatch != nil {
+		c.unwatch()
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	c.unwatch = cancel
+	err := fw.Watch(ctx, func(err error) {
+		c.logRestored(fw, "nf_tables event", err)
+		// The loop owns lastErr; the watch must not wait on a loop that is stopping.
+		select {
+		case c.d.events <- funcEvent{f: func() { c.noteErr(err) }, done: make(chan struct{})}:
+		case <-ctx.Done():
+		}
+	})
+	c.watching = err == nil
+	if err != nil {
+		c.d.log.Info("firewall damage is noticed by the periodic check only", "every", firewallVerifyEvery, "why", err)
 	}
 }
 
@@ -108,18 +142,26 @@ func (c *firewallComponent) apply(l *Loaded) {
 		return
 	}
 	opt := l.Config.Main.FirewallBackend
-	if fw != nil && opt != c.backend {
-		c.off("firewall_backend changed to " + opt)
-		fw = nil
-	}
-	if fw == nil {
+	old := fw
+	if fw == nil || opt != c.backend {
+		// A new backend, or a switch: the new one takes the learned addresses of the old,
+		// and the old stays in force until the new one is.
 		b, err := c.open(opt)
 		if err != nil {
 			c.noteErr(fmt.Errorf("firewall backend %s: %w", opt, err))
 			return
 		}
-		fw = firewall.New(b, c.d.clock.Now)
-		c.backend = opt
+		switch {
+		case old != nil && b.Name() == old.Backend():
+			// The option changed (auto to what auto chose): nothing to switch.
+			b.Close()
+			c.backend = opt
+		default:
+			fw = firewall.New(b, c.d.clock.Now)
+			if old != nil {
+				fw.Adopt(old)
+			}
+		}
 	}
 	p := FirewallPolicy(l.Config, l.Whitelist)
 	p.Uplinks = c.d.lockdownDevices(l.Config)
@@ -128,16 +170,27 @@ func (c *firewallComponent) apply(l *Loaded) {
 	case errors.Is(err, firewall.ErrQueueUnavailable):
 		c.d.log.Warn("DNS replies cannot be queued here; DNS extraction falls back to capture", "err", err)
 		err = nil
-	case err != nil:
-		// The verify tick retries with a fresh backend.
+	case err != nil && fw == old:
+		// The firewall in force keeps its rules and its record of learned addresses; the
+		// periodic check tries the new policy again.
 		c.noteErr(fmt.Errorf("firewall set-up: %w", err))
-		c.fw.Store(nil)
+		return
+	case err != nil:
+		// The verify tick retries with a fresh backend; a switch keeps the old one meanwhile.
+		c.noteErr(fmt.Errorf("firewall set-up: %w", err))
 		fw.Close()
 		return
 	}
 	c.noteErr(nil)
 	c.policy = p
-	c.fw.Store(fw)
+	if fw != old {
+		if old != nil {
+			c.off("firewall_backend changed to " + opt)
+		}
+		c.backend = opt
+		c.fw.Store(fw)
+		c.watch(fw)
+	}
 	c.d.log.Info("firewall lock-down in force", "backend", fw.Backend(), "uplinks", p.Uplinks,
 		"static", len(p.Static), "dns_queue", fw.QueueMode())
 }
@@ -147,6 +200,10 @@ func (c *firewallComponent) off(why string) {
 	fw := c.fw.Swap(nil)
 	if fw == nil {
 		return
+	}
+	if c.unwatch != nil {
+		c.unwatch()
+		c.unwatch, c.watching = nil, false
 	}
 	if err := fw.Teardown(); err != nil {
 		c.d.log.Error("firewall teardown", "err", err)
@@ -207,6 +264,13 @@ func (c *firewallComponent) fillStatus(s *Status) {
 	s.Firewall.DNSQueue = string(st.Queue)
 	s.Firewall.Restores = st.Restores
 	s.Firewall.SetFullErrors = st.Full
+	if r := fw.LastRestore(); !r.At.IsZero() {
+		s.Firewall.LastRestore = &r
+	}
+	s.Firewall.Watch = "periodic check"
+	if c.watching {
+		s.Firewall.Watch = "nf_tables events"
+	}
 }
 
 // firewall returns the firewall component, nil when the daemon has none.

@@ -49,6 +49,7 @@ func (f *fakeBackend) Add(ps []firewall.Pinhole) error {
 	}
 	return nil
 }
+func (f *fakeBackend) Fill(ps []firewall.Pinhole) error { return f.Add(ps) }
 func (f *fakeBackend) Del(ps []firewall.Pinhole) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()

@@ -1,5 +1,7 @@
 package daemon
 
+import "github.com/afero/af-conn/internal/firewall"
+
 // Status is the daemon's state as `ubus call connmgr status` and `connmgr status` show it.
 // Field names are an outside contract: add fields, never rename them.
 type Status struct {
@@ -57,9 +59,16 @@ type FirewallStatus struct {
 	DNSQueue string `json:"dns_queue,omitempty"`
 	// Restores counts how often the rules were found removed (flush, firewall restart) and
 	// put back; SetFullErrors how often a pinhole was refused because set_maxelem was reached.
-	Restores      int    `json:"restores"`
-	SetFullErrors int    `json:"set_full_errors"`
-	Error         string `json:"error,omitempty"` // why the lock-down is not (fully) in force
+	Restores      int `json:"restores"`
+	SetFullErrors int `json:"set_full_errors"`
+	// LastRestore says how the last putting back of the learned addresses went (after a
+	// flush, a reload, `connmgr fw restore`): how many were recorded, put back, refused.
+	LastRestore *firewall.RestoreResult `json:"last_restore,omitempty"`
+	// Watch is how removals are noticed: "nf_tables events" (repaired on the event, the
+	// periodic check as a backstop) or "periodic check" (iptables-legacy and ip sets tell
+	// nobody).
+	Watch string `json:"watch,omitempty"`
+	Error string `json:"error,omitempty"` // why the lock-down is not (fully) in force
 }
 
 // UplinkStatus is one uplink's part of Status.

@@ -13,6 +13,13 @@ import (
 // addresses, so that Restore can put back everything after a flush. It is
 // safe for concurrent use (the DNS extractor calls Allow from its own
 // goroutine while the daemon loop verifies and restores).
+//
+// Putting the record back never holds the lock for long: Setup, Restore
+// and Ensure install the rules and sets under the lock, then stream the
+// record into the kernel in chunks of restoreChunk addresses, releasing the
+// lock between chunks. An Allow meanwhile goes straight to the kernel (and
+// takes its address off the restore's list), so a DNS answer waits at most
+// for one chunk, never for the whole record.
 type Firewall struct {
 	mu       sync.Mutex
 	b        Backend
@@ -24,6 +31,31 @@ type Firewall struct {
 	restores int
 	full     int
 	pruned   time.Time
+	// The restore under way: keys still to put back, in order, from next;
+	// a key is pending while in pending. gen changes with every set-up, so
+	// a restore that a newer one overtook stops.
+	todo    []recordKey
+	next    int
+	pending map[recordKey]bool
+	gen     int
+	last    RestoreResult
+}
+
+// restoreChunk is how many recorded addresses one step of a restore puts
+// back under the lock (one or two netlink batches).
+const restoreChunk = 1024
+
+// RestoreResult says how the last putting back of the record went.
+type RestoreResult struct {
+	At       time.Time     `json:"at"`       // when the rules and sets were in force again
+	Learned  int           `json:"learned"`  // addresses recorded when it began
+	Restored int           `json:"restored"` // put back into the kernel
+	Failed   int           `json:"failed"`   // refused by the kernel (still recorded)
+	Took     time.Duration `json:"took_ns"`  // from At until the last address was back
+	// Noticed is when the nf_tables notification of the removal arrived (zero when the
+	// periodic check, a reload or the include started it).
+	Noticed time.Time `json:"noticed_at,omitzero"`
+	Err     string    `json:"error,omitempty"`
 }
 
 // New wraps a backend. now is the clock (nil: time.Now).
@@ -32,6 +64,22 @@ func New(b Backend, now func() time.Time) *Firewall {
 		now = time.Now
 	}
 	return &Firewall{b: b, now: now, rec: newRecord(), queue: QueueOff}
+}
+
+// Adopt takes the live learned addresses of another firewall into this
+// one's record (a switch of backend); the next Setup puts them into the
+// kernel.
+func (f *Firewall) Adopt(from *Firewall) {
+	from.mu.Lock()
+	now := from.now()
+	live := from.rec.live(now)
+	from.mu.Unlock()
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	now = f.now()
+	for _, p := range live {
+		f.rec.put(p, now)
+	}
 }
 
 // Backend names the backend in use (BackendNFT or BackendIPTables).
@@ -46,24 +94,26 @@ func (f *Firewall) QueueMode() QueueMode {
 
 // Setup installs the policy (idempotent) and puts the recorded addresses
 // back. An error wrapping ErrQueueUnavailable means everything but the DNS
-// queue hook is in force.
+// queue hook is in force. When the backend refuses the policy, a firewall
+// that was set up stays so, with its record, and the next Ensure or Restore
+// tries the new policy again.
 func (f *Firewall) Setup(p Policy) error {
-	f.mu.Lock()
-	defer f.mu.Unlock()
 	np, err := p.Normalize()
 	if err != nil {
 		return err
 	}
-	return f.setupLocked(np)
+	f.mu.Lock()
+	err = f.setupLocked(np)
+	f.mu.Unlock()
+	return f.finishSetup(err)
 }
 
-func (f *Firewall) setupLocked(p Policy) error {
-	mode, err := f.b.Setup(p)
+// finishSetup streams the record back after a set-up that succeeded.
+func (f *Firewall) finishSetup(err error) error {
 	if err != nil && !errors.Is(err, ErrQueueUnavailable) {
 		return err
 	}
-	f.policy, f.setUp, f.queue = p, true, mode
-	if rerr := f.readdLocked(); rerr != nil {
+	if rerr := f.readd(); rerr != nil {
 		return errors.Join(err, rerr)
 	}
 	return err
@@ -71,47 +121,151 @@ func (f *Firewall) setupLocked(p Policy) error {
 
 // SetUplinks changes the locked-down devices (netifd's layer-3 device of an
 // uplink appeared, changed or went) and nothing else: where the backend can,
-// without setting up again; else by a full Setup with the record.
+// without setting up again; else by a full set-up that streams the record
+// back.
 func (f *Firewall) SetUplinks(devs []string) error {
 	f.mu.Lock()
-	defer f.mu.Unlock()
 	if !f.setUp {
+		f.mu.Unlock()
 		return ErrNotSetUp
 	}
 	p := f.policy
 	p.Uplinks = devs
 	np, err := p.Normalize()
 	if err != nil {
+		f.mu.Unlock()
 		return err
 	}
 	if slices.Equal(np.Uplinks, f.policy.Uplinks) {
+		f.mu.Unlock()
 		return nil
 	}
 	if s, ok := f.b.(uplinkSetter); ok {
 		if err := s.setUplinks(np); err == nil {
 			f.policy = np
+			f.mu.Unlock()
 			return nil
 		}
 		// Damaged meanwhile: set everything up again below.
 	}
-	if err := f.setupLocked(np); err != nil && !errors.Is(err, ErrQueueUnavailable) {
+	err = f.setupLocked(np)
+	f.mu.Unlock()
+	if err = f.finishSetup(err); err != nil && !errors.Is(err, ErrQueueUnavailable) {
 		return err
 	}
 	return nil
 }
 
-// readdLocked puts every live recorded address back into the kernel.
-func (f *Firewall) readdLocked() error {
+// setupLocked installs the policy and lists the record for readd.
+func (f *Firewall) setupLocked(p Policy) error {
+	f.policy = p
+	mode, err := f.b.Setup(p)
+	if err != nil && !errors.Is(err, ErrQueueUnavailable) {
+		return err
+	}
+	f.setUp, f.queue = true, mode
+	f.listRecordLocked()
+	return err
+}
+
+// listRecordLocked lists the live record for readd.
+func (f *Firewall) listRecordLocked() {
 	now := f.now()
 	f.rec.prune(now)
-	live := f.rec.live(now)
-	if len(live) == 0 {
-		return nil
+	f.gen++
+	f.todo = f.rec.keys()
+	f.next = 0
+	f.pending = make(map[recordKey]bool, len(f.todo))
+	for _, k := range f.todo {
+		f.pending[k] = true
 	}
-	if err := f.b.Add(live); err != nil {
-		return fmt.Errorf("restore %d learned addresses: %w", len(live), err)
+	f.last = RestoreResult{At: now, Learned: len(f.todo)}
+}
+
+// fillLocked puts a chunk of the record back and returns how many went in.
+// A batch is all or nothing, so when a set is full the chunk is halved
+// until what still fits is in (a few more batches, never one per address
+// unless the set has room for single ones only).
+func (f *Firewall) fillLocked(chunk []Pinhole) (int, error) {
+	err := f.b.Fill(chunk)
+	if err == nil {
+		return len(chunk), nil
 	}
-	return nil
+	if !errors.Is(err, ErrSetFull) || len(chunk) == 1 {
+		return 0, err
+	}
+	half := len(chunk) / 2
+	n, err1 := f.fillLocked(chunk[:half])
+	if err1 != nil && n < half {
+		// The set filled up in the first half: the second cannot fit either.
+		return n, err1
+	}
+	m, err2 := f.fillLocked(chunk[half:])
+	return n + m, errors.Join(err1, err2)
+}
+
+// readd puts the listed record back into the kernel, a chunk at a time,
+// releasing the lock between chunks. Each chunk takes the record's current
+// expiry of its addresses, so what Allow extended meanwhile is never
+// shortened. A chunk the kernel refuses stays recorded (it is counted and
+// its error kept); a set that went missing ends the restore, the repair
+// that follows starts over.
+func (f *Firewall) readd() error {
+	f.mu.Lock()
+	gen, start := f.gen, time.Now()
+	f.mu.Unlock()
+	var errs []error
+	for {
+		f.mu.Lock()
+		if f.gen != gen || !f.setUp {
+			f.mu.Unlock()
+			return errors.Join(errs...)
+		}
+		now := f.now()
+		var chunk []Pinhole
+		for f.next < len(f.todo) && len(chunk) < restoreChunk {
+			k := f.todo[f.next]
+			f.next++
+			if !f.pending[k] {
+				continue
+			}
+			delete(f.pending, k)
+			if p, ok := f.rec.pinhole(k, now); ok {
+				chunk = append(chunk, p)
+			}
+		}
+		if len(chunk) == 0 {
+			f.last.Took = time.Since(start)
+			if len(errs) > 0 {
+				f.last.Err = errors.Join(errs...).Error()
+			}
+			f.todo, f.pending = nil, nil
+			f.mu.Unlock()
+			if len(errs) > 0 {
+				return fmt.Errorf("restore %d learned addresses: %d refused: %w", f.last.Learned, f.last.Failed, errors.Join(errs...))
+			}
+			return nil
+		}
+		ok, err := f.fillLocked(chunk)
+		f.last.Restored += ok
+		f.last.Failed += len(chunk) - ok
+		switch {
+		case err == nil:
+		case errors.Is(err, ErrNotSetUp):
+			f.last.Err = err.Error()
+			f.last.Took = time.Since(start)
+			f.mu.Unlock()
+			return fmt.Errorf("restore %d learned addresses: %w", f.last.Learned, err)
+		default:
+			if errors.Is(err, ErrSetFull) {
+				f.full++
+			}
+			if len(errs) < 3 {
+				errs = append(errs, err)
+			}
+		}
+		f.mu.Unlock()
+	}
 }
 
 // Allow opens addr for ttl (0: permanently), for the device itself or,
@@ -136,7 +290,8 @@ func (f *Firewall) AllowAll(ps []Pinhole) error {
 		if err != nil {
 			return fmt.Errorf("allow: %w", err)
 		}
-		if !f.rec.covers(np, now) {
+		// During a restore, an address not yet put back goes in now.
+		if !f.rec.covers(np, now) || f.pending[recordKey{np.Addr, np.Forward}] {
 			todo = append(todo, np)
 		}
 	}
@@ -151,6 +306,7 @@ func (f *Firewall) AllowAll(ps []Pinhole) error {
 	}
 	for _, p := range todo {
 		f.rec.put(p, now)
+		delete(f.pending, recordKey{p.Addr, p.Forward})
 	}
 	if now.Sub(f.pruned) > 10*time.Second {
 		f.rec.prune(now)
@@ -171,6 +327,7 @@ func (f *Firewall) Disallow(addr netip.Addr, forward bool) error {
 		return fmt.Errorf("disallow: %w", err)
 	}
 	f.rec.remove(p.Addr, p.Forward)
+	delete(f.pending, recordKey{p.Addr, p.Forward})
 	return f.b.Del([]Pinhole{p})
 }
 
@@ -213,30 +370,40 @@ func (f *Firewall) Verify() error {
 
 // Restore re-installs the policy and the recorded addresses, whatever is
 // left of them in the kernel (after `nft flush ruleset`, `iptables -F`,
-// fw3/fw4 restarts).
+// fw3/fw4 restarts). It always sets the rules up again (a rule changed in
+// place escapes Check), and puts back what the record holds.
 func (f *Firewall) Restore() error {
 	f.mu.Lock()
-	defer f.mu.Unlock()
 	if !f.setUp {
+		f.mu.Unlock()
 		return ErrNotSetUp
 	}
 	f.restores++
-	return f.setupLocked(f.policy)
+	err := f.setupLocked(f.policy)
+	f.mu.Unlock()
+	return f.finishSetup(err)
 }
 
 // Ensure verifies and restores when something is missing; it reports
-// whether it restored. This is the cheap periodic check of the daemon.
+// whether it restored. This is the check of the daemon's timer and of the
+// nf_tables event watch.
 func (f *Firewall) Ensure() (restored bool, err error) {
 	f.mu.Lock()
-	defer f.mu.Unlock()
-	if !f.setUp {
-		return false, nil
-	}
-	if f.b.Check() == nil {
+	if !f.setUp || f.b.Check() == nil {
+		f.mu.Unlock()
 		return false, nil
 	}
 	f.restores++
-	return true, f.setupLocked(f.policy)
+	err = f.setupLocked(f.policy)
+	f.mu.Unlock()
+	return true, f.finishSetup(err)
+}
+
+// LastRestore says how the last putting back of the record went.
+func (f *Firewall) LastRestore() RestoreResult {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.last
 }
 
 // Teardown removes everything connmgr added and forgets the record.
@@ -246,6 +413,8 @@ func (f *Firewall) Teardown() error {
 	f.setUp = false
 	f.queue = QueueOff
 	f.rec = newRecord()
+	f.gen++
+	f.todo, f.pending = nil, nil
 	return f.b.Teardown()
 }
 

@@ -1,6 +1,7 @@
 package firewall
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -9,11 +10,11 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
-	"time"
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/binaryutil"
 	"github.com/google/nftables/expr"
+	"github.com/mdlayher/netlink"
 	"golang.org/x/sys/unix"
 )
 
@@ -27,9 +28,8 @@ type NFT struct {
 	static  map[string]int // static set -> element count of the installed policy
 	maxElem int
 	probed  struct {
-		done      bool
-		queue     map[QueueMode]bool
-		updateTTL bool // kernel updates the timeout of an existing element
+		done  bool
+		queue map[QueueMode]bool
 	}
 }
 
@@ -141,29 +141,7 @@ func (b *NFT) probe() {
 		b.conn.DelTable(t)
 		b.probed.queue[m] = b.flush() == nil
 	}
-	b.probed.updateTTL = b.probeUpdateTTL()
 	b.probed.done = true
-}
-
-// probeUpdateTTL tells whether re-adding an element with a new timeout
-// updates it (Linux 6.10+); older kernels keep the old timeout.
-func (b *NFT) probeUpdateTTL() bool {
-	t := &nftables.Table{Family: nftables.TableFamilyINet, Name: probeTable()}
-	s := &nftables.Set{Table: t, Name: "s", KeyType: nftables.TypeIPAddr, HasTimeout: true}
-	key := []byte{198, 18, 0, 1}
-	defer func() {
-		b.conn.DelTable(t)
-		_ = b.flush()
-	}()
-	b.conn.AddTable(t)
-	if b.conn.AddSet(s, []nftables.SetElement{{Key: key, Timeout: time.Minute}}) != nil || b.flush() != nil {
-		return false
-	}
-	if b.conn.SetAddElements(s, []nftables.SetElement{{Key: key, Timeout: time.Hour}}) != nil || b.flush() != nil {
-		return false
-	}
-	elems, err := b.conn.GetSetElements(s)
-	return err == nil && len(elems) == 1 && elems[0].Expires > 30*time.Minute
 }
 
 // Setup implements Backend: one netlink batch that creates what is missing,
@@ -334,58 +312,80 @@ func (b *NFT) set(name string) *nftables.Set {
 	return b.setSpec(name, b.maxElem)
 }
 
-// Add implements Backend as one netlink batch. It works on the sets a
-// daemon set up too (connmgr fw add without a daemon); when they do not
-// exist the error wraps ErrNotSetUp. On kernels that update the
-// timeout of an existing element a plain add does; elsewhere (and to make
-// an element permanent) each set gets add (so the element surely exists),
-// delete, add with the new timeout, which the kernel applies atomically.
-func (b *NFT) Add(ps []Pinhole) error {
-	if b.conn == nil {
-		return ErrClosed
-	}
-	b.probe()
-	groups, order, err := groupBySet(ps)
-	if err != nil {
-		return err
-	}
-	for _, name := range order {
-		s := b.set(name)
-		var plain, timed []nftables.SetElement
-		permanent := false
-		for _, p := range groups[name] {
-			key := p.Addr.AsSlice()
-			plain = append(plain, nftables.SetElement{Key: key})
-			timed = append(timed, nftables.SetElement{Key: key, Timeout: p.TTL, Comment: p.Comment})
-			permanent = permanent || p.TTL == 0
+// Netlink bounds a batch of changes must fit in. The elements of one
+// NEWSETELEM/DELSETELEM message are one nested attribute, whose length is
+// 16 bits (64 KiB); a whole batch is one sendmsg, which the kernel refuses
+// ("message too long") beyond the socket's send buffer (wmem_default,
+// 208 KiB on Linux and OpenWrt).
+const (
+	nftMsgBytes   = 48 << 10
+	nftBatchBytes = 150 << 10
+)
+
+// nftElemBytes bounds the encoded size of one element with lifetime and
+// comment (item, key, timeout and user data headers), and nftKeyBytes of
+// one bare element (item and key headers).
+func nftElemBytes(p Pinhole) int { return 40 + len(p.Addr.AsSlice()) + len(p.Comment) }
+func nftKeyBytes(p Pinhole) int  { return 16 + len(p.Addr.AsSlice()) }
+
+// Add implements Backend. Each element is written as add (so it surely
+// exists), delete, add with its lifetime, in one batch that the kernel
+// applies atomically: the element is never absent, and its expiry becomes
+// exactly the new lifetime on every kernel. (A plain add of an existing
+// element leaves its expiry alone on kernels before 6.10, and on later
+// ones too when the timeout equals the element's: a refresh with the same
+// TTL would refresh nothing.) Many pinholes go in batches that fit
+// netlink's bounds; each batch is atomic, the whole change is not. It works
+// on the sets a daemon set up too (connmgr fw add without a daemon); when
+// they do not exist the error wraps ErrNotSetUp.
+func (b *NFT) Add(ps []Pinhole) error { return b.add(ps, nftRefresh) }
+
+// Fill implements Backend: a plain add, which leaves an element that is
+// there alone, in batches as Add.
+func (b *NFT) Fill(ps []Pinhole) error { return b.add(ps, nftFill) }
+
+func (b *NFT) add(ps []Pinhole, mode nftMode) error {
+	return b.batched(ps, mode, func(failed []Pinhole, err error) error {
+		switch {
+		case hasErrno(err, unix.ENFILE):
+			return fmt.Errorf("nftables: %s: %w%s", describe(failed), ErrSetFull, maxElemNote(b.maxElem))
+		case isNotFound(err):
+			return fmt.Errorf("nftables: %s: table inet %s or its sets are missing: %w", describe(failed), nftTableName, ErrNotSetUp)
 		}
-		if !b.probed.updateTTL || permanent {
-			if err := b.conn.SetAddElements(s, plain); err != nil {
-				return fmt.Errorf("nftables: add to set %s: %w", name, err)
-			}
-			if err := b.conn.SetDeleteElements(s, plain); err != nil {
-				return fmt.Errorf("nftables: add to set %s: %w", name, err)
-			}
-		}
-		if err := b.conn.SetAddElements(s, timed); err != nil {
-			return fmt.Errorf("nftables: add to set %s: %w", name, err)
-		}
-	}
-	if err := b.flush(); err != nil {
-		if hasErrno(err, unix.ENFILE) {
-			return fmt.Errorf("nftables: %s: %w%s", describe(ps), ErrSetFull, maxElemNote(b.maxElem))
-		}
-		if isNotFound(err) {
-			return fmt.Errorf("nftables: %s: table inet %s or its sets are missing: %w", describe(ps), nftTableName, ErrNotSetUp)
-		}
-		return fmt.Errorf("nftables: add %s: %w", describe(ps), err)
-	}
-	return nil
+		return fmt.Errorf("nftables: add %s: %w", describe(failed), err)
+	})
 }
 
 // Del implements Backend. Deleting an absent element fails the whole batch,
 // so each set gets add-then-delete, which removes present and absent alike.
 func (b *NFT) Del(ps []Pinhole) error {
+	return b.batched(ps, nftDelete, func(failed []Pinhole, err error) error {
+		switch {
+		case hasErrno(err, unix.ENFILE):
+			// The set is full, so the temporary add failed: delete one by
+			// one, ignoring absent elements.
+			return b.delEach(failed)
+		case isNotFound(err):
+			return fmt.Errorf("nftables: delete %s: table inet %s or its sets are missing: %w", describe(failed), nftTableName, ErrNotSetUp)
+		}
+		return fmt.Errorf("nftables: delete %s: %w", describe(failed), err)
+	})
+}
+
+// nftMode is what batched writes for each element.
+type nftMode int
+
+const (
+	nftRefresh nftMode = iota // add bare, delete, add with lifetime
+	nftFill                   // add with lifetime
+	nftDelete                 // add bare, delete
+)
+
+// batched queues, for each set and each chunk of its elements that fits a
+// message, the messages of mode, and sends them in batches that fit a
+// sendmsg. A batch the kernel refuses goes to fail with its pinholes,
+// whose answer ends the change when it is an error.
+func (b *NFT) batched(ps []Pinhole, mode nftMode, fail func([]Pinhole, error) error) error {
 	if b.conn == nil {
 		return ErrClosed
 	}
@@ -393,42 +393,77 @@ func (b *NFT) Del(ps []Pinhole) error {
 	if err != nil {
 		return err
 	}
+	var inBatch []Pinhole
+	size := 0
+	send := func() error {
+		if len(inBatch) == 0 {
+			return nil
+		}
+		err := b.flush()
+		failed := inBatch
+		inBatch, size = nil, 0
+		if err != nil {
+			return fail(failed, err)
+		}
+		return nil
+	}
 	for _, name := range order {
 		s := b.set(name)
-		var keys []nftables.SetElement
-		for _, p := range groups[name] {
-			keys = append(keys, nftables.SetElement{Key: p.Addr.AsSlice()})
-		}
-		if err := b.conn.SetAddElements(s, keys); err != nil {
-			return fmt.Errorf("nftables: delete from set %s: %w", name, err)
-		}
-		if err := b.conn.SetDeleteElements(s, keys); err != nil {
-			return fmt.Errorf("nftables: delete from set %s: %w", name, err)
+		g := groups[name]
+		for len(g) > 0 {
+			n, timedBytes, keyBytes := 0, 0, 0
+			for n < len(g) && timedBytes+nftElemBytes(g[n]) <= nftMsgBytes {
+				timedBytes += nftElemBytes(g[n])
+				keyBytes += nftKeyBytes(g[n])
+				n++
+			}
+			switch mode {
+			case nftFill:
+				keyBytes = 0
+			case nftDelete:
+				timedBytes = 0
+			}
+			if size+timedBytes+2*keyBytes > nftBatchBytes {
+				if err := send(); err != nil {
+					return err
+				}
+			}
+			plain := make([]nftables.SetElement, n)
+			timed := make([]nftables.SetElement, n)
+			for i, p := range g[:n] {
+				key := p.Addr.AsSlice()
+				plain[i] = nftables.SetElement{Key: key}
+				timed[i] = nftables.SetElement{Key: key, Timeout: p.TTL, Comment: p.Comment}
+			}
+			var ops []func() error
+			if mode != nftFill {
+				ops = append(ops, func() error { return b.conn.SetAddElements(s, plain) },
+					func() error { return b.conn.SetDeleteElements(s, plain) })
+			}
+			if mode != nftDelete {
+				ops = append(ops, func() error { return b.conn.SetAddElements(s, timed) })
+			}
+			for _, op := range ops {
+				if err := op(); err != nil {
+					_ = b.reconnect() // drops what was queued
+					return fmt.Errorf("nftables: set %s: %w", name, err)
+				}
+			}
+			inBatch = append(inBatch, g[:n]...)
+			size += timedBytes + 2*keyBytes
+			g = g[n:]
 		}
 	}
-	if err := b.flush(); err != nil {
-		if hasErrno(err, unix.ENFILE) {
-			// The set is full, so the temporary add failed: delete one by
-			// one, ignoring absent elements.
-			return b.delEach(groups, order)
-		}
-		if isNotFound(err) {
-			return fmt.Errorf("nftables: delete %s: table inet %s or its sets are missing: %w", describe(ps), nftTableName, ErrNotSetUp)
-		}
-		return fmt.Errorf("nftables: delete %s: %w", describe(ps), err)
-	}
-	return nil
+	return send()
 }
 
-func (b *NFT) delEach(groups map[string][]Pinhole, order []string) error {
-	for _, name := range order {
-		for _, p := range groups[name] {
-			if err := b.conn.SetDeleteElements(b.set(name), []nftables.SetElement{{Key: p.Addr.AsSlice()}}); err != nil {
-				return err
-			}
-			if err := b.flush(); err != nil && !isNotFound(err) {
-				return fmt.Errorf("nftables: delete %v from set %s: %w", p.Addr, name, err)
-			}
+func (b *NFT) delEach(ps []Pinhole) error {
+	for _, p := range ps {
+		if err := b.conn.SetDeleteElements(b.set(setName(p.role(), p.Addr)), []nftables.SetElement{{Key: p.Addr.AsSlice()}}); err != nil {
+			return err
+		}
+		if err := b.flush(); err != nil && !isNotFound(err) {
+			return fmt.Errorf("nftables: delete %v from set %s: %w", p.Addr, setName(p.role(), p.Addr), err)
 		}
 	}
 	return nil
@@ -439,6 +474,11 @@ func (b *NFT) delEach(groups map[string][]Pinhole, order []string) error {
 func groupBySet(ps []Pinhole) (map[string][]Pinhole, []string, error) {
 	groups := map[string][]Pinhole{}
 	var order []string
+	type key struct {
+		set  string
+		addr netip.Addr
+	}
+	at := make(map[key]int, len(ps))
 	for _, p := range ps {
 		p, err := p.normalize()
 		if err != nil {
@@ -448,12 +488,13 @@ func groupBySet(ps []Pinhole) (map[string][]Pinhole, []string, error) {
 		if _, ok := groups[name]; !ok {
 			order = append(order, name)
 		}
-		g := groups[name]
-		if i := slices.IndexFunc(g, func(q Pinhole) bool { return q.Addr == p.Addr }); i >= 0 {
-			g[i] = p
-		} else {
-			groups[name] = append(g, p)
+		k := key{name, p.Addr}
+		if i, ok := at[k]; ok {
+			groups[name][i] = p
+			continue
 		}
+		at[k] = len(groups[name])
+		groups[name] = append(groups[name], p)
 	}
 	return groups, order, nil
 }
@@ -533,26 +574,87 @@ func (b *NFT) Teardown() error {
 	return nil
 }
 
-// Counts implements Backend.
+// Counts implements Backend. It reads the sets over a netlink socket of
+// its own and only counts: google/nftables decodes every element into a
+// struct, which takes seconds for a full set of 65,536.
 func (b *NFT) Counts() (map[string]int, error) {
 	if b.conn == nil {
 		return nil, ErrClosed
 	}
+	c, err := netlink.Dial(unix.NETLINK_NETFILTER, &netlink.Config{NetNS: b.nsfd})
+	if err != nil {
+		return nil, fmt.Errorf("nftables: open netlink: %w", err)
+	}
+	defer c.Close()
 	out := map[string]int{}
 	for _, name := range SetNames {
-		elems, err := b.conn.GetSetElements(b.set(name))
+		ae := netlink.NewAttributeEncoder()
+		ae.String(unix.NFTA_SET_ELEM_LIST_TABLE, nftTableName)
+		ae.String(unix.NFTA_SET_ELEM_LIST_SET, name)
+		attrs, err := ae.Encode()
+		if err != nil {
+			return nil, err
+		}
+		msgs, err := c.Execute(netlink.Message{
+			Header: netlink.Header{
+				Type:  netlink.HeaderType(unix.NFNL_SUBSYS_NFTABLES<<8 | unix.NFT_MSG_GETSETELEM),
+				Flags: netlink.Request | netlink.Dump,
+			},
+			Data: append([]byte{unix.NFPROTO_INET, unix.NFNETLINK_V0, 0, 0}, attrs...),
+		})
 		if err != nil {
 			return nil, fmt.Errorf("nftables: list set %s: %w", name, err)
 		}
 		n := 0
-		for _, e := range elems {
-			if !e.IntervalEnd {
-				n++
+		for _, m := range msgs {
+			k, err := countElements(m.Data)
+			if err != nil {
+				return nil, fmt.Errorf("nftables: list set %s: %w", name, err)
 			}
+			n += k
 		}
 		out[name] = n
 	}
 	return out, nil
+}
+
+// countElements counts the elements of one NEWSETELEM message of a set
+// dump (nfgenmsg, then the list attributes), not counting the end elements
+// of intervals.
+func countElements(data []byte) (int, error) {
+	if len(data) < 4 {
+		return 0, fmt.Errorf("set element message of %d bytes", len(data))
+	}
+	ad, err := netlink.NewAttributeDecoder(data[4:])
+	if err != nil {
+		return 0, err
+	}
+	ad.ByteOrder = binary.BigEndian
+	n := 0
+	for ad.Next() {
+		if ad.Type() != unix.NFTA_SET_ELEM_LIST_ELEMENTS {
+			continue
+		}
+		ad.Nested(func(list *netlink.AttributeDecoder) error {
+			for list.Next() {
+				end := false
+				list.Nested(func(elem *netlink.AttributeDecoder) error {
+					elem.ByteOrder = binary.BigEndian
+					for elem.Next() {
+						if elem.Type() == unix.NFTA_SET_ELEM_FLAGS {
+							end = elem.Uint32()&unix.NFT_SET_ELEM_INTERVAL_END != 0
+						}
+					}
+					return elem.Err()
+				})
+				if !end {
+					n++
+				}
+			}
+			return list.Err()
+		})
+	}
+	return n, ad.Err()
 }
 
 // probeTable names the throwaway table of the capability probes, unique

@@ -70,32 +70,53 @@ func (r *record) prune(now time.Time) {
 	}
 }
 
-// live returns the entries still valid at now as pinholes with their
-// remaining lifetime, in a stable order (addresses, device before forward).
-func (r *record) live(now time.Time) []Pinhole {
-	var out []Pinhole
-	for k, e := range r.m {
-		p := Pinhole{Addr: k.addr, Forward: k.forward, Comment: e.comment}
-		if !e.expires.IsZero() {
-			p.TTL = e.expires.Sub(now)
-			if p.TTL <= 0 {
-				continue
-			}
-		}
-		out = append(out, p)
+// keys returns the recorded keys in live's order.
+func (r *record) keys() []recordKey {
+	out := make([]recordKey, 0, len(r.m))
+	for k := range r.m {
+		out = append(out, k)
 	}
-	slices.SortFunc(out, func(a, b Pinhole) int {
-		if c := a.Addr.Compare(b.Addr); c != 0 {
+	slices.SortFunc(out, func(a, b recordKey) int {
+		if c := a.addr.Compare(b.addr); c != 0 {
 			return c
 		}
 		switch {
-		case a.Forward == b.Forward:
+		case a.forward == b.forward:
 			return 0
-		case !a.Forward:
+		case !a.forward:
 			return -1
 		}
 		return 1
 	})
+	return out
+}
+
+// pinhole returns a recorded entry with its remaining lifetime, if it is
+// still live at now.
+func (r *record) pinhole(k recordKey, now time.Time) (Pinhole, bool) {
+	e, ok := r.m[k]
+	if !ok {
+		return Pinhole{}, false
+	}
+	p := Pinhole{Addr: k.addr, Forward: k.forward, Comment: e.comment}
+	if !e.expires.IsZero() {
+		p.TTL = e.expires.Sub(now)
+		if p.TTL <= 0 {
+			return Pinhole{}, false
+		}
+	}
+	return p, true
+}
+
+// live returns the entries still valid at now as pinholes with their
+// remaining lifetime, in a stable order (addresses, device before forward).
+func (r *record) live(now time.Time) []Pinhole {
+	var out []Pinhole
+	for _, k := range r.keys() {
+		if p, ok := r.pinhole(k, now); ok {
+			out = append(out, p)
+		}
+	}
 	return out
 }
 

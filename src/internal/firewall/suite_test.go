@@ -270,7 +270,7 @@ func addForeign(t *testing.T, ns *fwtest.NS, kind string) {
 }
 
 // addFW4 loads a table shaped like fw4's.
-func addFW4(t *testing.T, ns *fwtest.NS) {
+func addFW4(t testing.TB, ns *fwtest.NS) {
 	t.Helper()
 	const fw4 = `table inet fw4 {
 	set lan_hosts { type ipv4_addr; elements = { 198.18.9.9 }; }
@@ -388,35 +388,30 @@ func TestDirectAdd(t *testing.T) {
 	})
 }
 
-// TestNFTOldKernelRefresh runs the refresh of a pinhole the way kernels
-// without element timeout updates need it (add, delete, add in one batch).
-func TestNFTOldKernelRefresh(t *testing.T) {
+// TestNFTRefreshAndPermanent: a refresh sets the new lifetime, longer or
+// shorter, and a timed element can be made permanent.
+func TestNFTRefreshAndPermanent(t *testing.T) {
 	fwtest.NeedRoot(t)
-	for _, update := range []bool{false, true} {
-		t.Run(fmt.Sprintf("timeout-update=%v", update), func(t *testing.T) {
-			ns := fwtest.NewNS(t, "afc-fw")
-			b := fwtest.NewBackend(t, ns, "nftables")
-			firewall.SetNFTTimeoutUpdate(b, update)
-			if _, err := b.Setup(testPolicy); err != nil {
-				t.Fatal(err)
-			}
-			x := a("198.18.0.50")
-			for _, ttl := range []time.Duration{2 * time.Second, time.Hour} {
-				if err := b.Add([]firewall.Pinhole{{Addr: x, TTL: ttl}}); err != nil {
-					t.Fatal(err)
-				}
-			}
-			if d := ns.MustExec(t, "nft", "list", "set", "inet", "afconn", "allow4"); !strings.Contains(d, "timeout 1h") {
-				t.Fatalf("refresh to 1h not applied:\n%s", d)
-			}
-			// A timed element made permanent.
-			if err := b.Add([]firewall.Pinhole{{Addr: x}}); err != nil {
-				t.Fatal(err)
-			}
-			if d := ns.MustExec(t, "nft", "list", "set", "inet", "afconn", "allow4"); strings.Contains(d, "expires") || !strings.Contains(d, "198.18.0.50") {
-				t.Fatalf("element not permanent:\n%s", d)
-			}
-		})
+	ns := fwtest.NewNS(t, "afc-fw")
+	b := fwtest.NewBackend(t, ns, "nftables")
+	if _, err := b.Setup(testPolicy); err != nil {
+		t.Fatal(err)
+	}
+	x := a("198.18.0.50")
+	for _, ttl := range []time.Duration{2 * time.Second, time.Hour} {
+		if err := b.Add([]firewall.Pinhole{{Addr: x, TTL: ttl}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if d := ns.MustExec(t, "nft", "list", "set", "inet", "afconn", "allow4"); !strings.Contains(d, "timeout 1h") {
+		t.Fatalf("refresh to 1h not applied:\n%s", d)
+	}
+	// A timed element made permanent.
+	if err := b.Add([]firewall.Pinhole{{Addr: x}}); err != nil {
+		t.Fatal(err)
+	}
+	if d := ns.MustExec(t, "nft", "list", "set", "inet", "afconn", "allow4"); strings.Contains(d, "expires") || !strings.Contains(d, "198.18.0.50") {
+		t.Fatalf("element not permanent:\n%s", d)
 	}
 }
 

@@ -357,14 +357,16 @@ func (c *Conn) Flush(name string) error {
 	return err
 }
 
-// Add adds entries in one message. With existOK an entry that is already
+// Add adds entries, in as few messages as fit a netlink attribute (the
+// entries of one message are one nested attribute of at most 64 KiB, some
+// 700 to 1,300 entries). With existOK an entry that is already
 // there is not an error and gets the new timeout (ipset's -exist).
 // Entries before a failing one stay added; the error names the failing one.
 func (c *Conn) Add(name string, entries []Entry, existOK bool) error {
 	return c.adt("add", cmdAdd, name, entries, existOK)
 }
 
-// Del deletes entries in one message; with missingOK absent entries are
+// Del deletes entries, in as few messages as fit; with missingOK absent entries are
 // not an error.
 func (c *Conn) Del(name string, entries []Entry, missingOK bool) error {
 	return c.adt("del", cmdDel, name, entries, missingOK)
@@ -381,10 +383,31 @@ func (c *Conn) Test(name string, e Entry) (bool, error) {
 	return err == nil, err
 }
 
+// adtMsgBytes bounds the entries' encoded size in one message, below the
+// 64 KiB a netlink attribute can hold.
+const adtMsgBytes = 48 << 10
+
+// entryBytes bounds the encoded size of one entry (data, address, prefix,
+// timeout, comment and line number attributes with their headers).
+func entryBytes(e Entry) int { return 64 + min(len(e.Comment), 255) }
+
 func (c *Conn) adt(op string, cmd uint16, name string, entries []Entry, exist bool) error {
-	if len(entries) == 0 {
-		return nil
+	for len(entries) > 0 {
+		n, size := 0, 0
+		for n < len(entries) && size+entryBytes(entries[n]) <= adtMsgBytes {
+			size += entryBytes(entries[n])
+			n++
+		}
+		if err := c.adtMsg(op, cmd, name, entries[:n], exist); err != nil {
+			return err
+		}
+		entries = entries[n:]
 	}
+	return nil
+}
+
+// adtMsg adds or deletes entries in one message.
+func (c *Conn) adtMsg(op string, cmd uint16, name string, entries []Entry, exist bool) error {
 	enc := newEncoder(name)
 	// The kernel wants a top-level line number with IPSET_ATTR_ADT.
 	enc.Uint32(attrLineno|nlaNetByteOrder, 0)
