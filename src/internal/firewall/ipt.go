@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -278,11 +279,17 @@ func (b *IPT) applyFamily(ipt *iptables.IPTables, pol iptPolicy) error {
 		if exists && slices.Equal(lines, wantLines(chain, pol.rules[chain])) {
 			continue
 		}
-		if err := ipt.ClearChain(iptTable, chain); err != nil {
-			return fmt.Errorf("iptables: %w", err)
-		}
+		// The new rules go in after the old ones, which then go from the top: every
+		// moment has a whole policy's closing rule (old or new), never an empty or half
+		// chain that lets traffic return to fw3's rules. Only connmgr writes these chains,
+		// so the old rules are rules 1..len(lines).
 		for _, spec := range pol.rules[chain] {
 			if err := ipt.Append(iptTable, chain, spec...); err != nil {
+				return fmt.Errorf("iptables: %w", err)
+			}
+		}
+		for range lines {
+			if err := ipt.Delete(iptTable, chain, "1"); err != nil {
 				return fmt.Errorf("iptables: %w", err)
 			}
 		}
@@ -304,13 +311,8 @@ func (b *IPT) applyFamily(ipt *iptables.IPTables, pol iptPolicy) error {
 		if ours == len(want) && len(lines) >= len(want) && slices.Equal(lines[:len(want)], want) {
 			continue // exactly our jumps, on top
 		}
-		for _, l := range lines {
-			if f := strings.Fields(l); isOurTarget(f) {
-				if err := ipt.Delete(iptTable, builtin, f[2:]...); err != nil {
-					return fmt.Errorf("iptables: %w", err)
-				}
-			}
-		}
+		// The wanted jumps go on top first, then the old ones go: no moment without an
+		// uplink's jump into the lock-down.
 		pos := 1
 		for _, j := range pol.jumps {
 			if j.chain != builtin {
@@ -320,6 +322,35 @@ func (b *IPT) applyFamily(ipt *iptables.IPTables, pol iptPolicy) error {
 				return fmt.Errorf("iptables: %w", err)
 			}
 			pos++
+		}
+		if err := b.dropOldJumps(ipt, builtin, want); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// dropOldJumps removes the jumps to our chains below the first len(want) rules of builtin,
+// which are the wanted ones just inserted. A jump no longer wanted goes by its text; one that
+// is also wanted (so its text names the new copy on top) by its number, read from a fresh
+// listing, from the bottom up so the numbers above stay right.
+func (b *IPT) dropOldJumps(ipt *iptables.IPTables, builtin string, want []string) error {
+	have, err := b.listAll(ipt)
+	if err != nil {
+		return err
+	}
+	lines := have[builtin]
+	for i := len(lines) - 1; i >= len(want); i-- {
+		f := strings.Fields(lines[i])
+		if !isOurTarget(f) {
+			continue
+		}
+		spec := f[2:]
+		if slices.Contains(want, lines[i]) {
+			spec = []string{strconv.Itoa(i + 1)}
+		}
+		if err := ipt.Delete(iptTable, builtin, spec...); err != nil {
+			return fmt.Errorf("iptables: %w", err)
 		}
 	}
 	return nil
