@@ -147,20 +147,26 @@ func (d *Daemon) load() (*Loaded, error) {
 }
 
 // Run runs the event loop until ctx ends, then stops every component. It returns an error only
-// when start-up fails.
+// when start-up fails, and then leaves what the started components changed in place.
 func (d *Daemon) Run(ctx context.Context) error {
 	d.started = d.clock.Now()
 	d.logConfig("starting")
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var started []component
-	// Only a return undoes what the components changed. A panic unwinds through here too, and
-	// must leave the lock-down (and the routes) in place: the hub stays filtered until procd's
-	// respawn adopts them, as after SIGKILL (README "What a fault leaves behind").
-	returned := false
+	// Only a stop (ctx ended) undoes what the components changed. A panic unwinds through
+	// here too, and must leave the lock-down (and the routes) in place: the hub stays filtered
+	// until procd's respawn adopts them, as after SIGKILL (README "What a fault leaves
+	// behind"). So must a failed start: it is often the instance procd started after a crash,
+	// which has just adopted that lock-down, and procd starts another 5 s later.
+	returned, failed := false, false
 	defer func() {
 		if !returned {
 			d.log.Error("connmgr crashed: firewall lock-down, pinholes and routes left in place for the next instance")
+			return
+		}
+		if failed {
+			d.log.Error("start failed: firewall lock-down, pinholes and routes left in place for the next instance")
 			return
 		}
 		for i := len(started) - 1; i >= 0; i-- {
@@ -170,7 +176,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	}()
 	for _, c := range d.components {
 		if err := c.start(ctx); err != nil {
-			returned = true
+			returned, failed = true, true
 			return fmt.Errorf("start: %w", err)
 		}
 		started = append(started, c)

@@ -152,7 +152,10 @@ func TestAfterPostsOnTheClock(t *testing.T) {
 	<-fired
 }
 
-func TestStartFailureStopsWhatStarted(t *testing.T) {
+// A failed start leaves what the started components changed (the firewall lock-down) in
+// place, as a crash does: it is often procd's respawn after a crash, which has just adopted
+// the lock-down (README "What a fault leaves behind").
+func TestStartFailureLeavesWhatStarted(t *testing.T) {
 	dir := t.TempDir()
 	d, calls, mu, _ := newTestDaemon(t, dir)
 	d.components = append(d.components[:1], failing{}, d.components[1])
@@ -162,8 +165,8 @@ func TestStartFailureStopsWhatStarted(t *testing.T) {
 	}
 	mu.Lock()
 	defer mu.Unlock()
-	if got := strings.Join(*calls, " "); got != "a:start a:stop" {
-		t.Errorf("calls = %s, want a:start a:stop", got)
+	if got := strings.Join(*calls, " "); got != "a:start" {
+		t.Errorf("calls = %s, want a:start (no stop)", got)
 	}
 }
 
