@@ -167,12 +167,19 @@ func (c *Conn) fail(err error) {
 func (c *Conn) readLoop(r *bufio.Reader) {
 	defer close(c.done)
 	for {
-		m, err := ReadMessage(r)
+		frame, err := readFrame(r, MaxInvokeLen)
+		var m *Message
+		if err == nil {
+			m, err = ParseMessage(frame)
+		}
 		if err != nil {
 			var me *MalformedError
 			if errors.As(err, &me) {
-				// Framing is intact: skip the message like libubus does.
-				c.logf("ubus: dropped malformed message: %v", err)
+				// Framing is intact: skip the message like libubus does. A flood of
+				// them is noted at the refusals' bounded rate.
+				if ok, dropped := c.busy.Allow(time.Now()); ok {
+					c.logf("ubus: dropped malformed message: %v (%d more refused before it)", err, dropped)
+				}
 				continue
 			}
 			if errors.Is(err, io.EOF) {

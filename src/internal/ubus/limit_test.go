@@ -3,7 +3,9 @@ package ubus_test
 import (
 	"context"
 	"errors"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -83,5 +85,40 @@ func TestLogLimiter(t *testing.T) {
 	}
 	if n != 5 {
 		t.Errorf("zero value let %d of 1000 through in one window, want 5", n)
+	}
+}
+
+// An INVOKE over MaxInvokeLen is skipped unread (no handler runs, nothing of it is decoded):
+// megabyte calls from many clients at once cost the daemon no memory. The connection stays in
+// step and answers the next call.
+func TestOversizedInvokeSkipped(t *testing.T) {
+	srv := startServer(t)
+	pub, caller := dial(t, srv.Path()), dial(t, srv.Path())
+	ctx := tctx(t)
+	var ran atomic.Int32
+	obj := &ubus.Object{Name: "small", Methods: []ubus.Method{
+		{Name: "echo", Handler: func(context.Context, *ubus.Request) (ubus.Table, error) {
+			ran.Add(1)
+			return ubus.Table{{Name: "ok", Value: true}}, nil
+		}},
+	}}
+	if _, err := pub.AddObject(ctx, obj); err != nil {
+		t.Fatal(err)
+	}
+	big := ubus.Table{{Name: "pad", Value: strings.Repeat("x", ubus.MaxInvokeLen)}}
+	short, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	if _, err := caller.Call(short, "small", "echo", big); err == nil {
+		t.Fatal("an oversized call was answered")
+	}
+	if n := ran.Load(); n != 0 {
+		t.Fatalf("the handler ran %d times for an oversized call", n)
+	}
+	fit := ubus.Table{{Name: "pad", Value: strings.Repeat("x", ubus.MaxInvokeLen/2)}}
+	if _, err := caller.Call(ctx, "small", "echo", fit); err != nil {
+		t.Fatalf("a call within the bound after the skipped one: %v", err)
+	}
+	if n := ran.Load(); n != 1 {
+		t.Fatalf("handler ran %d times, want 1", n)
 	}
 }

@@ -337,7 +337,21 @@ func ParseMessage(b []byte) (*Message, error) {
 
 // ReadFrame reads the raw bytes of one message (header included) from r, a
 // stream socket, after checking its header as ubusd does.
-func ReadFrame(r io.Reader) ([]byte, error) {
+func ReadFrame(r io.Reader) ([]byte, error) { return readFrame(r, 0) }
+
+// MaxInvokeLen bounds the INVOKE messages a connection decodes: none of the
+// methods an object here publishes takes more than a few hundred bytes of
+// arguments, and a megabyte message decoded into tens of thousands of fields
+// costs megabytes of memory per concurrent call. A longer one is skipped
+// unread (a *MalformedError wrapping ErrInvokeTooLong); its caller times out.
+const MaxInvokeLen = 64 << 10
+
+// ErrInvokeTooLong: an INVOKE message over MaxInvokeLen was skipped.
+var ErrInvokeTooLong = errors.New("ubus invoke message too long")
+
+// readFrame is ReadFrame; with maxInvoke > 0 an INVOKE message longer than
+// that is discarded without being buffered.
+func readFrame(r io.Reader, maxInvoke int) ([]byte, error) {
 	var hb [HeaderLen + blobHdrLen]byte
 	if _, err := io.ReadFull(r, hb[:]); err != nil {
 		return nil, err
@@ -345,6 +359,12 @@ func ReadFrame(r io.Reader) ([]byte, error) {
 	h, err := parseHeader(hb[:])
 	if err != nil {
 		return nil, err
+	}
+	if maxInvoke > 0 && h.typ == MsgInvoke && HeaderLen+h.blobLen > maxInvoke {
+		if _, err := io.CopyN(io.Discard, r, int64(HeaderLen+h.blobLen-len(hb))); err != nil {
+			return nil, fmt.Errorf("skip ubus %s body of %d bytes: %w", h.typ, h.blobLen-blobHdrLen, err)
+		}
+		return nil, &MalformedError{h.typ, fmt.Errorf("%w: %d bytes (at most %d), seq %d from peer %08x", ErrInvokeTooLong, HeaderLen+h.blobLen, maxInvoke, h.seq, h.peer)}
 	}
 	frame := make([]byte, HeaderLen+h.blobLen)
 	copy(frame, hb[:])
