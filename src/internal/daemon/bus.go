@@ -49,6 +49,9 @@ type bus struct {
 
 	// out sends events and notifications in order, off the loop; work queries netifd.
 	out, work *ubus.Queue
+	// asking holds the networks whose netifd query is queued and not started (under mu): a
+	// flapping link's address changes queue one query per network, not one per change.
+	asking map[string]bool
 	outMu     sync.Mutex
 	outN      int // notices queued on out and not yet sent
 

@@ -160,8 +160,26 @@ func (b *bus) refreshNetifd(networks ...string) {
 	if len(networks) == 0 || b.work == nil {
 		return
 	}
+	b.mu.Lock()
+	var fresh []string
+	for _, name := range networks {
+		if !b.asking[name] {
+			if b.asking == nil {
+				b.asking = map[string]bool{}
+			}
+			b.asking[name] = true
+			fresh = append(fresh, name)
+		}
+	}
+	b.mu.Unlock()
+	if len(fresh) == 0 {
+		return // each is asked already, and its answer is still to come
+	}
 	b.work.Push(func() {
-		for _, name := range networks {
+		for _, name := range fresh {
+			b.mu.Lock()
+			delete(b.asking, name) // a change from now on asks again
+			b.mu.Unlock()
 			b.queryNetifd(name)
 		}
 	})
