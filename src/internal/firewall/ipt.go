@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/coreos/go-iptables/iptables"
+	"golang.org/x/sys/unix"
 
 	"github.com/afero/af-conn/internal/firewall/ipset"
 )
@@ -548,3 +549,20 @@ func (b *IPT) Counts() (map[string]int, error) {
 	}
 	return out, nil
 }
+
+// touchesIPT tells whether a notification may mean that iptables-nft's
+// filter tables lost rules or chains (ours among them).
+func touchesIPT(ev nftEvent) bool {
+	if (ev.family != unix.NFPROTO_IPV4 && ev.family != unix.NFPROTO_IPV6) || ev.table != iptTable {
+		return false
+	}
+	switch ev.msg {
+	case unix.NFT_MSG_DELTABLE, unix.NFT_MSG_DELCHAIN, unix.NFT_MSG_DELRULE:
+		return true
+	}
+	return false
+}
+
+// The iptables backend is watched through iptables-nft's notifications (see Watch).
+func (b *IPT) watchNetNS() int          { return b.nsfd }
+func (b *IPT) touches(ev nftEvent) bool { return touchesIPT(ev) }

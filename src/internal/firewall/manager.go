@@ -47,11 +47,11 @@ const restoreChunk = 1024
 
 // RestoreResult says how the last putting back of the record went.
 type RestoreResult struct {
-	At       time.Time     `json:"at"`       // when the rules and sets were in force again
-	Learned  int           `json:"learned"`  // addresses recorded when it began
-	Restored int           `json:"restored"` // put back into the kernel
-	Failed   int           `json:"failed"`   // refused by the kernel (still recorded)
-	Took     time.Duration `json:"took_ns"`  // from At until the last address was back
+	At       time.Time     `json:"at,omitzero"` // when the rules and sets were in force again (zero: none yet)
+	Learned  int           `json:"learned"`     // addresses recorded when it began
+	Restored int           `json:"restored"`    // put back into the kernel
+	Failed   int           `json:"failed"`      // refused by the kernel (still recorded)
+	Took     time.Duration `json:"took_ns"`     // from At until the last address was back
 	// Noticed is when the nf_tables notification of the removal arrived (zero when the
 	// periodic check, a reload or the include started it).
 	Noticed time.Time `json:"noticed_at,omitzero"`

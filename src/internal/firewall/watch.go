@@ -82,19 +82,6 @@ func touchesNFT(ev nftEvent) bool {
 	return false
 }
 
-// touchesIPT tells whether a notification may mean that iptables-nft's
-// filter tables lost rules or chains (ours among them).
-func touchesIPT(ev nftEvent) bool {
-	if (ev.family != unix.NFPROTO_IPV4 && ev.family != unix.NFPROTO_IPV6) || ev.table != iptTable {
-		return false
-	}
-	switch ev.msg {
-	case unix.NFT_MSG_DELTABLE, unix.NFT_MSG_DELCHAIN, unix.NFT_MSG_DELRULE:
-		return true
-	}
-	return false
-}
-
 // watchable is a backend whose damage nf_tables notifications can tell.
 type watchable interface {
 	// watchNetNS is the network namespace fd of the backend's sockets (0:
@@ -106,8 +93,6 @@ type watchable interface {
 
 func (b *NFT) watchNetNS() int          { return b.nsfd }
 func (b *NFT) touches(ev nftEvent) bool { return touchesNFT(ev) }
-func (b *IPT) watchNetNS() int          { return b.nsfd }
-func (b *IPT) touches(ev nftEvent) bool { return touchesIPT(ev) }
 
 // watchRcvBuf is the receive buffer the watch asks for. An overflow
 // (ENOBUFS) counts as a possible deletion; but while the buffer stays full

@@ -8,15 +8,16 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 	"unicode/utf8"
 )
 
 // Marshal turns a struct into the Table that FromJSON would read from its encoding/json
 // encoding, without going through JSON (encoding/json is about 150 kB of a mipsel binary):
-// fields named by their json tags, omitempty honoured, map keys sorted, integers int32 when
+// fields named by their json tags, omitempty and omitzero honoured, map keys sorted, integers int32 when
 // they fit and int64 otherwise, integral floats as integers (JSON writes 2.0 as 2), other
-// floats float64, booleans uint8, nil slices, maps and pointers null, netip.Addr and
-// netip.Prefix their text form. It supports the types
+// floats float64, booleans uint8, nil slices, maps and pointers null, netip.Addr,
+// netip.Prefix and time.Time their text form. It supports the types
 // a status is made of (no embedded structs, interfaces, arrays or []byte) and says which
 // field it cannot encode.
 func Marshal(v any) (Table, error) {
@@ -30,15 +31,15 @@ func Marshal(v any) (Table, error) {
 	return marshalStruct(rv, rv.Type().Name())
 }
 
-// jsonField is a struct field's JSON name and omitempty flag; ok is false for fields JSON
-// leaves out (unexported, or tagged "-").
-func jsonField(f reflect.StructField) (name string, omitEmpty, ok bool) {
+// jsonField is a struct field's JSON name and omitempty and omitzero flags; ok is false for
+// fields JSON leaves out (unexported, or tagged "-").
+func jsonField(f reflect.StructField) (name string, omitEmpty, omitZero, ok bool) {
 	if !f.IsExported() {
-		return "", false, false
+		return "", false, false, false
 	}
 	tag := f.Tag.Get("json")
 	if tag == "-" {
-		return "", false, false
+		return "", false, false, false
 	}
 	name, opts, _ := strings.Cut(tag, ",")
 	if name == "" {
@@ -48,8 +49,9 @@ func jsonField(f reflect.StructField) (name string, omitEmpty, ok bool) {
 		var o string
 		o, opts, _ = strings.Cut(opts, ",")
 		omitEmpty = omitEmpty || o == "omitempty"
+		omitZero = omitZero || o == "omitzero"
 	}
-	return name, omitEmpty, true
+	return name, omitEmpty, omitZero, true
 }
 
 func marshalStruct(rv reflect.Value, path string) (Table, error) {
@@ -57,7 +59,7 @@ func marshalStruct(rv reflect.Value, path string) (Table, error) {
 	rt := rv.Type()
 	for i := 0; i < rt.NumField(); i++ {
 		f := rt.Field(i)
-		name, omitEmpty, ok := jsonField(f)
+		name, omitEmpty, omitZero, ok := jsonField(f)
 		if !ok {
 			continue
 		}
@@ -65,7 +67,7 @@ func marshalStruct(rv reflect.Value, path string) (Table, error) {
 			return nil, fmt.Errorf("marshal %s.%s: embedded structs are not supported", path, f.Name)
 		}
 		fv := rv.Field(i)
-		if omitEmpty && emptyValue(fv) {
+		if omitEmpty && emptyValue(fv) || omitZero && zeroValue(fv) {
 			continue
 		}
 		val, err := marshalValue(fv, path+"."+name)
@@ -96,7 +98,18 @@ func emptyValue(v reflect.Value) bool {
 	return false
 }
 
-// addrText is an address's text form, as encoding/json writes it (ok false: not an address).
+// zeroValue is encoding/json's test for omitzero: an IsZero method where the type has one
+// (of the types Marshal knows: time.Time), else the zero value.
+func zeroValue(v reflect.Value) bool {
+	if v.CanInterface() {
+		if t, ok := v.Interface().(time.Time); ok {
+			return t.IsZero()
+		}
+	}
+	return v.IsZero()
+}
+
+// addrText is an address's (or a time's) text form, as encoding/json writes it (ok false: not an address).
 // The types are named rather than found through encoding.TextMarshaler: a dynamic call would
 // keep every MarshalText method in the binary.
 func addrText(v reflect.Value) (text []byte, ok bool, err error) {
@@ -107,6 +120,8 @@ func addrText(v reflect.Value) (text []byte, ok bool, err error) {
 	case netip.Addr:
 		text, err = x.MarshalText()
 	case netip.Prefix:
+		text, err = x.MarshalText()
+	case time.Time:
 		text, err = x.MarshalText()
 	default:
 		return nil, false, nil
@@ -251,7 +266,7 @@ func unmarshalStruct(t Table, rv reflect.Value, path string) error {
 	rt := rv.Type()
 	for _, m := range t {
 		for i := 0; i < rt.NumField(); i++ {
-			name, _, ok := jsonField(rt.Field(i))
+			name, _, _, ok := jsonField(rt.Field(i))
 			if !ok || name != m.Name {
 				continue
 			}
@@ -285,6 +300,12 @@ func setAddr(val any, v reflect.Value) (ok bool, err error) {
 		}
 		return true, x.UnmarshalText([]byte(s))
 	case *netip.Prefix:
+		s, isString := val.(string)
+		if !isString {
+			return true, fmt.Errorf("%T does not fit %s", val, v.Type())
+		}
+		return true, x.UnmarshalText([]byte(s))
+	case *time.Time:
 		s, isString := val.(string)
 		if !isString {
 			return true, fmt.Errorf("%T does not fit %s", val, v.Type())
