@@ -79,7 +79,7 @@ type Rule struct {
 // Conn is a netlink socket for requests.
 type Conn struct{ c *netlink.Conn }
 
-// Dial opens a socket of the given netlink family (unix.NETLINK_ROUTE or
+// dial opens a socket of the given netlink family (unix.NETLINK_ROUTE or
 // NETLINK_NETFILTER) in ns, or in the current namespace when ns is not set
 // (see inns.Do), joined to the groups of the bitmask groups.
 func dial(family int, ns netns.NsHandle, groups uint32) (*netlink.Conn, error) {
