@@ -12,7 +12,6 @@ import (
 	"errors"
 	"fmt"
 	"maps"
-	"net"
 	"net/netip"
 	"runtime"
 	"slices"
@@ -20,12 +19,11 @@ import (
 	"time"
 	"unsafe"
 
-	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netlink/nl"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
 	"github.com/afero/af-conn/internal/inns"
+	"github.com/afero/af-conn/internal/rtnl"
 	"github.com/afero/af-conn/internal/uplink"
 )
 
@@ -132,51 +130,17 @@ func (v *view) device(name string) uplink.Device {
 	return d
 }
 
-func linkOf(l netlink.Link) linkInfo {
-	a := l.Attrs()
-	carrier := a.RawFlags&unix.IFF_LOWER_UP != 0 &&
-		a.OperState != netlink.OperDown && a.OperState != netlink.OperLowerLayerDown
-	return linkInfo{name: a.Name, up: a.Flags&net.FlagUp != 0, carrier: carrier}
-}
-
-func prefixOf(n net.IPNet) (netip.Prefix, bool) {
-	a, ok := netip.AddrFromSlice(n.IP)
-	if !ok {
-		return netip.Prefix{}, false
-	}
-	a = a.Unmap()
-	if !a.Is4() {
-		return netip.Prefix{}, false
-	}
-	ones, _ := n.Mask.Size()
-	return netip.PrefixFrom(a, ones), true
-}
-
-func isDefault(r *netlink.Route) bool {
-	if r.Dst == nil {
-		return true
-	}
-	ones, _ := r.Dst.Mask.Size()
-	return ones == 0
+func linkOf(l rtnl.Link) linkInfo {
+	return linkInfo{name: l.Name, up: l.Up(), carrier: l.Carrier()}
 }
 
 // defaultOf returns the device route entry for a main-table IPv4 default
-// route that is not ours.
-func (m *Monitor) defaultOf(r *netlink.Route) (defRoute, bool) {
-	if r.Family != 0 && r.Family != unix.AF_INET {
+// route that is not ours (rtnl parses IPv4 routes only).
+func (m *Monitor) defaultOf(r *rtnl.Route) (defRoute, bool) {
+	if (r.Table != 0 && r.Table != unix.RT_TABLE_MAIN) || !r.IsDefault() || int(r.Protocol) == m.opts.OwnProto {
 		return defRoute{}, false
 	}
-	if (r.Table != 0 && r.Table != unix.RT_TABLE_MAIN) || !isDefault(r) || int(r.Protocol) == m.opts.OwnProto {
-		return defRoute{}, false
-	}
-	if r.Dst != nil && r.Dst.IP.To4() == nil {
-		return defRoute{}, false
-	}
-	var gw netip.Addr
-	if a, ok := netip.AddrFromSlice(r.Gw); ok {
-		gw = a.Unmap()
-	}
-	return defRoute{gw: gw, metric: r.Priority}, true
+	return defRoute{gw: r.Gw.Unmap(), metric: r.Priority}, true
 }
 
 // Monitor watches netlink; create with New, run with Run.
@@ -250,64 +214,66 @@ func forward[T any](s *subscription, ch <-chan T) {
 
 func (m *Monitor) subscribe() (*subscription, error) {
 	s := &subscription{done: make(chan struct{}), events: make(chan any, 256)}
-	links := make(chan netlink.LinkUpdate, 64)
-	addrs := make(chan netlink.AddrUpdate, 64)
-	route := make(chan netlink.RouteUpdate, 64)
-	rules := make(chan ruleChanged, 1)
-
-	ns := netns.None()
-	if m.opts.Namespace != nil {
-		ns = *m.opts.Namespace
-	}
-	errCb := func(err error) {
-		select {
-		case <-s.done: // closing the socket makes the reader fail: expected
-		default:
-			m.opts.Logf("netmon: %v", err)
-		}
-	}
-	if err := netlink.LinkSubscribeWithOptions(links, s.done, netlink.LinkSubscribeOptions{
-		Namespace: &ns, ErrorCallback: errCb, ReceiveBufferSize: m.opts.RcvBuf, ReceiveBufferForceSize: true,
-	}); err != nil {
-		s.close()
-		return nil, fmt.Errorf("subscribe to links: %w", err)
-	}
-	go forward(s, links)
-	if err := netlink.AddrSubscribeWithOptions(addrs, s.done, netlink.AddrSubscribeOptions{
-		Namespace: &ns, ErrorCallback: errCb, ReceiveBufferSize: m.opts.RcvBuf, ReceiveBufferForceSize: true,
-	}); err != nil {
-		s.close()
-		return nil, fmt.Errorf("subscribe to addresses: %w", err)
-	}
-	go forward(s, addrs)
-	if err := netlink.RouteSubscribeWithOptions(route, s.done, netlink.RouteSubscribeOptions{
-		Namespace: &ns, ErrorCallback: errCb, ReceiveBufferSize: m.opts.RcvBuf, ReceiveBufferForceSize: true,
-	}); err != nil {
-		s.close()
-		return nil, fmt.Errorf("subscribe to routes: %w", err)
-	}
-	go forward(s, route)
-	// vishvananda/netlink has no rule subscription; a rule message only
-	// tells us to re-check ours, so its content is not parsed.
-	rs, err := nl.SubscribeAt(ns, netns.None(), unix.NETLINK_ROUTE, unix.RTNLGRP_IPV4_RULE)
+	ns := m.nsHandle()
+	// Links, addresses and routes share a socket: a loss of any of
+	// their messages calls for a resync, which ends the subscription.
+	sub, err := rtnl.Subscribe(ns, rtnl.GroupLink|rtnl.GroupAddr|rtnl.GroupRoute, m.opts.RcvBuf)
 	if err != nil {
-		s.close()
+		return nil, fmt.Errorf("subscribe to links, addresses and routes: %w", err)
+	}
+	// A rule message only tells us to re-check ours, so a loss of some
+	// is one more such message: rules have a socket of their own.
+	rs, err := rtnl.Subscribe(ns, rtnl.GroupRule, 0)
+	if err != nil {
+		sub.Close()
 		return nil, fmt.Errorf("subscribe to rules: %w", err)
 	}
+	go func() {
+		<-s.done
+		sub.Close()
+		rs.Close()
+	}()
+	updates := make(chan any, 64)
+	go func() {
+		defer close(updates)
+		for {
+			msgs, err := sub.Receive()
+			if err != nil {
+				select {
+				case <-s.done: // closing the socket makes the reader fail: expected
+				default:
+					m.opts.Logf("netmon: %v", err)
+				}
+				return
+			}
+			for _, msg := range msgs {
+				u, err := rtnl.Parse(msg)
+				if err != nil {
+					m.opts.Logf("netmon: %v", err)
+					return
+				}
+				if u == nil {
+					continue
+				}
+				select {
+				case updates <- u:
+				case <-s.done:
+					return
+				}
+			}
+		}
+	}()
+	go forward(s, updates)
+	rules := make(chan ruleChanged, 1)
 	go forward(s, rules)
 	if m.opts.CarrierPoll > 0 {
 		go m.pollCarrier(s)
 	}
 	go func() {
-		<-s.done
-		rs.Close()
-	}()
-	go func() {
 		defer close(rules)
 		for {
-			_, _, err := rs.Receive()
-			var errno unix.Errno
-			if err != nil && !(errors.As(err, &errno) && errno == unix.ENOBUFS) {
+			_, err := rs.Receive()
+			if err != nil && !errors.Is(err, unix.ENOBUFS) {
 				return
 			}
 			// A message or an overflow: rules may have changed.
@@ -337,7 +303,7 @@ func (m *Monitor) pollCarrier(s *subscription) {
 		return
 	}
 	defer unix.Close(fd)
-	var h *netlink.Handle // opened on first need
+	var h *rtnl.Conn // opened on first need
 	defer func() {
 		if h != nil {
 			h.Close()
@@ -376,7 +342,7 @@ func (m *Monitor) pollCarrier(s *subscription) {
 					}
 				}
 				l, lerr := h.LinkByName(name)
-				c, err = lerr == nil && linkOf(l).carrier, lerr
+				c, err = lerr == nil && l.Carrier(), lerr
 			}
 			if err != nil {
 				delete(last, name) // absent: netlink events tell
@@ -430,15 +396,11 @@ func (m *Monitor) nsHandle() netns.NsHandle {
 	return netns.None()
 }
 
-// close stops the subscription; the forwarders drain the library's
-// channels so its reader goroutines, blocked on a send, can exit.
+// close stops the subscription: its sockets close and its readers exit.
 func (s *subscription) close() { close(s.done) }
 
-func (m *Monitor) handle() (*netlink.Handle, error) {
-	if m.opts.Namespace != nil {
-		return netlink.NewHandleAt(*m.opts.Namespace, unix.NETLINK_ROUTE)
-	}
-	return netlink.NewHandle(unix.NETLINK_ROUTE)
+func (m *Monitor) handle() (*rtnl.Conn, error) {
+	return rtnl.Dial(unix.NETLINK_ROUTE, m.nsHandle())
 }
 
 // dump rebuilds the view from the kernel.
@@ -449,20 +411,20 @@ func (m *Monitor) dump() (*view, error) {
 	}
 	defer h.Close()
 	v := newView()
-	links, err := h.LinkList()
+	links, err := h.Links()
 	if err != nil {
 		return nil, fmt.Errorf("dump links: %w", err)
 	}
 	for _, l := range links {
-		v.links[l.Attrs().Index] = linkOf(l)
+		v.links[l.Index] = linkOf(l)
 	}
-	addrs, err := h.AddrList(nil, netlink.FAMILY_V4)
+	addrs, err := h.Addrs()
 	if err != nil {
 		return nil, fmt.Errorf("dump addresses: %w", err)
 	}
 	for _, a := range addrs {
-		if p, ok := prefixOf(*a.IPNet); ok && a.Scope == int(netlink.SCOPE_UNIVERSE) {
-			v.addAddr(a.LinkIndex, p)
+		if a.Scope == unix.RT_SCOPE_UNIVERSE {
+			v.addAddr(a.Index, a.Prefix)
 		}
 	}
 	if err := m.dumpRoutes(h, v); err != nil {
@@ -474,8 +436,8 @@ func (m *Monitor) dump() (*view, error) {
 // dumpRoutes refreshes the default routes of the view. The kernel removes
 // routes silently (no RTM_DELROUTE) when a device goes down or loses the
 // address their gateway depended on, so those events call for a re-dump.
-func (m *Monitor) dumpRoutes(h *netlink.Handle, v *view) error {
-	routes, err := h.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Table: unix.RT_TABLE_MAIN}, netlink.RT_FILTER_TABLE)
+func (m *Monitor) dumpRoutes(h *rtnl.Conn, v *view) error {
+	routes, err := h.Routes()
 	if err != nil {
 		return fmt.Errorf("dump routes: %w", err)
 	}
@@ -590,15 +552,15 @@ type change struct{ own, rules bool }
 
 func (m *Monitor) apply(ev any, c *change) error {
 	switch u := ev.(type) {
-	case netlink.LinkUpdate:
+	case rtnl.LinkUpdate:
 		m.applyLink(u)
 		select { // linkwatch may be batching now: watch the carrier
 		case m.arm <- struct{}{}:
 		default:
 		}
-	case netlink.AddrUpdate:
+	case rtnl.AddrUpdate:
 		m.applyAddr(u)
-	case netlink.RouteUpdate:
+	case rtnl.RouteUpdate:
 		c.own = m.applyRoute(u) || c.own
 	case ruleChanged:
 		c.rules = true
@@ -615,9 +577,9 @@ func (m *Monitor) apply(ev any, c *change) error {
 	return nil
 }
 
-func (m *Monitor) applyLink(u netlink.LinkUpdate) {
-	idx := int(u.Index)
-	if u.Header.Type == unix.RTM_DELLINK {
+func (m *Monitor) applyLink(u rtnl.LinkUpdate) {
+	idx := u.Index
+	if u.Deleted {
 		delete(m.v.links, idx)
 		delete(m.v.addrs, idx)
 		delete(m.v.routes, idx)
@@ -633,22 +595,21 @@ func (m *Monitor) setLink(idx int, li linkInfo) {
 	m.v.links[idx] = li
 }
 
-func (m *Monitor) applyAddr(u netlink.AddrUpdate) {
-	p, ok := prefixOf(u.LinkAddress)
-	if !ok || u.Scope != int(netlink.SCOPE_UNIVERSE) {
+func (m *Monitor) applyAddr(u rtnl.AddrUpdate) {
+	if u.Scope != unix.RT_SCOPE_UNIVERSE {
 		return
 	}
-	if u.NewAddr {
-		m.v.addAddr(u.LinkIndex, p)
+	if !u.Deleted {
+		m.v.addAddr(u.Index, u.Prefix)
 		return
 	}
-	delete(m.v.addrs[u.LinkIndex], p)
+	delete(m.v.addrs[u.Index], u.Prefix)
 	m.routesStale = true
 }
 
 // applyRoute records default-route changes and reports whether the route
 // was one of ours.
-func (m *Monitor) applyRoute(u netlink.RouteUpdate) bool {
+func (m *Monitor) applyRoute(u rtnl.RouteUpdate) bool {
 	if int(u.Protocol) == m.opts.OwnProto {
 		return true
 	}
@@ -656,7 +617,7 @@ func (m *Monitor) applyRoute(u netlink.RouteUpdate) bool {
 	if !ok {
 		return false
 	}
-	if u.Type == unix.RTM_DELROUTE {
+	if u.Deleted {
 		delete(m.v.routes[u.LinkIndex], d)
 		return false
 	}

@@ -11,14 +11,14 @@ package route
 import (
 	"errors"
 	"fmt"
-	"net"
 	"net/netip"
 	"slices"
 	"strings"
 
-	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
+
+	"github.com/afero/af-conn/internal/rtnl"
 )
 
 // Defaults of Config.
@@ -64,7 +64,8 @@ type Desired struct {
 // daemon's loop owns it.
 type Manager struct {
 	cfg Config
-	h   *netlink.Handle
+	h   *rtnl.Conn // rtnetlink
+	ct  *rtnl.Conn // ctnetlink
 }
 
 // New opens the netlink handle.
@@ -78,35 +79,36 @@ func New(cfg Config) (*Manager, error) {
 	if cfg.RulePref == 0 {
 		cfg.RulePref = DefaultRulePref
 	}
-	var h *netlink.Handle
-	var err error
+	ns := netns.None()
 	if cfg.Namespace != nil {
-		h, err = netlink.NewHandleAt(*cfg.Namespace, unix.NETLINK_ROUTE, unix.NETLINK_NETFILTER)
-	} else {
-		h, err = netlink.NewHandle(unix.NETLINK_ROUTE, unix.NETLINK_NETFILTER)
+		ns = *cfg.Namespace
 	}
+	h, err := rtnl.Dial(unix.NETLINK_ROUTE, ns)
 	if err != nil {
 		return nil, fmt.Errorf("open netlink: %w", err)
 	}
-	return &Manager{cfg: cfg, h: h}, nil
+	ct, err := rtnl.Dial(unix.NETLINK_NETFILTER, ns)
+	if err != nil {
+		h.Close()
+		return nil, fmt.Errorf("open netlink: %w", err)
+	}
+	return &Manager{cfg: cfg, h: h, ct: ct}, nil
 }
 
-// Close releases the netlink handle (it does not remove routes: Cleanup).
-func (m *Manager) Close() { m.h.Close() }
+// Close releases the netlink sockets (it does not remove routes: Cleanup).
+func (m *Manager) Close() {
+	m.h.Close()
+	m.ct.Close()
+}
 
 // Proto returns the protocol number our routes carry.
 func (m *Manager) Proto() int { return m.cfg.Proto }
 
-func ipNet(p netip.Prefix) *net.IPNet {
-	p = p.Masked()
-	return &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}
-}
-
-var defaultDst = &net.IPNet{IP: net.IPv4zero.To4(), Mask: net.CIDRMask(0, 32)}
+var defaultDst = netip.PrefixFrom(netip.IPv4Unspecified(), 0)
 
 // wantRoutes returns the routes of d, keyed for comparison.
-func (m *Manager) wantRoutes(d Desired) (map[string]*netlink.Route, error) {
-	want := map[string]*netlink.Route{}
+func (m *Manager) wantRoutes(d Desired) (map[string]*rtnl.Route, error) {
+	want := map[string]*rtnl.Route{}
 	for _, u := range d.Uplinks {
 		if u.Slot < 0 || u.Slot >= maxSlots {
 			return nil, fmt.Errorf("uplink %s: slot %d out of range 0..%d", u.Name, u.Slot, maxSlots-1)
@@ -115,13 +117,13 @@ func (m *Manager) wantRoutes(d Desired) (map[string]*netlink.Route, error) {
 		if err != nil {
 			return nil, fmt.Errorf("uplink %s: device %s: %w", u.Name, u.Device, err)
 		}
-		idx := link.Attrs().Index
+		idx := link.Index
 		table := m.cfg.TableBase + u.Slot
 		def := m.defaultRoute(idx, u.Gateway, table, 0)
 		want[key(def)] = def
 		if u.Addr.Bits() < 32 {
-			sub := &netlink.Route{LinkIndex: idx, Dst: ipNet(u.Addr), Src: u.Addr.Addr().AsSlice(),
-				Scope: netlink.SCOPE_LINK, Table: table, Protocol: netlink.RouteProtocol(m.cfg.Proto)}
+			sub := &rtnl.Route{LinkIndex: idx, Dst: u.Addr.Masked(), Src: u.Addr.Addr(),
+				Scope: unix.RT_SCOPE_LINK, Table: table, Protocol: uint8(m.cfg.Proto)}
 			want[key(sub)] = sub
 		}
 		if u.Name == d.Selected {
@@ -135,36 +137,46 @@ func (m *Manager) wantRoutes(d Desired) (map[string]*netlink.Route, error) {
 	return want, nil
 }
 
-func (m *Manager) defaultRoute(idx int, gw netip.Addr, table, metric int) *netlink.Route {
-	r := &netlink.Route{LinkIndex: idx, Dst: defaultDst, Table: table, Priority: metric,
-		Protocol: netlink.RouteProtocol(m.cfg.Proto)}
+func (m *Manager) defaultRoute(idx int, gw netip.Addr, table, metric int) *rtnl.Route {
+	r := &rtnl.Route{LinkIndex: idx, Dst: defaultDst, Table: table, Priority: metric,
+		Protocol: uint8(m.cfg.Proto)}
 	if gw.IsValid() {
-		r.Gw = gw.AsSlice()
+		r.Gw = gw
 	} else {
-		r.Scope = netlink.SCOPE_LINK
+		r.Scope = unix.RT_SCOPE_LINK
 	}
 	return r
 }
 
 // key identifies a route by what makes it distinct to the kernel and what
 // we care to keep right (device, gateway, source).
-func key(r *netlink.Route) string {
+func key(r *rtnl.Route) string {
 	dst := "default"
-	if r.Dst != nil {
-		if ones, _ := r.Dst.Mask.Size(); ones != 0 {
-			dst = r.Dst.String()
-		}
+	if !r.IsDefault() {
+		dst = r.Dst.String()
 	}
-	return fmt.Sprintf("t%d %s m%d dev%d via %v src %v", r.Table, dst, r.Priority, r.LinkIndex, net.IP(r.Gw), net.IP(r.Src))
+	return fmt.Sprintf("t%d %s m%d dev%d via %s src %s", r.Table, dst, r.Priority, r.LinkIndex, addrString(r.Gw), addrString(r.Src))
+}
+
+// addrString writes an absent address as "<nil>", as net.IP does.
+func addrString(a netip.Addr) string {
+	if !a.IsValid() {
+		return "<nil>"
+	}
+	return a.String()
 }
 
 // ours lists the routes with our protocol in all tables.
-func (m *Manager) ours() ([]netlink.Route, error) {
-	rs, err := m.h.RouteListFiltered(netlink.FAMILY_V4,
-		&netlink.Route{Table: unix.RT_TABLE_UNSPEC, Protocol: netlink.RouteProtocol(m.cfg.Proto)},
-		netlink.RT_FILTER_TABLE|netlink.RT_FILTER_PROTOCOL)
+func (m *Manager) ours() ([]rtnl.Route, error) {
+	all, err := m.h.Routes()
 	if err != nil {
 		return nil, fmt.Errorf("list routes: %w", err)
+	}
+	rs := all[:0]
+	for _, r := range all {
+		if int(r.Protocol) == m.cfg.Proto {
+			rs = append(rs, r)
+		}
 	}
 	return rs, nil
 }
@@ -231,50 +243,46 @@ func (m *Manager) Apply(d Desired) error {
 
 // replacedBy reports whether an old route of ours was already overwritten
 // in place by a wanted one (same table, destination and metric).
-func (m *Manager) replacedBy(old *netlink.Route, want map[string]*netlink.Route) bool {
+func (m *Manager) replacedBy(old *rtnl.Route, want map[string]*rtnl.Route) bool {
 	for _, w := range want {
-		if w.Table == old.Table && w.Priority == old.Priority && w.Dst.String() == dstOf(old).String() {
+		if w.Table == old.Table && w.Priority == old.Priority && dstOf(w) == dstOf(old) {
 			return true
 		}
 	}
 	return false
 }
 
-func dstOf(r *netlink.Route) *net.IPNet {
-	if r.Dst == nil {
+func dstOf(r *rtnl.Route) netip.Prefix {
+	if !r.Dst.IsValid() {
 		return defaultDst
 	}
 	return r.Dst
 }
 
-func (m *Manager) ruleOf(u Uplink) *netlink.Rule {
-	r := netlink.NewRule()
-	r.Family = unix.AF_INET
-	r.Priority = m.cfg.RulePref + u.Slot
-	r.Table = m.cfg.TableBase + u.Slot
-	r.Src = ipNet(netip.PrefixFrom(u.Addr.Addr(), 32))
-	return r
+func (m *Manager) ruleOf(u Uplink) *rtnl.Rule {
+	return &rtnl.Rule{Priority: m.cfg.RulePref + u.Slot, Table: m.cfg.TableBase + u.Slot,
+		Src: netip.PrefixFrom(u.Addr.Addr(), 32)}
 }
 
 // ourRule says whether a rule is in the preference range we own.
-func (m *Manager) ourRule(r *netlink.Rule) bool {
+func (m *Manager) ourRule(r *rtnl.Rule) bool {
 	return r.Priority >= m.cfg.RulePref && r.Priority < m.cfg.RulePref+maxSlots
 }
 
-func ruleKey(r *netlink.Rule) string {
+func ruleKey(r *rtnl.Rule) string {
 	src := "all"
-	if r.Src != nil {
+	if r.Src.IsValid() {
 		src = r.Src.String()
 	}
 	return fmt.Sprintf("pref %d from %s lookup %d", r.Priority, src, r.Table)
 }
 
 func (m *Manager) applyRules(d Desired) error {
-	have, err := m.h.RuleList(netlink.FAMILY_V4)
+	have, err := m.h.Rules()
 	if err != nil {
 		return fmt.Errorf("list rules: %w", err)
 	}
-	want := map[string]*netlink.Rule{}
+	want := map[string]*rtnl.Rule{}
 	for _, u := range d.Uplinks {
 		r := m.ruleOf(u)
 		want[ruleKey(r)] = r
@@ -330,34 +338,25 @@ func (m *Manager) Cleanup(keepDefault bool) error {
 	return errors.Join(errs...)
 }
 
-// flowFilter matches conntrack flows of an address: originated from it
-// (locally sourced) or whose reply goes to it (masqueraded forwarding).
-type flowFilter struct{ addrs []net.IP }
-
-func (f flowFilter) MatchConntrackFlow(fl *netlink.ConntrackFlow) bool {
-	for _, a := range f.addrs {
-		if fl.Forward.SrcIP.Equal(a) || fl.Reverse.DstIP.Equal(a) {
-			return true
-		}
-	}
-	return false
-}
-
 // FlushConntrack removes the conntrack entries of flows through the given
 // uplink addresses (the uplink died, or lost the address), so masqueraded
 // flows are translated afresh over the new route. It returns how many
 // entries were removed.
 func (m *Manager) FlushConntrack(addrs ...netip.Addr) (uint, error) {
-	f := flowFilter{}
+	var want []netip.Addr
 	for _, a := range addrs {
 		if a.IsValid() {
-			f.addrs = append(f.addrs, a.AsSlice())
+			want = append(want, a.Unmap())
 		}
 	}
-	if len(f.addrs) == 0 {
+	if len(want) == 0 {
 		return 0, nil
 	}
-	n, err := m.h.ConntrackDeleteFilters(netlink.ConntrackTable, netlink.FAMILY_V4, f)
+	// A flow of an address: originated from it (locally sourced) or whose
+	// reply goes to it (masqueraded forwarding).
+	n, err := m.ct.DeleteFlows(func(f rtnl.Flow) bool {
+		return slices.Contains(want, f.OrigSrc) || slices.Contains(want, f.ReplyDst)
+	})
 	if err != nil {
 		return n, fmt.Errorf("delete conntrack entries of %v: %w", addrs, err)
 	}

@@ -183,14 +183,21 @@ func TestPointToPointUplink(t *testing.T) {
 func v4(s string) net.IP { return net.ParseIP(s).To4() }
 
 func TestFlushConntrack(t *testing.T) {
-	_, m := setup(t)
+	ns, m := setup(t)
+	// The entries are made and listed with vishvananda/netlink, a netlink
+	// implementation independent of the one under test.
+	h, err := netlink.NewHandleAt(ns.Handle(t), unix.NETLINK_NETFILTER)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(h.Close)
 	mk := func(src, dst, rdst string, sport uint16) {
 		f := &netlink.ConntrackFlow{FamilyType: unix.AF_INET, Forward: netlink.IPTuple{
 			SrcIP: v4(src), DstIP: v4(dst), Protocol: unix.IPPROTO_UDP, SrcPort: sport, DstPort: 7,
 		}, Reverse: netlink.IPTuple{
 			SrcIP: v4(dst), DstIP: v4(rdst), Protocol: unix.IPPROTO_UDP, SrcPort: 7, DstPort: sport,
 		}, TimeOut: 100}
-		if err := m.h.ConntrackCreate(netlink.ConntrackTable, netlink.FAMILY_V4, f); err != nil {
+		if err := h.ConntrackCreate(netlink.ConntrackTable, netlink.FAMILY_V4, f); err != nil {
 			t.Fatalf("create conntrack entry: %v", err)
 		}
 	}
@@ -204,7 +211,7 @@ func TestFlushConntrack(t *testing.T) {
 	if n != 2 {
 		t.Fatalf("removed %d entries, want 2", n)
 	}
-	left, err := m.h.ConntrackTableList(netlink.ConntrackTable, netlink.FAMILY_V4)
+	left, err := h.ConntrackTableList(netlink.ConntrackTable, netlink.FAMILY_V4)
 	if err != nil {
 		t.Fatal(err)
 	}
