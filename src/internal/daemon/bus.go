@@ -52,8 +52,8 @@ type bus struct {
 	// asking holds the networks whose netifd query is queued and not started (under mu): a
 	// flapping link's address changes queue one query per network, not one per change.
 	asking map[string]bool
-	outMu     sync.Mutex
-	outN      int // notices queued on out and not yet sent
+	outMu  sync.Mutex
+	outN   int // notices queued on out and not yet sent
 
 	mu       sync.Mutex
 	uplinks  []string   // configured uplink networks, for the netifd listener
