@@ -417,14 +417,7 @@ func (t *Tracker) remove(p *pending) {
 	if p.aliased {
 		t.dropFlow(p.alias, p)
 	} else {
-		nk := natKey{p.key.proto, p.resolver, p.id, p.q}
-		list := t.nat[nk]
-		for i, q := range list {
-			if q == p {
-				t.unNAT(nk, list, i)
-				break
-			}
-		}
+		t.dropNAT(p)
 	}
 	t.lan.n--
 	a := p.key.client.Addr()
@@ -456,14 +449,19 @@ func (t *Tracker) evict(pl *pool) {
 		t.graves = t.graves[1:]
 		if old.grave {
 			old.grave = false
-			ok := natKey{old.key.proto, old.resolver, old.id, old.q}
-			list := t.nat[ok]
-			for i, q := range list {
-				if q == old {
-					t.unNAT(ok, list, i)
-					break
-				}
-			}
+			t.dropNAT(old)
+		}
+	}
+}
+
+// dropNAT takes p out of the queries waiting for their NAT copy.
+func (t *Tracker) dropNAT(p *pending) {
+	nk := natKey{p.key.proto, p.resolver, p.id, p.q}
+	list := t.nat[nk]
+	for i, q := range list {
+		if q == p {
+			t.unNAT(nk, list, i)
+			return
 		}
 	}
 }
