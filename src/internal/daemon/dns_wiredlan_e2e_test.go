@@ -31,19 +31,7 @@ func TestE2EDNSWiredLANFlood(t *testing.T) {
 		"whitelist": "*.afero.io\n",
 	}, nil)
 	a := &adv{e2e: e, lan: lan, cloud: cloud}
-	silent, err := w.Cloud.ListenPacket("udp4", silentDNS+":53")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer silent.Close()
-	go func() {
-		buf := make([]byte, 2048)
-		for {
-			if _, _, err := silent.ReadFrom(buf); err != nil {
-				return
-			}
-		}
-	}()
+	defer a.silentResolver()()
 	// The upstream answer takes longer than the flood needs to turn the 4,096-query table over.
 	cloud.SetDelay(1500 * time.Millisecond)
 	defer cloud.SetDelay(0)
