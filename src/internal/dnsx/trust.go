@@ -443,14 +443,19 @@ func (t *Tracker) evict(pl *pool) {
 	p.grave = true
 	t.nat[nk] = append(t.nat[nk], p)
 	t.graves = append(t.graves, p)
-	if len(t.graves) > graveFactor*t.lan.max {
-		old := t.graves[0]
-		t.graves[0] = nil
-		t.graves = t.graves[1:]
-		if old.grave {
-			old.grave = false
-			t.dropNAT(old)
-		}
+	for len(t.graves) > graveFactor*t.lan.max {
+		t.popGrave()
+	}
+}
+
+// popGrave forgets the oldest evicted LAN query kept for its NAT copy.
+func (t *Tracker) popGrave() {
+	old := t.graves[0]
+	t.graves[0] = nil
+	t.graves = t.graves[1:]
+	if old.grave {
+		old.grave = false
+		t.dropNAT(old)
 	}
 }
 
@@ -467,6 +472,10 @@ func (t *Tracker) dropNAT(p *pending) {
 }
 
 func (t *Tracker) expire(now time.Time) {
+	// Evicted LAN queries whose copy never came go with their time (roughly in order).
+	for len(t.graves) > 0 && !now.Before(t.graves[0].expires) {
+		t.popGrave()
+	}
 	for _, pl := range []*pool{&t.hub, &t.lan} {
 		for {
 			p := pl.front()

@@ -370,3 +370,21 @@ func TestTrackerHubQueryNotLANInNATWindow(t *testing.T) {
 		t.Fatalf("the hub's reply: %+v", m)
 	}
 }
+
+// Evicted LAN queries kept for their NAT copy go once their time is over.
+func TestTrackerGravesExpire(t *testing.T) {
+	c := newClock()
+	tr := NewTracker(c.now, 0, 100)
+	tr.SetClientQuota(10)
+	for i := 0; i < 50; i++ {
+		tr.QueryLAN(ex(ProtoUDP, netip.AddrPortFrom(netip.MustParseAddr("198.18.100.2"), uint16(20000+i)).String(), "198.18.1.1:53", uint16(i), "x.afero.io", TypeA))
+	}
+	if len(tr.graves) != 40 {
+		t.Fatalf("%d graves, want 40", len(tr.graves))
+	}
+	c.advance(DefaultPendingTTL)
+	tr.Query(ex(ProtoUDP, "198.18.10.2:1000", "198.18.1.1:53", 1, "api.afero.io", TypeA))
+	if len(tr.graves) != 0 || len(tr.nat) != 0 || len(tr.flows) != 1 {
+		t.Fatalf("left behind: graves %d nat %d flows %d", len(tr.graves), len(tr.nat), len(tr.flows))
+	}
+}
