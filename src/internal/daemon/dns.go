@@ -90,6 +90,9 @@ type dnsHost interface {
 	Ifindex(name string) (int, bool)
 	// LocalAddrs are the host's own addresses.
 	LocalAddrs() []netip.Addr
+	// LANInterfaces are the interfaces forwarded clients' queries may arrive on, by name:
+	// every one but loopback and bridge (or bond) ports, whose frames their bridge sees too.
+	LANInterfaces() map[string]int
 	// Watch calls changed whenever links or addresses may have changed, until ctx ends.
 	Watch(ctx context.Context, changed func()) error
 }
@@ -386,6 +389,14 @@ func (c *dnsComponent) ifindexes(cfg *config.Config) (uplinks, lans []int) {
 			lans = add(lans, n)
 		}
 	}
+	// Not only the AP networks: a client on a wired LAN port, a VLAN or a guest network is a
+	// LAN client too. Its queries, seen only leaving an uplink after NAT, would be taken for
+	// the hub's own and push them out of the hub's table.
+	for _, i := range c.host.LANInterfaces() {
+		if !slices.Contains(uplinks, i) && !slices.Contains(lans, i) {
+			lans = append(lans, i)
+		}
+	}
 	slices.Sort(uplinks)
 	slices.Sort(lans)
 	return uplinks, lans
@@ -472,6 +483,24 @@ func (osHost) Ifindex(name string) (int, bool) {
 		return 0, false
 	}
 	return ifc.Index, true
+}
+
+func (osHost) LANInterfaces() map[string]int {
+	ifs, err := net.Interfaces()
+	if err != nil {
+		return nil
+	}
+	out := make(map[string]int, len(ifs))
+	for _, ifc := range ifs {
+		if ifc.Flags&net.FlagLoopback != 0 {
+			continue
+		}
+		if _, err := os.Stat("/sys/class/net/" + ifc.Name + "/master"); err == nil {
+			continue // a bridge's port: its bridge is watched
+		}
+		out[ifc.Name] = ifc.Index
+	}
+	return out
 }
 
 func (osHost) LocalAddrs() []netip.Addr {

@@ -470,19 +470,7 @@ func (a *adv) floodLAN(rate int, stop <-chan struct{}) (*atomic.Int64, *sync.Wai
 // upstream lookup): every one of the hub's lookups opens its address.
 func (a *adv) lanQueryFlood() {
 	a.t.Helper()
-	silent, err := a.w.Cloud.ListenPacket("udp4", silentDNS+":53")
-	if err != nil {
-		a.t.Fatal(err)
-	}
-	defer silent.Close()
-	go func() { // drain: no ICMP port unreachable back
-		buf := make([]byte, 2048)
-		for {
-			if _, _, err := silent.ReadFrom(buf); err != nil {
-				return
-			}
-		}
-	}()
+	defer a.silentResolver()()
 	a.cloud.SetDelay(700 * time.Millisecond)
 	defer a.cloud.SetDelay(0)
 	stop := make(chan struct{})
@@ -589,19 +577,7 @@ func (a *adv) benchRogue() {
 
 func (a *adv) benchHubUnderFlood() {
 	a.t.Helper()
-	silent, err := a.w.Cloud.ListenPacket("udp4", silentDNS+":53")
-	if err != nil {
-		a.t.Fatal(err)
-	}
-	defer silent.Close()
-	go func() {
-		buf := make([]byte, 2048)
-		for {
-			if _, _, err := silent.ReadFrom(buf); err != nil {
-				return
-			}
-		}
-	}()
+	defer a.silentResolver()()
 	a.cloud.SetDelay(300 * time.Millisecond)
 	defer a.cloud.SetDelay(0)
 	stop := make(chan struct{})
@@ -642,4 +618,23 @@ func (a *adv) benchHubUnderFlood() {
 	st := a.status()
 	fmt.Printf("BENCH trust %s: hub lookups under a LAN flood of %.0f queries/s: %d of %d opened (%d lookups failed, %d wrong answers); bounds %v\n",
 		a.backend, rate, opened.Load(), lookups, failed.Load(), wrong.Load(), st.Firewall.DNSBounds)
+}
+
+// silentResolver listens on silentDNS:53 in the cloud and reads what comes (no ICMP port
+// unreachable back), never answering; the returned function stops it.
+func (a *adv) silentResolver() func() {
+	a.t.Helper()
+	silent, err := a.w.Cloud.ListenPacket("udp4", silentDNS+":53")
+	if err != nil {
+		a.t.Fatal(err)
+	}
+	go func() {
+		buf := make([]byte, 2048)
+		for {
+			if _, _, err := silent.ReadFrom(buf); err != nil {
+				return
+			}
+		}
+	}()
+	return func() { silent.Close() }
 }

@@ -157,7 +157,11 @@ func startE2E(t *testing.T, w *testbed.World, backend string, files map[string]s
 	e := &e2e{t: t, w: w, backend: backend, dir: dir}
 	e.p = w.StartConnmgr(t, "-c", dir, "-w", filepath.Join(dir, "whitelist"), "-s", filepath.Join(dir, "ubus.sock"))
 	e.waitLog(0, `msg="firewall lock-down in force" backend=`+backend)
-	e.waitLog(0, `msg="DNS extraction running" mode=hold`)
+	mode := "hold"
+	if strings.Contains(files["connmgr"], "dns_hold '0'") {
+		mode = "capture"
+	}
+	e.waitLog(0, `msg="DNS extraction running" mode=`+mode)
 	return e
 }
 

@@ -120,6 +120,17 @@ func (h *fakeHost) Ifindex(name string) (int, bool) {
 	i, ok := h.idx[name]
 	return i, ok
 }
+func (h *fakeHost) LANInterfaces() map[string]int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	out := map[string]int{}
+	for n, i := range h.idx {
+		if n != "lo" {
+			out[n] = i
+		}
+	}
+	return out
+}
 func (h *fakeHost) LocalAddrs() []netip.Addr {
 	return []netip.Addr{netip.MustParseAddr("192.168.1.1"), netip.MustParseAddr("::ffff:10.0.0.1")}
 }

@@ -282,28 +282,45 @@ func (l *Ledger) Admit(name string, lan bool, ps []Pinhole) (open []Pinhole, rev
 		open = append(open, p)
 	}
 	if nm := l.names[name]; len(nm) > l.lim.PerName {
-		revoke = append(revoke, l.trimName(name, nm, keep, now)...)
+		revoke = append(revoke, l.trimName(name, lan, nm, keep, now)...)
 	}
 	// An address that gave way and came back in this same reply stays.
 	revoke = slices.DeleteFunc(revoke, func(a netip.Addr) bool { return l.entries[a] != nil })
 	return open, revoke
 }
 
-// trimName closes the name's addresses beyond PerName, those that expire
-// soonest first (never one of this reply).
-func (l *Ledger) trimName(name string, nm map[netip.Addr]time.Time, keep map[netip.Addr]bool, now time.Time) []netip.Addr {
+// trimName closes the name's addresses beyond PerName, LAN-learned ones
+// first, then those that expire soonest (never one of this reply). An answer
+// to a LAN client's query (lan) closes only LAN-learned addresses, as in a
+// full set, so LAN clients cannot close the hub's own: the name then holds
+// at most PerName plus one reply.
+func (l *Ledger) trimName(name string, lan bool, nm map[netip.Addr]time.Time, keep map[netip.Addr]bool, now time.Time) []netip.Addr {
 	var revoke []netip.Addr
 	type cand struct {
 		a   netip.Addr
 		exp time.Time
+		lan bool
 	}
 	var cs []cand
 	for a, exp := range nm {
-		if !keep[a] {
-			cs = append(cs, cand{a, exp})
+		e := l.entries[a]
+		fromLAN := e == nil || e.lan
+		if !keep[a] && (fromLAN || !lan) {
+			cs = append(cs, cand{a, exp, fromLAN})
 		}
 	}
-	slices.SortFunc(cs, func(x, y cand) int { return x.exp.Compare(y.exp) })
+	slices.SortFunc(cs, func(x, y cand) int {
+		if x.lan != y.lan {
+			if x.lan {
+				return -1
+			}
+			return 1
+		}
+		if c := x.exp.Compare(y.exp); c != 0 {
+			return c
+		}
+		return x.a.Compare(y.a) // map order is random: ties go the same way every time
+	})
 	for _, c := range cs {
 		if len(nm) <= l.lim.PerName {
 			break

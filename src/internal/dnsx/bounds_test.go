@@ -122,3 +122,33 @@ func TestLedgerHubTakesOver(t *testing.T) {
 		t.Fatalf("MakeRoom for the hub: %v", room)
 	}
 }
+
+// The per-name bound is no way for LAN clients to close the hub's own addresses: a LAN
+// client asking the trusted resolver for the hub's name again and again (a CDN answers other
+// addresses each time) pushes out only LAN-learned addresses of the name, never the hub's.
+func TestLedgerPerNameLANSparesHub(t *testing.T) {
+	c := newClock()
+	l := NewLedger(c.now, Limits{PerReply: 4, PerName: 6, Capacity: 100})
+	l.Admit("ota.afero.io", false, holes(0, 4, time.Hour)) // the hub's: 0-3
+	hub := addrs(holes(0, 4, 0))
+	for i := 1; i <= 10; i++ {
+		c.advance(time.Minute)
+		_, revoke := l.Admit("ota.afero.io", true, holes(4*i, 4, time.Hour))
+		for _, a := range revoke {
+			if slices.Contains(hub, a) {
+				t.Fatalf("LAN answer %d closed the hub's %v (revoke %v)", i, a, revoke)
+			}
+		}
+	}
+	// The hub's answers still push out LAN-learned ones first.
+	c.advance(time.Minute)
+	_, revoke := l.Admit("ota.afero.io", false, holes(100, 2, time.Hour))
+	for _, a := range revoke {
+		if slices.Contains(hub, a) {
+			t.Fatalf("the hub's answer closed the hub's %v while LAN-learned ones were live (revoke %v)", a, revoke)
+		}
+	}
+	if nm := l.names["ota.afero.io"]; len(nm) > 6+4 {
+		t.Fatalf("name holds %d addresses", len(nm))
+	}
+}

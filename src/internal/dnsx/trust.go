@@ -62,6 +62,9 @@ const (
 	// forwarded copy (leaving an uplink after source NAT) is recognised by
 	// ID, question and resolver when NAT changed the source port.
 	natWindow = 2 * time.Second
+	// graveFactor: how many evicted LAN queries per LAN table entry are
+	// remembered until their copies leave (a burst queued on a slow uplink).
+	graveFactor = 4
 )
 
 type flowKey struct {
@@ -78,16 +81,22 @@ type natKey struct {
 }
 
 type pending struct {
-	key      flowKey
-	alias    flowKey // the flow after source NAT (LAN queries seen leaving an uplink)
-	aliased  bool
-	lan      bool
-	resolver netip.AddrPort
-	id       uint16
-	q        Question
-	added    time.Time
-	expires  time.Time
-	done     bool // answered, expired or evicted: lazily dropped from the queues
+	key     flowKey
+	alias   flowKey // the flow after source NAT (LAN queries seen leaving an uplink)
+	aliased bool
+	lan     bool
+	// rewritten: the alias came from a copy whose source port NAT changed,
+	// recognised by ID, question and resolver alone; the hub's own query
+	// may look the same (a LAN client can send its queries with every ID),
+	// so the answer is not told to be a LAN client's.
+	rewritten bool
+	grave     bool // evicted before its NAT copy was seen: kept in nat to absorb it
+	resolver  netip.AddrPort
+	id        uint16
+	q         Question
+	added     time.Time
+	expires   time.Time
+	done      bool // answered, expired or evicted: lazily dropped from the queues
 }
 
 // fifo is a queue of pending queries in insertion order (which is also
@@ -169,7 +178,11 @@ type Tracker struct {
 	flows   map[flowKey][]*pending
 	nat     map[natKey][]*pending // LAN queries whose NAT copy was not seen yet
 	clients map[netip.Addr]*pool
-	stats   TrackerStats
+	// graves are LAN queries evicted before their NAT copy was seen, oldest
+	// first, at most graveFactor times lan.max: their copies (same source
+	// port) are forwarded LAN queries, never the hub's own.
+	graves []*pending
+	stats  TrackerStats
 }
 
 // NewTracker makes a tracker. ttl and max of 0 take the defaults; max
@@ -294,7 +307,7 @@ func (t *Tracker) natCopy(x Exchange, now time.Time) bool {
 			pick = i
 			break
 		}
-		if pick < 0 && now.Sub(p.added) < natWindow {
+		if pick < 0 && !p.grave && now.Sub(p.added) < natWindow {
 			pick = i
 		}
 	}
@@ -303,6 +316,12 @@ func (t *Tracker) natCopy(x Exchange, now time.Time) bool {
 	}
 	p := list[pick]
 	t.unNAT(nk, list, pick)
+	if p.grave {
+		// The copy of an evicted LAN query: not tracked at all.
+		p.grave = false
+		return true
+	}
+	p.rewritten = p.key.client.Port() != x.Client.Port()
 	p.alias, p.aliased = flowKey{x.Proto, x.Client}, true
 	t.flows[p.alias] = append(t.flows[p.alias], p)
 	return true
@@ -362,7 +381,7 @@ func (t *Tracker) match(x Exchange) Match {
 			r = WrongQuestion
 		default:
 			t.remove(p)
-			return Match{Reason: Trusted, LAN: p.lan}
+			return Match{Reason: Trusted, LAN: p.lan && !p.rewritten}
 		}
 		best = max(best, r)
 	}
@@ -398,14 +417,7 @@ func (t *Tracker) remove(p *pending) {
 	if p.aliased {
 		t.dropFlow(p.alias, p)
 	} else {
-		nk := natKey{p.key.proto, p.resolver, p.id, p.q}
-		list := t.nat[nk]
-		for i, q := range list {
-			if q == p {
-				t.unNAT(nk, list, i)
-				break
-			}
-		}
+		t.dropNAT(p)
 	}
 	t.lan.n--
 	a := p.key.client.Addr()
@@ -417,12 +429,53 @@ func (t *Tracker) remove(p *pending) {
 }
 
 func (t *Tracker) evict(pl *pool) {
-	if p := pl.front(); p != nil {
-		t.remove(p)
+	p := pl.front()
+	if p == nil {
+		return
+	}
+	t.remove(p)
+	if !p.lan || p.aliased {
+		return
+	}
+	// Its copy may still be queued on the uplink: keep it where natCopy
+	// finds it, so the copy does not enter the hub's table.
+	nk := natKey{p.key.proto, p.resolver, p.id, p.q}
+	p.grave = true
+	t.nat[nk] = append(t.nat[nk], p)
+	t.graves = append(t.graves, p)
+	for len(t.graves) > graveFactor*t.lan.max {
+		t.popGrave()
+	}
+}
+
+// popGrave forgets the oldest evicted LAN query kept for its NAT copy.
+func (t *Tracker) popGrave() {
+	old := t.graves[0]
+	t.graves[0] = nil
+	t.graves = t.graves[1:]
+	if old.grave {
+		old.grave = false
+		t.dropNAT(old)
+	}
+}
+
+// dropNAT takes p out of the queries waiting for their NAT copy.
+func (t *Tracker) dropNAT(p *pending) {
+	nk := natKey{p.key.proto, p.resolver, p.id, p.q}
+	list := t.nat[nk]
+	for i, q := range list {
+		if q == p {
+			t.unNAT(nk, list, i)
+			return
+		}
 	}
 }
 
 func (t *Tracker) expire(now time.Time) {
+	// Evicted LAN queries whose copy never came go with their time (roughly in order).
+	for len(t.graves) > 0 && !now.Before(t.graves[0].expires) {
+		t.popGrave()
+	}
 	for _, pl := range []*pool{&t.hub, &t.lan} {
 		for {
 			p := pl.front()

@@ -286,7 +286,9 @@ func TestTrackerNATCopyTrackedOnce(t *testing.T) {
 			if view != "before NAT" {
 				reply = natted
 			}
-			if m := tr.ReplyMatch(reply); m.Reason != Trusted || !m.LAN {
+			// A copy whose port NAT rewrote is recognised by ID and question
+			// alone, as the hub's own query could be: its answer is not LAN-only.
+			if m := tr.ReplyMatch(reply); m.Reason != Trusted || m.LAN != (view != "port rewritten") {
 				t.Fatalf("reply: %+v", m)
 			}
 			if got := tr.Reply(lan); got != Unsolicited {
@@ -316,5 +318,73 @@ func TestTrackerHubQueryNotTakenForNATCopy(t *testing.T) {
 	}
 	if m := tr.ReplyMatch(hub); m.Reason != Trusted || m.LAN {
 		t.Fatalf("the hub's reply: %+v", m)
+	}
+}
+
+// A LAN client's query evicted (over its quota, or the LAN table full) before its copy leaves
+// the uplink - the uplink's queue delays the copies of a burst of queries, the capture sees
+// them arrive from the LAN at once - must not become the hub's own query when the copy is seen:
+// a LAN client would fill the hub's table and push the hub's own queries out.
+func TestTrackerEvictedLANQueryCopyIsNotHubs(t *testing.T) {
+	c := newClock()
+	tr := NewTracker(c.now, 0, 100)
+	tr.SetClientQuota(10)
+	hub := ex(ProtoUDP, "198.18.10.2:1000", "198.18.1.1:53", 1, "api.afero.io", TypeA)
+	tr.Query(hub)
+	const burst = 400 // 390 evicted: within the 4 x 100 remembered
+	lanQ := func(i int) Exchange {
+		return ex(ProtoUDP, netip.AddrPortFrom(netip.MustParseAddr("198.18.100.2"), uint16(20000+i)).String(), "198.18.1.1:53", uint16(i), "x.afero.io", TypeA)
+	}
+	for i := 0; i < burst; i++ { // arriving from the LAN
+		tr.QueryLAN(lanQ(i))
+	}
+	c.advance(300 * time.Millisecond) // the uplink's queue
+	for i := 0; i < burst; i++ {      // leaving the uplink, source NAT kept the port
+		cp := lanQ(i)
+		cp.Client = netip.AddrPortFrom(netip.MustParseAddr("198.18.10.2"), cp.Client.Port())
+		tr.Query(cp)
+	}
+	if s := tr.Stats(); s.Evicted != 0 || s.Pending-s.LANPending != 1 {
+		t.Errorf("the LAN client's copies entered the hub's table: %+v", s)
+	}
+	if m := tr.ReplyMatch(hub); m.Reason != Trusted || m.LAN {
+		t.Fatalf("the hub's own query after the LAN burst: %+v", m)
+	}
+}
+
+// A LAN client cannot get the hub's own query taken for the NAT copy of one of its queries by
+// sending (never forwarded, TTL 1) queries for the hub's name with every ID: the NAT copy
+// with a rewritten port is ambiguous, and its answer must not be LAN-only (in capture mode that
+// made the hub's answer open forwarding only: the hub locked out of its cloud).
+func TestTrackerHubQueryNotLANInNATWindow(t *testing.T) {
+	c := newClock()
+	tr := NewTracker(c.now, 0, 0)
+	for i := 0; i < 4096; i++ {
+		cl := netip.AddrPortFrom(netip.AddrFrom4([4]byte{198, 18, 100, byte(2 + i/256)}), 5555)
+		tr.QueryLAN(Exchange{Proto: ProtoUDP, Client: cl, Resolver: netip.MustParseAddrPort("198.18.1.1:53"), ID: uint16(i * 16), Question: Question{"api.afero.io", TypeA, ClassINET}})
+	}
+	c.advance(time.Second)
+	hub := ex(ProtoUDP, "198.18.10.2:7000", "198.18.1.1:53", 16*77, "api.afero.io", TypeA)
+	tr.Query(hub)
+	if m := tr.ReplyMatch(hub); m.Reason != Trusted || m.LAN {
+		t.Fatalf("the hub's reply: %+v", m)
+	}
+}
+
+// Evicted LAN queries kept for their NAT copy go once their time is over.
+func TestTrackerGravesExpire(t *testing.T) {
+	c := newClock()
+	tr := NewTracker(c.now, 0, 100)
+	tr.SetClientQuota(10)
+	for i := 0; i < 50; i++ {
+		tr.QueryLAN(ex(ProtoUDP, netip.AddrPortFrom(netip.MustParseAddr("198.18.100.2"), uint16(20000+i)).String(), "198.18.1.1:53", uint16(i), "x.afero.io", TypeA))
+	}
+	if len(tr.graves) != 40 {
+		t.Fatalf("%d graves, want 40", len(tr.graves))
+	}
+	c.advance(DefaultPendingTTL)
+	tr.Query(ex(ProtoUDP, "198.18.10.2:1000", "198.18.1.1:53", 1, "api.afero.io", TypeA))
+	if len(tr.graves) != 0 || len(tr.nat) != 0 || len(tr.flows) != 1 {
+		t.Fatalf("left behind: graves %d nat %d flows %d", len(tr.graves), len(tr.nat), len(tr.flows))
 	}
 }
