@@ -19,7 +19,10 @@
 //   - and the entry's reply-direction packet counter grown since the
 //     capture last looked at the same entry: conntrack counts a reply only
 //     if it was in the TCP window it tracks, so a spoofed or stale segment
-//     (an attacker, noise, a black hole's leftovers) counts nothing. This
+//     (an attacker, noise, a black hole's leftovers) counts nothing. An
+//     entry conntrack does not check the window of (IP_CT_TCP_FLAG_BE_LIBERAL:
+//     a connection picked up in mid-stream after its entry was deleted,
+//     e.g. by connmgr's flush when an uplink fails) counts nothing. This
 //     needs conntrack accounting (net.netfilter.nf_conntrack_acct=1, which
 //     OpenWrt sets); without it nothing counts and the probes decide alone.
 //
@@ -212,6 +215,11 @@ func verdict(e ctEntry, p tuple) (ok bool, why string) {
 		return false, "the connection is not confirmed and replied"
 	case e.tcpState != tcpConntrackEstablished:
 		return false, "the connection is not established"
+	case e.liberal:
+		// Picked up in mid-stream (its entry was deleted, e.g. by a
+		// flush): conntrack accepts any sequence numbers, so a blind
+		// spoofer of the tuple would grow the counter.
+		return false, "conntrack does not check the connection's TCP window"
 	case !e.hasCounters:
 		return false, "conntrack accounting is off"
 	}

@@ -3,6 +3,7 @@ package capture
 import (
 	"context"
 	"encoding/binary"
+	"fmt"
 	"io"
 	"net"
 	"net/netip"
@@ -247,5 +248,43 @@ func TestCaptureSamplesDownload(t *testing.T) {
 	t.Logf("%d bytes in %v, %d reports", n, el, got)
 	if got == 0 || got > int64(el/(100*time.Millisecond))+1 {
 		t.Fatalf("%d reports for %v of download at period 100ms", got, el)
+	}
+}
+
+// A connection whose conntrack entry was deleted (connmgr's own flush when
+// an uplink fails does that) is picked up in mid-stream by the device's
+// next segment, and conntrack then tracks it with liberal windows: it
+// accepts and counts any segment with the tuple. A blind spoofer of that
+// tuple must still prove nothing.
+func TestCapturePickedUpConnection(t *testing.T) {
+	w := testbed.New(t, testbed.Options{Uplinks: []string{"eth0"}})
+	u, r := startIn(t, w)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	c, err := w.Device.Dial(ctx, "tcp4", testbed.EchoURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	local := netip.MustParseAddrPort(c.LocalAddr().String())
+	chat(c, 500*time.Millisecond)
+	if err := w.SetFault("eth0", testbed.Fault{Blackhole: true}); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := w.Device.Run("conntrack", "-D", "-p", "tcp", "--orig-src", u.Addr.String(),
+		"--orig-port-src", fmt.Sprint(local.Port())); err != nil {
+		t.Fatalf("conntrack -D: %v: %s", err, out)
+	}
+	time.Sleep(300 * time.Millisecond)
+	noiseAt := time.Now()
+	stop, err := w.SendNoise("eth0", testbed.Noise{From: netip.AddrPortFrom(testbed.EchoAddr, testbed.EchoPort), To: local, TCPFlags: 0x18, PerSecond: 50})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stop()
+	chat(c, 2*time.Second)
+	if r.after(noiseAt) {
+		t.Fatalf("black hole, picked-up connection under spoofed segments: a report of replies since %v, after the noise began at %v",
+			time.Unix(0, r.since.Load()).Format("15:04:05.000"), noiseAt.Format("15:04:05.000"))
 	}
 }
