@@ -288,3 +288,40 @@ func TestCapturePickedUpConnection(t *testing.T) {
 			time.Unix(0, r.since.Load()).Format("15:04:05.000"), noiseAt.Format("15:04:05.000"))
 	}
 }
+
+// A connection opened TO the device from beyond the subnet (a scanner
+// that found an open port, with connmgr's firewall off) is the remote's:
+// its segments are the original direction, the device's answers the
+// reply direction, and nothing of it proves the uplink.
+func TestCaptureInboundConnection(t *testing.T) {
+	w := testbed.New(t, testbed.Options{Uplinks: []string{"eth0"}})
+	u, r := startIn(t, w)
+	ln, err := w.Device.Listen("tcp4", netip.AddrPortFrom(u.Addr, 8080).String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() { io.Copy(c, c); c.Close() }() // echoes: both directions busy
+		}
+	}()
+	var c net.Conn
+	err = u.Router.Do(func() (err error) {
+		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IP{198, 18, 11, 1}}, Timeout: 5 * time.Second}
+		c, err = d.Dial("tcp4", netip.AddrPortFrom(u.Addr, 8080).String())
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	chat(c, 1500*time.Millisecond)
+	if n := r.n.Load(); n != 0 {
+		t.Fatalf("an inbound connection from beyond the subnet made %d reports", n)
+	}
+}
