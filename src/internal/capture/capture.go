@@ -19,7 +19,11 @@
 //   - and the entry's reply-direction packet counter grown since the
 //     capture last looked at the same entry: conntrack counts a reply only
 //     if it was in the TCP window it tracks, so a spoofed or stale segment
-//     (an attacker, noise, a black hole's leftovers) counts nothing. This
+//     (an attacker, noise, a black hole's leftovers) counts nothing. An
+//     entry conntrack does not check the window of (IP_CT_TCP_FLAG_BE_LIBERAL:
+//     a connection picked up in mid-stream after its entry was deleted,
+//     e.g. by connmgr's flush when an uplink fails) counts nothing, nor
+//     does anything while net.netfilter.nf_conntrack_tcp_be_liberal is on. This
 //     needs conntrack accounting (net.netfilter.nf_conntrack_acct=1, which
 //     OpenWrt sets); without it nothing counts and the probes decide alone.
 //
@@ -79,12 +83,17 @@ type Config struct {
 
 // Capture is one running capture; Close stops it.
 type Capture struct {
-	cfg       Config
-	f         *os.File
-	ct        *ctConn
-	accept    []unix.SockFilter
-	seen      map[tuple]look // last look at each entry, by reply tuple
-	noAcct    bool           // accounting off was logged
+	cfg    Config
+	f      *os.File
+	ct     *ctConn
+	accept []unix.SockFilter
+	seen   map[tuple]look // last look at each entry, by reply tuple
+	noAcct bool           // accounting off was logged
+	// liberalAt, liberal: when the namespace's
+	// nf_conntrack_tcp_be_liberal was last read, and whether it was on
+	// (then conntrack checks no TCP window at all).
+	liberalAt time.Time
+	liberal   bool
 	samples   atomic.Uint64
 	confirmed atomic.Uint64
 	stop      chan struct{}
@@ -212,6 +221,11 @@ func verdict(e ctEntry, p tuple) (ok bool, why string) {
 		return false, "the connection is not confirmed and replied"
 	case e.tcpState != tcpConntrackEstablished:
 		return false, "the connection is not established"
+	case e.liberal:
+		// Picked up in mid-stream (its entry was deleted, e.g. by a
+		// flush): conntrack accepts any sequence numbers, so a blind
+		// spoofer of the tuple would grow the counter.
+		return false, "conntrack does not check the connection's TCP window"
 	case !e.hasCounters:
 		return false, "conntrack accounting is off"
 	}
@@ -376,6 +390,9 @@ func (c *Capture) confirm(p tuple, now time.Time) (since time.Time, ok bool) {
 		}
 		return time.Time{}, false
 	}
+	if c.beLiberal(now) {
+		return time.Time{}, false
+	}
 	prev, seen := c.seen[p]
 	if !seen && len(c.seen) >= maxSeen {
 		c.forgetOldest()
@@ -385,6 +402,31 @@ func (c *Capture) confirm(p tuple, now time.Time) (since time.Time, ok bool) {
 		return time.Time{}, false
 	}
 	return prev.at, true
+}
+
+// liberalSysctl is the switch that turns conntrack's TCP window checks
+// off for every connection (some OpenWrt packages turn it on).
+const liberalSysctl = "/proc/sys/net/netfilter/nf_conntrack_tcp_be_liberal"
+
+// beLiberal says whether the namespace's conntrack checks no TCP windows
+// (read at most every 5 s; logged once when on): then a blind spoofer's
+// segments are counted as replies, and nothing proves an uplink.
+func (c *Capture) beLiberal(now time.Time) bool {
+	if !c.liberalAt.IsZero() && now.Sub(c.liberalAt) < 5*time.Second {
+		return c.liberal
+	}
+	c.liberalAt = now
+	var b []byte
+	err := inns.Do(c.cfg.Namespace, func() (err error) {
+		b, err = os.ReadFile(liberalSysctl)
+		return err
+	})
+	on := err == nil && len(b) > 0 && b[0] != '0'
+	if on && !c.liberal {
+		c.cfg.Logf("capture on %s: net.netfilter.nf_conntrack_tcp_be_liberal is on: conntrack checks no TCP window, replies cannot be confirmed, probes alone judge the uplink", c.cfg.Device)
+	}
+	c.liberal = on
+	return on
 }
 
 func (c *Capture) forgetOldest() {

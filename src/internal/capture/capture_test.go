@@ -3,6 +3,7 @@ package capture
 import (
 	"context"
 	"encoding/binary"
+	"fmt"
 	"io"
 	"net"
 	"net/netip"
@@ -247,5 +248,102 @@ func TestCaptureSamplesDownload(t *testing.T) {
 	t.Logf("%d bytes in %v, %d reports", n, el, got)
 	if got == 0 || got > int64(el/(100*time.Millisecond))+1 {
 		t.Fatalf("%d reports for %v of download at period 100ms", got, el)
+	}
+}
+
+// A connection whose conntrack entry was deleted (connmgr's own flush when
+// an uplink fails does that) is picked up in mid-stream by the device's
+// next segment, and conntrack then tracks it with liberal windows: it
+// accepts and counts any segment with the tuple. A blind spoofer of that
+// tuple must still prove nothing.
+func TestCapturePickedUpConnection(t *testing.T) {
+	w := testbed.New(t, testbed.Options{Uplinks: []string{"eth0"}})
+	u, r := startIn(t, w)
+	spoofBlackHole(t, w, r, func(local netip.AddrPort) {
+		if out, err := w.Device.Run("conntrack", "-D", "-p", "tcp", "--orig-src", u.Addr.String(),
+			"--orig-port-src", fmt.Sprint(local.Port())); err != nil {
+			t.Fatalf("conntrack -D: %v: %s", err, out)
+		}
+	})
+}
+
+// With net.netfilter.nf_conntrack_tcp_be_liberal on, conntrack checks no
+// TCP window: a blind spoofer of a live connection's tuple must still
+// prove nothing on a black-holed uplink.
+func TestCaptureLiberalConntrack(t *testing.T) {
+	w := testbed.New(t, testbed.Options{Uplinks: []string{"eth0"}})
+	if err := w.Device.Sysctl("net.netfilter.nf_conntrack_tcp_be_liberal", "1"); err != nil {
+		t.Fatal(err)
+	}
+	_, r := startIn(t, w)
+	spoofBlackHole(t, w, r, func(netip.AddrPort) {})
+}
+
+// spoofBlackHole opens a connection to the echo service, black-holes
+// eth0, calls prepare with the connection's local end, then has the
+// device keep writing while a blind spoofer sends segments with the
+// connection's tuple: no report may say replies came after that.
+func spoofBlackHole(t *testing.T, w *testbed.World, r *reports, prepare func(local netip.AddrPort)) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	c, err := w.Device.Dial(ctx, "tcp4", testbed.EchoURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	local := netip.MustParseAddrPort(c.LocalAddr().String())
+	chat(c, 500*time.Millisecond)
+	if err := w.SetFault("eth0", testbed.Fault{Blackhole: true}); err != nil {
+		t.Fatal(err)
+	}
+	prepare(local)
+	time.Sleep(300 * time.Millisecond)
+	noiseAt := time.Now()
+	stop, err := w.SendNoise("eth0", testbed.Noise{From: netip.AddrPortFrom(testbed.EchoAddr, testbed.EchoPort), To: local, TCPFlags: 0x18, PerSecond: 50})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stop()
+	chat(c, 2*time.Second)
+	if r.after(noiseAt) {
+		t.Fatalf("black hole under spoofed segments: a report of replies since %v, after the noise began at %v",
+			time.Unix(0, r.since.Load()).Format("15:04:05.000"), noiseAt.Format("15:04:05.000"))
+	}
+}
+
+// A connection opened TO the device from beyond the subnet (a scanner
+// that found an open port, with connmgr's firewall off) is the remote's:
+// its segments are the original direction, the device's answers the
+// reply direction, and nothing of it proves the uplink.
+func TestCaptureInboundConnection(t *testing.T) {
+	w := testbed.New(t, testbed.Options{Uplinks: []string{"eth0"}})
+	u, r := startIn(t, w)
+	ln, err := w.Device.Listen("tcp4", netip.AddrPortFrom(u.Addr, 8080).String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() { io.Copy(c, c); c.Close() }() // echoes: both directions busy
+		}
+	}()
+	var c net.Conn
+	err = u.Router.Do(func() (err error) {
+		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IP{198, 18, 11, 1}}, Timeout: 5 * time.Second}
+		c, err = d.Dial("tcp4", netip.AddrPortFrom(u.Addr, 8080).String())
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	chat(c, 1500*time.Millisecond)
+	if n := r.n.Load(); n != 0 {
+		t.Fatalf("an inbound connection from beyond the subnet made %d reports", n)
 	}
 }

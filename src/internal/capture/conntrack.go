@@ -39,7 +39,14 @@ const (
 	ctaProtoDstPort   = 3
 	ctaProtoinfoTCP   = 1
 	ctaProtoinfoState = 1
-	ctaCountersPkts   = 1
+	// CTA_PROTOINFO_TCP_FLAGS_ORIGINAL/_REPLY: struct nf_ct_tcp_flags
+	// {flags, mask} of each direction.
+	ctaProtoinfoTCPFlagsOrig  = 4
+	ctaProtoinfoTCPFlagsReply = 5
+	// ipCTTCPFlagBeLiberal: conntrack does not check this direction's
+	// TCP window (a connection picked up in mid-stream has it both ways).
+	ipCTTCPFlagBeLiberal = 0x08
+	ctaCountersPkts      = 1
 
 	ipsSeenReply = 1 << 1
 	ipsConfirmed = 1 << 3
@@ -59,7 +66,11 @@ type ctEntry struct {
 	orig, reply tuple
 	status      uint32
 	tcpState    uint8 // 0 if absent
-	id          uint32
+	// liberal says conntrack does not check the TCP window of a
+	// direction (IP_CT_TCP_FLAG_BE_LIBERAL), as for a connection it
+	// picked up in mid-stream: it then counts any segment with the tuple.
+	liberal bool
+	id      uint32
 	// replyPackets counts the packets conntrack accepted in the reply
 	// direction; hasCounters is false when accounting is off
 	// (net.netfilter.nf_conntrack_acct=0).
@@ -207,8 +218,11 @@ func parseReply(b []byte) (ctEntry, uint32, error) {
 					return nil
 				}
 				return walk(v, func(typ uint16, v []byte) error {
-					if typ == ctaProtoinfoState && len(v) >= 1 {
+					switch {
+					case typ == ctaProtoinfoState && len(v) >= 1:
 						e.tcpState = v[0]
+					case (typ == ctaProtoinfoTCPFlagsOrig || typ == ctaProtoinfoTCPFlagsReply) && len(v) >= 1:
+						e.liberal = e.liberal || v[0]&ipCTTCPFlagBeLiberal != 0
 					}
 					return nil
 				})

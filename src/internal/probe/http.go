@@ -125,14 +125,14 @@ func get204(ctx context.Context, t Target, dst netip.AddrPort, u URL) error {
 	}
 	defer release()
 	if _, err := c.Write(u.request()); err != nil {
-		return fmt.Errorf("http %s (%s): send: %w", u, dst, err)
+		return intercepted{fmt.Errorf("http %s (%s): send: %w", u, dst, err)}
 	}
 	code, err := readStatus(c)
 	if err != nil {
-		return fmt.Errorf("http %s (%s): %w", u, dst, err)
+		return intercepted{fmt.Errorf("http %s (%s): %w", u, dst, err)}
 	}
 	if code != 204 {
-		return answered{fmt.Errorf("http %s (%s): status %d, want 204", u, dst, code)}
+		return intercepted{answered{fmt.Errorf("http %s (%s): status %d, want 204", u, dst, code)}}
 	}
 	return nil
 }

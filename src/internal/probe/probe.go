@@ -148,6 +148,7 @@ func (p *Prober) Probe(ctx context.Context, t Target, timeout, hedge time.Durati
 	at, err := hedged(ctx, hedge, attempt)
 	if err != nil {
 		res.Err = err.Error()
+		res.Intercepted = errors.As(err, new(intercepted))
 		return res
 	}
 	res.OK, res.RTT = true, at.Sub(start)
@@ -273,6 +274,14 @@ func (t Target) connect(ctx context.Context, dst netip.AddrPort) (net.Conn, func
 	return c, func() { stop(); c.Close() }, nil
 }
 
+// intercepted marks a failure after the connection to the probe host was
+// accepted: whatever accepted it did not give the host's answer, and may
+// be a portal or proxy answering every connection in the cloud's name
+// (uplink.ProbeResult.Intercepted).
+type intercepted struct{ error }
+
+func (i intercepted) Unwrap() error { return i.error }
+
 // echo is one Afero echo attempt: connect, send one byte, read one back.
 func echo(ctx context.Context, t Target, dst netip.AddrPort) error {
 	c, release, err := t.connect(ctx, dst)
@@ -281,11 +290,11 @@ func echo(ctx context.Context, t Target, dst netip.AddrPort) error {
 	}
 	defer release()
 	if _, err := c.Write([]byte{'A'}); err != nil {
-		return fmt.Errorf("echo %s: send: %w", dst, err)
+		return intercepted{fmt.Errorf("echo %s: send: %w", dst, err)}
 	}
 	var b [1]byte
 	if _, err := io.ReadFull(c, b[:]); err != nil {
-		return fmt.Errorf("echo %s: no byte back: %w", dst, err)
+		return intercepted{fmt.Errorf("echo %s: no byte back: %w", dst, err)}
 	}
 	return nil
 }

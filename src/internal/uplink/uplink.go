@@ -166,6 +166,12 @@ type ProbeResult struct {
 	OK      bool          // the echo came back (or ICMP reply, or HTTP 204)
 	RTT     time.Duration // round-trip time of the successful attempt
 	Err     string        // why it failed
+	// Intercepted says the failed probe's connection was accepted in
+	// the probe host's name but the right answer never came: whatever
+	// accepted it (a captive portal, a transparent proxy) may answer
+	// every connection through the uplink in the cloud's name, so
+	// passive evidence cannot clear this failure.
+	Intercepted bool
 }
 
 // Transition is the outcome of one event.
@@ -197,9 +203,13 @@ type Machine struct {
 	oks       int // consecutive successes (probe or liveness)
 	lastAlive time.Time
 	lastFail  time.Time // when the last failed probe was recorded
-	lastProbe ProbeResult
-	lastEnd   time.Time // when lastProbe was recorded
-	srtt      time.Duration
+	// intercepted: one of the current failures was an intercepted probe
+	// (ProbeResult.Intercepted); replies clear none of them until a probe
+	// succeeds.
+	intercepted bool
+	lastProbe   ProbeResult
+	lastEnd     time.Time // when lastProbe was recorded
+	srtt        time.Duration
 
 	probesOK, probesFailed, transitions uint64
 }
@@ -264,7 +274,7 @@ func (m *Machine) support(now time.Time, on bool, t *Transition) {
 }
 
 func (m *Machine) resetCounts() {
-	m.fails, m.oks = 0, 0
+	m.fails, m.oks, m.intercepted = 0, 0, false
 }
 
 func (m *Machine) device(now time.Time, d Device, t *Transition) {
@@ -334,6 +344,8 @@ func (m *Machine) alive(now, since time.Time, t *Transition) {
 		t.Reason = "replies received; recovery is for the probes to prove"
 	case since.Before(m.upSince):
 		t.Reason = "replies received that may predate the uplink coming up ignored"
+	case m.fails > 0 && m.intercepted:
+		t.Reason = "replies received while a probe was intercepted (a portal may answer in the cloud's name): they do not outvote it"
 	case m.fails > 0 && !since.After(m.lastFail):
 		t.Reason = "replies received that may predate the last failed probe: they do not outvote it"
 	default:
@@ -343,7 +355,7 @@ func (m *Machine) alive(now, since time.Time, t *Transition) {
 
 func (m *Machine) success(now time.Time, t *Transition, what string) {
 	t.Counted = true
-	m.fails = 0
+	m.fails, m.intercepted = 0, false
 	m.oks++
 	switch m.state {
 	case ItfUpSU:
@@ -378,6 +390,7 @@ func (m *Machine) probe(now time.Time, r ProbeResult, t *Transition) {
 	t.Counted = true
 	m.oks = 0
 	m.fails++
+	m.intercepted = m.intercepted || r.Intercepted
 	reason := fmt.Sprintf("probe failed (%s): %d of %d failures", r.Err, m.fails, m.params.FailCount)
 	if m.state != ItfUpSF && m.fails >= m.params.FailCount {
 		m.set(now, ItfUpSF, t, reason)

@@ -34,6 +34,12 @@ func fail(started time.Duration) Event {
 	return ProbeEvent{ProbeResult{Started: t0.Add(started), Err: "timeout"}}
 }
 
+// intercepted is a failed probe whose connection something accepted in
+// the probe host's name without giving its answer (a portal).
+func intercepted(started time.Duration) Event {
+	return ProbeEvent{ProbeResult{Started: t0.Add(started), Err: "no byte back", Intercepted: true}}
+}
+
 func TestTransitions(t *testing.T) {
 	p := Params{FailCount: 3, RecoverCount: 2}
 	ms := time.Millisecond
@@ -102,6 +108,23 @@ func TestTransitions(t *testing.T) {
 			{1200 * ms, fail(700 * ms), ItfUpSS, "2 of 3", false},
 			{1500 * ms, alive(1250 * ms), ItfUpSS, "received replies", false},
 			{1900 * ms, fail(1300 * ms), ItfUpSS, "1 of 3", false},
+		}},
+		{"replies do not clear a probe a portal intercepted", []step{
+			{0, DeviceEvent{up()}, ItfUpSU, "", true},
+			{10 * ms, ok(ms), ItfUpSS, "", false},
+			{600 * ms, intercepted(100 * ms), ItfUpSS, "1 of 3", false},
+			{900 * ms, alive(700 * ms), ItfUpSS, "intercepted", false},
+			{1200 * ms, fail(700 * ms), ItfUpSS, "2 of 3", false},
+			{1500 * ms, alive(1250 * ms), ItfUpSS, "intercepted", false},
+			{1900 * ms, intercepted(1300 * ms), ItfUpSF, "3 of 3", false},
+		}},
+		{"a probe success ends what an intercepted probe left", []step{
+			{0, DeviceEvent{up()}, ItfUpSU, "", true},
+			{10 * ms, ok(ms), ItfUpSS, "", false},
+			{600 * ms, intercepted(100 * ms), ItfUpSS, "1 of 3", false},
+			{1200 * ms, ok(700 * ms), ItfUpSS, "probe succeeded", false},
+			{1800 * ms, fail(1300 * ms), ItfUpSS, "1 of 3", false},
+			{2100 * ms, alive(1900 * ms), ItfUpSS, "received replies", false},
 		}},
 		{"replies never recover a failing uplink", []step{
 			{0, DeviceEvent{up()}, ItfUpSU, "", true},
