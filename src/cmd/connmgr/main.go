@@ -11,7 +11,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
 	"os/signal"
 	"runtime/debug"
@@ -19,6 +18,7 @@ import (
 	"syscall"
 
 	"github.com/afero/af-conn/internal/daemon"
+	"github.com/afero/af-conn/internal/logline"
 	"github.com/afero/af-conn/internal/nfqueue"
 )
 
@@ -142,8 +142,8 @@ func runDaemon(args []string, stdout, stderr io.Writer) int {
 	}
 
 	tuneGC()
-	level := new(slog.LevelVar)
-	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	level := new(logline.LevelVar)
+	log := logline.New(stderr, level)
 	d, err := daemon.New(daemon.Options{
 		UCIDir:        *uciDir,
 		WhitelistPath: *wlPath,

@@ -14,7 +14,6 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"log/slog"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -22,6 +21,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/afero/af-conn/internal/logline"
 	"github.com/afero/af-conn/internal/uci"
 )
 
@@ -90,7 +90,7 @@ type Main struct {
 	TrustedResolvers      []netip.Addr // list trusted_resolver
 	QueueNum              uint16
 	KeepRoute             bool
-	LogLevel              slog.Level
+	LogLevel              logline.Level
 }
 
 // Uplink is one uplink: a UCI network (Name, e.g. ethnet) on a device.

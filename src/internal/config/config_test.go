@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"log/slog"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -13,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/afero/af-conn/internal/logline"
 	"github.com/afero/af-conn/internal/uci"
 )
 
@@ -59,7 +59,7 @@ var wantMain = Main{
 	DNSNameMaxAddrs:       50,
 	QueueNum:              27,
 	KeepRoute:             false,
-	LogLevel:              slog.LevelInfo,
+	LogLevel:              logline.LevelInfo,
 }
 
 var wantDefaultUplinks = []Uplink{
@@ -323,7 +323,7 @@ var mainCases = []struct {
 		[]string{"resolver.example", "0.0.0.0", "::", "fe80::1%eth0", "224.0.0.251", "198.18.5.5:53", ""}},
 	{"queue_num", map[string]any{"0": uint16(0), "65535": uint16(65535)}, []string{"-1", "65536", ""}},
 	{"keep_route", map[string]any{"1": true, "0": false}, []string{"keep", ""}},
-	{"log_level", map[string]any{"debug": slog.LevelDebug, "info": slog.LevelInfo, "warn": slog.LevelWarn, "warning": slog.LevelWarn, "ERROR": slog.LevelError}, []string{"trace", "verbose", "3", ""}},
+	{"log_level", map[string]any{"debug": logline.LevelDebug, "info": logline.LevelInfo, "warn": logline.LevelWarn, "warning": logline.LevelWarn, "ERROR": logline.LevelError}, []string{"trace", "verbose", "3", ""}},
 }
 
 // mainField reads the Main field an option sets (by the table's setter,

@@ -2,12 +2,12 @@ package config
 
 import (
 	"fmt"
-	"log/slog"
 	"net/netip"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/afero/af-conn/internal/logline"
 	"github.com/afero/af-conn/internal/probe"
 	"github.com/afero/af-conn/internal/uci"
 )
@@ -107,8 +107,8 @@ var mainRows = []row[Main]{
 		func(m *Main) *bool { return &m.KeepRoute }),
 	{name: "log_level", def: "info", accepts: "debug, info, warn or error", desc: "least important log messages written.",
 		set: func(m *Main, v string) bool {
-			l, ok := map[string]slog.Level{"debug": slog.LevelDebug, "info": slog.LevelInfo,
-				"warn": slog.LevelWarn, "warning": slog.LevelWarn, "error": slog.LevelError}[strings.ToLower(v)]
+			l, ok := map[string]logline.Level{"debug": logline.LevelDebug, "info": logline.LevelInfo,
+				"warn": logline.LevelWarn, "warning": logline.LevelWarn, "error": logline.LevelError}[strings.ToLower(v)]
 			m.LogLevel = l
 			return ok
 		}},

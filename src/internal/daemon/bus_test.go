@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -15,6 +14,7 @@ import (
 	"time"
 
 	"github.com/afero/af-conn/internal/firewall"
+	"github.com/afero/af-conn/internal/logline"
 	"github.com/afero/af-conn/internal/ubus"
 	"github.com/afero/af-conn/internal/ubus/ubustest"
 )
@@ -123,7 +123,7 @@ func startBus(t *testing.T, o busOpts) *busTest {
 	}
 	d, err := New(Options{
 		UCIDir: bt.dir, WhitelistPath: filepath.Join(bt.dir, "whitelist"), UbusSocket: bt.sock,
-		Logger: slog.New(slog.NewTextHandler(bt.log, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		Logger: logline.New(bt.log, logline.LevelDebug),
 		Clock:  newFakeClock(),
 	})
 	if err != nil {

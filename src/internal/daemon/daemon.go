@@ -11,11 +11,11 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"log/slog"
 	"strings"
 	"time"
 
 	"github.com/afero/af-conn/internal/config"
+	"github.com/afero/af-conn/internal/logline"
 	"github.com/afero/af-conn/internal/whitelist"
 )
 
@@ -29,9 +29,9 @@ type Options struct {
 	UbusSocket    string // -s
 	NoFirewall    bool   // -d: firewall mode off whatever the config says
 
-	Logger *slog.Logger
+	Logger *logline.Logger
 	// Level is the logger's level; the daemon sets it from the config's log_level.
-	Level *slog.LevelVar
+	Level *logline.LevelVar
 	// Clock is real time unless a test injects its own.
 	Clock Clock
 }
@@ -64,7 +64,7 @@ type Loaded struct {
 // Daemon is connmgr's state and event loop.
 type Daemon struct {
 	opts    Options
-	log     *slog.Logger
+	log     *logline.Logger
 	clock   Clock
 	events  chan event
 	cur     *Loaded
@@ -84,7 +84,7 @@ type Daemon struct {
 // it is, naming the file and line, for main to print before exiting non-zero.
 func New(opts Options) (*Daemon, error) {
 	if opts.Logger == nil {
-		opts.Logger = slog.Default()
+		opts.Logger = logline.Stderr()
 	}
 	if opts.Clock == nil {
 		opts.Clock = RealClock{}

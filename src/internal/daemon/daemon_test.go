@@ -4,13 +4,14 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/afero/af-conn/internal/logline"
 )
 
 // recorder is a component that writes down what the loop asked of it.
@@ -46,7 +47,7 @@ func newTestDaemon(t *testing.T, dir string) (*Daemon, *[]string, *sync.Mutex, *
 	var calls []string
 	d, err := New(Options{
 		UCIDir: dir, WhitelistPath: filepath.Join(dir, "whitelist"),
-		Logger: slog.New(slog.NewTextHandler(&lockedWriter{w: &logBuf, mu: &mu}, nil)),
+		Logger: logline.New(&lockedWriter{w: &logBuf, mu: &mu}, nil),
 		Clock:  newFakeClock(),
 	})
 	if err != nil {

@@ -1,11 +1,11 @@
 package daemon
 
 import (
-	"log/slog"
 	"slices"
 	"testing"
 
 	"github.com/afero/af-conn/internal/config"
+	"github.com/afero/af-conn/internal/logline"
 )
 
 func TestParentUplink(t *testing.T) {
@@ -33,7 +33,7 @@ func TestParentUplink(t *testing.T) {
 
 // The devices each concern watches as netifd's reports come and go.
 func TestUplinkDevices(t *testing.T) {
-	d := &Daemon{log: slog.New(slog.DiscardHandler), l3: map[string]string{}}
+	d := &Daemon{log: logline.Discard(), l3: map[string]string{}}
 	cfg := &config.Config{Uplinks: []config.Uplink{
 		{Name: "ethnet", Device: "eth0", Enabled: true},
 		{Name: "stanet", Device: "wlan0", Enabled: false},

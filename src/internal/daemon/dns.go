@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"net"
 	"net/netip"
 	"os"
@@ -20,6 +19,7 @@ import (
 	"github.com/afero/af-conn/internal/dnsgate"
 	"github.com/afero/af-conn/internal/dnsx"
 	"github.com/afero/af-conn/internal/firewall"
+	"github.com/afero/af-conn/internal/logline"
 	"github.com/afero/af-conn/internal/probe"
 )
 
@@ -420,7 +420,7 @@ func (c *dnsComponent) isLocal(a netip.Addr) bool {
 // logReply runs on the gate's goroutines, at debug level only: what each trusted reply did.
 // Untrusted ones are logged by the gate with their reason.
 func (c *dnsComponent) logReply(ev dnsgate.ReplyEvent) {
-	if ev.Result.Reason != dnsx.Trusted || !c.d.log.Enabled(context.Background(), slog.LevelDebug) {
+	if ev.Result.Reason != dnsx.Trusted || !c.d.log.Enabled(logline.LevelDebug) {
 		return
 	}
 	addrs := make([]string, 0, len(ev.Result.Pinholes))

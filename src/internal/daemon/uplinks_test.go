@@ -2,7 +2,6 @@ package daemon
 
 import (
 	"context"
-	"log/slog"
 	"net/netip"
 	"path/filepath"
 	"slices"
@@ -12,6 +11,7 @@ import (
 
 	"github.com/afero/af-conn/internal/capture"
 	"github.com/afero/af-conn/internal/failover"
+	"github.com/afero/af-conn/internal/logline"
 	"github.com/afero/af-conn/internal/netmon"
 	"github.com/afero/af-conn/internal/probe"
 	"github.com/afero/af-conn/internal/route"
@@ -78,7 +78,7 @@ func TestUplinksComponent(t *testing.T) {
 	dir := t.TempDir()
 	writeConnmgr(t, dir, "config connmgr 'main'\n\toption firewall '0'\n")
 	d, err := New(Options{UCIDir: dir, WhitelistPath: filepath.Join(dir, "whitelist"),
-		Logger: slog.New(slog.DiscardHandler), Clock: newFakeClock()})
+		Logger: logline.Discard(), Clock: newFakeClock()})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -41,7 +41,6 @@ package dnsgate
 import (
 	"errors"
 	"fmt"
-	"log/slog"
 	"net/netip"
 	"slices"
 	"sort"
@@ -51,6 +50,7 @@ import (
 
 	"github.com/afero/af-conn/internal/dnscap"
 	"github.com/afero/af-conn/internal/dnsx"
+	"github.com/afero/af-conn/internal/logline"
 	"github.com/afero/af-conn/internal/nfqueue"
 )
 
@@ -100,7 +100,7 @@ type Config struct {
 	// resolvers) and Limits may be changed later (SetTrusted, SetLimits).
 	Extractor dnsx.Config
 	Opener    Opener
-	Log       *slog.Logger
+	Log       *logline.Logger
 	// OnReply, if set, is called after every reply was handled (tests,
 	// benchmarks). It runs on the gate's goroutines.
 	OnReply func(ReplyEvent)
@@ -145,7 +145,7 @@ type Status struct {
 // Gate is a running extractor.
 type Gate struct {
 	cfg      Config
-	log      *slog.Logger
+	log      *logline.Logger
 	mode     Mode
 	fallback string
 
@@ -174,7 +174,7 @@ func Start(cfg Config) (*Gate, error) {
 	}
 	g := &Gate{cfg: cfg, log: cfg.Log, mode: cfg.Mode, x: dnsx.NewExtractor(cfg.Extractor)}
 	if g.log == nil {
-		g.log = slog.Default()
+		g.log = logline.Stderr()
 	}
 	if g.mode != ModeCapture {
 		g.mode = ModeHold

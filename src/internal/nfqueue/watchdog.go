@@ -6,7 +6,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
 	"runtime"
 	"runtime/debug"
@@ -17,6 +16,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/afero/af-conn/internal/logline"
 )
 
 // Why a watchdog process, and why this one. A held packet stays in the
@@ -181,7 +182,7 @@ func (w *Watchdog) Close() error {
 // RunWatchdog is the watchdog process's main (args after WatchdogArg):
 // fd 3 is the queue's socket, fd 4 the heartbeat pipe. It logs to stderr.
 func RunWatchdog(args []string, stderr io.Writer) int {
-	log := slog.New(slog.NewTextHandler(stderr, nil)).With("component", "dns-watchdog")
+	log := logline.New(stderr, nil).With("component", "dns-watchdog")
 	fs := flag.NewFlagSet(WatchdogArg, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	num := fs.Uint("queue", 0, "queue number")
@@ -266,7 +267,7 @@ type dog struct {
 	num      uint16
 	portid   uint32
 	sock     int
-	log      *slog.Logger
+	log      *logline.Logger
 	released uint64 // packets accepted in this stall
 	warned   bool
 	seen     []idAt    // the queue's last id at each poll, oldest first
