@@ -45,6 +45,13 @@ func scaleRecords() []testbed.Record {
 }
 
 func TestE2EFirewallScale(t *testing.T) {
+	// Flaky: it failed 3 of 8 runs on main at 943f118 and 1 of 5 on the branch that wrote it
+	// (the refreshed address once left the set before its refresh was judged; once 65,528 of
+	// 65,536 learned; once the flush's repair was not logged within 20 s). Out of `make test`
+	// until that is found; run it with AFCONN_E2E_SCALE=1 (README, Development).
+	if os.Getenv("AFCONN_E2E_SCALE") == "" {
+		t.Skip("flaky, out of make test: set AFCONN_E2E_SCALE=1 to run it")
+	}
 	for _, backend := range []string{"nftables", "iptables"} {
 		t.Run(backend, func(t *testing.T) {
 			t.Parallel()
