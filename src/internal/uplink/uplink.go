@@ -86,6 +86,35 @@ func (p Params) normalized() Params {
 	return p
 }
 
+// Family is an address family an uplink may carry. Each family of an uplink
+// has its own state machine, probes and route (DESIGN.md §5): the machine
+// sees Device.OfFamily(f).
+type Family int
+
+// The two families; the numbers are the IP versions.
+const (
+	IPv4 Family = 4
+	IPv6 Family = 6
+)
+
+func (f Family) String() string {
+	switch f {
+	case IPv4:
+		return "ipv4"
+	case IPv6:
+		return "ipv6"
+	}
+	return fmt.Sprintf("Family(%d)", int(f))
+}
+
+// FamilyOf returns a's family.
+func FamilyOf(a netip.Addr) Family {
+	if a.Is4() || a.Is4In6() {
+		return IPv4
+	}
+	return IPv6
+}
+
 // Device is a full snapshot of what the kernel says about the uplink's
 // device. Netlink monitoring delivers whole snapshots, so a resync after a
 // lost event is no different from an ordinary change.
@@ -93,14 +122,40 @@ type Device struct {
 	Present bool // the device exists
 	AdminUp bool // IFF_UP
 	Carrier bool // lower layer up
-	// Addrs are the device's global unicast addresses with their prefixes.
+	// Addrs are the device's usable global unicast addresses with their
+	// prefixes, both families, sorted (IPv4 first). IPv6 ones exclude
+	// tentative, deprecated and DAD-failed addresses.
 	Addrs []netip.Prefix
-	// HasDefault says a default route through the device exists in the
-	// main table (installed by netifd with the uplink's metric).
+	// HasDefault says an IPv4 default route through the device exists in
+	// the main table (installed by netifd with the uplink's metric).
 	HasDefault bool
 	// Gateway is that route's next hop; invalid for a point-to-point
 	// link whose default route has no gateway.
 	Gateway netip.Addr
+	// HasDefault6 and Gateway6 are the same for IPv6: a default route from
+	// an RA (proto ra) or netifd (DHCPv6, static); the gateway is usually
+	// link-local (without zone: it is always on this device).
+	HasDefault6 bool
+	Gateway6    netip.Addr
+}
+
+// OfFamily returns the device as one family sees it: only that family's
+// addresses, and that family's default route in HasDefault and Gateway
+// (HasDefault6 and Gateway6 cleared). The state machine of a family runs
+// on this view.
+func (d Device) OfFamily(f Family) Device {
+	v := Device{Present: d.Present, AdminUp: d.AdminUp, Carrier: d.Carrier}
+	for _, p := range d.Addrs {
+		if FamilyOf(p.Addr()) == f {
+			v.Addrs = append(v.Addrs, p)
+		}
+	}
+	if f == IPv6 {
+		v.HasDefault, v.Gateway = d.HasDefault6, d.Gateway6
+	} else {
+		v.HasDefault, v.Gateway = d.HasDefault, d.Gateway
+	}
+	return v
 }
 
 // IPv4 returns the device's first IPv4 address, if any.

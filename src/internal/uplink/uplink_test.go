@@ -274,3 +274,24 @@ func TestStateNames(t *testing.T) {
 		}
 	}
 }
+
+func TestDeviceOfFamily(t *testing.T) {
+	d := Device{Present: true, AdminUp: true, Carrier: true,
+		Addrs:      []netip.Prefix{netip.MustParsePrefix("198.18.1.2/24"), netip.MustParsePrefix("2001:db8:1::2/64")},
+		HasDefault: true, Gateway: netip.MustParseAddr("198.18.1.1"),
+		HasDefault6: true, Gateway6: netip.MustParseAddr("fe80::1")}
+	v4, v6 := d.OfFamily(IPv4), d.OfFamily(IPv6)
+	if len(v4.Addrs) != 1 || !v4.Addrs[0].Addr().Is4() || v4.Gateway != d.Gateway || !v4.HasDefault || v4.HasDefault6 {
+		t.Errorf("IPv4 view = %+v", v4)
+	}
+	if len(v6.Addrs) != 1 || !v6.Addrs[0].Addr().Is6() || v6.Gateway != d.Gateway6 || !v6.HasDefault || v6.Gateway6.IsValid() {
+		t.Errorf("IPv6 view = %+v", v6)
+	}
+	d.HasDefault6 = false
+	if d.OfFamily(IPv6).missing() != "no default route" {
+		t.Errorf("IPv6 without default route: missing = %q", d.OfFamily(IPv6).missing())
+	}
+	if FamilyOf(netip.MustParseAddr("::ffff:198.18.0.1")) != IPv4 || FamilyOf(netip.MustParseAddr("fe80::1")) != IPv6 {
+		t.Error("FamilyOf")
+	}
+}
