@@ -360,6 +360,15 @@ func TestMonitorFollowsIPv6(t *testing.T) {
 	}
 	must(t, ns.IP("route del default via fe80::2 dev eth0 metric 512"))
 	w.waitFor(t, "back to the RA route", func(w *watcher) bool { return w.cur["eth0"].Gateway6 == netip.MustParseAddr("fe80::1") })
+	// netifd's habit (option sourcefilter, the default): IPv6 default
+	// routes restricted to the uplink's prefix ("default from PREFIX").
+	must(t, ns.IP("route del default via fe80::1 dev eth0 metric 1024",
+		"route del default via fe80::3 dev eth0 metric 2048",
+		"route add default from 2001:db8:1::/64 via fe80::5 dev eth0 proto static metric 384"))
+	w.waitFor(t, "netifd's source-restricted default route", func(w *watcher) bool {
+		d := w.cur["eth0"]
+		return d.HasDefault6 && d.Gateway6 == netip.MustParseAddr("fe80::5")
+	})
 
 	// The address deprecated (its preferred lifetime ran out): unusable.
 	must(t, ns.IP("addr change 2001:db8:1::2/64 dev eth0 preferred_lft 0"))
