@@ -23,7 +23,9 @@ var ErrFirewallOff = errors.New("firewall mode is off")
 // firewallVerifyEvery is how often the component checks that nobody flushed its rules. The
 // watch of nf_tables' notifications repairs at once (nft flush ruleset, fw4 flush and stop,
 // iptables-nft -F), and so does the firewall include (fw3/fw4 reload); this is the backstop,
-// and what notices iptables-legacy and ip set damage.
+// and what notices iptables-legacy and ip set damage. While the watch listens it checks only
+// what nf_tables does not notify (Firewall.Backstop): under iptables-nft it forks no
+// iptables, which would cost most of an idle hub's CPU.
 const firewallVerifyEvery = 5 * time.Second
 
 // FirewallPolicy is the lock-down for a configuration: the enabled uplinks' configured devices
@@ -92,7 +94,7 @@ func (c *firewallComponent) verify() {
 	case fw != nil && c.d.cur.FirewallOn && c.d.cur.Config.Main.FirewallBackend != c.backend:
 		c.apply(c.d.cur) // a switch of backend that failed before
 	case fw != nil:
-		restored, err := fw.Ensure()
+		restored, err := fw.Backstop()
 		if restored {
 			c.logRestored(fw, "periodic check", err)
 		}

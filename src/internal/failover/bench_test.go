@@ -295,10 +295,11 @@ func defaultOptions(t testing.TB, records []testbed.Record) rigOptions {
 	return rigOptions{whitelist: string(whitelist), ubus: true, records: records}
 }
 
-// waitFirewall waits until the daemon has its lock-down and the DNS hold in force.
+// waitFirewall waits until the daemon has its lock-down and its DNS extraction in force (the
+// hold, or capture with dns_hold '0' in AFCONN_BENCH_IDLE_EXTRA).
 func (r *rig) waitFirewall() {
 	r.waitLog(`msg="firewall lock-down in force"`)
-	r.waitLog(`msg="DNS extraction running" mode=hold`)
+	r.waitLog(`msg="DNS extraction running" mode=(hold|capture)`)
 }
 
 // loadFigs collects one configuration's figures over the rounds.

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/coreos/go-iptables/iptables"
+	"github.com/google/nftables"
 	"golang.org/x/sys/unix"
 
 	"github.com/afero/af-conn/internal/firewall/ipset"
@@ -32,6 +33,9 @@ type IPT struct {
 	want       map[bool]iptPolicy // v6 -> installed policy
 	maxElem    int
 	queue      bool
+	// onNFT says the installed rules live in nf_tables (iptables-nft), whose deletions
+	// Watch sees; iptables-legacy's rules tell nobody (found at Setup).
+	onNFT bool
 }
 
 // IPTOption configures an IPT backend.
@@ -149,7 +153,31 @@ func (b *IPT) Setup(p Policy) (QueueMode, error) {
 		return mode, err
 	}
 	b.want, b.maxElem, b.queue = want, p.MaxElem, mode == QueueXT
+	b.onNFT = b.rulesInNFTables()
 	return mode, qerr
+}
+
+// rulesInNFTables tells whether our chains are nf_tables objects (iptables-nft, where
+// `iptables` is xtables-nft-multi): asked of the kernel, not of the binary's name.
+func (b *IPT) rulesInNFTables() bool {
+	var opts []nftables.ConnOption
+	if b.nsfd > 0 {
+		opts = append(opts, nftables.WithNetNSFd(b.nsfd))
+	}
+	c, err := nftables.New(opts...)
+	if err != nil {
+		return false
+	}
+	for _, fam := range b.families() {
+		tf := nftables.TableFamilyIPv4
+		if fam.v6 {
+			tf = nftables.TableFamilyIPv6
+		}
+		if ch, err := c.ListChain(&nftables.Table{Name: iptTable, Family: tf}, Chains[0]); err != nil || ch == nil {
+			return false
+		}
+	}
+	return true
 }
 
 // queueWorks tries the NFQUEUE target in a scratch chain.
@@ -423,12 +451,7 @@ func (b *IPT) Check() error {
 	if b.want == nil {
 		return ErrNotSetUp
 	}
-	var problems []error
-	for _, name := range SetNames {
-		if _, err := b.sets.List(ipsetName(name), true); err != nil {
-			problems = append(problems, fmt.Errorf("ip set %s: %w", ipsetName(name), err))
-		}
-	}
+	problems := b.checkSets()
 	err := b.run(func() error {
 		for _, fam := range b.families() {
 			v6 := fam.v6
@@ -457,6 +480,36 @@ func (b *IPT) Check() error {
 	}
 	if len(problems) > 0 {
 		return fmt.Errorf("iptables backend: rules damaged: %w", errors.Join(problems...))
+	}
+	return nil
+}
+
+// checkSets lists each of our ip sets (over netlink, terse).
+func (b *IPT) checkSets() []error {
+	var problems []error
+	for _, name := range SetNames {
+		if _, err := b.sets.List(ipsetName(name), true); err != nil {
+			problems = append(problems, fmt.Errorf("ip set %s: %w", ipsetName(name), err))
+		}
+	}
+	return problems
+}
+
+// checkUnwatched implements partlyWatched: the ip sets always (the ipset subsystem notifies
+// nobody), the rules only under iptables-legacy. Under iptables-nft Watch sees every deletion
+// of a rule or chain, and reading them back would fork iptables and ip6tables (-S) each time.
+func (b *IPT) checkUnwatched() error {
+	if !b.onNFT {
+		return b.Check()
+	}
+	if b.sets == nil {
+		return ErrClosed
+	}
+	if b.want == nil {
+		return ErrNotSetUp
+	}
+	if problems := b.checkSets(); len(problems) > 0 {
+		return fmt.Errorf("iptables backend: ip sets damaged: %w", errors.Join(problems...))
 	}
 	return nil
 }

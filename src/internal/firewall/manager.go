@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -39,6 +40,8 @@ type Firewall struct {
 	pending map[recordKey]bool
 	gen     int
 	last    RestoreResult
+	// watchers counts the Watch readers listening (Backstop checks less while one is).
+	watchers atomic.Int32
 }
 
 // restoreChunk is how many recorded addresses one step of a restore puts
@@ -387,9 +390,12 @@ func (f *Firewall) Restore() error {
 // Ensure verifies and restores when something is missing; it reports
 // whether it restored. This is the check of the daemon's timer and of the
 // nf_tables event watch.
-func (f *Firewall) Ensure() (restored bool, err error) {
+func (f *Firewall) Ensure() (restored bool, err error) { return f.ensure(f.b.Check) }
+
+// ensure restores everything when check finds damage.
+func (f *Firewall) ensure(check func() error) (restored bool, err error) {
 	f.mu.Lock()
-	if !f.setUp || f.b.Check() == nil {
+	if !f.setUp || check() == nil {
 		f.mu.Unlock()
 		return false, nil
 	}

@@ -129,8 +129,10 @@ func (f *Firewall) Watch(ctx context.Context, repaired func(error)) error {
 		<-ctx.Done()
 		c.Close()
 	}()
+	f.watchers.Add(1)
 	go func() { // reader: never waits on a repair
 		defer close(kick)
+		defer f.watchers.Add(-1)
 		for {
 			msgs, err := c.Receive()
 			if err != nil {
@@ -174,6 +176,26 @@ func (f *Firewall) Watch(ctx context.Context, repaired func(error)) error {
 		}
 	}()
 	return nil
+}
+
+// partlyWatched is a backend some of whose damage nf_tables does not
+// notify: checkUnwatched checks that part alone (Check checks all).
+type partlyWatched interface{ checkUnwatched() error }
+
+// Watching tells whether a Watch is listening (its socket has not failed).
+func (f *Firewall) Watching() bool { return f.watchers.Load() > 0 }
+
+// Backstop is the periodic check that goes with Watch: while a watch
+// listens, it checks only what nf_tables does not notify (the iptables
+// backend's ip sets, and its rules under iptables-legacy), so under
+// iptables-nft it forks nothing; otherwise, and for the nftables backend
+// (whose Check is a few netlink dumps, and catches the deletions the
+// watch's filter lets pass unseen), it is Ensure.
+func (f *Firewall) Backstop() (restored bool, err error) {
+	if pw, ok := f.b.(partlyWatched); ok && f.Watching() {
+		return f.ensure(pw.checkUnwatched)
+	}
+	return f.Ensure()
 }
 
 // signal makes a pending kick without waiting.
