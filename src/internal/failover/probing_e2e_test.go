@@ -11,6 +11,11 @@ import (
 	"github.com/afero/af-conn/internal/testbed"
 )
 
+// fastProbes is the in-use rhythm of the tests written before issue 13
+// (probe_interval 1s): their subject is what evidence may do, on an idle
+// hub, not the idle rhythm (TestE2EIdleProbeRate).
+const fastProbes = "\toption probe_interval '1s'\n"
+
 // A hub's cloud session: a persistent connection with a keepalive every
 // 3 s. Its upstream dies silently between two keepalives; the next one goes
 // unanswered, and connmgr must have switched within 3 s of sending it,
