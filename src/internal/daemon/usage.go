@@ -115,12 +115,7 @@ func (c *usageComponent) observe() {
 	if ctrl == nil {
 		return
 	}
-	b, err := os.ReadFile("/proc/net/dev")
-	if err != nil {
-		c.d.log.Warn("link counters unreadable", "err", err)
-		return
-	}
-	counters, err := usage.ParseNetDev(b)
+	counters, err := usage.ReadNetDev("/proc/net/dev")
 	if err != nil {
 		c.d.log.Warn("link counters unreadable", "err", err)
 		return

@@ -17,15 +17,11 @@ import (
 // deviceCounters reads the device namespace's link counters.
 func deviceCounters(t testing.TB, w *testbed.World) map[string]usage.Bytes {
 	t.Helper()
-	var b []byte
+	var m map[string]usage.Bytes
 	if err := w.Device.Do(func() (err error) {
-		b, err = os.ReadFile("/proc/thread-self/net/dev")
+		m, err = usage.ReadNetDev("/proc/thread-self/net/dev")
 		return err
 	}); err != nil {
-		t.Fatal(err)
-	}
-	m, err := usage.ParseNetDev(b)
-	if err != nil {
 		t.Fatal(err)
 	}
 	return m

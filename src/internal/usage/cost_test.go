@@ -4,7 +4,6 @@ import (
 	"context"
 	"net/http"
 	"net/netip"
-	"os"
 	"testing"
 	"time"
 
@@ -15,15 +14,11 @@ import (
 // wireBytes reads eth0's counters in the device namespace.
 func wireBytes(t *testing.T, w *testbed.World) Bytes {
 	t.Helper()
-	var b []byte
+	var m map[string]Bytes
 	if err := w.Device.Do(func() (err error) {
-		b, err = os.ReadFile("/proc/thread-self/net/dev")
+		m, err = ReadNetDev("/proc/thread-self/net/dev")
 		return err
 	}); err != nil {
-		t.Fatal(err)
-	}
-	m, err := ParseNetDev(b)
-	if err != nil {
 		t.Fatal(err)
 	}
 	return m["eth0"]

@@ -18,6 +18,7 @@ import (
 	"bufio"
 	"bytes"
 	"fmt"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -31,6 +32,16 @@ func (b Bytes) Total() uint64 { return b.Rx + b.Tx }
 
 func (b Bytes) sub(o Bytes) Bytes { return Bytes{b.Rx - o.Rx, b.Tx - o.Tx} }
 func (b Bytes) add(o Bytes) Bytes { return Bytes{b.Rx + o.Rx, b.Tx + o.Tx} }
+
+// ReadNetDev reads and parses a /proc/net/dev file (path: /proc/net/dev for the process's
+// network namespace, /proc/thread-self/net/dev for the calling thread's).
+func ReadNetDev(path string) (map[string]Bytes, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	return ParseNetDev(b)
+}
 
 // ParseNetDev reads /proc/net/dev (the calling process's network
 // namespace): the byte counters of every device, by name.
