@@ -557,7 +557,7 @@ func (c *Controller) floor(l *link) time.Duration {
 // lastResortFloor keeps an uplink over its monthly limit from routine
 // rounds while it is not in use: it keeps the state its last rounds gave
 // it, and is proven afresh only when the in-use uplink fails a round.
-const lastResortFloor = 100 * 365 * 24 * time.Hour
+const lastResortFloor = 100 * 365 * 24 * time.Hour // about never
 
 // SetLimited says whether the uplink is over its monthly limit: it is then
 // used only as a last resort, or not at all (UplinkSettings.LimitOff).
