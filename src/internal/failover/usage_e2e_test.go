@@ -2,6 +2,7 @@ package failover_test
 
 import (
 	"context"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -109,4 +110,63 @@ func TestE2EUsageMatchesKernel(t *testing.T) {
 	r.p = r.w.StartConnmgr(t, "-d", "-c", dir, "-w", filepath.Join(dir, "whitelist"), "-s", r.sock)
 	r.waitState("stanet", "ITFUP_SS", 15*time.Second)
 	check("restarted")
+}
+
+// A monthly limit reached: connmgr sends connmgr.usage, and with limit_action 'off' the uplink
+// is not used any more (ITFNOTSUPP_SX): the route leaves Ethernet for Wi-Fi.
+func TestE2EMonthlyLimitOff(t *testing.T) {
+	dirExtra := "\nconfig uplink 'ethnet'\n\toption type 'ethernet'\n\toption monthly_limit '50K'\n\toption limit_action 'off'\n" +
+		"\nconfig uplink 'stanet'\n\toption type 'wifi'\n\nconfig uplink 'modemnet'\n\toption type 'cellular'\n"
+	r := newRigWith(t, rigOptions{ubus: true, args: []string{"-d"}, extra: dirExtra})
+	var nsLink string
+	r.w.Device.Do(func() (err error) { nsLink, err = os.Readlink("/proc/thread-self/ns/net"); return })
+	t.Cleanup(func() { os.Remove(daemon.DefaultUsageLedger + "." + strings.Trim(strings.TrimPrefix(nsLink, "net:"), "[]")) })
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	conn, err := ubus.Dial(ctx, r.sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	events := make(chan ubus.Table, 4)
+	if err := conn.Listen(ctx, func(ev string, data ubus.Table) {
+		if ev == daemon.NoticeUsage {
+			events <- data
+		}
+	}, daemon.NoticeUsage); err != nil {
+		t.Fatal(err)
+	}
+	// Below the limit so far (the rig found Ethernet in use); 64 KB echoed over Ethernet pass
+	// it, and a status call reads the counters.
+	if _, err := conn.Call(ctx, "connmgr", "status", nil); err != nil {
+		t.Fatal(err)
+	}
+	if len(events) != 0 {
+		t.Fatal("limit reached before the traffic")
+	}
+	c := dialEcho(t, r.w)
+	line := strings.Repeat("x", 1023) + "\n"
+	go io.Copy(io.Discard, c)
+	for range 64 {
+		if _, err := c.Write([]byte(line)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	time.Sleep(500 * time.Millisecond)
+	if _, err := conn.Call(ctx, "connmgr", "status", nil); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case data := <-events:
+		if n, _ := data.String("network"); n != "ethnet" {
+			t.Fatalf("event for %q: %v", n, data)
+		}
+		if b, _ := data.Bool("limit_reached"); !b {
+			t.Fatalf("event %v", data)
+		}
+	case <-ctx.Done():
+		t.Fatalf("no %s event\nlog:\n%s", daemon.NoticeUsage, r.p.Log())
+	}
+	r.waitDefault("wlan0", 5*time.Second)
+	r.waitState("ethnet", "ITFNOTSUPP_SX", 5*time.Second)
 }
