@@ -120,7 +120,9 @@ func TestE2EMonthlyLimitOff(t *testing.T) {
 	r := newRigWith(t, rigOptions{ubus: true, args: []string{"-d"}, extra: dirExtra})
 	var nsLink string
 	r.w.Device.Do(func() (err error) { nsLink, err = os.Readlink("/proc/thread-self/ns/net"); return })
-	t.Cleanup(func() { os.Remove(daemon.DefaultUsageLedger + "." + strings.Trim(strings.TrimPrefix(nsLink, "net:"), "[]")) })
+	t.Cleanup(func() {
+		os.Remove(daemon.DefaultUsageLedger + "." + strings.Trim(strings.TrimPrefix(nsLink, "net:"), "[]"))
+	})
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	conn, err := ubus.Dial(ctx, r.sock)
