@@ -28,6 +28,18 @@ func deviceCounters(t testing.TB, w *testbed.World) map[string]usage.Bytes {
 	return m
 }
 
+// ledgerOf is the usage ledger connmgr keeps for the rig's device namespace (beside the
+// default one: it runs outside init's namespace), removed when the test ends.
+func ledgerOf(t *testing.T, r *rig) string {
+	var nsLink string
+	if err := r.w.Device.Do(func() (err error) { nsLink, err = os.Readlink("/proc/thread-self/ns/net"); return }); err != nil {
+		t.Fatal(err)
+	}
+	ledger := daemon.DefaultUsageLedger + "." + strings.Trim(strings.TrimPrefix(nsLink, "net:"), "[]")
+	t.Cleanup(func() { os.Remove(ledger) })
+	return ledger
+}
+
 // uplinkUsage calls ubus status and returns each uplink's counters: kernel and month.
 func uplinkUsage(t *testing.T, sock string) (kernel, month map[string]usage.Bytes, probeBytes map[string]int64) {
 	t.Helper()
@@ -69,10 +81,7 @@ func uplinkUsage(t *testing.T, sock string) (kernel, month map[string]usage.Byte
 // with traffic while it was away, the month goes on from the ledger and still matches.
 func TestE2EUsageMatchesKernel(t *testing.T) {
 	r := newRigWith(t, rigOptions{ubus: true, args: []string{"-d"}})
-	var nsLink string
-	r.w.Device.Do(func() (err error) { nsLink, err = os.Readlink("/proc/thread-self/ns/net"); return })
-	ledger := daemon.DefaultUsageLedger + "." + strings.Trim(strings.TrimPrefix(nsLink, "net:"), "[]")
-	t.Cleanup(func() { os.Remove(ledger) })
+	ledger := ledgerOf(t, r)
 	if err := dialEcho(t, r.w).works(2 * time.Second); err != nil {
 		t.Fatal(err)
 	}
@@ -118,11 +127,7 @@ func TestE2EMonthlyLimitOff(t *testing.T) {
 	dirExtra := "\nconfig uplink 'ethnet'\n\toption type 'ethernet'\n\toption monthly_limit '50K'\n\toption limit_action 'off'\n" +
 		"\nconfig uplink 'stanet'\n\toption type 'wifi'\n\nconfig uplink 'modemnet'\n\toption type 'cellular'\n"
 	r := newRigWith(t, rigOptions{ubus: true, args: []string{"-d"}, extra: dirExtra})
-	var nsLink string
-	r.w.Device.Do(func() (err error) { nsLink, err = os.Readlink("/proc/thread-self/ns/net"); return })
-	t.Cleanup(func() {
-		os.Remove(daemon.DefaultUsageLedger + "." + strings.Trim(strings.TrimPrefix(nsLink, "net:"), "[]"))
-	})
+	ledgerOf(t, r)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	conn, err := ubus.Dial(ctx, r.sock)
