@@ -28,7 +28,7 @@ func TestE2ESilentUpstreamFailure(t *testing.T) {
 	r := newRig(t, "")
 	start := time.Now()
 	r.fault("eth0", testbed.Fault{Blackhole: true})
-	at := r.waitDefault("wlan0", 20*time.Second)
+	at := r.waitDefault("wlan0", 25*time.Second)
 	t.Logf("black hole -> switched in %v", at.Sub(start))
 	if err := dialEcho(t, r.w).works(5 * time.Second); err != nil {
 		t.Fatalf("no connectivity after failover: %v", err)
