@@ -128,7 +128,13 @@ const ledgerMagic = "connmgr-usage 1"
 // Marshal writes the ledger in its file format.
 func (l *Ledger) Marshal() []byte {
 	var b bytes.Buffer
-	fmt.Fprintf(&b, "%s\nboot %s\nmonth %s\n", ledgerMagic, l.Boot, l.Month)
+	b.WriteString(ledgerMagic + "\n")
+	if l.Boot != "" {
+		fmt.Fprintf(&b, "boot %s\n", l.Boot)
+	}
+	if l.Month != "" {
+		fmt.Fprintf(&b, "month %s\n", l.Month)
+	}
 	for name, lk := range l.Links {
 		fmt.Fprintf(&b, "link %s %s %d %d %d %d %d %d %d\n", name, lk.Device, lk.Ifindex,
 			lk.Base.Rx, lk.Base.Tx, lk.Last.Rx, lk.Last.Tx, lk.Earlier.Rx, lk.Earlier.Tx)

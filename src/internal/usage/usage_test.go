@@ -95,7 +95,7 @@ func FuzzParseLedger(f *testing.F) {
 		for _, lk := range l.Links {
 			_ = lk.Month() // never below zero: the parser refuses last < base
 		}
-		if _, err := ParseLedger("f", l.Marshal()); err != nil && l.Boot != "" && !strings.ContainsAny(l.Boot, " \t") {
+		if _, err := ParseLedger("f", l.Marshal()); err != nil {
 			t.Fatalf("a ledger that parsed does not parse again: %v", err)
 		}
 	})
