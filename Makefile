@@ -168,7 +168,8 @@ clean:
 	rm -rf $(BUILD)
 
 # bench-failover runs each failover scenario RUNS times in a testbed world with the real binary
-# and prints median and p95 of the BENCHMARKS.md figures (root; about RUNS x 15 s + loss periods),
+# and prints median and p95 of the BENCHMARKS.md figures (root; about RUNS x 40 s + loss periods
+# + 3 x BYTES_WINDOW: silent failure idle and with a keepalive flowing, bytes per hour per type),
 # on the default configuration (BENCH_CONFIG=-d: firewall off, failover alone); then LOAD_RUNS
 # rounds of the daemon's CPU and peak RSS at 50,000 packets/s, with the default configuration and
 # with -d (about LOAD_RUNS x 80 s). RUNS=0 or LOAD_RUNS=0 skips a part.
@@ -176,8 +177,10 @@ RUNS ?= 20
 LOAD_RUNS ?= 5
 LOSS_PERIOD ?= 60s
 BENCH_CONFIG ?= default
+BYTES_WINDOW ?= 2m
 bench-failover: build
 	cd $(SRC) && CONNMGR_BIN=$(BUILD)/connmgr AFCONN_BENCH_FAILOVER=$(RUNS) AFCONN_BENCH_LOSS_PERIOD=$(LOSS_PERIOD) AFCONN_BENCH_CONFIG=$(BENCH_CONFIG) \
+		AFCONN_BENCH_BYTES_WINDOW=$(BYTES_WINDOW) \
 		AFCONN_BENCH_LOAD=$(LOAD_RUNS) $(GO) test -count=1 -timeout 90m -run '^TestFailover(Load)?Benchmark$$' -v ./internal/failover/
 
 # bench-idle measures the daemon's CPU share of one core while idle (all uplinks healthy, no

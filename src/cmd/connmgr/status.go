@@ -236,6 +236,33 @@ func writeStatus(w io.Writer, st daemon.Status) {
 			time.Duration(u.SinceSeconds)*time.Second, u.Probes, u.ProbeFails)
 	}
 	tw.Flush()
+	writeUsage(w, st)
+}
+
+// writeUsage is the usage table: bytes per uplink, this month's, and what the probes cost.
+func writeUsage(w io.Writer, st daemon.Status) {
+	fmt.Fprintln(w)
+	tw := newTabTable(w)
+	fmt.Fprintf(tw, "  NETWORK\tIN\tOUT\tMONTH %s\tLIMIT\tPROBES\tPROBE BUDGET\n", dash(st.UsageMonth))
+	for _, u := range st.Uplinks {
+		limit := "-"
+		if u.MonthlyLimit > 0 {
+			limit = fmt.Sprintf("%d", u.MonthlyLimit)
+			if u.LimitReached {
+				limit += " (reached)"
+			}
+		}
+		budget := "-"
+		if u.ProbeBudget > 0 || u.ProbeBudgetStandby > 0 {
+			budget = fmt.Sprintf("%d/h in use, %d/h standby", u.ProbeBudget, u.ProbeBudgetStandby)
+			if u.BudgetIntervalS > 0 {
+				budget += fmt.Sprintf(" (every %v)", time.Duration(u.BudgetIntervalS)*time.Second)
+			}
+		}
+		fmt.Fprintf(tw, "  %s\t%d\t%d\t%d\t%s\t%d rounds, %d bytes\t%s\n", u.Network, u.RxBytes, u.TxBytes,
+			u.MonthRxBytes+u.MonthTxBytes, limit, u.ProbeRounds, u.ProbeBytes, budget)
+	}
+	tw.Flush()
 }
 
 // nonZero lists the counters that are not zero, by name: "unsolicited 2, untrusted_resolver 5".

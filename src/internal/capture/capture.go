@@ -111,8 +111,6 @@ type look struct {
 // maxSeen bounds the entries remembered per uplink.
 const maxSeen = 64
 
-var dropAll = []bpf.Instruction{bpf.RetConstant{Val: 0}}
-
 // snapLen is what the filter copies of a wanted packet: the IPv4 header
 // (at most 60 bytes) and the TCP ports.
 const snapLen = 64
@@ -278,39 +276,9 @@ func Start(cfg Config) (*Capture, error) {
 }
 
 func (c *Capture) open() error {
-	var fd int
-	mk := func() (err error) {
-		fd, err = unix.Socket(unix.AF_PACKET, unix.SOCK_DGRAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, int(htons(unix.ETH_P_IP)))
-		return err
-	}
-	if err := inns.Do(c.cfg.Namespace, mk); err != nil {
-		return fmt.Errorf("capture on %s: packet socket: %w", c.cfg.Device, err)
-	}
-	fail := func(what string, err error) error {
-		unix.Close(fd)
-		return fmt.Errorf("capture on %s: %s: %w", c.cfg.Device, what, err)
-	}
-	drop, _ := assemble(dropAll)
-	// Drop everything before binding, so nothing unfiltered is queued.
-	if err := unix.SetsockoptSockFprog(fd, unix.SOL_SOCKET, unix.SO_ATTACH_FILTER, &unix.SockFprog{Len: uint16(len(drop)), Filter: &drop[0]}); err != nil {
-		return fail("attach filter", err)
-	}
-	// A small buffer: we only ever need one queued packet.
-	_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF, 4096)
-	var idx int
-	err := inns.Do(c.cfg.Namespace, func() error {
-		i, err := interfaceIndex(c.cfg.Device)
-		idx = i
-		return err
-	})
-	if err != nil {
-		return fail("find device", err)
-	}
-	if err := unix.Bind(fd, &unix.SockaddrLinklayer{Protocol: htons(unix.ETH_P_IP), Ifindex: idx}); err != nil {
-		return fail("bind", err)
-	}
-	c.f = os.NewFile(uintptr(fd), "packet:"+c.cfg.Device)
-	return c.attach(c.accept)
+	f, err := openPacket(c.cfg.Namespace, c.cfg.Device, unix.ETH_P_IP, "capture", c.accept)
+	c.f = f
+	return err
 }
 
 func interfaceIndex(name string) (int, error) {
@@ -327,24 +295,6 @@ func interfaceIndex(name string) (int, error) {
 		return 0, fmt.Errorf("%s: %w", name, err)
 	}
 	return int(req.Uint32()), nil
-}
-
-// attach sets the socket's filter.
-func (c *Capture) attach(prog []unix.SockFilter) error {
-	rc, err := c.f.SyscallConn()
-	if err != nil {
-		return err
-	}
-	var serr error
-	if err := rc.Control(func(fd uintptr) {
-		serr = unix.SetsockoptSockFprog(int(fd), unix.SOL_SOCKET, unix.SO_ATTACH_FILTER, &unix.SockFprog{Len: uint16(len(prog)), Filter: &prog[0]})
-	}); err != nil {
-		return err
-	}
-	if serr != nil {
-		return fmt.Errorf("capture on %s: attach filter: %w", c.cfg.Device, serr)
-	}
-	return nil
 }
 
 func (c *Capture) run() {

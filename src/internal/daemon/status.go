@@ -17,7 +17,9 @@ type Status struct {
 	Uplinks              []UplinkStatus `json:"uplinks"`
 	Counters             Counters       `json:"counters"`
 	UptimeSeconds        int64          `json:"uptime"`
-	Ubus                 *UbusStatus    `json:"ubus,omitempty"`
+	// UsageMonth is the month (UTC, YYYY-MM) of the uplinks' month_rx_bytes and month_tx_bytes.
+	UsageMonth string      `json:"usage_month,omitempty"`
+	Ubus       *UbusStatus `json:"ubus,omitempty"`
 }
 
 // FirewallStatus is the firewall part of Status.
@@ -88,6 +90,22 @@ type UplinkStatus struct {
 	SinceSeconds int64  `json:"since"`
 	Probes       uint64 `json:"probes"`
 	ProbeFails   uint64 `json:"probe_failures"`
+	// Usage (issue 13): the device's kernel counters (since the device was created), this
+	// month's bytes (Status.UsageMonth, kept across restarts within a boot), the probe rounds
+	// started since connmgr started and what they cost (rounds x the method's bytes on the
+	// wire), the probe budgets in bytes per hour, the least interval between routine rounds
+	// they allow now (0: none), the monthly limit (0: none) and whether it is reached.
+	RxBytes            uint64 `json:"rx_bytes"`
+	TxBytes            uint64 `json:"tx_bytes"`
+	MonthRxBytes       uint64 `json:"month_rx_bytes"`
+	MonthTxBytes       uint64 `json:"month_tx_bytes"`
+	ProbeRounds        uint64 `json:"probe_rounds"`
+	ProbeBytes         uint64 `json:"probe_bytes"`
+	ProbeBudget        uint64 `json:"probe_budget_per_hour,omitempty"`
+	ProbeBudgetStandby uint64 `json:"probe_budget_standby_per_hour,omitempty"`
+	BudgetIntervalS    int64  `json:"budget_interval,omitempty"`
+	MonthlyLimit       uint64 `json:"monthly_limit,omitempty"`
+	LimitReached       bool   `json:"limit_reached,omitempty"`
 }
 
 // Counters count what the daemon did since it started.

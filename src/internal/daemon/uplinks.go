@@ -14,6 +14,7 @@ import (
 	"github.com/afero/af-conn/internal/probe"
 	"github.com/afero/af-conn/internal/route"
 	"github.com/afero/af-conn/internal/uplink"
+	"github.com/afero/af-conn/internal/usage"
 )
 
 // uplinks is the component that keeps the hub on its best uplink. Its
@@ -106,7 +107,10 @@ func failoverSettings(c *config.Config) failover.Settings {
 	}
 	for _, u := range c.Uplinks {
 		s.Uplinks = append(s.Uplinks, failover.UplinkSettings{Name: u.Name, Device: u.Device,
-			Kind: uplink.Kind(u.Kind), Priority: u.Priority, ProbeInterval: u.ProbeInterval, Enabled: u.Enabled})
+			Kind: uplink.Kind(u.Kind), Priority: u.Priority, ProbeInterval: u.ProbeInterval, Enabled: u.Enabled,
+			ProbeBudget: u.ProbeBudget, ProbeBudgetStandby: u.ProbeBudgetStandby, LimitOff: u.LimitAction == "off",
+			// A budgeted uplink's rounds come rarer than the name's cache lasts.
+			ProbeCost: usage.ProbeCost(m.Probe, u.ProbeBudget > 0 || u.ProbeBudgetStandby > 0)})
 	}
 	return s
 }
@@ -325,6 +329,7 @@ func (u *uplinks) Capture(name, dev string, prefix netip.Prefix) {
 		return
 	}
 	u.captures[name] = stop
+	u.watchSent(name, dev, prefix)
 }
 
 func (u *uplinks) WakeAt(t time.Time) {

@@ -27,6 +27,16 @@ type UplinkSettings struct {
 	// ProbeInterval, if set, replaces Intervals.InUse for this uplink.
 	ProbeInterval time.Duration
 	Enabled       bool
+	// ProbeBudget and ProbeBudgetStandby are the bytes per hour the
+	// uplink's routine probe rounds may spend while in use and while not
+	// (0: no limit besides the intervals); ProbeCost is what one round
+	// costs on the wire, in bytes (the budgets' unit).
+	ProbeBudget, ProbeBudgetStandby float64
+	ProbeCost                       int
+	// LimitOff says what reaching the monthly limit does (SetLimited):
+	// true, the uplink is not used at all; false, it is kept as a last
+	// resort (no routine rounds while another uplink is in use).
+	LimitOff bool
 }
 
 // Settings is the configuration the controller runs with.
@@ -89,6 +99,13 @@ type link struct {
 	// (RouteGrace), nil when none is held.
 	held      *uplink.Device
 	heldUntil time.Time
+	// unanswered is when traffic sent through the uplink went unanswered
+	// (zero: none pending); lastEnd is when the last round ended.
+	unanswered time.Time
+	lastEnd    time.Time
+	rounds     uint64    // probe rounds started
+	suspect    time.Time // when the current streak of failed rounds began (zero: none)
+	limited    bool      // over its monthly limit (SetLimited)
 }
 
 // Counters count decisions.
@@ -146,7 +163,7 @@ func (c *Controller) Configure(s Settings) {
 		l.set, l.slot = us, i
 		l.m.SetParams(s.Params)
 		c.links = append(c.links, l)
-		c.apply(l, now, uplink.SupportEvent{Supported: us.Enabled})
+		c.apply(l, now, uplink.SupportEvent{Supported: c.supported(l)})
 	}
 	for _, l := range old {
 		c.stopCapture(l)
@@ -233,6 +250,28 @@ func (c *Controller) Alive(name string, since, at time.Time) {
 	}
 }
 
+// Unanswered records that a TCP segment the hub sent through the uplink at
+// sent got no answer within its bound: unless a round or replies since
+// cover it, a round starts at once. The probe rounds' own segments are no
+// evidence (a dead uplink's round would start the next one, and so on).
+func (c *Controller) Unanswered(name string, sent time.Time) {
+	l := c.link(name)
+	if l == nil || !l.m.State().Up() {
+		return
+	}
+	if !l.lastStart.IsZero() && !sent.Before(l.lastStart) && (l.probing || !sent.After(l.lastEnd.Add(ownSegmentsSlack))) {
+		return // sent during a round: possibly its own segment, and the round judges
+	}
+	if sent.After(l.unanswered) {
+		l.unanswered = sent
+	}
+	c.schedule(c.env.Now())
+}
+
+// ownSegmentsSlack is how long after a round's end its connection's last
+// segments (the FIN of a closed echo connection) may still be sent.
+const ownSegmentsSlack = 100 * time.Millisecond
+
 // ProbeDone records a probe round's result.
 func (c *Controller) ProbeDone(name string, r uplink.ProbeResult) {
 	l := c.link(name)
@@ -241,6 +280,7 @@ func (c *Controller) ProbeDone(name string, r uplink.ProbeResult) {
 	}
 	l.probing = false
 	now := c.env.Now()
+	l.lastEnd = now
 	c.apply(l, now, uplink.ProbeEvent{Result: r})
 	c.decide(now, "probe")
 }
@@ -453,13 +493,30 @@ func sameDesired(a, b route.Desired) bool {
 func (c *Controller) schedule(now time.Time) {
 	var next time.Time
 	cur := c.link(c.selected)
+	// Once the in-use uplink is suspect (a failed round), the standbys are
+	// proven afresh, once, so a failover goes to one known to work now,
+	// however rarely they are probed while idle.
+	var recheck time.Time
+	if cur != nil {
+		if s := cur.m.Snapshot(); s.Fails == 0 || s.State == uplink.ItfUpSF {
+			cur.suspect = time.Time{}
+		} else if cur.suspect.IsZero() {
+			cur.suspect = s.LastProbeEnd // the streak's first failure
+		}
+		recheck = cur.suspect
+	}
 	for _, l := range c.links {
 		iv := c.set.Intervals
 		if l.set.ProbeInterval > 0 {
 			iv.InUse = l.set.ProbeInterval
 		}
-		role := uplink.Role{Kind: l.set.Kind, InUse: l.set.Name == c.selected,
-			WantsBack: cur != nil && l != cur && l.set.Priority < cur.set.Priority}
+		role := uplink.Role{Kind: l.set.Kind, InUse: l == cur,
+			WantsBack:  cur != nil && l != cur && l.set.Priority < cur.set.Priority,
+			Floor:      c.floor(l),
+			Unanswered: l.unanswered}
+		if l != cur {
+			role.Recheck = recheck
+		}
 		if l.probing {
 			continue // the round's result reschedules
 		}
@@ -485,11 +542,53 @@ func (c *Controller) schedule(now time.Time) {
 	}
 }
 
+// floor is the least interval between the uplink's routine rounds that
+// keeps them within its budget of its current role.
+func (c *Controller) floor(l *link) time.Duration {
+	budget := l.set.ProbeBudgetStandby
+	if l.set.Name == c.selected {
+		budget = l.set.ProbeBudget
+	} else if l.limited {
+		return lastResortFloor
+	}
+	return uplink.BudgetFloor(l.set.ProbeCost, budget)
+}
+
+// lastResortFloor keeps an uplink over its monthly limit from routine
+// rounds while it is not in use: it keeps the state its last rounds gave
+// it, and is proven afresh only when the in-use uplink fails a round.
+const lastResortFloor = 100 * 365 * 24 * time.Hour // about never
+
+// SetLimited says whether the uplink is over its monthly limit: it is then
+// used only as a last resort, or not at all (UplinkSettings.LimitOff).
+func (c *Controller) SetLimited(name string, on bool) {
+	l := c.link(name)
+	if l == nil || l.limited == on {
+		return
+	}
+	l.limited = on
+	now := c.env.Now()
+	c.apply(l, now, uplink.SupportEvent{Supported: c.supported(l)})
+	c.decide(now, "monthly limit")
+}
+
+// supported: enabled in the configuration, and not switched off by its
+// monthly limit.
+func (c *Controller) supported(l *link) bool {
+	return l.set.Enabled && !(l.limited && l.set.LimitOff)
+}
+
 func (c *Controller) startProbe(l *link, now time.Time) {
 	s := l.m.Snapshot()
 	p, _ := s.Device.IPv4()
 	timeout := l.m.ProbeTimeout(c.set.ProbeTimeout, c.set.ProbeTimeoutMax)
+	if !l.unanswered.IsZero() {
+		c.env.Log("traffic sent went unanswered: probing now", "network", l.set.Name, "device", l.set.Device,
+			"sent_ago", now.Sub(l.unanswered).Round(time.Millisecond).String())
+		l.unanswered = time.Time{} // this round judges it
+	}
 	l.probing, l.lastStart = true, now
+	l.rounds++
 	c.counters.Probes++
 	c.env.StartProbe(l.set.Name, l.set.Device, p.Addr(), timeout, l.m.ProbeHedge(timeout))
 }
@@ -502,13 +601,21 @@ type View struct {
 	Settings UplinkSettings
 	uplink.Snapshot
 	InUse bool
+	// ProbeRounds counts the rounds started; ProbeBytes is what they cost
+	// (rounds x Settings.ProbeCost); ProbeFloor is the least interval
+	// between routine rounds its budget allows now.
+	ProbeRounds uint64
+	ProbeBytes  uint64
+	ProbeFloor  time.Duration
+	Limited     bool // over its monthly limit
 }
 
 // Views returns every configured uplink's state, in configuration order.
 func (c *Controller) Views() []View {
 	out := make([]View, 0, len(c.links))
 	for _, l := range c.links {
-		out = append(out, View{Settings: l.set, Snapshot: l.m.Snapshot(), InUse: l.set.Name == c.selected})
+		out = append(out, View{Settings: l.set, Snapshot: l.m.Snapshot(), InUse: l.set.Name == c.selected, ProbeRounds: l.rounds,
+			ProbeBytes: l.rounds * uint64(max(l.set.ProbeCost, 0)), ProbeFloor: c.floor(l), Limited: l.limited})
 	}
 	return out
 }
