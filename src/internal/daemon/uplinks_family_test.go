@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/afero/af-conn/internal/capture"
 	"github.com/afero/af-conn/internal/logline"
 	"github.com/afero/af-conn/internal/netmon"
 	"github.com/afero/af-conn/internal/ubus"
@@ -41,7 +42,7 @@ func dualDev(v4, gw4, v6, gw6 string) uplink.Device {
 	return d
 }
 
-func startFamilyRig(t *testing.T, devs map[string]uplink.Device, before func(d *Daemon)) *familyRig {
+func startFamilyRig(t *testing.T, devs map[string]uplink.Device, before func(r *familyRig)) *familyRig {
 	dir := t.TempDir()
 	writeConnmgr(t, dir, "config connmgr 'main'\n\toption firewall '0'\n")
 	clock := newFakeClock()
@@ -51,11 +52,11 @@ func startFamilyRig(t *testing.T, devs map[string]uplink.Device, before func(d *
 	}
 	cleaned := false
 	r := &familyRig{t: t, d: d, clock: clock, notes: &noticeLog{}, done: make(chan error, 1),
-		net: &fakeNet{cleaned: &cleaned, devs: devs, dead: map[string]bool{}}}
+		net: &fakeNet{cleaned: &cleaned, devs: devs, dead: map[string]bool{}, hang: map[string]bool{}}}
 	d.uplinks.net = r.net
 	d.components = append(d.components, r.notes)
 	if before != nil {
-		before(d)
+		before(r)
 	}
 	r.ctx, r.cancel = context.WithCancel(context.Background())
 	go func() { r.done <- d.Run(r.ctx) }()
@@ -276,5 +277,34 @@ func TestUplinks464XLAT(t *testing.T) {
 	s = r.wait("IPv4 gone with the clat interface", func(s Status) bool { return s.InUseIPv4 == "" })
 	if m := byNetwork(s, "modemnet"); m.IPv4.Device != "wwan0" || m.IPv4.StateNum != 1 || s.InUse != "modemnet" || s.InUseDevice != "wwan0" {
 		t.Fatalf("after the clat interface went: %+v ipv4 %+v, in use %q on %q", m, m.IPv4, s.InUse, s.InUseDevice)
+	}
+}
+
+// Passive liveness goes to the controller of its family: an IPv6 capture's replies prove the
+// uplink's IPv6 (its probes never end here), and never its IPv4.
+func TestUplinksAliveByFamily(t *testing.T) {
+	r := startFamilyRig(t, map[string]uplink.Device{"eth0": eth0Dual, "wlan0": {}, "wwan0": {}}, func(r *familyRig) {
+		r.net.hang["eth0/ipv4"], r.net.hang["eth0/ipv6"] = true, true
+	})
+	r.wait("both families up, unproven", func(s Status) bool {
+		e := byNetwork(s, "ethnet")
+		return e.IPv4 != nil && e.IPv4.StateNum == 3 && e.IPv6 != nil && e.IPv6.StateNum == 3
+	})
+	var v6 capture.Config
+	r.net.mu.Lock()
+	for _, c := range r.net.captures {
+		if c.Device == "eth0" && c.Prefix.Addr().Is6() {
+			v6 = c
+		}
+	}
+	r.net.mu.Unlock()
+	if v6.OnAlive == nil || v6.Prefix != netip.MustParsePrefix("2001:db8:10::2/64") {
+		t.Fatalf("no IPv6 capture on eth0 (prefix %v)", v6.Prefix)
+	}
+	now := r.clock.Now()
+	v6.OnAlive(now, now)
+	s := r.wait("IPv6 proven by replies", func(s Status) bool { return byNetwork(s, "ethnet").IPv6.StateNum == 4 })
+	if e := byNetwork(s, "ethnet"); e.IPv4.StateNum != 3 || e.StateNum != 4 || s.InUseIPv6 != "ethnet" {
+		t.Fatalf("after IPv6 replies: ipv4 %+v, uplink %d, IPv6 in use %q", e.IPv4, e.StateNum, s.InUseIPv6)
 	}
 }

@@ -27,10 +27,12 @@ type fakeNet struct {
 	notify  func(netmon.Update)
 	desired map[uplink.Family]route.Desired
 	flushed map[uplink.Family][]netip.Addr
-	// dead names the device/family pairs whose probes fail ("eth0/ipv6").
-	dead    map[string]bool
-	probes  []probe.Target // every probe's target
-	cleaned *bool
+	// dead names the device/family pairs whose probes fail ("eth0/ipv6"), hang those whose
+	// probes never end (until the daemon stops).
+	dead, hang map[string]bool
+	probes     []probe.Target   // every probe's target
+	captures   []capture.Config // every capture started
+	cleaned    *bool
 }
 
 // fakeRouter is one family's routing state in fakeNet.
@@ -63,12 +65,23 @@ func (f *fakeNet) watch(ctx context.Context, opts netmon.Options) error {
 		}
 	}
 }
-func (f *fakeNet) capture(capture.Config) (func(), error) { return func() {}, nil }
-func (f *fakeNet) probe(_ context.Context, _ *probe.Prober, t probe.Target, _, _ time.Duration) uplink.ProbeResult {
+func (f *fakeNet) capture(cfg capture.Config) (func(), error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.captures = append(f.captures, cfg)
+	return func() {}, nil
+}
+func (f *fakeNet) probe(ctx context.Context, _ *probe.Prober, t probe.Target, _, _ time.Duration) uplink.ProbeResult {
+	key := t.Device + "/" + uplink.FamilyOf(t.Source).String()
+	f.mu.Lock()
 	f.probes = append(f.probes, t)
-	if f.dead[t.Device+"/"+uplink.FamilyOf(t.Source).String()] {
+	dead, hang := f.dead[key], f.hang[key]
+	f.mu.Unlock()
+	switch {
+	case hang:
+		<-ctx.Done()
+		return uplink.ProbeResult{Started: time.Now(), Err: "stopped"}
+	case dead:
 		return uplink.ProbeResult{Started: time.Now(), Err: "timeout"}
 	}
 	return uplink.ProbeResult{Started: time.Now(), OK: true, RTT: time.Millisecond}
