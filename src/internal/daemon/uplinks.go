@@ -310,12 +310,12 @@ func (u *uplinks) Capture(name, dev string, prefix netip.Prefix) {
 	if !prefix.IsValid() {
 		return
 	}
-	stop, err := u.net.capture(capture.Config{Device: dev, Prefix: prefix, Period: capturePeriod,
-		OnAlive: func(since, at time.Time) {
+	stop, err := u.net.capture(capture.Config{Device: dev, Prefixes: []netip.Prefix{prefix}, Period: capturePeriod,
+		OnAlive: func(a capture.Alive) {
 			// A sample may be dropped when the loop is busy (or stopping
 			// and closing this capture): the next one comes soon.
 			select {
-			case u.d.events <- aliveEvent{name: name, since: since, at: at}:
+			case u.d.events <- aliveEvent{name: name, since: a.Since, at: a.At}:
 			default:
 			}
 		},

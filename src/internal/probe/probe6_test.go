@@ -88,37 +88,13 @@ func dualStack(t *testing.T, w *testbed.World) {
 		t.Fatal(err)
 	}
 	for _, a := range []netip.Addr{echo6, nat64Echo} {
-		l, err := w.Cloud.Listen("tcp6", netip.AddrPortFrom(a, testbed.EchoPort).String())
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { l.Close() })
-		go func() {
-			for {
-				c, err := l.Accept()
-				if err != nil {
-					return
-				}
-				go func() { io.Copy(c, c); c.Close() }()
-			}
-		}()
+		w.Cloud.ServeEcho(t, netip.AddrPortFrom(a, testbed.EchoPort).String())
 	}
 	serveDNS(t, w.Cloud, "["+dns6.String()+"]:53")
 	// The kernel's own link-local addresses are tentative for a second
 	// (DAD): a router on a real link has long finished it.
 	for _, ns := range append([]*testbed.NS{w.Device, w.Cloud}, routers(w)...) {
-		for end := time.Now().Add(5 * time.Second); ; time.Sleep(50 * time.Millisecond) {
-			out, err := ns.Run("ip", "-6", "addr", "show", "tentative")
-			if err != nil {
-				t.Fatal(err)
-			}
-			if strings.TrimSpace(out) == "" {
-				break
-			}
-			if time.Now().After(end) {
-				t.Fatalf("addresses still tentative in %s: %s", ns.Name, out)
-			}
-		}
+		ns.WaitNoTentative(t, 5*time.Second)
 	}
 }
 
