@@ -431,19 +431,19 @@ func (f *famCtl) Capture(name, dev string, prefix netip.Prefix) {
 	if !prefix.IsValid() {
 		return
 	}
-	fam := f.fam
-	stop, err := u.net.capture(capture.Config{Device: dev, Prefix: prefix, Period: capturePeriod,
-		OnAlive: func(since, at time.Time) {
+	// One capture per uplink and family: a 464XLAT uplink's IPv4 runs on its clat device.
+	stop, err := u.net.capture(capture.Config{Device: dev, Prefixes: []netip.Prefix{prefix}, Period: capturePeriod,
+		OnAlive: func(a capture.Alive) {
 			// A sample may be dropped when the loop is busy (or stopping
 			// and closing this capture): the next one comes soon.
 			select {
-			case u.d.events <- aliveEvent{fam: fam, name: name, since: since, at: at}:
+			case u.d.events <- aliveEvent{fam: a.Family, name: name, since: a.Since, at: a.At}:
 			default:
 			}
 		},
 		Logf: func(f string, a ...any) { u.d.log.Warn(fmt.Sprintf(f, a...)) }})
 	if err != nil {
-		u.d.log.Warn("passive liveness unavailable; probes only", "network", name, "family", fam.String(), "err", err)
+		u.d.log.Warn("passive liveness unavailable; probes only", "network", name, "family", f.fam.String(), "err", err)
 		return
 	}
 	u.captures[key] = stop

@@ -293,16 +293,16 @@ func TestUplinksAliveByFamily(t *testing.T) {
 	var v6 capture.Config
 	r.net.mu.Lock()
 	for _, c := range r.net.captures {
-		if c.Device == "eth0" && c.Prefix.Addr().Is6() {
+		if c.Device == "eth0" && len(c.Prefixes) == 1 && c.Prefixes[0].Addr().Is6() {
 			v6 = c
 		}
 	}
 	r.net.mu.Unlock()
-	if v6.OnAlive == nil || v6.Prefix != netip.MustParsePrefix("2001:db8:10::2/64") {
-		t.Fatalf("no IPv6 capture on eth0 (prefix %v)", v6.Prefix)
+	if v6.OnAlive == nil || v6.Prefixes[0] != netip.MustParsePrefix("2001:db8:10::2/64") {
+		t.Fatalf("no IPv6 capture on eth0 (prefixes %v)", v6.Prefixes)
 	}
 	now := r.clock.Now()
-	v6.OnAlive(now, now)
+	v6.OnAlive(capture.Alive{Family: uplink.IPv6, Local: v6.Prefixes[0].Addr(), Since: now, At: now})
 	s := r.wait("IPv6 proven by replies", func(s Status) bool { return byNetwork(s, "ethnet").IPv6.StateNum == 4 })
 	if e := byNetwork(s, "ethnet"); e.IPv4.StateNum != 3 || e.StateNum != 4 || s.InUseIPv6 != "ethnet" {
 		t.Fatalf("after IPv6 replies: ipv4 %+v, uplink %d, IPv6 in use %q", e.IPv4, e.StateNum, s.InUseIPv6)
