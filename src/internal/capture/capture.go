@@ -93,7 +93,9 @@ type Config struct {
 // connections through the uplink.
 type Alive struct {
 	// Family is the replies' (each family of an uplink is judged on its
-	// own); Local is the uplink's address they came to.
+	// own). Local is the address they came to: the uplink's own, or a
+	// LAN client's for its IPv6 connection, which the hub forwards
+	// without NAT (its replies prove the uplink all the same).
 	Family uplink.Family
 	Local  netip.Addr
 	// The replies arrived after Since (the previous look at the same
