@@ -14,8 +14,8 @@ GOBUILD  := CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)"
 # 1-15 s per target here; a longer run: make fuzz FUZZTIME=5000000x (or a duration, racy on 1.26).
 FUZZTIME ?= 50000x
 # Tools the tests and `make run` use; `make setup` installs what is missing (Debian).
-DEB_PACKAGES := iproute2 nftables iptables ipset conntrack iputils-ping shellcheck busybox
-TOOLS := ip nft iptables ipset conntrack ping shellcheck busybox
+DEB_PACKAGES := iproute2 nftables iptables ipset conntrack iputils-ping shellcheck busybox radvd
+TOOLS := ip nft iptables ipset conntrack ping shellcheck busybox radvd
 
 export PATH := $(PATH):/usr/local/go/bin
 
