@@ -68,6 +68,14 @@ func (w *World) StartDNS(records []Record) (*DNSServer, error) {
 	return s, w.serveDNS(s, addrs, records)
 }
 
+// StartDNSIn starts a DNS server in namespace ns (a router's, for a resolver on the uplink's
+// own link) on addr, which may be link-local with its zone (fe80::1%todev).
+func (w *World) StartDNSIn(ns *NS, addr netip.Addr, records []Record) (*DNSServer, error) {
+	s := &DNSServer{}
+	s.SetRecords(records)
+	return s, w.serveDNSIn(ns, s, []netip.Addr{addr})
+}
+
 // StartDNSAt starts a DNS server like the cloud's on another address of the cloud (which the
 // caller has added), e.g. a rogue resolver; an IPv6 address makes it an IPv6 one.
 func (w *World) StartDNSAt(addr netip.Addr, records []Record) (*DNSServer, error) {
@@ -78,16 +86,21 @@ func (w *World) StartDNSAt(addr netip.Addr, records []Record) (*DNSServer, error
 // serveDNS starts s on port 53 of addrs, UDP and TCP, in the cloud.
 func (w *World) serveDNS(s *DNSServer, addrs []netip.Addr, records []Record) error {
 	s.SetRecords(records)
+	return w.serveDNSIn(w.Cloud, s, addrs)
+}
+
+// serveDNSIn starts s on port 53 of addrs, UDP and TCP, in ns.
+func (w *World) serveDNSIn(ns *NS, s *DNSServer, addrs []netip.Addr) error {
 	for _, addr := range addrs {
 		fam := "4"
 		if addr.Is6() {
 			fam = "6"
 		}
-		udp, err := w.Cloud.ListenPacket("udp"+fam, netip.AddrPortFrom(addr, 53).String())
+		udp, err := ns.ListenPacket("udp"+fam, netip.AddrPortFrom(addr, 53).String())
 		if err != nil {
 			return fmt.Errorf("testbed: dns udp: %w", err)
 		}
-		tcp, err := w.Cloud.Listen("tcp"+fam, netip.AddrPortFrom(addr, 53).String())
+		tcp, err := ns.Listen("tcp"+fam, netip.AddrPortFrom(addr, 53).String())
 		if err != nil {
 			udp.Close()
 			return fmt.Errorf("testbed: dns tcp: %w", err)
@@ -234,12 +247,22 @@ func (w *World) ResolveA(name string) ([]string, error) {
 // Resolve asks server (port 53, UDP) for name's records of qtype (dns.TypeA, dns.TypeAAAA)
 // from the device, through its routes and firewall, and returns the addresses answered.
 func (w *World) Resolve(server netip.Addr, name string, qtype uint16) ([]netip.Addr, error) {
+	return w.ResolveVia("", server, name, qtype)
+}
+
+// ResolveVia is Resolve with the query's socket bound to the device's interface dev (as a
+// probe bound to an uplink asks), or unbound with dev "". A link-local server takes dev as
+// its zone.
+func (w *World) ResolveVia(dev string, server netip.Addr, name string, qtype uint16) ([]netip.Addr, error) {
 	q := new(dns.Msg)
 	q.SetQuestion(dns.Fqdn(name), qtype)
+	if server.Is6() && server.IsLinkLocalUnicast() {
+		server = server.WithZone(dev)
+	}
 	var m *dns.Msg
 	err := w.Device.Do(func() (err error) {
-		c := &dns.Client{Timeout: 10 * time.Second}
-		m, _, err = c.Exchange(q, net.JoinHostPort(server.String(), "53"))
+		c := &dns.Client{Timeout: 10 * time.Second, Dialer: &net.Dialer{Control: bindControl(dev)}}
+		m, _, err = c.Exchange(q, netip.AddrPortFrom(server, 53).String())
 		return err
 	})
 	if err != nil {

@@ -143,3 +143,20 @@ func httpGet204(w *World, to netip.AddrPort) error {
 	}
 	return nil
 }
+
+// A DHCPv6 exchange (Solicit to ff02::1:2, Advertise back to the link-local address) works on
+// every uplink of a world without a firewall.
+func TestDHCPv6Exchange(t *testing.T) {
+	w := New(t, Options{IPv6: V6Static, IPv6Only: []string{"wwan0"}})
+	for _, u := range w.Uplinks {
+		if err := w.SolicitDHCPv6(u.Dev, 1500*time.Millisecond); err == nil {
+			t.Fatalf("an Advertise on %s with no server", u.Dev)
+		}
+		if err := w.StartDHCPv6(u.Dev); err != nil {
+			t.Fatal(err)
+		}
+		if err := w.SolicitDHCPv6(u.Dev, 5*time.Second); err != nil {
+			t.Error(err)
+		}
+	}
+}
