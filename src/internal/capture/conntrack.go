@@ -34,6 +34,8 @@ const (
 	ctaTupleProto     = 2
 	ctaIPv4Src        = 1
 	ctaIPv4Dst        = 2
+	ctaIPv6Src        = 3
+	ctaIPv6Dst        = 4
 	ctaProtoNum       = 1
 	ctaProtoSrcPort   = 2
 	ctaProtoDstPort   = 3
@@ -114,11 +116,14 @@ func (c *ctConn) Close() { unix.Close(c.fd) }
 // getRequest builds the IPCTNL_MSG_CT_GET request for the entry that has
 // t as one of its directions (the kernel finds either).
 func getRequest(t tuple, seq uint32) []byte {
-	s, d := t.src.As4(), t.dst.As4()
-	ip := nest(ctaTupleIP, attr(ctaIPv4Src, s[:]), attr(ctaIPv4Dst, d[:]))
+	family, srcAttr, dstAttr := byte(unix.AF_INET), uint16(ctaIPv4Src), uint16(ctaIPv4Dst)
+	if t.src.Is6() {
+		family, srcAttr, dstAttr = unix.AF_INET6, ctaIPv6Src, ctaIPv6Dst
+	}
+	ip := nest(ctaTupleIP, attr(srcAttr, t.src.AsSlice()), attr(dstAttr, t.dst.AsSlice()))
 	proto := nest(ctaTupleProto, attr(ctaProtoNum, []byte{unix.IPPROTO_TCP}),
 		attr(ctaProtoSrcPort, be16(t.srcPort)), attr(ctaProtoDstPort, be16(t.dstPort)))
-	body := append([]byte{unix.AF_INET, unix.NFNETLINK_V0, 0, 0}, nest(ctaTupleReply, ip, proto)...)
+	body := append([]byte{family, unix.NFNETLINK_V0, 0, 0}, nest(ctaTupleReply, ip, proto)...)
 	b := make([]byte, unix.NLMSG_HDRLEN, unix.NLMSG_HDRLEN+len(body))
 	binary.NativeEndian.PutUint32(b[0:], uint32(unix.NLMSG_HDRLEN+len(body)))
 	binary.NativeEndian.PutUint16(b[4:], nfnlSubsysCTNetlink<<8|ipctnlMsgCTGet)
@@ -257,10 +262,10 @@ func parseTuple(b []byte, t *tuple) error {
 		case ctaTupleIP:
 			return walk(v, func(typ uint16, v []byte) error {
 				a, ok := netip.AddrFromSlice(v)
-				if !ok || (typ != ctaIPv4Src && typ != ctaIPv4Dst) {
+				if !ok || (typ != ctaIPv4Src && typ != ctaIPv4Dst && typ != ctaIPv6Src && typ != ctaIPv6Dst) {
 					return nil
 				}
-				if typ == ctaIPv4Src {
+				if typ == ctaIPv4Src || typ == ctaIPv6Src {
 					t.src = a
 				} else {
 					t.dst = a

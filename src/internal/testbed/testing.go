@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"net"
 	"os"
@@ -266,6 +267,33 @@ func (n *NS) ServeDownload(t testing.TB, addr string, every time.Duration) {
 			}
 		}()
 	})
+}
+
+// ServeEcho starts a TCP server in n on addr that sends back every byte it receives (the Afero
+// echo), e.g. on an IPv6 address of the cloud. It stops when the test ends.
+func (n *NS) ServeEcho(t testing.TB, addr string) {
+	t.Helper()
+	n.serveTCP(t, addr, func(c net.Conn) {
+		go func() { io.Copy(c, c); c.Close() }()
+	})
+}
+
+// WaitNoTentative waits until no IPv6 address in n is tentative (duplicate address detection
+// takes the kernel's own link-local addresses a second), at most timeout.
+func (n *NS) WaitNoTentative(t testing.TB, timeout time.Duration) {
+	t.Helper()
+	for end := time.Now().Add(timeout); ; time.Sleep(50 * time.Millisecond) {
+		out, err := n.Run("ip", "-6", "addr", "show", "tentative")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.TrimSpace(out) == "" {
+			return
+		}
+		if time.Now().After(end) {
+			t.Fatalf("addresses still tentative in %s after %v: %s", n.Name, timeout, out)
+		}
+	}
 }
 
 // serveTCP listens in n on addr and hands every connection to handle until the test ends.
