@@ -1,6 +1,7 @@
 package failover_test
 
 import (
+	"encoding/json"
 	"net/netip"
 	"os"
 	"regexp"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/miekg/dns"
 
+	"github.com/afero/af-conn/internal/daemon"
 	"github.com/afero/af-conn/internal/testbed"
 )
 
@@ -161,6 +163,38 @@ func TestE2EIPv6OnlyCellular(t *testing.T) {
 		t.Fatalf("connection left from %s, not wwan0's address", got)
 	}
 	t.Logf("cloud traffic over the IPv6-only uplink %v after the cables were pulled", time.Since(start))
+
+	// ubus status: an IPv6-only uplink is a full uplink, up and proven, in use for IPv6.
+	st := r.status()
+	if st.InUseIPv6 != "modemnet" {
+		t.Errorf("in_use_ipv6 %q, want modemnet", st.InUseIPv6)
+	}
+	for _, u := range st.Uplinks {
+		if u.Network != "modemnet" {
+			continue
+		}
+		if u.StateNum != 4 || u.IPv6 == nil || u.IPv6.State != "ITFUP_SS" || u.IPv6.Address != "2001:db8:30::2" ||
+			u.IPv6.Gateway != "fe80::1" || !u.IPv6.InUse {
+			t.Errorf("modemnet status %+v, ipv6 %+v: want ITFUP_SS (4), 2001:db8:30::2 via fe80::1, in use", u, u.IPv6)
+		}
+		if u.IPv4 != nil && u.IPv4.StateNum >= 3 {
+			t.Errorf("modemnet's IPv4 %+v: it has none", u.IPv4)
+		}
+	}
+}
+
+// status asks the daemon for its status over ubus (connmgr status --json).
+func (r *rig) status() daemon.Status {
+	r.t.Helper()
+	out, err := r.w.Device.Run(testbed.Connmgr(r.t), "status", "--json", "-s", r.sock)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	var st daemon.Status
+	if err := json.Unmarshal([]byte(out), &st); err != nil {
+		r.t.Fatalf("status %q: %v", out, err)
+	}
+	return st
 }
 
 // uplinkUp matches the daemon's log line of network reaching ITFUP_SS (in either family).
