@@ -1,7 +1,12 @@
-// Package netmon owns watching the kernel's links, IPv4 addresses, routes
-// and rules over netlink. It keeps a view of the watched devices and
-// delivers whole per-device snapshots (uplink.Device), coalescing bursts of
-// netlink messages into one update. When the kernel drops messages (ENOBUFS:
+// Package netmon owns watching the kernel's links, addresses, routes and
+// rules of both families over netlink. It keeps a view of the watched
+// devices and delivers whole per-device snapshots (uplink.Device): the
+// usable global addresses of both families (IPv6 ones neither tentative,
+// deprecated nor DAD-failed: rtnl.Addr.Usable), and per family the
+// uplink's own default route (the lowest-metric one through the device in
+// the main table, not ours: for IPv6 from an RA, proto ra, or from netifd,
+// usually via a link-local gateway). It coalesces bursts of netlink
+// messages into one update. When the kernel drops messages (ENOBUFS:
 // the socket overflowed) it subscribes again and re-dumps everything, so the
 // view never stays wrong. Like tailscale's netmon, one pump goroutine owns
 // the view; the consumer gets a callback per coalesced change.
@@ -35,9 +40,9 @@ type Update struct {
 	// Resync says the view was rebuilt from a full dump (start, overflow).
 	Resync bool
 	// OwnRoutesChanged says a route with protocol Options.OwnProto was
-	// added or removed (somebody may have deleted ours).
+	// added or removed, in either family (somebody may have deleted ours).
 	OwnRoutesChanged bool
-	// RulesChanged says an IPv4 policy rule was added or removed.
+	// RulesChanged says a policy rule (either family) was added or removed.
 	RulesChanged bool
 }
 
@@ -86,6 +91,7 @@ type linkInfo struct {
 }
 
 type defRoute struct {
+	v6     bool // an IPv6 route
 	gw     netip.Addr
 	metric int
 }
@@ -93,8 +99,8 @@ type defRoute struct {
 // view is the pump goroutine's model of the kernel.
 type view struct {
 	links  map[int]linkInfo
-	addrs  map[int]map[netip.Prefix]bool
-	routes map[int]map[defRoute]bool // default routes in the main table, by device
+	addrs  map[int]map[netip.Prefix]bool // usable addresses, by device
+	routes map[int]map[defRoute]bool     // default routes in the main table, by device
 }
 
 func newView() *view {
@@ -119,28 +125,42 @@ func (v *view) device(name string) uplink.Device {
 		d.Addrs = append(d.Addrs, p)
 	}
 	slices.SortFunc(d.Addrs, func(a, b netip.Prefix) int { return a.Addr().Compare(b.Addr()) })
-	// The uplink's own default route is the one with the lowest metric.
+	// The uplink's own default route of a family is the one with the
+	// lowest metric.
+	d.HasDefault, d.Gateway = v.bestRoute(idx, false)
+	d.HasDefault6, d.Gateway6 = v.bestRoute(idx, true)
+	return d
+}
+
+// bestRoute returns the gateway of the device's lowest-metric default
+// route of a family (the lowest gateway of those of that metric), and
+// whether there is one.
+func (v *view) bestRoute(idx int, v6 bool) (bool, netip.Addr) {
 	best := -1
+	var gw netip.Addr
 	for r := range v.routes[idx] {
-		if best < 0 || r.metric < best || (r.metric == best && r.gw.Less(d.Gateway)) {
-			best, d.Gateway = r.metric, r.gw
+		if r.v6 != v6 {
+			continue
+		}
+		if best < 0 || r.metric < best || (r.metric == best && r.gw.Less(gw)) {
+			best, gw = r.metric, r.gw
 		}
 	}
-	d.HasDefault = best >= 0
-	return d
+	return best >= 0, gw
 }
 
 func linkOf(l rtnl.Link) linkInfo {
 	return linkInfo{name: l.Name, up: l.Up(), carrier: l.Carrier()}
 }
 
-// defaultOf returns the device route entry for a main-table IPv4 default
-// route that is not ours (rtnl parses IPv4 routes only).
+// defaultOf returns the device route entry for a main-table unicast
+// default route (IPv4 or IPv6) that is not ours.
 func (m *Monitor) defaultOf(r *rtnl.Route) (defRoute, bool) {
-	if (r.Table != 0 && r.Table != unix.RT_TABLE_MAIN) || !r.IsDefault() || int(r.Protocol) == m.opts.OwnProto {
+	if (r.Table != 0 && r.Table != unix.RT_TABLE_MAIN) || !r.IsDefault() || int(r.Protocol) == m.opts.OwnProto ||
+		(r.Type != 0 && r.Type != unix.RTN_UNICAST) {
 		return defRoute{}, false
 	}
-	return defRoute{gw: r.Gw.Unmap(), metric: r.Priority}, true
+	return defRoute{v6: r.Family == unix.AF_INET6, gw: r.Gw.Unmap(), metric: r.Priority}, true
 }
 
 // Monitor watches netlink; create with New, run with Run.
@@ -217,13 +237,13 @@ func (m *Monitor) subscribe() (*subscription, error) {
 	ns := m.nsHandle()
 	// Links, addresses and routes share a socket: a loss of any of
 	// their messages calls for a resync, which ends the subscription.
-	sub, err := rtnl.Subscribe(ns, rtnl.GroupLink|rtnl.GroupAddr|rtnl.GroupRoute, m.opts.RcvBuf)
+	sub, err := rtnl.Subscribe(ns, rtnl.GroupLink|rtnl.GroupAddr|rtnl.GroupRoute|rtnl.GroupAddr6|rtnl.GroupRoute6, m.opts.RcvBuf)
 	if err != nil {
 		return nil, fmt.Errorf("subscribe to links, addresses and routes: %w", err)
 	}
 	// A rule message only tells us to re-check ours, so a loss of some
 	// is one more such message: rules have a socket of their own.
-	rs, err := rtnl.Subscribe(ns, rtnl.GroupRule, 0)
+	rs, err := rtnl.Subscribe(ns, rtnl.GroupRule|rtnl.GroupRule6, 0)
 	if err != nil {
 		sub.Close()
 		return nil, fmt.Errorf("subscribe to rules: %w", err)
@@ -423,7 +443,7 @@ func (m *Monitor) dump() (*view, error) {
 		return nil, fmt.Errorf("dump addresses: %w", err)
 	}
 	for _, a := range addrs {
-		if a.Scope == unix.RT_SCOPE_UNIVERSE {
+		if a.Usable() {
 			v.addAddr(a.Index, a.Prefix)
 		}
 	}
@@ -437,7 +457,7 @@ func (m *Monitor) dump() (*view, error) {
 // routes silently (no RTM_DELROUTE) when a device goes down or loses the
 // address their gateway depended on, so those events call for a re-dump.
 func (m *Monitor) dumpRoutes(h *rtnl.Conn, v *view) error {
-	routes, err := h.Routes()
+	routes, err := h.Routes(unix.AF_UNSPEC)
 	if err != nil {
 		return fmt.Errorf("dump routes: %w", err)
 	}
@@ -600,7 +620,13 @@ func (m *Monitor) applyAddr(u rtnl.AddrUpdate) {
 		return
 	}
 	if !u.Deleted {
-		m.v.addAddr(u.Index, u.Prefix)
+		// An IPv6 address is announced again as its flags change: usable
+		// once DAD passed, unusable once deprecated or DAD failed.
+		if u.Usable() {
+			m.v.addAddr(u.Index, u.Prefix)
+		} else {
+			delete(m.v.addrs[u.Index], u.Prefix)
+		}
 		return
 	}
 	delete(m.v.addrs[u.Index], u.Prefix)
@@ -647,7 +673,8 @@ func (m *Monitor) emit(resync, own, rules bool) {
 
 func equalDevice(a, b uplink.Device) bool {
 	return a.Present == b.Present && a.AdminUp == b.AdminUp && a.Carrier == b.Carrier &&
-		a.HasDefault == b.HasDefault && a.Gateway == b.Gateway && slices.Equal(a.Addrs, b.Addrs)
+		a.HasDefault == b.HasDefault && a.Gateway == b.Gateway && slices.Equal(a.Addrs, b.Addrs) &&
+		a.HasDefault6 == b.HasDefault6 && a.Gateway6 == b.Gateway6
 }
 
 // CarrierPolls returns how many carrier poll rounds ran.

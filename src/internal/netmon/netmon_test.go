@@ -3,9 +3,14 @@ package netmon
 import (
 	"context"
 	"fmt"
+	"net"
 	"net/netip"
+	"os"
+	"os/exec"
+	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -275,6 +280,7 @@ func TestResyncAfterOverflow(t *testing.T) {
 	var batch string
 	for i := 0; i < 400; i++ {
 		batch += fmt.Sprintf("addr add 198.18.%d.%d/32 dev eth0\n", 2+i/250, 1+i%250)
+		batch += fmt.Sprintf("addr add 2001:db8::%x/128 dev eth0 nodad\n", i+1)
 	}
 	must(t, ns.IP(strings.Split(strings.TrimSpace(batch), "\n")...))
 	time.Sleep(200 * time.Millisecond)
@@ -282,8 +288,8 @@ func TestResyncAfterOverflow(t *testing.T) {
 	close(w.block)
 	w.block = nil
 	w.mu.Unlock()
-	w.waitFor(t, "resync with all 400 addresses", func(w *watcher) bool {
-		return w.resyncs >= 2 && len(w.cur["eth0"].Addrs) == 400
+	w.waitFor(t, "resync with all 800 addresses", func(w *watcher) bool {
+		return w.resyncs >= 2 && len(w.cur["eth0"].Addrs) == 800
 	})
 }
 
@@ -292,4 +298,145 @@ func must(t *testing.T, err error) {
 	if err != nil {
 		t.Fatal(err)
 	}
+}
+
+// has6 says d has the IPv6 address of p among its usable addresses.
+func has6(d uplink.Device, p string) bool {
+	return slices.Contains(d.Addrs, netip.MustParsePrefix(p))
+}
+
+// IPv6 follows as IPv4 does: only usable global addresses (not tentative,
+// DAD-failed or deprecated), and the lowest-metric default route through
+// the device in the main table, via a link-local gateway, whether from an
+// RA (proto ra) or netifd; ours and other tables' are not the uplink's.
+func TestMonitorFollowsIPv6(t *testing.T) {
+	ns := testbed.NewNS(t, "netmon")
+	must(t, ns.IP("link add eth0 type veth peer name peer0"))
+	// DAD takes 3 s per address: long enough to see it tentative.
+	must(t, ns.Sysctl("net.ipv6.conf.eth0.accept_dad", "1"))
+	must(t, ns.Sysctl("net.ipv6.neigh.eth0.retrans_time_ms", "3000"))
+	must(t, ns.IP("link set eth0 up", "link set peer0 up"))
+	w := &watcher{}
+	start(t, ns, w, 0, "eth0")
+	w.waitFor(t, "carrier", func(w *watcher) bool { return w.cur["eth0"].Carrier })
+
+	must(t, ns.IP(
+		"addr add 2001:db8:1::2/64 dev eth0",                       // tentative for 3 s, then usable
+		"addr add 2001:db8:1::4/64 dev peer0 nodad",                // the peer holds ::4 ...
+		"addr add 2001:db8:1::4/64 dev eth0",                       // ... so its DAD fails here
+		"addr add 2001:db8:1::5/64 dev eth0 nodad preferred_lft 0", // deprecated at once
+		"addr add 198.18.1.2/24 dev eth0"))
+	w.waitFor(t, "IPv4 address", func(w *watcher) bool { return len(w.cur["eth0"].Addrs) > 0 })
+	if d := w.cur["eth0"]; len(d.Addrs) != 1 || d.Addrs[0] != netip.MustParsePrefix("198.18.1.2/24") {
+		t.Fatalf("addresses while IPv6 DAD runs: %v, want the IPv4 one only", d.Addrs)
+	}
+	w.waitFor(t, "IPv6 address after DAD", func(w *watcher) bool { return has6(w.cur["eth0"], "2001:db8:1::2/64") })
+	if d := w.cur["eth0"]; !slices.Equal(d.Addrs, []netip.Prefix{netip.MustParsePrefix("198.18.1.2/24"), netip.MustParsePrefix("2001:db8:1::2/64")}) {
+		t.Fatalf("addresses after DAD: %v (DAD-failed and deprecated ones must stay out; IPv4 first)", d.Addrs)
+	}
+	if d := w.cur["eth0"]; d.HasDefault6 || d.HasDefault {
+		t.Fatalf("default route without one: %+v", d)
+	}
+
+	// A default route from a router advertisement, via its link-local address.
+	must(t, ns.IP("route add default via fe80::1 dev eth0 proto ra metric 1024"))
+	w.waitFor(t, "RA default route", func(w *watcher) bool {
+		d := w.cur["eth0"]
+		return d.HasDefault6 && d.Gateway6 == netip.MustParseAddr("fe80::1") && !d.HasDefault
+	})
+	// netifd's (DHCPv6 or static) with a lower metric wins; ours, another
+	// table's and a worse one do not.
+	must(t, ns.IP("route add default via fe80::2 dev eth0 metric 512",
+		"route add default via fe80::3 dev eth0 metric 2048",
+		"route add default via fe80::7 dev eth0 metric 1 proto 188",
+		"route add default via fe80::8 dev eth0 metric 1 table 300"))
+	w.waitFor(t, "own IPv6 route seen", func(w *watcher) bool { return w.own > 0 })
+	w.waitFor(t, "netifd's default route", func(w *watcher) bool { return w.cur["eth0"].Gateway6 == netip.MustParseAddr("fe80::2") })
+	// An IPv4 default route is IPv4's alone.
+	must(t, ns.IP("route add default via 198.18.1.1 dev eth0 metric 10"))
+	w.waitFor(t, "IPv4 default route", func(w *watcher) bool { return w.cur["eth0"].HasDefault })
+	if d := w.cur["eth0"]; d.Gateway != netip.MustParseAddr("198.18.1.1") || d.Gateway6 != netip.MustParseAddr("fe80::2") {
+		t.Fatalf("gateways %v and %v", d.Gateway, d.Gateway6)
+	}
+	must(t, ns.IP("route del default via fe80::2 dev eth0 metric 512"))
+	w.waitFor(t, "back to the RA route", func(w *watcher) bool { return w.cur["eth0"].Gateway6 == netip.MustParseAddr("fe80::1") })
+
+	// The address deprecated (its preferred lifetime ran out): unusable.
+	must(t, ns.IP("addr change 2001:db8:1::2/64 dev eth0 preferred_lft 0"))
+	w.waitFor(t, "deprecated address gone", func(w *watcher) bool { return !has6(w.cur["eth0"], "2001:db8:1::2/64") })
+
+	// Admin down removes the IPv6 routes without a message for each.
+	must(t, ns.IP("link set eth0 down"))
+	w.waitFor(t, "IPv6 routes gone with admin down", func(w *watcher) bool {
+		d := w.cur["eth0"]
+		return !d.AdminUp && !d.HasDefault6 && !d.HasDefault
+	})
+}
+
+// A real router advertisement (radvd in a router namespace): the address
+// SLAAC makes is reported once DAD passed, the default route (proto ra via
+// the router's link-local address) at once; and when the router stops
+// (radvd sends a final RA with lifetime 0) the route goes.
+func TestMonitorRouterAdvertisement(t *testing.T) {
+	radvd, err := exec.LookPath("radvd")
+	if err != nil {
+		t.Skip("no radvd")
+	}
+	ns := testbed.NewNS(t, "netmon")
+	rt := testbed.NewNS(t, "rt")
+	must(t, ns.IP("link add eth0 type veth peer name lan0 netns "+rt.Name))
+	must(t, rt.Sysctl("net.ipv6.conf.all.forwarding", "1"))
+	must(t, rt.IP("link set lan0 up", "addr add 2001:db8:5::1/64 dev lan0 nodad"))
+	must(t, ns.Sysctl("net.ipv6.conf.eth0.accept_ra", "2"))
+	must(t, ns.IP("link set eth0 up"))
+	w := &watcher{}
+	start(t, ns, w, 0, "eth0")
+	w.waitFor(t, "carrier", func(w *watcher) bool { return w.cur["eth0"].Carrier })
+
+	dir := t.TempDir()
+	conf := dir + "/radvd.conf"
+	must(t, os.WriteFile(conf, []byte(`interface lan0 {
+	AdvSendAdvert on;
+	MinRtrAdvInterval 3;
+	MaxRtrAdvInterval 4;
+	AdvDefaultLifetime 60;
+	prefix 2001:db8:5::/64 { AdvOnLink on; AdvAutonomous on; };
+};
+`), 0o644))
+	cmd := rt.Command(radvd, "-n", "-C", conf, "-p", dir+"/radvd.pid", "-m", "stderr")
+	var out strings.Builder
+	cmd.Stdout, cmd.Stderr = &out, &out
+	must(t, cmd.Start())
+	stopped := false
+	t.Cleanup(func() {
+		if !stopped {
+			cmd.Process.Kill()
+			cmd.Wait()
+		}
+	})
+	var routerLL netip.Addr
+	must(t, rt.Do(func() error {
+		ifi, err := net.InterfaceByName("lan0")
+		if err != nil {
+			return err
+		}
+		as, err := ifi.Addrs()
+		for _, a := range as {
+			if p, err := netip.ParsePrefix(a.String()); err == nil && p.Addr().IsLinkLocalUnicast() {
+				routerLL = p.Addr()
+			}
+		}
+		return err
+	}))
+	w.waitFor(t, "SLAAC address and RA default route", func(w *watcher) bool {
+		d := w.cur["eth0"]
+		return len(d.Addrs) == 1 && netip.MustParsePrefix("2001:db8:5::/64").Contains(d.Addrs[0].Addr()) &&
+			d.Addrs[0].Bits() == 64 && d.HasDefault6 && d.Gateway6 == routerLL
+	})
+	// SIGTERM: radvd's last RA says "no longer a default router".
+	cmd.Process.Signal(syscall.SIGTERM)
+	cmd.Wait()
+	stopped = true
+	w.waitFor(t, "RA default route withdrawn", func(w *watcher) bool { return !w.cur["eth0"].HasDefault6 })
+	t.Logf("radvd: %s", out.String())
 }

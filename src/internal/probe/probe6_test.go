@@ -145,7 +145,7 @@ func TestProbesOverIPv6(t *testing.T) {
 	h204 := &http.Server{Handler: http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
 		rw.WriteHeader(http.StatusNoContent)
 	})}
-	l, err := w.Cloud.Listen("tcp6", "["+echo6.String()+"]:8204")
+	l, err := w.Cloud.Listen("tcp6", "["+echo6.String()+"]:8206")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -157,8 +157,8 @@ func TestProbesOverIPv6(t *testing.T) {
 		"echo literal": mustProber(t, Config{Host: echo6.String(), Port: testbed.EchoPort}),
 		"echo dns64":   mustProber(t, Config{Host: "v4only.afero.io", Port: testbed.EchoPort}),
 		"icmp":         mustProber(t, Config{Method: ICMP, Host: "echo.afero.io"}),
-		"http":         mustProber(t, Config{Method: HTTP, URL: "http://echo.afero.io:8204/generate_204"}),
-		"http literal": mustProber(t, Config{Method: HTTP, URL: "http://[" + echo6.String() + "]:8204/generate_204"}),
+		"http":         mustProber(t, Config{Method: HTTP, URL: "http://echo.afero.io:8206/generate_204"}),
+		"http literal": mustProber(t, Config{Method: HTTP, URL: "http://[" + echo6.String() + "]:8206/generate_204"}),
 	}
 	for name, p := range probers {
 		for _, tg := range []Target{eth, wlan} {

@@ -168,7 +168,7 @@ func addrString(a netip.Addr) string {
 
 // ours lists the routes with our protocol in all tables.
 func (m *Manager) ours() ([]rtnl.Route, error) {
-	all, err := m.h.Routes()
+	all, err := m.h.Routes(unix.AF_INET)
 	if err != nil {
 		return nil, fmt.Errorf("list routes: %w", err)
 	}
@@ -278,7 +278,7 @@ func ruleKey(r *rtnl.Rule) string {
 }
 
 func (m *Manager) applyRules(d Desired) error {
-	have, err := m.h.Rules()
+	have, err := m.h.Rules(unix.AF_INET)
 	if err != nil {
 		return fmt.Errorf("list rules: %w", err)
 	}

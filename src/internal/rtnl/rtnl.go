@@ -1,9 +1,16 @@
-// Package rtnl is the small part of rtnetlink and ctnetlink connmgr uses,
-// over mdlayher/netlink (already linked for nftables): dumps of links,
-// IPv4 addresses, routes and rules, route replace/delete, rule add/delete,
-// a subscription to link, address, route and rule changes, and removal of
-// conntrack entries. It parses only the attributes connmgr reads; a general
-// netlink library costs the package about 150 KB of code it never runs.
+// Package rtnl is the small part of rtnetlink connmgr uses, over
+// mdlayher/netlink (already linked for nftables): dumps of links, and of
+// IPv4 and IPv6 addresses (with their IFA_FLAGS), routes and rules; route
+// replace/delete and rule add/delete in either family; a subscription to
+// link, address, route and rule changes of both families. It parses only
+// the attributes connmgr reads; a general netlink library costs the package
+// about 150 KB of code it never runs.
+//
+// A Route or Rule says its family in Family (unix.AF_INET or AF_INET6); when
+// adding one with Family 0 the family of its addresses is used (IPv4 if it
+// has none). IPv6 routes keep a zone-less link-local gateway (fe80::1): the
+// device (LinkIndex) says the link. Note that the kernel turns an IPv6
+// route's metric 0 into 1024: the lowest IPv6 metric is 1.
 package rtnl
 
 import (
@@ -44,15 +51,34 @@ func (l Link) Carrier() bool {
 		l.OperState != operLowerLayerDown
 }
 
-// Addr is an IPv4 address of a device.
+// Addr is an IPv4 or IPv6 address of a device.
 type Addr struct {
 	Index  int
 	Prefix netip.Prefix // the local address with its prefix length
 	Scope  uint8
+	Flags  uint32 // IFA_F_*: IFA_FLAGS when present, else ifa_flags
 }
 
-// Route is an IPv4 route. An invalid Dst is the default route.
+// addrUnusable are the flags of an IPv6 address that cannot source new
+// connections: duplicate address detection still running or failed, or
+// its preferred lifetime over (RFC 4862 5.5.4). An optimistic address
+// (RFC 4429) is usable.
+const addrUnusable = unix.IFA_F_TENTATIVE | unix.IFA_F_DADFAILED | unix.IFA_F_DEPRECATED
+
+// Usable says the address can carry an uplink's traffic: of global scope
+// (not link-local, host or site) and, for IPv6, neither tentative,
+// DAD-failed nor deprecated. An IPv4 address is judged by its scope alone,
+// as the kernel uses a deprecated IPv4 address as any other.
+func (a Addr) Usable() bool {
+	if a.Scope != unix.RT_SCOPE_UNIVERSE {
+		return false
+	}
+	return a.Prefix.Addr().Is4() || a.Flags&addrUnusable == 0
+}
+
+// Route is an IPv4 or IPv6 route. An invalid Dst is the default route.
 type Route struct {
+	Family    uint8 // unix.AF_INET or AF_INET6; 0 when adding: of the addresses
 	Dst       netip.Prefix
 	Gw        netip.Addr
 	Src       netip.Addr // preferred source (RTA_PREFSRC)
@@ -68,8 +94,9 @@ type Route struct {
 // IsDefault says r is a default route (no destination, or a /0).
 func (r *Route) IsDefault() bool { return !r.Dst.IsValid() || r.Dst.Bits() == 0 }
 
-// Rule is an IPv4 policy routing rule.
+// Rule is an IPv4 or IPv6 policy routing rule.
 type Rule struct {
+	Family   uint8 // unix.AF_INET or AF_INET6; 0 when adding: of Src
 	Priority int
 	Src      netip.Prefix // invalid: from all
 	Table    int
@@ -162,11 +189,12 @@ func (c *Conn) LinkByName(name string) (Link, error) {
 	return Link{}, fmt.Errorf("link %s: %w", name, unix.ENODEV)
 }
 
-// dumpIPv4 dumps the IPv4 objects of a kind: the request typ with a
-// header of hdrLen bytes, the replies of type reply parsed by parse.
-func dumpIPv4[T any](c *Conn, typ, reply uint16, hdrLen int, parse func([]byte) (T, bool, error)) ([]T, error) {
+// dumpFamily dumps the objects of a kind in family (unix.AF_INET,
+// AF_INET6, or AF_UNSPEC for both): the request typ with a header of
+// hdrLen bytes, the replies of type reply parsed by parse.
+func dumpFamily[T any](c *Conn, family uint8, typ, reply uint16, hdrLen int, parse func([]byte) (T, bool, error)) ([]T, error) {
 	hdr := make([]byte, hdrLen)
-	hdr[0] = unix.AF_INET
+	hdr[0] = family
 	msgs, err := c.dump(typ, hdr)
 	if err != nil {
 		return nil, err
@@ -187,49 +215,49 @@ func dumpIPv4[T any](c *Conn, typ, reply uint16, hdrLen int, parse func([]byte) 
 	return out, nil
 }
 
-// Addrs dumps the IPv4 addresses.
+// Addrs dumps the IPv4 and IPv6 addresses.
 func (c *Conn) Addrs() ([]Addr, error) {
-	return dumpIPv4(c, unix.RTM_GETADDR, unix.RTM_NEWADDR, unix.SizeofIfAddrmsg, ParseAddr)
+	return dumpFamily(c, unix.AF_UNSPEC, unix.RTM_GETADDR, unix.RTM_NEWADDR, unix.SizeofIfAddrmsg, ParseAddr)
 }
 
-// Routes dumps the IPv4 routes of every table (cloned cache entries
-// left out).
-func (c *Conn) Routes() ([]Route, error) {
-	rs, err := dumpIPv4(c, unix.RTM_GETROUTE, unix.RTM_NEWROUTE, unix.SizeofRtMsg, ParseRoute)
+// Routes dumps the routes of family (unix.AF_INET, AF_INET6, or AF_UNSPEC
+// for both) in every table, cloned cache entries left out.
+func (c *Conn) Routes(family uint8) ([]Route, error) {
+	rs, err := dumpFamily(c, family, unix.RTM_GETROUTE, unix.RTM_NEWROUTE, unix.SizeofRtMsg, ParseRoute)
 	return slices.DeleteFunc(rs, func(r Route) bool { return r.Flags&unix.RTM_F_CLONED != 0 }), err
 }
 
-// Rules dumps the IPv4 rules.
-func (c *Conn) Rules() ([]Rule, error) {
-	return dumpIPv4(c, unix.RTM_GETRULE, unix.RTM_NEWRULE, sizeofRuleHdr, ParseRule)
+// Rules dumps the rules of family (unix.AF_INET, AF_INET6, or AF_UNSPEC
+// for both).
+func (c *Conn) Rules(family uint8) ([]Rule, error) {
+	return dumpFamily(c, family, unix.RTM_GETRULE, unix.RTM_NEWRULE, sizeofRuleHdr, ParseRule)
 }
 
 // RouteReplace adds r or replaces the route of the same table,
 // destination and metric.
 func (c *Conn) RouteReplace(r *Route) error {
-	b, err := r.marshal()
-	if err != nil {
-		return err
-	}
-	return c.do(unix.RTM_NEWROUTE, netlink.Create|netlink.Replace, b)
+	return c.send(unix.RTM_NEWROUTE, netlink.Create|netlink.Replace, r.marshal)
 }
 
 // RouteDel removes r; the error wraps unix.ESRCH when it is not there.
-func (c *Conn) RouteDel(r *Route) error {
-	b, err := r.marshal()
-	if err != nil {
-		return err
-	}
-	return c.do(unix.RTM_DELROUTE, 0, b)
-}
+func (c *Conn) RouteDel(r *Route) error { return c.send(unix.RTM_DELROUTE, 0, r.marshal) }
 
 // RuleAdd adds r; the error wraps unix.EEXIST when it is there.
 func (c *Conn) RuleAdd(r *Rule) error {
-	return c.do(unix.RTM_NEWRULE, netlink.Create|netlink.Excl, r.marshal())
+	return c.send(unix.RTM_NEWRULE, netlink.Create|netlink.Excl, r.marshal)
 }
 
 // RuleDel removes r; the error wraps unix.ENOENT when it is not there.
-func (c *Conn) RuleDel(r *Rule) error { return c.do(unix.RTM_DELRULE, 0, r.marshal()) }
+func (c *Conn) RuleDel(r *Rule) error { return c.send(unix.RTM_DELRULE, 0, r.marshal) }
+
+// send sends the request typ with what marshal makes, if it can.
+func (c *Conn) send(typ uint16, flags netlink.HeaderFlags, marshal func() ([]byte, error)) error {
+	b, err := marshal()
+	if err != nil {
+		return err
+	}
+	return c.do(typ, flags, b)
+}
 
 var errShort = errors.New("message too short")
 
@@ -258,16 +286,17 @@ func ParseLink(b []byte) (Link, error) {
 }
 
 // ParseAddr reads an RTM_NEWADDR/DELADDR payload; ok is false for an
-// address that is not IPv4.
+// address that is neither IPv4 nor IPv6.
 func ParseAddr(b []byte) (a Addr, ok bool, err error) {
 	if len(b) < unix.SizeofIfAddrmsg {
 		return Addr{}, false, fmt.Errorf("address: %w (%d bytes)", errShort, len(b))
 	}
-	if b[0] != unix.AF_INET {
+	family := b[0]
+	if family != unix.AF_INET && family != unix.AF_INET6 {
 		return Addr{}, false, nil
 	}
 	bits := int(b[1])
-	a = Addr{Scope: b[3], Index: int(binary.NativeEndian.Uint32(b[4:8]))}
+	a = Addr{Flags: uint32(b[2]), Scope: b[3], Index: int(binary.NativeEndian.Uint32(b[4:8]))}
 	ad, err := netlink.NewAttributeDecoder(b[unix.SizeofIfAddrmsg:])
 	if err != nil {
 		return Addr{}, false, fmt.Errorf("address on %d: %w", a.Index, err)
@@ -281,6 +310,8 @@ func ParseAddr(b []byte) (a Addr, ok bool, err error) {
 			local, _ = netip.AddrFromSlice(ad.Bytes())
 		case unix.IFA_ADDRESS:
 			address, _ = netip.AddrFromSlice(ad.Bytes())
+		case unix.IFA_FLAGS: // all 32 bits; ifa_flags has the low 8
+			a.Flags = ad.Uint32()
 		}
 	}
 	if err := ad.Err(); err != nil {
@@ -290,24 +321,49 @@ func ParseAddr(b []byte) (a Addr, ok bool, err error) {
 	if !ip.IsValid() {
 		ip = address
 	}
-	if !ip.Is4() || bits > 32 {
+	if !ofFamily(ip, family) || bits > ip.BitLen() {
 		return Addr{}, false, nil
 	}
 	a.Prefix = netip.PrefixFrom(ip, bits)
 	return a, true, nil
 }
 
+// ofFamily says a is an address of family (AF_INET: 4 bytes, AF_INET6:
+// 16); false for an invalid one.
+func ofFamily(a netip.Addr, family uint8) bool {
+	return (family == unix.AF_INET && a.Is4()) || (family == unix.AF_INET6 && a.Is6())
+}
+
+// familyOf returns a's address family.
+func familyOf(a netip.Addr) uint8 {
+	if a.Is4() {
+		return unix.AF_INET
+	}
+	return unix.AF_INET6
+}
+
+// appendAddr appends the address attribute typ of a, which must be of
+// family.
+func appendAddr(ae *netlink.AttributeEncoder, typ uint16, a netip.Addr, family uint8) error {
+	if !ofFamily(a, family) {
+		return fmt.Errorf("address %s is not of family %d", a, family)
+	}
+	ae.Bytes(typ, a.AsSlice())
+	return nil
+}
+
 // ParseRoute reads an RTM_NEWROUTE/DELROUTE payload; ok is false for a
-// route that is not IPv4.
+// route that is neither IPv4 nor IPv6.
 func ParseRoute(b []byte) (r Route, ok bool, err error) {
 	if len(b) < unix.SizeofRtMsg {
 		return Route{}, false, fmt.Errorf("route: %w (%d bytes)", errShort, len(b))
 	}
-	if b[0] != unix.AF_INET {
+	family := b[0]
+	if family != unix.AF_INET && family != unix.AF_INET6 {
 		return Route{}, false, nil
 	}
 	dstLen := int(b[1])
-	r = Route{Table: int(b[4]), Protocol: b[5], Scope: b[6], Type: b[7], Flags: binary.NativeEndian.Uint32(b[8:12])}
+	r = Route{Family: family, Table: int(b[4]), Protocol: b[5], Scope: b[6], Type: b[7], Flags: binary.NativeEndian.Uint32(b[8:12])}
 	ad, err := netlink.NewAttributeDecoder(b[unix.SizeofRtMsg:])
 	if err != nil {
 		return Route{}, false, fmt.Errorf("route: %w", err)
@@ -315,11 +371,11 @@ func ParseRoute(b []byte) (r Route, ok bool, err error) {
 	for ad.Next() {
 		switch ad.Type() {
 		case unix.RTA_DST:
-			r.Dst = prefix4(ad.Bytes(), dstLen)
+			r.Dst = prefixOf(ad.Bytes(), dstLen, family)
 		case unix.RTA_GATEWAY:
-			r.Gw, _ = netip.AddrFromSlice(ad.Bytes())
+			r.Gw = addrOf(ad.Bytes(), family)
 		case unix.RTA_PREFSRC:
-			r.Src, _ = netip.AddrFromSlice(ad.Bytes())
+			r.Src = addrOf(ad.Bytes(), family)
 		case unix.RTA_OIF:
 			r.LinkIndex = int(ad.Uint32())
 		case unix.RTA_PRIORITY:
@@ -334,9 +390,27 @@ func ParseRoute(b []byte) (r Route, ok bool, err error) {
 	return r, true, nil
 }
 
+// family returns the family of r: Family, else that of its addresses,
+// else IPv4.
+func (r *Route) family() uint8 {
+	if r.Family != 0 {
+		return r.Family
+	}
+	for _, a := range []netip.Addr{r.Dst.Addr(), r.Gw, r.Src} {
+		if a.IsValid() {
+			return familyOf(a)
+		}
+	}
+	return unix.AF_INET
+}
+
 func (r *Route) marshal() ([]byte, error) {
+	family := r.family()
+	if family != unix.AF_INET && family != unix.AF_INET6 {
+		return nil, fmt.Errorf("route: family %d is neither IPv4 nor IPv6", family)
+	}
 	hdr := make([]byte, unix.SizeofRtMsg)
-	hdr[0] = unix.AF_INET
+	hdr[0] = family
 	typ := r.Type
 	if typ == 0 {
 		typ = unix.RTN_UNICAST
@@ -347,23 +421,19 @@ func (r *Route) marshal() ([]byte, error) {
 	}
 	ae := netlink.NewAttributeEncoder()
 	if r.Dst.IsValid() {
-		if !r.Dst.Addr().Is4() {
-			return nil, fmt.Errorf("route to %s: not IPv4", r.Dst)
-		}
 		hdr[1] = uint8(r.Dst.Bits())
-		a := r.Dst.Masked().Addr().As4()
-		ae.Bytes(unix.RTA_DST, a[:])
+		if err := appendAddr(ae, unix.RTA_DST, r.Dst.Masked().Addr(), family); err != nil {
+			return nil, fmt.Errorf("route to %s: %w", r.Dst, err)
+		}
 	}
 	for _, x := range []struct {
 		typ uint16
 		a   netip.Addr
 	}{{unix.RTA_GATEWAY, r.Gw}, {unix.RTA_PREFSRC, r.Src}} {
 		if x.a.IsValid() {
-			if !x.a.Is4() {
-				return nil, fmt.Errorf("route address %s: not IPv4", x.a)
+			if err := appendAddr(ae, x.typ, x.a.WithZone(""), family); err != nil {
+				return nil, fmt.Errorf("route: %w", err)
 			}
-			a := x.a.As4()
-			ae.Bytes(x.typ, a[:])
 		}
 	}
 	if r.LinkIndex > 0 {
@@ -375,11 +445,21 @@ func (r *Route) marshal() ([]byte, error) {
 	return append(hdr, attrs...), err
 }
 
-// prefix4 is the IPv4 prefix of an address attribute and the header's
-// length byte; invalid if either is not IPv4's.
-func prefix4(b []byte, bits int) netip.Prefix {
+// addrOf is the address of an attribute of family; invalid if it is not
+// of that family's size.
+func addrOf(b []byte, family uint8) netip.Addr {
 	a, ok := netip.AddrFromSlice(b)
-	if !ok || !a.Is4() || bits > 32 {
+	if !ok || !ofFamily(a, family) {
+		return netip.Addr{}
+	}
+	return a
+}
+
+// prefixOf is the prefix of an address attribute of family and the
+// header's length byte; invalid if either does not fit the family.
+func prefixOf(b []byte, bits int, family uint8) netip.Prefix {
+	a := addrOf(b, family)
+	if !a.IsValid() || bits > a.BitLen() {
 		return netip.Prefix{}
 	}
 	return netip.PrefixFrom(a, bits)
@@ -389,16 +469,17 @@ func prefix4(b []byte, bits int) netip.Prefix {
 const sizeofRuleHdr = 12
 
 // ParseRule reads an RTM_NEWRULE/DELRULE payload; ok is false for a rule
-// that is not IPv4.
+// that is neither IPv4 nor IPv6.
 func ParseRule(b []byte) (r Rule, ok bool, err error) {
 	if len(b) < sizeofRuleHdr {
 		return Rule{}, false, fmt.Errorf("rule: %w (%d bytes)", errShort, len(b))
 	}
-	if b[0] != unix.AF_INET {
+	family := b[0]
+	if family != unix.AF_INET && family != unix.AF_INET6 {
 		return Rule{}, false, nil
 	}
 	srcLen := int(b[2])
-	r = Rule{Table: int(b[4]), Action: b[7]}
+	r = Rule{Family: family, Table: int(b[4]), Action: b[7]}
 	ad, err := netlink.NewAttributeDecoder(b[sizeofRuleHdr:])
 	if err != nil {
 		return Rule{}, false, fmt.Errorf("rule: %w", err)
@@ -406,7 +487,7 @@ func ParseRule(b []byte) (r Rule, ok bool, err error) {
 	for ad.Next() {
 		switch ad.Type() {
 		case unix.FRA_SRC:
-			r.Src = prefix4(ad.Bytes(), srcLen)
+			r.Src = prefixOf(ad.Bytes(), srcLen, family)
 		case unix.FRA_PRIORITY:
 			r.Priority = int(ad.Uint32())
 		case unix.FRA_TABLE:
@@ -419,21 +500,33 @@ func ParseRule(b []byte) (r Rule, ok bool, err error) {
 	return r, true, nil
 }
 
-func (r *Rule) marshal() []byte {
+func (r *Rule) marshal() ([]byte, error) {
+	family := r.Family
+	if family == 0 {
+		family = unix.AF_INET
+		if r.Src.IsValid() {
+			family = familyOf(r.Src.Addr())
+		}
+	}
+	if family != unix.AF_INET && family != unix.AF_INET6 {
+		return nil, fmt.Errorf("rule: family %d is neither IPv4 nor IPv6", family)
+	}
 	hdr := make([]byte, sizeofRuleHdr)
-	hdr[0] = unix.AF_INET
+	hdr[0] = family
 	hdr[7] = unix.FR_ACT_TO_TBL
 	if r.Table < 256 {
 		hdr[4] = uint8(r.Table)
 	}
 	ae := netlink.NewAttributeEncoder()
-	if r.Src.IsValid() && r.Src.Addr().Is4() {
+	if r.Src.IsValid() {
+		// A source of the other family must not become "from all".
 		hdr[2] = uint8(r.Src.Bits())
-		a := r.Src.Masked().Addr().As4()
-		ae.Bytes(unix.FRA_SRC, a[:])
+		if err := appendAddr(ae, unix.FRA_SRC, r.Src.Masked().Addr(), family); err != nil {
+			return nil, fmt.Errorf("rule from %s: %w", r.Src, err)
+		}
 	}
 	ae.Uint32(unix.FRA_PRIORITY, uint32(r.Priority))
 	ae.Uint32(unix.FRA_TABLE, uint32(r.Table))
-	attrs, _ := ae.Encode() // fixed-size attributes only: cannot fail
-	return append(hdr, attrs...)
+	attrs, err := ae.Encode()
+	return append(hdr, attrs...), err
 }

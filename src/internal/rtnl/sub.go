@@ -8,12 +8,16 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Groups of Subscribe (bit n-1 is the rtnetlink group n).
+// Groups of Subscribe (bit n-1 is the rtnetlink group n); the Group*6 are
+// IPv6's.
 const (
-	GroupLink  = 1 << (unix.RTNLGRP_LINK - 1)
-	GroupAddr  = 1 << (unix.RTNLGRP_IPV4_IFADDR - 1)
-	GroupRoute = 1 << (unix.RTNLGRP_IPV4_ROUTE - 1)
-	GroupRule  = 1 << (unix.RTNLGRP_IPV4_RULE - 1)
+	GroupLink   = 1 << (unix.RTNLGRP_LINK - 1)
+	GroupAddr   = 1 << (unix.RTNLGRP_IPV4_IFADDR - 1)
+	GroupRoute  = 1 << (unix.RTNLGRP_IPV4_ROUTE - 1)
+	GroupRule   = 1 << (unix.RTNLGRP_IPV4_RULE - 1)
+	GroupAddr6  = 1 << (unix.RTNLGRP_IPV6_IFADDR - 1)
+	GroupRoute6 = 1 << (unix.RTNLGRP_IPV6_ROUTE - 1)
+	GroupRule6  = 1 << (unix.RTNLGRP_IPV6_RULE - 1)
 )
 
 // Messages of a subscription, as Parse returns them.
@@ -76,7 +80,7 @@ func (s *Sub) Close() error { return s.c.Close() }
 
 // Parse turns a message of a subscription into a LinkUpdate, AddrUpdate,
 // RouteUpdate or RuleUpdate; nil for other messages and for addresses and
-// routes that are not IPv4.
+// routes that are neither IPv4 nor IPv6.
 func Parse(m netlink.Message) (any, error) {
 	switch t := uint16(m.Header.Type); t {
 	case unix.RTM_NEWLINK, unix.RTM_DELLINK:

@@ -27,6 +27,7 @@ func New(t testing.TB, opt Options) *World {
 	RequireRoot(t)
 	w, err := Build(opt)
 	if err != nil {
+		skipNoRadvd(t, err)
 		t.Fatalf("build test world: %v", err)
 	}
 	t.Cleanup(func() {
