@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"os"
 	"slices"
 	"time"
 
@@ -103,6 +104,13 @@ type routeManager interface {
 type kernelNet struct{}
 
 func (kernelNet) routes(f uplink.Family) (routeManager, error) {
+	if f == uplink.IPv6 {
+		// A kernel without IPv6 (CONFIG_IPV6 off, ipv6.disable=1) has no
+		// IPv6 routing to manage: IPv4 runs alone.
+		if _, err := os.Stat("/proc/sys/net/ipv6"); err != nil {
+			return nil, fmt.Errorf("this kernel has no IPv6: %w", err)
+		}
+	}
 	return route.New(route.Config{Family: f})
 }
 func (kernelNet) watch(ctx context.Context, opts netmon.Options) error {

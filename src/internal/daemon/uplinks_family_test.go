@@ -339,3 +339,18 @@ func TestUplinksFamilyTheProbeCannotServe(t *testing.T) {
 		return s.InUseIPv6 == "ethnet" && byNetwork(s, "modemnet").StateNum == 4
 	})
 }
+
+// A kernel without IPv6: the IPv6 routes cannot be opened, and the daemon runs IPv4 alone
+// (status without ipv6 objects) instead of failing.
+func TestUplinksWithoutIPv6(t *testing.T) {
+	r := startFamilyRig(t, map[string]uplink.Device{"eth0": eth0Dual, "wlan0": wlanDual, "wwan0": wwanOnly}, func(r *familyRig) { r.net.noIPv6 = true })
+	s := r.wait("IPv4 on Ethernet", func(s Status) bool { return s.InUse == "ethnet" && byNetwork(s, "ethnet").StateNum == 4 })
+	for _, u := range s.Uplinks {
+		if u.IPv4 == nil || u.IPv6 != nil {
+			t.Errorf("%s: ipv4 %+v ipv6 %+v", u.Network, u.IPv4, u.IPv6)
+		}
+	}
+	if m := byNetwork(s, "modemnet"); m.StateNum != 1 || s.InUseIPv6 != "" || m.Device != "wwan0" {
+		t.Errorf("IPv6-only cellular without IPv6: %+v, IPv6 in use %q", m, s.InUseIPv6)
+	}
+}
