@@ -447,6 +447,14 @@ func (f *famCtl) StartProbe(name, dev string, src netip.Addr, timeout, hedge tim
 	if len(servers) == 0 {
 		servers = u.static[name]
 	}
+	tg := probe.Target{Device: dev, Source: src}
+	if up := u.d.cur.Config.Uplink(name); up != nil && f.fam == uplink.IPv4 {
+		if own := u.d.uplinkDevice(*up); own != "" && own != dev {
+			// A 464XLAT uplink's IPv4 runs on its clat device; its IPv6
+			// resolvers are reached through the uplink's own device.
+			tg.Device6 = own
+		}
+	}
 	p, dns, net := u.prober, u.dns, u.net
 	go func() {
 		if len(servers) == 0 {
@@ -454,7 +462,8 @@ func (f *famCtl) StartProbe(name, dev string, src netip.Addr, timeout, hedge tim
 			// clear error.
 			servers, _, _ = dns.Servers(name)
 		}
-		r := net.probe(u.ctx, p, probe.Target{Device: dev, Source: src, DNS: servers}, timeout, hedge)
+		tg.DNS = servers
+		r := net.probe(u.ctx, p, tg, timeout, hedge)
 		u.d.post(probeEvent{fam: f.fam, name: name, r: r})
 	}()
 }

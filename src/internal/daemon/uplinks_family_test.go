@@ -270,11 +270,14 @@ func TestUplinks464XLAT(t *testing.T) {
 	r.net.mu.Lock()
 	var clatProbe bool
 	for _, p := range r.net.probes {
-		clatProbe = clatProbe || p.Device == "464-modemnet" && p.Source == netip.MustParseAddr("198.18.46.2")
+		clatProbe = clatProbe || p.Device == "464-modemnet" && p.Source == netip.MustParseAddr("198.18.46.2") && p.Device6 == "wwan0"
+		if p.Device == "wwan0" && p.Device6 != "" {
+			t.Errorf("IPv6 round on wwan0 with Device6 %q", p.Device6)
+		}
 	}
 	r.net.mu.Unlock()
 	if !clatProbe {
-		t.Error("the uplink's IPv4 was not probed through the clat device")
+		t.Error("the uplink's IPv4 was not probed through the clat device (with its IPv6 resolvers through wwan0)")
 	}
 	// netifd removes the 464XLAT interface: IPv4 is the uplink's own device's again (none).
 	if err := r.d.Do(r.ctx, func() { r.d.noteL3(info.Network, nil); r.d.uplinks.netifdChanged(info.Network, nil) }); err != nil {
