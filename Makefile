@@ -14,8 +14,8 @@ GOBUILD  := CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)"
 # 1-15 s per target here; a longer run: make fuzz FUZZTIME=5000000x (or a duration, racy on 1.26).
 FUZZTIME ?= 50000x
 # Tools the tests and `make run` use; `make setup` installs what is missing (Debian).
-DEB_PACKAGES := iproute2 nftables iptables ipset conntrack iputils-ping shellcheck busybox
-TOOLS := ip nft iptables ipset conntrack ping shellcheck busybox
+DEB_PACKAGES := iproute2 nftables iptables ipset conntrack iputils-ping shellcheck busybox radvd
+TOOLS := ip nft iptables ipset conntrack ping shellcheck busybox radvd
 
 export PATH := $(PATH):/usr/local/go/bin
 
@@ -170,18 +170,22 @@ clean:
 # bench-failover runs each failover scenario RUNS times in a testbed world with the real binary
 # and prints median and p95 of the BENCHMARKS.md figures (root; about RUNS x 40 s + loss periods
 # + 3 x BYTES_WINDOW: silent failure idle and with a keepalive flowing, bytes per hour per type),
-# on the default configuration (BENCH_CONFIG=-d: firewall off, failover alone); then LOAD_RUNS
-# rounds of the daemon's CPU and peak RSS at 50,000 packets/s, with the default configuration and
-# with -d (about LOAD_RUNS x 80 s). RUNS=0 or LOAD_RUNS=0 skips a part.
+# on the default configuration (BENCH_CONFIG=-d: firewall off, failover alone); then the same
+# scenarios in a dual-stack world, IPv6's figures next to IPv4's, and an IPv6-only wwan0 left as
+# the last uplink (about RUNS x 20 s more); then LOAD_RUNS rounds of the daemon's CPU and peak RSS
+# at 50,000 packets/s, with the default configuration and with -d (about LOAD_RUNS x 80 s).
+# RUNS=0 or LOAD_RUNS=0 skips a part; BENCH_FAILOVER_RUN=^TestFailoverBenchmarkDualStack$$ runs the
+# dual-stack part alone.
 RUNS ?= 20
 LOAD_RUNS ?= 5
 LOSS_PERIOD ?= 60s
 BENCH_CONFIG ?= default
 BYTES_WINDOW ?= 2m
+BENCH_FAILOVER_RUN ?= ^TestFailover(Load)?Benchmark(DualStack)?$$
 bench-failover: build
 	cd $(SRC) && CONNMGR_BIN=$(BUILD)/connmgr AFCONN_BENCH_FAILOVER=$(RUNS) AFCONN_BENCH_LOSS_PERIOD=$(LOSS_PERIOD) AFCONN_BENCH_CONFIG=$(BENCH_CONFIG) \
 		AFCONN_BENCH_BYTES_WINDOW=$(BYTES_WINDOW) \
-		AFCONN_BENCH_LOAD=$(LOAD_RUNS) $(GO) test -count=1 -timeout 90m -run '^TestFailover(Load)?Benchmark$$' -v ./internal/failover/
+		AFCONN_BENCH_LOAD=$(LOAD_RUNS) $(GO) test -count=1 -timeout 90m -run '$(BENCH_FAILOVER_RUN)' -v ./internal/failover/
 
 # bench-idle measures the daemon's CPU share of one core while idle (all uplinks healthy, no
 # traffic but its own probes) over IDLE_FOR, with -d and with the default configuration, each in a

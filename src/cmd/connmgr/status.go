@@ -176,6 +176,10 @@ func writeStatus(w io.Writer, st daemon.Status) {
 	if st.InUse != "" {
 		inUse = fmt.Sprintf("%s (%s)", st.InUse, st.InUseDevice)
 	}
+	if st.InUseIPv4 != "" || st.InUseIPv6 != "" {
+		// The families are selected one by one; in use is IPv4's, else IPv6's.
+		inUse += fmt.Sprintf(" (IPv4 %s, IPv6 %s)", noneIfEmpty(st.InUseIPv4), noneIfEmpty(st.InUseIPv6))
+	}
 	fmt.Fprintf(tw, "network type:\t%s, in use: %s\n", networkTypeName(st.NetworkType), inUse)
 	pref := "automatic"
 	if st.PreferredNetworkType != daemon.NetworkNone {
@@ -223,17 +227,11 @@ func writeStatus(w io.Writer, st daemon.Status) {
 	tw = newTabTable(w)
 	fmt.Fprintln(tw, "  NETWORK\tDEVICE\tTYPE\tSTATE\tADDRESS\tGATEWAY\tPROBE\tRTT\tSINCE\tPROBES")
 	for _, u := range st.Uplinks {
-		mark := " "
-		if u.InUse {
-			mark = "*"
-		}
-		rtt := "-"
-		if u.RTTms > 0 {
-			rtt = strconv.FormatFloat(u.RTTms, 'f', 1, 64) + "ms"
-		}
-		fmt.Fprintf(tw, "%s %s\t%s\t%s\t%s (%d)\t%s\t%s\t%s\t%s\t%s\t%d (%d failed)\n", mark, u.Network, u.Device, u.Type,
-			u.State, u.StateNum, dash(u.Address), dash(u.Gateway), dash(u.LastProbe), rtt,
+		fmt.Fprintf(tw, "%s %s\t%s\t%s\t%s (%d)\t%s\t%s\t%s\t%s\t%s\t%d (%d failed)\n", inUseMark(u.InUse), u.Network, u.Device, u.Type,
+			u.State, u.StateNum, dash(u.Address), dash(u.Gateway), dash(u.LastProbe), rttText(u.RTTms),
 			time.Duration(u.SinceSeconds)*time.Second, u.Probes, u.ProbeFails)
+		writeFamily(tw, "ipv4", u.IPv4)
+		writeFamily(tw, "ipv6", u.IPv6)
 	}
 	tw.Flush()
 	writeUsage(w, st)
@@ -263,6 +261,39 @@ func writeUsage(w io.Writer, st daemon.Status) {
 			u.MonthRxBytes+u.MonthTxBytes, limit, u.ProbeRounds, u.ProbeBytes, budget)
 	}
 	tw.Flush()
+}
+
+// writeFamily writes one address family of an uplink under the uplink's line, in the same
+// columns; * marks the family whose default route goes through the uplink. A family the
+// daemon does not report (an older daemon, or no IPv6 routing) is left out.
+func writeFamily(tw io.Writer, name string, f *daemon.FamilyStatus) {
+	if f == nil {
+		return
+	}
+	fmt.Fprintf(tw, "   %s %s\t%s\t\t%s (%d)\t%s\t%s\t%s\t%s\t%s\t%d (%d failed)\n", inUseMark(f.InUse), name, f.Device,
+		f.State, f.StateNum, dash(f.Address), dash(f.Gateway), dash(f.LastProbe), rttText(f.RTTms),
+		time.Duration(f.SinceSeconds)*time.Second, f.Probes, f.ProbeFails)
+}
+
+func inUseMark(inUse bool) string {
+	if inUse {
+		return "*"
+	}
+	return " "
+}
+
+func rttText(ms float64) string {
+	if ms <= 0 {
+		return "-"
+	}
+	return strconv.FormatFloat(ms, 'f', 1, 64) + "ms"
+}
+
+func noneIfEmpty(s string) string {
+	if s == "" {
+		return "none"
+	}
+	return s
 }
 
 // nonZero lists the counters that are not zero, by name: "unsolicited 2, untrusted_resolver 5".

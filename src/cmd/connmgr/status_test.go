@@ -105,6 +105,30 @@ func TestWriteStatus(t *testing.T) {
 			t.Errorf("status lacks %q:\n%s", want, got)
 		}
 	}
+	// Both families: the uplink's line, then one line per family under it.
+	st.InUseIPv4, st.InUseIPv6 = "ethnet", "modemnet"
+	st.Uplinks[0].IPv4 = &daemon.FamilyStatus{Device: "eth0", State: "ITFUP_SS", StateNum: 4, Address: "198.18.1.2/24",
+		Gateway: "198.18.1.1", InUse: true, LastProbe: "success", RTTms: 1.25, SinceSeconds: 300, Probes: 12, ProbeFails: 1}
+	st.Uplinks[0].IPv6 = &daemon.FamilyStatus{Device: "eth0", State: "ITFUP_SF", StateNum: 5, Address: "2001:db8:1::2/64",
+		Gateway: "fe80::1", LastProbe: "failure", SinceSeconds: 20, Probes: 8, ProbeFails: 3}
+	st.Uplinks[1].IPv4 = &daemon.FamilyStatus{Device: "464-modemnet", State: "ITFUP_SS", StateNum: 4, Address: "198.18.46.2/32", LastProbe: "success", RTTms: 40}
+	st.Uplinks[1].IPv6 = &daemon.FamilyStatus{Device: "wwan0", State: "ITFUP_SS", StateNum: 4, InUse: true, Address: "2001:db8:3::2/64", Gateway: "fe80::3", LastProbe: "success", RTTms: 38}
+	st.Uplinks[1].State, st.Uplinks[1].StateNum, st.Uplinks[1].Address, st.Uplinks[1].LastProbe, st.Uplinks[1].RTTms = "ITFUP_SS", 4, "198.18.46.2/32", "success", 40
+	b.Reset()
+	writeStatus(&b, st)
+	for _, want := range []string{
+		"network type:    0 (Ethernet), in use: ethnet (eth0) (IPv4 ethnet, IPv6 modemnet)\n",
+		"* ethnet    eth0          ethernet  ITFUP_SS (4)  198.18.1.2/24     198.18.1.1  success  1.2ms   5m0s   20 (1 failed)\n",
+		"   * ipv4   eth0                    ITFUP_SS (4)  198.18.1.2/24     198.18.1.1  success  1.2ms   5m0s   12 (1 failed)\n",
+		"     ipv6   eth0                    ITFUP_SF (5)  2001:db8:1::2/64  fe80::1     failure  -       20s    8 (3 failed)\n",
+		"  modemnet  wwan0         cellular  ITFUP_SS (4)  198.18.46.2/32    -           success  40.0ms  0s     0 (0 failed)\n",
+		"     ipv4   464-modemnet            ITFUP_SS (4)  198.18.46.2/32    -           success  40.0ms  0s     0 (0 failed)\n",
+		"   * ipv6   wwan0                   ITFUP_SS (4)  2001:db8:3::2/64  fe80::3     success  38.0ms  0s     0 (0 failed)\n",
+	} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("dual-stack status lacks %q:\n%s", want, b.String())
+		}
+	}
 	b.Reset()
 	writeStatus(&b, daemon.Status{Version: "x", NetworkType: -1, PreferredNetworkType: -1, Firewall: daemon.FirewallStatus{Mode: "disabled"}})
 	for _, want := range []string{"network type:    -1 (none), in use: none\n", "preferred type:  automatic\n", "firewall:        disabled\n", "no uplinks reported\n"} {
@@ -218,5 +242,32 @@ func TestClientCommandsAgainstAnObject(t *testing.T) {
 		`notify {"interface":"ethnet","action":"ifup"}`, `notify {"interface":"ethnet","action":""}`}
 	if !reflect.DeepEqual(calls, want) {
 		t.Errorf("calls\n got %q\nwant %q", calls, want)
+	}
+}
+
+// The families' status survives the trip over ubus (blobmsg tables within the uplink's table)
+// and reads back as it was sent.
+func TestStatusFamiliesRoundTrip(t *testing.T) {
+	st := daemon.Status{Version: "1", NetworkType: 2, InUse: "modemnet", InUseDevice: "wwan0", InUseIPv6: "modemnet",
+		Uplinks: []daemon.UplinkStatus{{Network: "modemnet", Device: "wwan0", Type: "cellular", State: "ITFUP_SS", StateNum: 4,
+			Address: "2001:db8:3::2/64", Gateway: "fe80::3", InUse: true, LastProbe: "success", RTTms: 38.5,
+			IPv4: &daemon.FamilyStatus{Device: "wwan0", State: "ITFDOWN_SX", StateNum: 1, LastProbe: "none"},
+			IPv6: &daemon.FamilyStatus{Device: "wwan0", State: "ITFUP_SS", StateNum: 4, Address: "2001:db8:3::2/64", Gateway: "fe80::3",
+				InUse: true, LastProbe: "success", RTTms: 38.5, SinceSeconds: 12, Probes: 3, ProbeFails: 1}}}}
+	tab, err := ubus.Marshal(st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := statusFromTable(tab)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(got, st) {
+		t.Fatalf("read back %+v\nsent %+v", got, st)
+	}
+	j, err := ubus.FormatJSON(tab, false)
+	if err != nil || !strings.Contains(string(j), `"in_use_ipv6":"modemnet"`) ||
+		!strings.Contains(string(j), `"ipv6":{"device":"wwan0","state":"ITFUP_SS","state_num":4,"address":"2001:db8:3::2/64","gateway":"fe80::3","in_use":true`) {
+		t.Fatalf("JSON %s, %v", j, err)
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -14,6 +15,7 @@ import (
 	"golang.org/x/net/bpf"
 
 	"github.com/afero/af-conn/internal/testbed"
+	"github.com/afero/af-conn/internal/uplink"
 )
 
 // ipv4 builds an IPv4 packet from src with protocol proto and payload
@@ -46,10 +48,7 @@ func withPorts(h []byte, src, dst uint16) []byte {
 }
 
 func TestFilterProgram(t *testing.T) {
-	vm, err := bpf.NewVM(ipFilter(netip.MustParsePrefix("198.18.10.2/24")))
-	if err != nil {
-		t.Fatal(err)
-	}
+	vm := newVM(t, uplink.IPv4, "198.18.10.2/24", "2001:db8:10::2/64")
 	cloud := "198.19.0.1"
 	data := func(sport uint16) []byte { return withPorts(tcp(0x18, 1), sport, 40000) }
 	cases := []struct {
@@ -57,10 +56,10 @@ func TestFilterProgram(t *testing.T) {
 		pkt  []byte
 		want int
 	}{
-		{"tcp data from beyond", ipv4(cloud, 6, 0, data(443)), snapLen},
-		{"tcp pure ack from beyond", ipv4(cloud, 6, 0, withPorts(tcp(0x10, 0), 443, 40000)), snapLen},
-		{"tcp fin-ack from beyond", ipv4(cloud, 6, 0, withPorts(tcp(0x11, 0), 443, 40000)), snapLen},
-		{"tcp with options", ipv4(cloud, 6, 0, func() []byte { h := data(443); h[12] = 8 << 4; return h }()), snapLen},
+		{"tcp data from beyond", ipv4(cloud, 6, 0, data(443)), snapLen4},
+		{"tcp pure ack from beyond", ipv4(cloud, 6, 0, withPorts(tcp(0x10, 0), 443, 40000)), snapLen4},
+		{"tcp fin-ack from beyond", ipv4(cloud, 6, 0, withPorts(tcp(0x11, 0), 443, 40000)), snapLen4},
+		{"tcp with options", ipv4(cloud, 6, 0, func() []byte { h := data(443); h[12] = 8 << 4; return h }()), snapLen4},
 		{"tcp data from the gateway", ipv4("198.18.10.1", 6, 0, data(443)), 0},
 		{"tcp syn-ack from beyond (portal could forge)", ipv4(cloud, 6, 0, withPorts(tcp(0x12, 0), 443, 40000)), 0},
 		{"tcp rst-ack from beyond", ipv4(cloud, 6, 0, withPorts(tcp(0x14, 0), 443, 40000)), 0},
@@ -72,8 +71,8 @@ func TestFilterProgram(t *testing.T) {
 		{"udp from beyond", ipv4(cloud, 17, 0, make([]byte, 12)), 0},
 		{"icmp echo reply", ipv4(cloud, 1, 0, []byte{0, 0, 0, 0, 0, 1, 0, 1}), 0},
 		{"non-first fragment", ipv4(cloud, 6, 100, data(443)), 0},
-		{"first fragment", ipv4(cloud, 6, 0x2000, data(443)), snapLen},
-		{"ipv6", append([]byte{0x60}, make([]byte, 39)...), 0},
+		{"first fragment", ipv4(cloud, 6, 0x2000, data(443)), snapLen4},
+		{"ipv6", ipv6("2001:db8:ff::1", 6, withPorts(tcp(0x18, 1), 443, 40000)), 0},
 	}
 	for _, c := range cases {
 		got, err := vm.Run(c.pkt)
@@ -83,30 +82,87 @@ func TestFilterProgram(t *testing.T) {
 		if got != c.want {
 			t.Errorf("%s: filter returned %d, want %d", c.name, got, c.want)
 		}
-	}
-	if _, err := assemble(filter(netip.MustParsePrefix("198.18.10.2/24"))); err != nil {
-		t.Fatal(err)
+		if got > 0 {
+			if p, ok := packetTuple(uplink.IPv4, c.pkt[:min(got, len(c.pkt))]); !ok || p.src.String() != cloud || p.srcPort != binary.BigEndian.Uint16(c.pkt[20:]) {
+				t.Errorf("%s: tuple %+v, %v", c.name, p, ok)
+			}
+		}
 	}
 }
 
-// FuzzFilter runs the kernel program on arbitrary bytes: it must never
-// fault and only ever accept the headers or drop; what it accepts has a
-// tuple.
-func FuzzFilter(f *testing.F) {
-	f.Add(ipv4("198.19.0.1", 6, 0, tcp(0x18, 3)))
-	f.Add(ipv4("198.19.0.1", 1, 0, []byte{0}))
-	f.Add([]byte{0x45})
-	vm, err := bpf.NewVM(ipFilter(netip.MustParsePrefix("198.18.10.2/24")))
-	if err != nil {
-		f.Fatal(err)
+// newVM runs family f's filter for an uplink with the prefixes own.
+func newVM(t testing.TB, f uplink.Family, own ...string) *bpf.VM {
+	var ps []netip.Prefix
+	for _, p := range own {
+		ps = append(ps, netip.MustParsePrefix(p))
 	}
-	f.Fuzz(func(t *testing.T, b []byte) {
-		got, err := vm.Run(b)
-		if err != nil || (got != 0 && got != snapLen) {
+	prog, err := ipFilter(f, ps)
+	if err != nil {
+		t.Fatal(err)
+	}
+	vm, err := bpf.NewVM(prog)
+	if err != nil {
+		t.Fatal(err)
+	}
+	full, err := filter(f, ps)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := assemble(full); err != nil {
+		t.Fatal(err)
+	}
+	return vm
+}
+
+// FuzzFilter runs the kernel program of each family on arbitrary bytes:
+// it must never fault and only ever accept the headers or drop; what it
+// accepts has a tuple, from outside the uplink's own prefixes.
+func FuzzFilter(f *testing.F) {
+	f.Add(ipv4("198.19.0.1", 6, 0, tcp(0x18, 3)), false)
+	f.Add(ipv4("198.19.0.1", 1, 0, []byte{0}), false)
+	f.Add([]byte{0x45}, false)
+	f.Add(ipv6("2001:db8:ff::1", 6, tcp(0x18, 3)), true)
+	f.Add(ipv6("2001:db8:ff::1", 0, ext(6, 0), tcp(0x10, 0)), true)
+	f.Add(ipv6("2001:db8:ff::1", 44, frag(60, 0), ext(43, 1), ext(6, 0), tcp(0x10, 0)), true)
+	own := []string{"198.18.10.2/24", "2001:db8:10::2/64", "2001:db8:99::7/128"}
+	vms := map[uplink.Family]*bpf.VM{uplink.IPv4: newVM(f, uplink.IPv4, own...), uplink.IPv6: newVM(f, uplink.IPv6, own...)}
+	f.Fuzz(func(t *testing.T, b []byte, v6 bool) {
+		fam := uplink.IPv4
+		if v6 {
+			fam = uplink.IPv6
+		}
+		got, err := vms[fam].Run(b)
+		if err != nil || (got != 0 && got != snapLen(fam)) {
 			t.Fatalf("%x: %d %v", b, got, err)
 		}
-		if got > 0 {
-			packetTuple(b[:min(len(b), got)])
+		if got == 0 {
+			return
+		}
+		p, ok := packetTuple(fam, b[:min(len(b), got)])
+		if !ok {
+			t.Fatalf("%v filter accepted %x, but it has no tuple", fam, b)
+		}
+		for _, o := range own {
+			if netip.MustParsePrefix(o).Masked().Contains(p.src) || p.src.IsLinkLocalUnicast() {
+				t.Fatalf("%v filter accepted %x from %v, one of the uplink's own", fam, b, p.src)
+			}
+		}
+	})
+}
+
+// FuzzPacketTuple feeds arbitrary bytes to the frame parsers: they must
+// never panic, and what they return is of their family.
+func FuzzPacketTuple(f *testing.F) {
+	f.Add(ipv4("198.19.0.1", 6, 0, tcp(0x18, 3)), false)
+	f.Add(ipv6("2001:db8:ff::1", 0, ext(60, 2), ext(6, 0), tcp(0x10, 0)), true)
+	f.Add(ipv6("2001:db8:ff::1", 44, frag(6, 0x10), tcp(0x10, 0)), true)
+	f.Fuzz(func(t *testing.T, b []byte, v6 bool) {
+		fam := uplink.IPv4
+		if v6 {
+			fam = uplink.IPv6
+		}
+		if p, ok := packetTuple(fam, b); ok && (uplink.FamilyOf(p.src) != fam || uplink.FamilyOf(p.dst) != fam) {
+			t.Fatalf("%v parse of %x: %+v", fam, b, p)
 		}
 	})
 }
@@ -116,6 +172,27 @@ type reports struct {
 	n     atomic.Int64
 	badAt atomic.Int64 // reports whose since was not before at
 	since atomic.Int64 // the last report's since (Unix ns)
+	mu    sync.Mutex
+	by    map[uplink.Family]int // reports by family
+	// wrong counts reports whose Local is not of their family or not
+	// the one want says.
+	wrong int
+	want  map[uplink.Family]netip.Addr
+}
+
+// count returns the reports of family f so far, and how many of all had
+// the wrong local address.
+func (r *reports) count(f uplink.Family) (n, wrong int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.by[f], r.wrong
+}
+
+// expect sets the local address the reports of family f must have.
+func (r *reports) expect(f uplink.Family, local netip.Addr) {
+	r.mu.Lock()
+	r.want[f] = local
+	r.mu.Unlock()
 }
 
 // after counts nothing: it says whether the last report's replies may
@@ -124,19 +201,29 @@ func (r *reports) after(t time.Time) bool { return r.since.Load() >= t.UnixNano(
 
 // startIn starts a capture on the world's eth0 (period 100 ms), with
 // conntrack running in the device namespace as on a stock OpenWrt.
-func startIn(t *testing.T, w *testbed.World) (*testbed.Uplink, *reports) {
+// own6, if given, are eth0's IPv6 prefixes to watch too.
+func startIn(t *testing.T, w *testbed.World, own6 ...netip.Prefix) (*testbed.Uplink, *reports) {
 	if err := w.TrackConnections(); err != nil {
 		t.Fatal(err)
 	}
 	u := w.MustUplink("eth0")
-	r := &reports{}
-	c, err := Start(Config{Device: "eth0", Prefix: netip.PrefixFrom(u.Addr, 24), Period: 100 * time.Millisecond,
-		OnAlive: func(since, at time.Time) {
+	r := &reports{by: map[uplink.Family]int{}, want: map[uplink.Family]netip.Addr{uplink.IPv4: u.Addr}}
+	if len(own6) > 0 {
+		r.want[uplink.IPv6] = own6[0].Addr()
+	}
+	c, err := Start(Config{Device: "eth0", Prefixes: append([]netip.Prefix{netip.PrefixFrom(u.Addr, 24)}, own6...), Period: 100 * time.Millisecond,
+		OnAlive: func(a Alive) {
 			r.n.Add(1)
-			r.since.Store(since.UnixNano())
-			if !since.Before(at) {
+			r.since.Store(a.Since.UnixNano())
+			if !a.Since.Before(a.At) {
 				r.badAt.Add(1)
 			}
+			r.mu.Lock()
+			r.by[a.Family]++
+			if uplink.FamilyOf(a.Local) != a.Family || a.Local != r.want[a.Family] {
+				r.wrong++
+			}
+			r.mu.Unlock()
 		}, Logf: t.Logf, Namespace: w.Device.Handle(t)})
 	if err != nil {
 		t.Fatal(err)

@@ -15,6 +15,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/afero/af-conn/internal/inns"
+	"github.com/afero/af-conn/internal/uplink"
 )
 
 // This file is the other half of passive evidence: the hub's own traffic
@@ -146,7 +147,7 @@ func sentIPFilter(prefix netip.Prefix) []bpf.Instruction {
 		}
 		prog = append(prog, bpf.JumpIf{Cond: j.cond, Val: j.val, SkipTrue: skip(j.ifTrue), SkipFalse: skip(j.ifFalse)})
 	}
-	return append(prog, bpf.RetConstant{Val: 0}, bpf.RetConstant{Val: snapLen})
+	return append(prog, bpf.RetConstant{Val: 0}, bpf.RetConstant{Val: snapLen4})
 }
 
 // WatchSent opens a watcher on cfg.Device and starts its goroutine.
@@ -220,7 +221,7 @@ func openPacket(ns netns.NsHandle, device string, proto uint16, what string, pro
 
 func (s *Sent) run() {
 	defer close(s.done)
-	var b [snapLen]byte
+	var b [snapLen4]byte
 	for {
 		n, err := s.f.Read(b[:])
 		if errors.Is(err, os.ErrClosed) {
@@ -228,7 +229,7 @@ func (s *Sent) run() {
 		}
 		if err == nil {
 			s.samples.Add(1)
-			if p, ok := packetTuple(b[:n]); ok && !s.check(p, time.Now()) {
+			if p, ok := packetTuple(uplink.IPv4, b[:n]); ok && !s.check(p, time.Now()) {
 				return
 			}
 		}
@@ -279,7 +280,7 @@ func (s *Sent) drain() {
 	if err != nil {
 		return
 	}
-	var b [snapLen]byte
+	var b [snapLen4]byte
 	rc.Read(func(fd uintptr) bool {
 		for {
 			if _, _, err := unix.Recvfrom(int(fd), b[:], unix.MSG_DONTWAIT); err != nil {

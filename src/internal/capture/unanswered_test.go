@@ -33,10 +33,10 @@ func TestSentFilterProgram(t *testing.T) {
 		pkt  []byte
 		want int
 	}{
-		{"data to beyond", sentPacket(cloud, 0, 443, 0x18, 5), snapLen},
-		{"one byte of data", sentPacket(cloud, 0, 443, 0x10, 1), snapLen},
-		{"syn to beyond", sentPacket(cloud, 0, 443, 0x02, 0), snapLen},
-		{"fin to beyond", sentPacket(cloud, 0, 443, 0x11, 0), snapLen},
+		{"data to beyond", sentPacket(cloud, 0, 443, 0x18, 5), snapLen4},
+		{"one byte of data", sentPacket(cloud, 0, 443, 0x10, 1), snapLen4},
+		{"syn to beyond", sentPacket(cloud, 0, 443, 0x02, 0), snapLen4},
+		{"fin to beyond", sentPacket(cloud, 0, 443, 0x11, 0), snapLen4},
 		{"data with tcp options", func() []byte {
 			b := sentPacket(cloud, 0, 443, 0x18, 12)
 			b[20+12] = 8 << 4 // 32-byte header: 0 bytes of data left
@@ -46,7 +46,7 @@ func TestSentFilterProgram(t *testing.T) {
 			b := sentPacket(cloud, 0, 443, 0x18, 13)
 			b[20+12] = 8 << 4
 			return b
-		}(), snapLen},
+		}(), snapLen4},
 		{"pure ack asks nothing", sentPacket(cloud, 0, 443, 0x10, 0), 0},
 		{"reset asks nothing", sentPacket(cloud, 0, 443, 0x14, 0), 0},
 		{"to the gateway", sentPacket("198.18.10.1", 0, 443, 0x18, 5), 0},
@@ -80,10 +80,10 @@ func FuzzSentFilter(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {
 		n, err := vm.Run(b)
-		if err == nil && n != 0 && n != snapLen {
+		if err == nil && n != 0 && n != snapLen4 {
 			t.Fatalf("filter returned %d", n)
 		}
-		if n == snapLen && len(b) >= 20 {
+		if n == snapLen4 && len(b) >= 20 {
 			if b[0]>>4 != 4 || b[9] != 6 || binary.BigEndian.Uint16(b[6:])&0x1fff != 0 {
 				t.Fatalf("accepted a packet that is not a first IPv4 TCP fragment: % x", b[:20])
 			}

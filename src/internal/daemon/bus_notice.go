@@ -30,13 +30,24 @@ func networkNotice(old, new string, oldType, newType int, reason string) Notice 
 }
 
 // interfaceNotice is connmgr.interface: an uplink changed state (u is its status after the
-// change, oldState its previous state number).
+// change, oldState its previous state number). ipv4 and ipv6 are the families' own status
+// (state, address, gateway, last probe: FamilyStatus) where the uplink has them.
 func interfaceNotice(u UplinkStatus, oldState int) Notice {
-	return Notice{Name: NoticeInterface, Data: map[string]any{
+	n := Notice{Name: NoticeInterface, Data: map[string]any{
 		"network": u.Network, "device": u.Device, "type": u.Type,
 		"state": u.State, "state_num": u.StateNum, "old_state_num": oldState,
 		"address": u.Address, "gateway": u.Gateway, "in_use": u.InUse,
 	}}
+	for name, f := range map[string]*FamilyStatus{"ipv4": u.IPv4, "ipv6": u.IPv6} {
+		if f == nil {
+			continue
+		}
+		// FamilyStatus has only strings, numbers and booleans: Marshal cannot fail on it.
+		if t, err := ubus.Marshal(*f); err == nil {
+			n.Data[name] = t
+		}
+	}
+	return n
 }
 
 // wifiNotice is connmgr.wifi: the Wi-Fi station uplink's state, for the Wi-Fi daemon.

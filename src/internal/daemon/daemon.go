@@ -80,6 +80,8 @@ type Daemon struct {
 	uplinks   *uplinks
 	// l3 is, per uplink network, the layer-3 device netifd last reported (see devices.go).
 	l3 map[string]string
+	// clat is, per 464XLAT network of an uplink, its clat device (see devices.go).
+	clat map[string]string
 }
 
 // New reads the configuration and prepares the daemon. A configuration error is returned as
@@ -98,6 +100,7 @@ func New(opts Options) (*Daemon, error) {
 		events:    make(chan event, 256),
 		preferred: NetworkNone,
 		l3:        map[string]string{},
+		clat:      map[string]string{},
 	}
 	cur, err := d.load()
 	if err != nil {

@@ -13,7 +13,8 @@ package daemon
 //   - the lock-down and the DNS gate watch the configured device and netifd's (the uplink's
 //     and its dynamic interfaces'), all of them;
 //   - the uplink monitor (netlink, capture, probes, routes) watches netifd's, else the
-//     configured one.
+//     configured one; for IPv4, an uplink with a clat device (a dynamic interface of proto
+//     464xlat) watches, probes and routes the clat device instead (IPv4 goes through it).
 
 import (
 	"slices"
@@ -21,6 +22,7 @@ import (
 
 	"github.com/afero/af-conn/internal/config"
 	"github.com/afero/af-conn/internal/firewall"
+	"github.com/afero/af-conn/internal/uplink"
 )
 
 // netDevice tells whether netifd's device name is a network device the firewall can match:
@@ -42,6 +44,57 @@ func (d *Daemon) noteL3(network string, info *NetifdInterface) {
 		}
 		d.l3[network] = info.L3Device
 	}
+	switch {
+	case info == nil || !isClat(info):
+		delete(d.clat, network)
+	case d.l3[network] != "":
+		if d.clat == nil {
+			d.clat = map[string]string{}
+		}
+		d.clat[network] = d.l3[network]
+	}
+}
+
+// isClat tells whether netifd's network is a 464XLAT interface: its layer-3 device is the clat
+// device that carries the uplink's IPv4 over IPv6 (odhcp6c's 464xlat proto names it 464-NAME).
+func isClat(info *NetifdInterface) bool {
+	return info.Proto == "464xlat" || strings.HasPrefix(info.L3Device, "464-")
+}
+
+// clatDevice is the clat device of uplink u's dynamic 464XLAT interface ("" when netifd reports
+// none). Several are not expected; the one of the lowest network name wins, so the choice is
+// stable.
+func (d *Daemon) clatDevice(u config.Uplink) string {
+	best, dev := "", ""
+	for network, clat := range d.clat {
+		if network != u.Name && parentUplink(network, []string{u.Name}) != "" && (best == "" || network < best) {
+			best, dev = network, clat
+		}
+	}
+	return dev
+}
+
+// familyDevices returns cfg with each uplink's Device as the controller of family f runs on
+// it: uplinkDevice for IPv6, and for IPv4 the clat device where there is one.
+func (d *Daemon) familyDevices(cfg *config.Config, f uplink.Family) *config.Config {
+	out := d.withL3Devices(cfg)
+	if f != uplink.IPv4 {
+		return out
+	}
+	copied := out != cfg
+	for i, u := range out.Uplinks {
+		dev := d.clatDevice(u)
+		if dev == "" || dev == u.Device {
+			continue
+		}
+		if !copied {
+			c := *out
+			c.Uplinks = slices.Clone(out.Uplinks)
+			out, copied = &c, true
+		}
+		out.Uplinks[i].Device = dev
+	}
+	return out
 }
 
 // uplinkDevice is the device the uplink monitor watches for u: netifd's layer-3 device, else

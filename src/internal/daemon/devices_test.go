@@ -1,11 +1,13 @@
 package daemon
 
 import (
+	"net/netip"
 	"slices"
 	"testing"
 
 	"github.com/afero/af-conn/internal/config"
 	"github.com/afero/af-conn/internal/logline"
+	"github.com/afero/af-conn/internal/uplink"
 )
 
 func TestParentUplink(t *testing.T) {
@@ -78,4 +80,63 @@ func TestUplinkDevices(t *testing.T) {
 	d.noteL3("modemnet_6_4", nil)
 	d.noteL3("ethnet", nil)
 	check("gone", []string{"eth0"}, map[string]string{"ethnet": "eth0", "stanet": "phy0-sta0"})
+}
+
+// 464XLAT: IPv4's controller runs on the clat device of the uplink's 464xlat interface, IPv6's
+// on the uplink's own device; other dynamic interfaces (the modem's _4 and _6) change nothing.
+func TestFamilyDevicesClat(t *testing.T) {
+	d := &Daemon{log: logline.Discard(), l3: map[string]string{}}
+	cfg := &config.Config{Uplinks: []config.Uplink{
+		{Name: "ethnet", Device: "eth0", Enabled: true},
+		{Name: "modemnet", Device: "", Enabled: true},
+	}}
+	check := func(step, v4, v6 string) {
+		t.Helper()
+		if got := d.familyDevices(cfg, uplink.IPv4).Uplinks[1].Device; got != v4 {
+			t.Errorf("%s: IPv4 on %q, want %q", step, got, v4)
+		}
+		if got := d.familyDevices(cfg, uplink.IPv6).Uplinks[1].Device; got != v6 {
+			t.Errorf("%s: IPv6 on %q, want %q", step, got, v6)
+		}
+		if got := d.familyDevices(cfg, uplink.IPv4).Uplinks[0].Device; got != "eth0" {
+			t.Errorf("%s: Ethernet's IPv4 on %q", step, got)
+		}
+	}
+	d.noteL3("modemnet", &NetifdInterface{Network: "modemnet", Up: true, Proto: "qmi", L3Device: "wwan0"})
+	d.noteL3("modemnet_4", &NetifdInterface{Network: "modemnet_4", Up: true, Proto: "dhcp", L3Device: "wwan0"})
+	d.noteL3("modemnet_6", &NetifdInterface{Network: "modemnet_6", Up: true, Proto: "dhcpv6", L3Device: "wwan0"})
+	check("modem up", "wwan0", "wwan0")
+	d.noteL3("modemnet_6_4", &NetifdInterface{Network: "modemnet_6_4", Up: true, Proto: "464xlat", L3Device: "464-modemnet_6_4"})
+	check("clat", "464-modemnet_6_4", "wwan0")
+	if cfg.Uplinks[1].Device != "" {
+		t.Fatalf("familyDevices changed the configuration: %+v", cfg.Uplinks)
+	}
+	// Down: netifd leaves l3_device out; the clat device stays the IPv4 one (its machine sees
+	// the device go).
+	d.noteL3("modemnet_6_4", &NetifdInterface{Network: "modemnet_6_4", Proto: "464xlat"})
+	check("clat down", "464-modemnet_6_4", "wwan0")
+	// A 464xlat interface of another network is not this uplink's.
+	d.noteL3("ethnet6_4", &NetifdInterface{Network: "ethnet6_4", Up: true, Proto: "464xlat", L3Device: "464-ethnet6_4"})
+	check("other network's clat", "464-modemnet_6_4", "wwan0")
+	d.noteL3("modemnet_6_4", nil)
+	check("clat gone", "wwan0", "wwan0")
+}
+
+// A modem's resolvers are spread over its dynamic interfaces (qmi: IPv4 ones on modemnet_4,
+// IPv6 ones on modemnet_6): the probes of the uplink use all of them, its own first.
+func TestNetifdServersOfDynamicInterfaces(t *testing.T) {
+	u := &uplinks{netifdDNS: map[string][]netip.Addr{
+		"modemnet":     {netip.MustParseAddr("198.18.30.53")},
+		"modemnet_6":   {netip.MustParseAddr("2001:db8:30::53"), netip.MustParseAddr("198.18.30.53")},
+		"modemnet_4":   {netip.MustParseAddr("198.18.31.53")},
+		"modemnetwork": {netip.MustParseAddr("198.18.99.53")}, // another network
+		"ethnet":       {netip.MustParseAddr("198.18.10.53")},
+	}}
+	want := []netip.Addr{netip.MustParseAddr("198.18.30.53"), netip.MustParseAddr("198.18.31.53"), netip.MustParseAddr("2001:db8:30::53")}
+	if got := u.netifdServers("modemnet"); !slices.Equal(got, want) {
+		t.Errorf("modemnet's servers %v, want %v", got, want)
+	}
+	if got := u.netifdServers("stanet"); len(got) != 0 {
+		t.Errorf("stanet's servers %v, want none", got)
+	}
 }

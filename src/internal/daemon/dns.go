@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -212,11 +213,31 @@ func (c *dnsComponent) netifdChanged(string, *NetifdInterface) {
 // seen on an uplink), and `list trusted_resolver`. It runs on the loop.
 func (c *dnsComponent) refreshTrusted(l *Loaded) {
 	m := map[netip.Addr]bool{}
-	add := func(as ...netip.Addr) {
+	// A link-local resolver is trusted on its own link only: keyed with the ifindex of the
+	// uplink's device as zone (the gate zones link-local sources so), or of the zone it was
+	// written with (resolv.conf's fe80::1%wwan0); written without one, on every uplink.
+	all := c.d.lockdownDevices(l.Config)
+	add := func(devs []string, as ...netip.Addr) {
 		for _, a := range as {
+			zone := a.Zone()
 			a = a.Unmap().WithZone("")
-			if a.IsValid() && !a.IsUnspecified() && !a.IsLoopback() && !a.IsMulticast() {
+			if !a.IsValid() || a.IsUnspecified() || a.IsLoopback() || a.IsMulticast() {
+				continue
+			}
+			if !a.Is6() || !a.IsLinkLocalUnicast() {
 				m[a] = true
+				continue
+			}
+			on := devs
+			if zone != "" {
+				on = []string{zone}
+			}
+			for _, dev := range on {
+				if i, ok := c.host.Ifindex(dev); ok {
+					m[a.WithZone(strconv.Itoa(i))] = true
+				} else if _, err := strconv.Atoi(dev); err == nil {
+					m[a.WithZone(dev)] = true
+				}
 			}
 		}
 	}
@@ -224,17 +245,19 @@ func (c *dnsComponent) refreshTrusted(l *Loaded) {
 		if !u.Enabled {
 			continue
 		}
+		devs := []string{u.Device}
 		if n, ok := c.d.netifdInfo(u.Name); ok {
-			add(n.DNS...)
+			devs = append(devs, n.Device, n.L3Device)
+			add(devs, n.DNS...)
 		}
-		add(u.DNS...)
+		add(devs, u.DNS...)
 	}
 	for _, path := range c.resolvConfs {
 		if b, err := os.ReadFile(path); err == nil {
-			add(probe.ParseResolvConf(b, "")...)
+			add(all, probe.ParseResolvConf(b, "")...)
 		}
 	}
-	add(l.Config.Main.TrustedResolvers...)
+	add(all, l.Config.Main.TrustedResolvers...)
 	list := make([]netip.Addr, 0, len(m))
 	for a := range m {
 		list = append(list, a)

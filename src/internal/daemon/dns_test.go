@@ -242,16 +242,17 @@ func TestDNSComponent(t *testing.T) {
 	if l := g.cfg.Extractor.Limits; l.PerReply != 32 || l.PerName != 50 || l.Capacity != 65536 {
 		t.Errorf("limits %+v", l)
 	}
-	// Trusted: the uplink's list dns, resolv.conf.auto's servers (zone dropped), never
-	// loopback or anything else.
+	// Trusted: the uplink's list dns, resolv.conf.auto's servers (a link-local one on its own
+	// link only: eth0 is ifindex 2, as the gate zones it), never loopback or anything else.
 	trusts := func(a string) bool { return g.cfg.Extractor.Trusted(netip.MustParseAddr(a)) }
-	for a, want := range map[string]bool{"198.18.7.7": true, "198.18.9.9": true, "fe80::53": true,
+	for a, want := range map[string]bool{"198.18.7.7": true, "198.18.9.9": true, "fe80::53%2": true,
+		"fe80::53%4": false, "fe80::53": false,
 		"198.18.8.8": false, "127.0.0.1": false, "198.18.6.6": false} {
 		if trusts(a) != want {
 			t.Errorf("trusts %s: %v, want %v", a, !want, want)
 		}
 	}
-	if got := strings.Join(st.Firewall.DNSTrustedResolvers, " "); got != "198.18.7.7 198.18.9.9 fe80::53" {
+	if got := strings.Join(st.Firewall.DNSTrustedResolvers, " "); got != "198.18.7.7 198.18.9.9 fe80::53%2" {
 		t.Errorf("status trusted resolvers %q", got)
 	}
 	m := g.cfg.Extractor.Matcher

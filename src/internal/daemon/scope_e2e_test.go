@@ -147,8 +147,13 @@ func dialHello(ns *testbed.NS, src, dst string, port int, timeout time.Duration)
 		return err
 	}
 	defer c.Close()
+	return readHello(c, dst, timeout)
+}
+
+// readHello reads ServeHello's greeting on c and checks it names dst.
+func readHello(c net.Conn, dst string, timeout time.Duration) error {
 	c.SetReadDeadline(time.Now().Add(timeout))
-	buf := make([]byte, 64)
+	buf := make([]byte, 128)
 	n, err := c.Read(buf)
 	if err != nil {
 		return err

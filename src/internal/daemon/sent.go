@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/afero/af-conn/internal/capture"
+	"github.com/afero/af-conn/internal/uplink"
 )
 
 // sentBound is how long the far end may take to answer a segment the hub
@@ -14,8 +15,10 @@ import (
 const sentBound = 500 * time.Millisecond
 
 // watchSent runs the sent-traffic watch (capture.WatchSent) beside an
-// uplink's passive liveness; the capture's stop function stops both.
-func (u *uplinks) watchSent(name, dev string, prefix netip.Prefix) {
+// uplink's passive liveness of one family (key); the capture's stop
+// function stops both.
+func (u *uplinks) watchSent(key captureKey, dev string, prefix netip.Prefix) {
+	name := key.name
 	w, ok := u.net.(sentWatcher)
 	if !ok {
 		return // a test's fake network
@@ -23,16 +26,16 @@ func (u *uplinks) watchSent(name, dev string, prefix netip.Prefix) {
 	closeSent, err := w.watchSent(capture.SentConfig{Device: dev, Prefix: prefix, Bound: sentBound, Period: capturePeriod,
 		OnUnanswered: func(sent, _ time.Time) {
 			select {
-			case u.d.events <- unansweredEvent{name: name, sent: sent}:
+			case u.d.events <- unansweredEvent{fam: key.fam, name: name, sent: sent}:
 			default: // the loop is busy: the next unanswered segment comes soon
 			}
 		}})
 	if err != nil {
-		u.d.log.Warn("unanswered traffic not watched; probes at the idle rhythm only", "network", name, "err", err)
+		u.d.log.Warn("unanswered traffic not watched; probes at the idle rhythm only", "network", name, "family", key.fam.String(), "err", err)
 		return
 	}
-	stop := u.captures[name]
-	u.captures[name] = func() {
+	stop := u.captures[key]
+	u.captures[key] = func() {
 		closeSent()
 		stop()
 	}
@@ -51,9 +54,15 @@ func (kernelNet) watchSent(cfg capture.SentConfig) (func(), error) {
 	return s.Close, nil
 }
 
+// unansweredEvent goes to the controller of the family the segment was of.
 type unansweredEvent struct {
+	fam  uplink.Family
 	name string
 	sent time.Time
 }
 
-func (e unansweredEvent) apply(d *Daemon) { d.uplinks.ctrl.Unanswered(e.name, e.sent) }
+func (e unansweredEvent) apply(d *Daemon) {
+	if fc := d.uplinks.family(e.fam); fc != nil {
+		fc.ctrl.Unanswered(e.name, e.sent)
+	}
+}

@@ -8,9 +8,15 @@ type Status struct {
 	Version string `json:"version"`
 	// NetworkType is attribute 65008: -1 none, 0 Ethernet, 1 WLAN, 2 WAN.
 	NetworkType int `json:"network_type"`
-	// InUse is the network (UCI section) of the uplink carrying the default route, or "".
+	// InUse is the network (UCI section) of the uplink carrying the default route, or "":
+	// the IPv4 default route's when there is one, else the IPv6 default route's (NetworkType
+	// is that uplink's type). InUseDevice is the device that default route goes through.
 	InUse       string `json:"in_use"`
 	InUseDevice string `json:"in_use_device"`
+	// InUseIPv4 and InUseIPv6 are each family's in-use uplink ("" for none): the families are
+	// selected one by one, and may be on different uplinks.
+	InUseIPv4 string `json:"in_use_ipv4"`
+	InUseIPv6 string `json:"in_use_ipv6"`
 	// PreferredNetworkType is what set_attribute 65008 asked for; -1 is automatic.
 	PreferredNetworkType int            `json:"preferred_network_type"`
 	Firewall             FirewallStatus `json:"firewall"`
@@ -73,23 +79,32 @@ type FirewallStatus struct {
 	Error string `json:"error,omitempty"` // why the lock-down is not (fully) in force
 }
 
-// UplinkStatus is one uplink's part of Status.
+// UplinkStatus is one uplink's part of Status. Each address family of the uplink is judged,
+// selected and routed on its own (IPv4 and IPv6); the uplink's own fields combine them.
 type UplinkStatus struct {
 	Network string `json:"network"` // UCI section: ethnet, stanet, modemnet
 	Device  string `json:"device"`
 	Type    string `json:"type"` // ethernet, wifi, cellular
-	// State and StateNum use the seed's names and numbers (ITFUP_SS = 4, ...).
-	State     string  `json:"state"`
-	StateNum  int     `json:"state_num"`
+	// State and StateNum use the seed's names and numbers (ITFUP_SS = 4, ...): the best state
+	// of the uplink's families (ITFUP_SS > ITFUP_SU > ITFUP_SF > ITFDOWN_SX > ITFDOWN_SU >
+	// ITFNOTSUPP_SX), so an IPv6-only uplink is up.
+	State    string `json:"state"`
+	StateNum int    `json:"state_num"`
+	// Address, Gateway, LastProbe and RTTms are those of IPv4 when the uplink has an IPv4
+	// address, else of IPv6.
 	Address   string  `json:"address,omitempty"`
 	Gateway   string  `json:"gateway,omitempty"`
-	InUse     bool    `json:"in_use"`
+	InUse     bool    `json:"in_use"`     // the uplink is Status.InUse
 	LastProbe string  `json:"last_probe"` // "success", "failure", "none"
 	RTTms     float64 `json:"rtt_ms,omitempty"`
-	// SinceSeconds is the time spent in the current state.
-	SinceSeconds int64  `json:"since"`
-	Probes       uint64 `json:"probes"`
-	ProbeFails   uint64 `json:"probe_failures"`
+	// SinceSeconds is the time spent in the current state (the longest a family has been in it).
+	SinceSeconds int64 `json:"since"`
+	// Probes and ProbeFails count both families' probe rounds.
+	Probes     uint64 `json:"probes"`
+	ProbeFails uint64 `json:"probe_failures"`
+	// IPv4 and IPv6 are each family's own view.
+	IPv4 *FamilyStatus `json:"ipv4,omitempty"`
+	IPv6 *FamilyStatus `json:"ipv6,omitempty"`
 	// Usage (issue 13): the device's kernel counters (since the device was created), this
 	// month's bytes (Status.UsageMonth, kept across restarts within a boot), the probe rounds
 	// started since connmgr started and what they cost (rounds x the method's bytes on the
@@ -106,6 +121,26 @@ type UplinkStatus struct {
 	BudgetIntervalS    int64  `json:"budget_interval,omitempty"`
 	MonthlyLimit       uint64 `json:"monthly_limit,omitempty"`
 	LimitReached       bool   `json:"limit_reached,omitempty"`
+}
+
+// FamilyStatus is one address family of an uplink.
+type FamilyStatus struct {
+	// Device is the device the family runs on: the uplink's, or for IPv4 the clat device of a
+	// 464XLAT uplink.
+	Device   string `json:"device"`
+	State    string `json:"state"`
+	StateNum int    `json:"state_num"`
+	// Address is the one the family's probes, capture and source rule use (the lowest).
+	Address string `json:"address,omitempty"`
+	// Gateway is the next hop of the family's default route on the uplink (for IPv6 usually
+	// link-local); empty on a point-to-point device.
+	Gateway      string  `json:"gateway,omitempty"`
+	InUse        bool    `json:"in_use"` // the family's default route goes through this uplink
+	LastProbe    string  `json:"last_probe"`
+	RTTms        float64 `json:"rtt_ms,omitempty"`
+	SinceSeconds int64   `json:"since"`
+	Probes       uint64  `json:"probes"`
+	ProbeFails   uint64  `json:"probe_failures"`
 }
 
 // Counters count what the daemon did since it started.

@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"context"
+	"errors"
 	"net/netip"
 	"path/filepath"
 	"slices"
@@ -18,40 +19,107 @@ import (
 	"github.com/afero/af-conn/internal/uplink"
 )
 
-// fakeNet is a kernel that reports the given devices, answers every
-// probe, and records the routing state; nothing touches a network.
+// fakeNet is a kernel that reports the given devices (and, as netmon does, the new ones of
+// each new device list), answers every probe but those from a dead device and family, and
+// records each family's routing state; nothing touches a network.
 type fakeNet struct {
 	mu      sync.Mutex
 	devs    map[string]uplink.Device
 	notify  func(netmon.Update)
-	desired route.Desired
-	cleaned *bool
+	desired map[uplink.Family]route.Desired
+	flushed map[uplink.Family][]netip.Addr
+	// dead names the device/family pairs whose probes fail ("eth0/ipv6"), hang those whose
+	// probes never end (until the daemon stops).
+	dead, hang map[string]bool
+	probes     []probe.Target   // every probe's target
+	captures   []capture.Config // every capture started
+	cleaned    *bool
+	noIPv6     bool // the kernel has no IPv6: its routes cannot be opened
 }
 
-func (f *fakeNet) routes() (routeManager, error) { return f, nil }
+// fakeRouter is one family's routing state in fakeNet.
+type fakeRouter struct {
+	n   *fakeNet
+	fam uplink.Family
+}
+
+func (f *fakeNet) routes(fam uplink.Family) (routeManager, error) {
+	if fam == uplink.IPv6 && f.noIPv6 {
+		return nil, errors.New("no IPv6")
+	}
+	return &fakeRouter{n: f, fam: fam}, nil
+}
 func (f *fakeNet) watch(ctx context.Context, opts netmon.Options) error {
 	f.mu.Lock()
 	f.notify = opts.Notify
 	devs := f.devs
 	f.mu.Unlock()
 	opts.Notify(netmon.Update{Devices: devs, Resync: true})
-	<-ctx.Done()
-	return nil
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case list := <-opts.DeviceChanges:
+			f.mu.Lock()
+			up := netmon.Update{Devices: map[string]uplink.Device{}}
+			for _, dev := range list {
+				up.Devices[dev] = f.devs[dev]
+			}
+			f.mu.Unlock()
+			opts.Notify(up)
+		}
+	}
 }
-func (f *fakeNet) capture(capture.Config) (func(), error) { return func() {}, nil }
-func (f *fakeNet) probe(_ context.Context, _ *probe.Prober, t probe.Target, _, _ time.Duration) uplink.ProbeResult {
-	return uplink.ProbeResult{Started: time.Now(), OK: true, RTT: time.Millisecond}
-}
-func (f *fakeNet) Apply(d route.Desired) error {
+func (f *fakeNet) capture(cfg capture.Config) (func(), error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.desired = d
+	f.captures = append(f.captures, cfg)
+	return func() {}, nil
+}
+func (f *fakeNet) probe(ctx context.Context, _ *probe.Prober, t probe.Target, _, _ time.Duration) uplink.ProbeResult {
+	key := t.Device + "/" + uplink.FamilyOf(t.Source).String()
+	f.mu.Lock()
+	f.probes = append(f.probes, t)
+	dead, hang := f.dead[key], f.hang[key]
+	f.mu.Unlock()
+	switch {
+	case hang:
+		<-ctx.Done()
+		return uplink.ProbeResult{Started: time.Now(), Err: "stopped"}
+	case dead:
+		return uplink.ProbeResult{Started: time.Now(), Err: "timeout"}
+	}
+	return uplink.ProbeResult{Started: time.Now(), OK: true, RTT: time.Millisecond}
+}
+
+// routes returns family f's routing state as last applied.
+func (f *fakeNet) routesOf(fam uplink.Family) route.Desired {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.desired[fam]
+}
+
+func (r *fakeRouter) Apply(d route.Desired) error {
+	r.n.mu.Lock()
+	defer r.n.mu.Unlock()
+	if r.n.desired == nil {
+		r.n.desired = map[uplink.Family]route.Desired{}
+	}
+	r.n.desired[r.fam] = d
 	return nil
 }
-func (f *fakeNet) FlushConntrack(...netip.Addr) (uint, error) { return 0, nil }
-func (f *fakeNet) Cleanup(bool) error                         { *f.cleaned = true; return nil }
-func (f *fakeNet) Close()                                     {}
-func (f *fakeNet) Proto() int                                 { return route.DefaultProto }
+func (r *fakeRouter) FlushConntrack(as ...netip.Addr) (uint, error) {
+	r.n.mu.Lock()
+	defer r.n.mu.Unlock()
+	if r.n.flushed == nil {
+		r.n.flushed = map[uplink.Family][]netip.Addr{}
+	}
+	r.n.flushed[r.fam] = append(r.n.flushed[r.fam], as...)
+	return uint(len(as)), nil
+}
+func (r *fakeRouter) Cleanup(bool) error { *r.n.cleaned = true; return nil }
+func (r *fakeRouter) Close()             {}
+func (r *fakeRouter) Proto() int         { return route.DefaultProto }
 
 // noticeLog is a component that records notices.
 type noticeLog struct {
@@ -119,11 +187,12 @@ func TestUplinksComponent(t *testing.T) {
 		s.Uplinks[2].State != "ITFNOTSUPP_SX" || s.Counters.Switches != 1 || s.Counters.Probes < 2 {
 		t.Fatalf("status %+v", s)
 	}
-	net.mu.Lock()
-	if net.desired.Selected != "ethnet" || len(net.desired.Uplinks) != 2 {
-		t.Errorf("routes %+v", net.desired)
+	if r := net.routesOf(uplink.IPv4); r.Selected != "ethnet" || len(r.Uplinks) != 2 {
+		t.Errorf("routes %+v", r)
 	}
-	net.mu.Unlock()
+	if r := net.routesOf(uplink.IPv6); r.Selected != "" || len(r.Uplinks) != 0 {
+		t.Errorf("IPv6 routes without IPv6 addresses: %+v", r)
+	}
 
 	// Attribute 65008 set to WLAN moves the route to Wi-Fi, which is proven.
 	var perr error
@@ -167,28 +236,40 @@ func TestUplinksComponent(t *testing.T) {
 }
 
 func TestRoutingChanged(t *testing.T) {
-	view := func(name, addr, gw string) failover.View {
-		v := failover.View{Settings: failover.UplinkSettings{Name: name}}
+	view := func(name, addr, gw string) failover.Uplink {
+		v := failover.View{Settings: failover.UplinkSettings{Name: name}, Family: uplink.IPv4}
 		if addr != "" {
 			v.Device.Addrs = []netip.Prefix{netip.MustParsePrefix(addr)}
 		}
 		if gw != "" {
 			v.Device.Gateway = netip.MustParseAddr(gw)
 		}
-		return v
+		return failover.Uplink{Settings: v.Settings, Families: []failover.View{v}}
+	}
+	// with6 adds an IPv6 view to u.
+	with6 := func(u failover.Uplink, addr, gw string) failover.Uplink {
+		v := failover.View{Settings: u.Settings, Family: uplink.IPv6}
+		v.Device.Addrs = []netip.Prefix{netip.MustParsePrefix(addr)}
+		v.Device.Gateway = netip.MustParseAddr(gw)
+		u.Families = append(slices.Clone(u.Families), v)
+		return u
 	}
 	eth := view("ethnet", "198.18.10.2/24", "198.18.10.1")
 	wlan := view("stanet", "198.18.20.2/24", "198.18.20.1")
+	eth6 := with6(eth, "2001:db8:10::2/64", "fe80::1")
 	for _, tc := range []struct {
 		name          string
-		before, after []failover.View
+		before, after []failover.Uplink
 		want          []string
 	}{
-		{"nothing", []failover.View{eth, wlan}, []failover.View{eth, wlan}, nil},
-		{"gateway", []failover.View{eth, wlan}, []failover.View{view("ethnet", "198.18.10.2/24", "198.18.10.254"), wlan}, []string{"ethnet"}},
-		{"address", []failover.View{eth, wlan}, []failover.View{eth, view("stanet", "198.18.20.9/24", "198.18.20.1")}, []string{"stanet"}},
-		{"went down", []failover.View{eth}, []failover.View{view("ethnet", "", "")}, []string{"ethnet"}},
-		{"new uplink (reload)", []failover.View{eth}, []failover.View{eth, wlan}, []string{"stanet"}},
+		{"nothing", []failover.Uplink{eth, wlan}, []failover.Uplink{eth, wlan}, nil},
+		{"gateway", []failover.Uplink{eth, wlan}, []failover.Uplink{view("ethnet", "198.18.10.2/24", "198.18.10.254"), wlan}, []string{"ethnet"}},
+		{"address", []failover.Uplink{eth, wlan}, []failover.Uplink{eth, view("stanet", "198.18.20.9/24", "198.18.20.1")}, []string{"stanet"}},
+		{"went down", []failover.Uplink{eth}, []failover.Uplink{view("ethnet", "", "")}, []string{"ethnet"}},
+		{"new uplink (reload)", []failover.Uplink{eth}, []failover.Uplink{eth, wlan}, []string{"stanet"}},
+		{"IPv6 unchanged", []failover.Uplink{eth6, wlan}, []failover.Uplink{eth6, wlan}, nil},
+		{"IPv6 gateway (RA from a new router)", []failover.Uplink{eth6}, []failover.Uplink{with6(eth, "2001:db8:10::2/64", "fe80::2")}, []string{"ethnet"}},
+		{"IPv6 address", []failover.Uplink{eth6}, []failover.Uplink{with6(eth, "2001:db8:10::9/64", "fe80::1")}, []string{"ethnet"}},
 	} {
 		if got := routingChanged(tc.before, tc.after); !slices.Equal(got, tc.want) {
 			t.Errorf("%s: %q, want %q", tc.name, got, tc.want)

@@ -111,8 +111,7 @@ func (c *usageComponent) sample() {
 
 // observe reads the counters and updates the ledger and the limits.
 func (c *usageComponent) observe() {
-	ctrl := c.d.uplinks.ctrl
-	if ctrl == nil {
+	if !c.d.uplinks.started() {
 		return
 	}
 	counters, err := usage.ReadNetDev("/proc/net/dev")
@@ -126,8 +125,9 @@ func (c *usageComponent) observe() {
 		limits[u.Name] = u.MonthlyLimit
 	}
 	clear(c.cur)
-	for _, v := range ctrl.Views() {
-		name, dev := v.Settings.Name, v.Settings.Device
+	for _, cu := range c.d.uplinks.combined() {
+		// The uplink's own device: a 464XLAT uplink's IPv4 goes out over it too.
+		name, dev := cu.Settings.Name, ownDevice(cu)
 		cur, ok := counters[dev]
 		if !ok {
 			continue // no such device now
@@ -144,7 +144,7 @@ func (c *usageComponent) observe() {
 			continue
 		}
 		c.limited[name] = over
-		ctrl.SetLimited(name, over)
+		c.d.uplinks.setLimited(name, over)
 		what := "monthly limit reached"
 		if !over {
 			what = "monthly limit lifted"
@@ -184,22 +184,28 @@ func (c *usageComponent) write() {
 }
 
 func (c *usageComponent) fillStatus(s *Status) {
-	if c.d.uplinks.ctrl == nil {
+	if !c.d.uplinks.started() {
 		return
 	}
 	c.observe() // the counters as they are now (the ledger file waits for the next sample)
-	views := c.d.uplinks.ctrl.Views()
+	uplinks := c.d.uplinks.combined()
 	for i := range s.Uplinks {
 		u := &s.Uplinks[i]
-		for _, v := range views {
-			if v.Settings.Name != u.Network {
+		for _, cu := range uplinks {
+			if cu.Settings.Name != u.Network {
 				continue
 			}
-			u.ProbeRounds, u.ProbeBytes = v.ProbeRounds, v.ProbeBytes
-			u.ProbeBudget = uint64(v.Settings.ProbeBudget)
-			u.ProbeBudgetStandby = uint64(v.Settings.ProbeBudgetStandby)
-			u.BudgetIntervalS = int64(v.ProbeFloor / time.Second)
-			u.LimitReached = v.Limited
+			// Both families' rounds; the budgets are the uplink's, their interval the
+			// longest a family's rounds have now.
+			u.ProbeRounds, u.ProbeBytes, u.BudgetIntervalS, u.LimitReached = 0, 0, 0, false
+			for _, v := range cu.Families {
+				u.ProbeRounds += v.ProbeRounds
+				u.ProbeBytes += v.ProbeBytes
+				u.BudgetIntervalS = max(u.BudgetIntervalS, int64(v.ProbeFloor/time.Second))
+				u.LimitReached = u.LimitReached || v.Limited
+			}
+			u.ProbeBudget = uint64(cu.Settings.ProbeBudget)
+			u.ProbeBudgetStandby = uint64(cu.Settings.ProbeBudgetStandby)
 		}
 		for _, cu := range c.d.cur.Config.Uplinks {
 			if cu.Name == u.Network {

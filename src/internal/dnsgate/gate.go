@@ -44,6 +44,7 @@ import (
 	"net/netip"
 	"slices"
 	"sort"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -331,6 +332,7 @@ func (g *Gate) frame(f dnscap.Frame) {
 	up, lan := g.uplink[f.Ifindex], g.lan[f.Ifindex]
 	switch {
 	case up && f.Dir == dnscap.Outgoing && pk.Dst.Port() == 53:
+		pk.Dst = onLink(pk.Dst, f.Ifindex)
 		_ = g.x.Query(pk)
 		g.mu.Unlock()
 	case lan && f.Dir == dnscap.Incoming && pk.Dst.Port() == 53 &&
@@ -339,6 +341,7 @@ func (g *Gate) frame(f dnscap.Frame) {
 		g.mu.Unlock()
 	case up && f.Dir == dnscap.Incoming && pk.Src.Port() == 53 && g.mode == ModeCapture:
 		g.mu.Unlock()
+		pk.Src = onLink(pk.Src, f.Ifindex)
 		g.reply(pk, seen)
 	default:
 		g.mu.Unlock()
@@ -431,12 +434,23 @@ func (g *Gate) serveQueue() {
 		// those first (outside g.mu: the capture handler takes it).
 		g.capt.Drain()
 		if pk, err := dnsx.DecodePacket(p.Payload); err == nil && pk.Src.Port() == 53 {
+			pk.Src = onLink(pk.Src, int(p.InDev))
 			g.reply(pk, p.At)
 		}
 		if _, err := g.hold.Accept(p.ID); err != nil && !g.closed.Load() {
 			g.log.Error("releasing DNS reply", "err", err)
 		}
 	}
+}
+
+// onLink gives a link-local resolver address the zone of the interface it was seen on (its
+// ifindex): fe80::1 on the cellular link is another server than fe80::1 on Ethernet's, and
+// only the first may be trusted (issue 11).
+func onLink(a netip.AddrPort, ifindex int) netip.AddrPort {
+	if ad := a.Addr(); ad.Is6() && ad.IsLinkLocalUnicast() && ifindex > 0 {
+		return netip.AddrPortFrom(ad.WithZone(strconv.Itoa(ifindex)), a.Port())
+	}
+	return a
 }
 
 // Status reports mode and counters.

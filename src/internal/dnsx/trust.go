@@ -202,7 +202,8 @@ func NewTracker(now func() time.Time, ttl time.Duration, maxPending int) *Tracke
 }
 
 // SetTrusted sets which resolver addresses are trusted (addresses arrive
-// unmapped, without zone). nil trusts every resolver.
+// unmapped, without zone, except link-local IPv6 ones: those keep the zone
+// the gate gave them, the ifindex of their link). nil trusts every resolver.
 func (t *Tracker) SetTrusted(f func(netip.Addr) bool) { t.trusted = f }
 
 // SetClientQuota bounds the pending queries of one LAN client (0: the
@@ -215,7 +216,13 @@ func (t *Tracker) SetClientQuota(n int) {
 }
 
 func (t *Tracker) trusts(a netip.Addr) bool {
-	return t.trusted == nil || t.trusted(a.Unmap().WithZone(""))
+	if t.trusted == nil {
+		return true
+	}
+	if a = a.Unmap(); !a.Is6() || !a.IsLinkLocalUnicast() {
+		a = a.WithZone("")
+	}
+	return t.trusted(a)
 }
 
 // Query records a query this host sent, seen leaving an uplink. When LAN

@@ -388,3 +388,29 @@ func TestTrackerGravesExpire(t *testing.T) {
 		t.Fatalf("left behind: graves %d nat %d flows %d", len(tr.graves), len(tr.nat), len(tr.flows))
 	}
 }
+
+// A link-local resolver is one server per link: trusted as fe80::1 on ifindex 4 (the zone the
+// gate gives it), the same address on ifindex 2 is another, untrusted server; a global
+// address is judged without its zone.
+func TestTrackerLinkLocalResolverByLink(t *testing.T) {
+	tr := NewTracker(newClock().now, 0, 0)
+	tr.SetTrusted(func(a netip.Addr) bool {
+		return a == netip.MustParseAddr("fe80::1%4") || a == netip.MustParseAddr("2001:db8::53")
+	})
+	cl := "[2001:db8:30::2]:40000"
+	for _, c := range []struct {
+		res  string
+		want Reason
+	}{
+		{"[fe80::1%4]:53", Trusted},
+		{"[fe80::1%2]:53", UntrustedResolver},
+		{"[fe80::1]:53", UntrustedResolver},
+		{"[2001:db8::53%4]:53", Trusted},
+	} {
+		q := ex(ProtoUDP, cl, c.res, 7, "api.afero.io", TypeAAAA)
+		tr.Query(q)
+		if got := tr.Reply(q); got != c.want {
+			t.Errorf("reply from %s: %v, want %v", c.res, got, c.want)
+		}
+	}
+}

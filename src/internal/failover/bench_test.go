@@ -25,18 +25,7 @@ import (
 // scenario (make bench-failover sets it); it prints median and 95th
 // percentile of each figure next to its target.
 func TestFailoverBenchmark(t *testing.T) {
-	runs, _ := strconv.Atoi(os.Getenv("AFCONN_BENCH_FAILOVER"))
-	if runs <= 0 {
-		t.Skip("set AFCONN_BENCH_FAILOVER=N (runs per scenario) or use make bench-failover")
-	}
-	lossPeriod := 60 * time.Second
-	if s := os.Getenv("AFCONN_BENCH_LOSS_PERIOD"); s != "" {
-		d, err := time.ParseDuration(s)
-		if err != nil {
-			t.Fatal(err)
-		}
-		lossPeriod = d
-	}
+	runs, lossPeriod := benchRuns(t)
 	// The targets are for the default configuration: firewall on (nftables, DNS hold), a
 	// ubusd, the production whitelist. AFCONN_BENCH_CONFIG=-d measures failover alone.
 	config := os.Getenv("AFCONN_BENCH_CONFIG")
@@ -124,6 +113,24 @@ func TestFailoverBenchmark(t *testing.T) {
 	}
 	fmt.Println(b.String())
 	t.Log(b.String())
+}
+
+// benchRuns reads the runs per scenario (AFCONN_BENCH_FAILOVER; the test skips without) and the
+// loss period (AFCONN_BENCH_LOSS_PERIOD, default 60 s).
+func benchRuns(t *testing.T) (int, time.Duration) {
+	runs, _ := strconv.Atoi(os.Getenv("AFCONN_BENCH_FAILOVER"))
+	if runs <= 0 {
+		t.Skip("set AFCONN_BENCH_FAILOVER=N (runs per scenario) or use make bench-failover")
+	}
+	lossPeriod := 60 * time.Second
+	if s := os.Getenv("AFCONN_BENCH_LOSS_PERIOD"); s != "" {
+		d, err := time.ParseDuration(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		lossPeriod = d
+	}
+	return runs, lossPeriod
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
@@ -222,15 +229,7 @@ func pct(xs []float64, p float64) float64 {
 }
 
 func openConns(t testing.TB, w *testbed.World, n int) []echoConn {
-	var cs []echoConn
-	for range n {
-		c := dialEcho(t, w)
-		if err := c.works(5 * time.Second); err != nil {
-			t.Fatalf("new connection over the standby does not work: %v", err)
-		}
-		cs = append(cs, c)
-	}
-	return cs
+	return openConnsAt(t, w, testbed.EchoURL(), n)
 }
 
 func countBroken(cs []echoConn) int {

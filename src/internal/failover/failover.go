@@ -5,6 +5,12 @@
 // and turns that into routing state and conntrack flushes. It runs on the
 // daemon's loop goroutine and touches the world only through Env, so its
 // whole timeline is tested with a fake clock and fakes.
+//
+// A Controller serves one address family (Settings.Family): its machines
+// see each device as that family does (uplink.Device.OfFamily), its probes,
+// captures, routes and flushes use that family's addresses, and its Router
+// is that family's. The daemon runs one per family on the same netlink
+// snapshots; family.go says how their views combine into one per uplink.
 package failover
 
 import (
@@ -41,6 +47,8 @@ type UplinkSettings struct {
 
 // Settings is the configuration the controller runs with.
 type Settings struct {
+	// Family is the address family the controller serves; zero is IPv4.
+	Family    uplink.Family
 	Uplinks   []UplinkSettings
 	Params    uplink.Params
 	Intervals uplink.Intervals
@@ -94,7 +102,6 @@ type link struct {
 	probing   bool      // a round is out
 	lastStart time.Time // start of the last round
 	capture   netip.Prefix
-	addrs     []netip.Addr // IPv4 addresses last seen, for conntrack flushes
 	// held is a snapshot without the default route kept from the machine until heldUntil
 	// (RouteGrace), nil when none is held.
 	held      *uplink.Device
@@ -146,6 +153,9 @@ func (c *Controller) Configure(s Settings) {
 	for _, l := range c.links {
 		old[l.set.Name] = l
 	}
+	if s.Family == 0 {
+		s.Family = uplink.IPv4
+	}
 	c.set = s
 	c.links = nil
 	for i, us := range s.Uplinks {
@@ -156,7 +166,7 @@ func (c *Controller) Configure(s Settings) {
 			}
 			l = &link{m: uplink.New(now, s.Params)}
 			if d, ok := c.devices[us.Device]; ok {
-				l.m.Handle(now, uplink.DeviceEvent{Device: d})
+				l.m.Handle(now, uplink.DeviceEvent{Device: d.OfFamily(s.Family)})
 			}
 		}
 		delete(old, us.Name)
@@ -183,14 +193,14 @@ func (c *Controller) link(name string) *link {
 	return nil
 }
 
-// DeviceUpdate takes netlink snapshots, keyed by device name.
+// DeviceUpdate takes netlink snapshots (both families), keyed by device name.
 func (c *Controller) DeviceUpdate(devs map[string]uplink.Device) {
 	now := c.env.Now()
 	for dev, d := range devs {
 		c.devices[dev] = d
 		for _, l := range c.links {
 			if l.set.Device == dev {
-				c.device(l, now, d)
+				c.device(l, now, d.OfFamily(c.set.Family))
 			}
 		}
 	}
@@ -347,13 +357,13 @@ type flushReq struct {
 	addrs        []netip.Addr
 }
 
-// flush queues a conntrack flush; it runs after the routes are switched
-// (a dump of the conntrack table takes milliseconds the failover should
-// not wait for).
+// flush queues a conntrack flush of the family's addresses; it runs after
+// the routes are switched (a dump of the conntrack table takes milliseconds
+// the failover should not wait for).
 func (c *Controller) flush(l *link, why string, addrs []netip.Prefix) {
 	var as []netip.Addr
 	for _, p := range addrs {
-		if p.Addr().Is4() {
+		if uplink.FamilyOf(p.Addr()) == c.set.Family {
 			as = append(as, p.Addr())
 		}
 	}
@@ -382,9 +392,7 @@ func (c *Controller) runFlushes() {
 func (c *Controller) syncCapture(l *link) {
 	var want netip.Prefix
 	if l.m.State().Up() {
-		if p, ok := l.m.Snapshot().Device.IPv4(); ok {
-			want = p
-		}
+		want, _ = firstAddr(l.m.Snapshot().Device)
 	}
 	if want == l.capture {
 		return
@@ -454,12 +462,12 @@ func (c *Controller) desired() route.Desired {
 	var d route.Desired
 	for _, l := range c.links {
 		s := l.m.Snapshot()
-		p, ok := s.Device.IPv4()
+		p, ok := firstAddr(s.Device)
 		if !s.State.Up() || !ok {
 			continue
 		}
 		d.Uplinks = append(d.Uplinks, route.Uplink{Name: l.set.Name, Slot: l.slot, Device: l.set.Device,
-			Addr: p, Gateway: s.Device.Gateway})
+			Addr: p, OtherAddrs: s.Device.Addrs[1:], Gateway: s.Device.Gateway})
 	}
 	if slices.ContainsFunc(d.Uplinks, func(u route.Uplink) bool { return u.Name == c.selected }) {
 		d.Selected = c.selected
@@ -580,7 +588,7 @@ func (c *Controller) supported(l *link) bool {
 
 func (c *Controller) startProbe(l *link, now time.Time) {
 	s := l.m.Snapshot()
-	p, _ := s.Device.IPv4()
+	p, _ := firstAddr(s.Device)
 	timeout := l.m.ProbeTimeout(c.set.ProbeTimeout, c.set.ProbeTimeoutMax)
 	if !l.unanswered.IsZero() {
 		c.env.Log("traffic sent went unanswered: probing now", "network", l.set.Name, "device", l.set.Device,
@@ -593,12 +601,25 @@ func (c *Controller) startProbe(l *link, now time.Time) {
 	c.env.StartProbe(l.set.Name, l.set.Device, p.Addr(), timeout, l.m.ProbeHedge(timeout))
 }
 
+// firstAddr is the address an uplink's probes, capture and source rule use:
+// the lowest of the family's view (the machine sees only its family's).
+func firstAddr(d uplink.Device) (netip.Prefix, bool) {
+	if len(d.Addrs) == 0 {
+		return netip.Prefix{}, false
+	}
+	return d.Addrs[0], true
+}
+
+// Family returns the address family the controller serves.
+func (c *Controller) Family() uplink.Family { return c.set.Family }
+
 // Selected returns the in-use uplink's name, "" if none.
 func (c *Controller) Selected() string { return c.selected }
 
 // View is one uplink for status.
 type View struct {
 	Settings UplinkSettings
+	Family   uplink.Family // the controller's
 	uplink.Snapshot
 	InUse bool
 	// ProbeRounds counts the rounds started; ProbeBytes is what they cost
@@ -614,7 +635,7 @@ type View struct {
 func (c *Controller) Views() []View {
 	out := make([]View, 0, len(c.links))
 	for _, l := range c.links {
-		out = append(out, View{Settings: l.set, Snapshot: l.m.Snapshot(), InUse: l.set.Name == c.selected, ProbeRounds: l.rounds,
+		out = append(out, View{Settings: l.set, Family: c.set.Family, Snapshot: l.m.Snapshot(), InUse: l.set.Name == c.selected, ProbeRounds: l.rounds,
 			ProbeBytes: l.rounds * uint64(max(l.set.ProbeCost, 0)), ProbeFloor: c.floor(l), Limited: l.limited})
 	}
 	return out

@@ -27,11 +27,12 @@ import (
 
 // rig is one world with connmgr running in its device namespace.
 type rig struct {
-	t     testing.TB
-	w     *testbed.World
-	p     *testbed.Process
-	watch *routeWatch
-	sock  string // the ubus socket connmgr was given (a ubusd runs there with rigOptions.ubus)
+	t      testing.TB
+	w      *testbed.World
+	p      *testbed.Process
+	watch  *routeWatch
+	watch6 *routeWatch // connmgr's IPv6 default route (dual-stack worlds only)
+	sock   string      // the ubus socket connmgr was given (a ubusd runs there with rigOptions.ubus)
 }
 
 // writeConfig writes the UCI files of a three-uplink device probing the
@@ -83,14 +84,20 @@ type rigOptions struct {
 	whitelist string           // the whitelist file; default "*.afero.io"
 	records   []testbed.Record // DNS records added to testbed.DefaultRecords
 	ubus      bool             // run a ubusd (ubustest) on the socket connmgr is given
+	world     testbed.Options  // the world's shape (dual-stack, IPv6-only uplinks)
+	// noWait skips waiting for eth0's IPv4 default route and stanet's ITFUP_SS at start.
+	noWait bool
 }
 
 func newRigWith(t testing.TB, o rigOptions) *rig {
-	w := testbed.New(t, testbed.Options{})
+	w := testbed.New(t, o.world)
 	if _, err := w.StartDNS(append(testbed.DefaultRecords(), o.records...)); err != nil {
 		t.Fatal(err)
 	}
-	r := &rig{t: t, w: w, watch: watchRoutes(t, w)}
+	r := &rig{t: t, w: w, watch: watchRoutes(t, w, unix.AF_INET)}
+	if w.DualStack() {
+		r.watch6 = watchRoutes(t, w, unix.AF_INET6)
+	}
 	wl := o.whitelist
 	if wl == "" {
 		wl = "*.afero.io\n"
@@ -107,8 +114,10 @@ func newRigWith(t testing.TB, o rigOptions) *rig {
 	}
 	r.sock = sock
 	r.p = w.StartConnmgr(t, append(o.args, "-c", dir, "-w", filepath.Join(dir, "whitelist"), "-s", sock)...)
-	r.waitDefault("eth0", 15*time.Second)
-	r.waitState("stanet", "ITFUP_SS", 15*time.Second)
+	if !o.noWait {
+		r.waitDefault("eth0", 15*time.Second)
+		r.waitState("stanet", "ITFUP_SS", 15*time.Second)
+	}
 	return r
 }
 
@@ -147,8 +156,11 @@ func (r *rig) carrier(dev string, up bool) {
 }
 
 // routeWatch follows the device's metric-0 default route over netlink and
-// timestamps each change as the kernel reports it.
+// timestamps each change as the kernel reports it; for IPv6, connmgr's default
+// route (protocol 175) whatever its metric (the kernel makes an IPv6 metric 0
+// its default 1024).
 type routeWatch struct {
+	family  int // unix.AF_INET or unix.AF_INET6
 	mu      sync.Mutex
 	changed *sync.Cond
 	dev     string    // device of the metric-0 default route, "" if none
@@ -159,8 +171,8 @@ type routeWatch struct {
 	up      map[string]bool
 }
 
-func watchRoutes(t testing.TB, w *testbed.World) *routeWatch {
-	rw := &routeWatch{names: map[int]string{}, carrier: map[string]time.Time{}, up: map[string]bool{}}
+func watchRoutes(t testing.TB, w *testbed.World, family int) *routeWatch {
+	rw := &routeWatch{family: family, names: map[int]string{}, carrier: map[string]time.Time{}, up: map[string]bool{}}
 	rw.changed = sync.NewCond(&rw.mu)
 	ns := w.Device.Handle(t)
 	h, err := netlink.NewHandleAt(ns, unix.NETLINK_ROUTE)
@@ -199,7 +211,10 @@ func watchRoutes(t testing.TB, w *testbed.World) *routeWatch {
 	go func() {
 		for u := range ch {
 			at := time.Now()
-			if u.Table != unix.RT_TABLE_MAIN || u.Priority != 0 || u.Family == unix.AF_INET6 {
+			if u.Table != unix.RT_TABLE_MAIN || u.Family != rw.family {
+				continue
+			}
+			if (family == unix.AF_INET && u.Priority != 0) || (family == unix.AF_INET6 && u.Protocol != connmgrProto) {
 				continue
 			}
 			if u.Dst != nil {
@@ -221,6 +236,20 @@ func watchRoutes(t testing.TB, w *testbed.World) *routeWatch {
 		}
 	}()
 	return rw
+}
+
+// connmgrProto is the routing protocol number of connmgr's routes.
+const connmgrProto = 175
+
+// waitDefault6 waits until connmgr's IPv6 default route goes through dev ("" for none) and
+// returns when that happened.
+func (r *rig) waitDefault6(dev string, timeout time.Duration) time.Time {
+	r.t.Helper()
+	at, err := r.watch6.waitFor(dev, timeout)
+	if err != nil {
+		r.t.Fatalf("IPv6: %v\nlog:\n%s", err, r.p.Log())
+	}
+	return at
 }
 
 // waitFor waits until the default route goes through dev.
@@ -258,9 +287,16 @@ type echoConn struct{ net.Conn }
 
 func dialEcho(t testing.TB, w *testbed.World) echoConn {
 	t.Helper()
+	return dialEchoAt(t, w, testbed.EchoURL())
+}
+
+// dialEchoAt connects to the echo service at addr (host:port, either family) from the device,
+// as an application does: no binding, the kernel's routes decide.
+func dialEchoAt(t testing.TB, w *testbed.World, addr string) echoConn {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	c, err := w.Device.Dial(ctx, "tcp4", testbed.EchoURL())
+	c, err := w.Device.Dial(ctx, "tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -19,7 +19,7 @@ import (
 
 // URL is a probe_url split for the request: http:// only.
 type URL struct {
-	Host   string // a host name or an IPv4 address
+	Host   string // a host name, an IPv4 address or an IPv6 one (without brackets)
 	Port   uint16 // 80 unless given
 	Target string // the request target: path and query, at least "/"
 	// authority is the Host header: host[:port] as written.
@@ -33,8 +33,9 @@ var ErrHTTPS = errors.New("https is not supported: TLS would make connmgr too bi
 
 // ParseURL splits an http://HOST[:PORT][/PATH] URL. It refuses what the
 // request line or Host header could not carry as written: user
-// information, a fragment, IPv6 literals (the probe runs over IPv4),
-// spaces, control and non-ASCII bytes (write them %XX-escaped).
+// information, a fragment, an IPv6 literal with a zone, spaces, control
+// and non-ASCII bytes (write them %XX-escaped). An IPv6 literal is
+// written in brackets: http://[2001:db8::1]:8080/.
 func ParseURL(s string) (URL, error) {
 	const scheme = "http://"
 	if len(s) < len(scheme) || !strings.EqualFold(s[:len(scheme)], scheme) {
@@ -58,20 +59,35 @@ func ParseURL(s string) (URL, error) {
 	if strings.Contains(u.authority, "@") {
 		return URL{}, errors.New("user information (user@) is not supported")
 	}
-	if strings.HasPrefix(u.authority, "[") {
-		return URL{}, errors.New("an IPv6 address is not supported: the probe runs over IPv4")
-	}
 	u.Host = u.authority
-	if i := strings.LastIndexByte(u.authority, ':'); i >= 0 {
-		u.Host = u.authority[:i]
-		p, err := strconv.ParseUint(u.authority[i+1:], 10, 16)
-		if err != nil || p == 0 {
-			return URL{}, fmt.Errorf("port %q is not a number from 1 to 65535", u.authority[i+1:])
+	port := ""
+	if rest, ok := strings.CutPrefix(u.authority, "["); ok {
+		h, after, ok := strings.Cut(rest, "]")
+		a, err := netip.ParseAddr(h)
+		switch {
+		case !ok:
+			return URL{}, fmt.Errorf("host %q: no closing bracket", u.authority)
+		case err != nil || !a.Is6() || a.Is4In6() || a.Zone() != "":
+			return URL{}, fmt.Errorf("host %q is not an IPv6 address without a zone", h)
+		case after != "" && after[0] != ':':
+			return URL{}, fmt.Errorf("%q after the IPv6 address: want :PORT", after)
 		}
-		u.Port = uint16(p)
+		u.Host, port = h, strings.TrimPrefix(after, ":")
+		if after == "" {
+			port = "80"
+		}
+	} else if i := strings.LastIndexByte(u.authority, ':'); i >= 0 {
+		u.Host, port = u.authority[:i], u.authority[i+1:]
+	} else {
+		port = "80"
 	}
-	if !probeHost(u.Host) {
-		return URL{}, fmt.Errorf("host %q is not a host name or an IPv4 address", u.Host)
+	p, err := strconv.ParseUint(port, 10, 16)
+	if err != nil || p == 0 {
+		return URL{}, fmt.Errorf("port %q is not a number from 1 to 65535", port)
+	}
+	u.Port = uint16(p)
+	if !probeHost(u.Host) || port != "" && !strings.HasPrefix(u.authority, "[") && strings.Contains(u.Host, ":") {
+		return URL{}, fmt.Errorf("host %q is not a host name or an IP address (an IPv6 one in brackets)", u.Host)
 	}
 	for i := 0; i < len(u.Target); i++ {
 		if c := u.Target[i]; c <= ' ' || c >= 0x7f || c == '#' {
@@ -81,11 +97,11 @@ func ParseURL(s string) (URL, error) {
 	return u, nil
 }
 
-// probeHost says whether h can be resolved and dialled over IPv4: an IPv4
-// literal, or a name of letters, digits, '-', '_' and dots.
+// probeHost says whether h can be resolved and dialled: an IP literal
+// without a zone, or a name of letters, digits, '-', '_' and dots.
 func probeHost(h string) bool {
 	if a, err := netip.ParseAddr(h); err == nil {
-		return a.Is4()
+		return a.Zone() == ""
 	}
 	if h == "" || len(h) > 253 || h[0] == '.' || strings.Contains(h, "..") {
 		return false

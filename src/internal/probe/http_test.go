@@ -25,6 +25,8 @@ func TestParseURL(t *testing.T) {
 		{"http://a-b_c.example", "a-b_c.example", 80, "/", "GET / HTTP/1.1\r\nHost: a-b_c.example\r\n"},
 		{"http://x:65535?q", "x", 65535, "/?q", "GET /?q HTTP/1.1\r\nHost: x:65535\r\n"},
 		{"http://host.:81/", "host.", 81, "/", "GET / HTTP/1.1\r\nHost: host.:81\r\n"},
+		{"http://[2001:db8::1]/g", "2001:db8::1", 80, "/g", "GET /g HTTP/1.1\r\nHost: [2001:db8::1]\r\n"},
+		{"http://[2001:DB8::1]:8204?q", "2001:DB8::1", 8204, "/?q", "GET /?q HTTP/1.1\r\nHost: [2001:DB8::1]:8204\r\n"},
 	}
 	for _, c := range ok {
 		u, err := ParseURL(c.in)
@@ -51,7 +53,14 @@ func TestParseURL(t *testing.T) {
 		{"http:///path", "host \"\""},
 		{"http://:80/", "host \"\""},
 		{"http://user:pw@x/", "user information"},
-		{"http://[2001:db8::1]/", "IPv6"},
+		{"http://[2001:db8::1%eth0]/", "not an IPv6 address without a zone"},
+		{"http://[198.18.0.1]/", "not an IPv6 address"},
+		{"http://[::ffff:198.18.0.1]/", "not an IPv6 address"},
+		{"http://[2001:db8::1/", "no closing bracket"},
+		{"http://[2001:db8::1]x/", "after the IPv6 address"},
+		{"http://[2001:db8::1]:0/", "port \"0\""},
+		{"http://[2001:db8::1]:/", "port \"\""},
+		{"http://::1:80/", "host \"::1\""},
 		{"http://2001:db8::1/", "host \"2001:db8:\""},
 		{"http://x:0/", "port \"0\""},
 		{"http://x:65536/", "port \"65536\""},
@@ -75,7 +84,7 @@ func TestParseURL(t *testing.T) {
 
 func FuzzParseURL(f *testing.F) {
 	for _, s := range []string{"http://echo.afero.io/generate_204", "http://198.18.0.1:8204/?a", "https://x/",
-		"http://x:99999/", "http://[::1]:80/", "http://u@x/", "http://x/a\r\nb", "http://x?#"} {
+		"http://x:99999/", "http://[::1]:80/", "http://[2001:db8::1]/", "http://[fe80::1%25eth0]/", "http://u@x/", "http://x/a\r\nb", "http://x?#"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {

@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/afero/af-conn/internal/checksum"
+	"github.com/afero/af-conn/internal/uplink"
 )
 
 const auto = `# Interface wan
@@ -62,7 +63,7 @@ func TestDNSSourceOrder(t *testing.T) {
 		want        []netip.Addr
 	}{
 		{"stanet", "netifd", addrs("198.18.20.1")},
-		{"wan", autoPath, addrs("198.18.10.1")},   // IPv6 dropped
+		{"wan", autoPath, addrs("198.18.10.1", "2001:db8::1")},
 		{"ethnet", etcPath, addrs("198.18.99.1")}, // loopback dropped
 	} {
 		got, from, err := s.Servers(c.iface)
@@ -77,18 +78,28 @@ func TestDNSSourceOrder(t *testing.T) {
 }
 
 func TestEchoReplyParse(t *testing.T) {
-	req := icmpEcho(0x1234, 7)
+	req := icmpEcho(uplink.IPv4, 0x1234, 7)
 	if checksum.Internet(req) != 0 {
 		t.Fatal("request checksum does not verify")
 	}
-	if _, _, ok := parseEchoReply(req); ok {
-		t.Fatal("a request is not a reply")
-	}
-	rep := append([]byte{}, req...)
-	rep[0] = 0
-	id, seq, ok := parseEchoReply(rep)
-	if !ok || id != 0x1234 || seq != 7 {
-		t.Fatalf("reply: %x %d %v", id, seq, ok)
+	for _, f := range []uplink.Family{uplink.IPv4, uplink.IPv6} {
+		req := icmpEcho(f, 0x1234, 7)
+		if len(req) != 16 || req[0] != map[uplink.Family]byte{uplink.IPv4: 8, uplink.IPv6: 128}[f] || string(req[8:]) != "af-conn!" {
+			t.Fatalf("%v request %x", f, req)
+		}
+		if _, _, ok := parseEchoReply(f, req); ok {
+			t.Fatalf("%v: a request is not a reply", f)
+		}
+		rep := append([]byte{}, req...)
+		rep[0] = echoReply[f]
+		id, seq, ok := parseEchoReply(f, rep)
+		if !ok || id != 0x1234 || seq != 7 {
+			t.Fatalf("%v reply: %x %d %v", f, id, seq, ok)
+		}
+		other := uplink.IPv4 + uplink.IPv6 - f
+		if _, _, ok := parseEchoReply(other, rep); ok {
+			t.Fatalf("%v reply taken for an %v one", f, other)
+		}
 	}
 }
 
@@ -106,13 +117,19 @@ func FuzzParseResolvConf(f *testing.F) {
 }
 
 func FuzzParseEchoReply(f *testing.F) {
-	rep := icmpEcho(1, 2)
-	rep[0] = 0
-	f.Add(rep)
-	f.Add([]byte{0, 0, 0})
-	f.Fuzz(func(t *testing.T, b []byte) {
-		id, seq, ok := parseEchoReply(b)
-		if ok && (len(b) < 8 || id != uint16(b[4])<<8|uint16(b[5]) || seq != uint16(b[6])<<8|uint16(b[7])) {
+	for _, fam := range []uplink.Family{uplink.IPv4, uplink.IPv6} {
+		rep := icmpEcho(fam, 1, 2)
+		rep[0] = echoReply[fam]
+		f.Add(rep, fam == uplink.IPv6)
+	}
+	f.Add([]byte{0, 0, 0}, false)
+	f.Fuzz(func(t *testing.T, b []byte, v6 bool) {
+		fam := uplink.IPv4
+		if v6 {
+			fam = uplink.IPv6
+		}
+		id, seq, ok := parseEchoReply(fam, b)
+		if ok && (len(b) < 8 || b[0] != echoReply[fam] || id != uint16(b[4])<<8|uint16(b[5]) || seq != uint16(b[6])<<8|uint16(b[7])) {
 			t.Fatalf("bad parse of %x", b)
 		}
 	})

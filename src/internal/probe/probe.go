@@ -1,7 +1,10 @@
 // Package probe owns active probes bound to one uplink: every socket is
 // bound to the uplink's device (SO_BINDTODEVICE) and source address, and
 // the probe host's name is resolved through the uplink's own DNS servers,
-// also bound to the uplink. Methods: the Afero echo (TCP connect, one byte
+// also bound to the uplink. A round runs in the family of its source
+// address: an IPv6 round probes the host's AAAA (a DNS64-synthesized one
+// under 64:ff9b::/96 like any other) over IPv6, and an address literal
+// serves only rounds of its own family (see ErrOtherFamily). Methods: the Afero echo (TCP connect, one byte
 // out, one byte back; no byte back is a failure, never a success), ICMP
 // echo, and an HTTP GET expecting 204 (http:// only, see http.go). A probe
 // round hedges: while no attempt has succeeded, a new attempt starts every
@@ -16,6 +19,8 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -49,8 +54,18 @@ type Config struct {
 // Target is the uplink a round runs on.
 type Target struct {
 	Device string
+	// Device6, if set, is the device the round's IPv6 traffic leaves by
+	// instead of Device: a 464XLAT uplink's IPv4 round runs on the clat
+	// device, which carries no IPv6, and reaches the uplink's IPv6
+	// resolvers (DNS64) through the uplink's own device.
+	Device6 string
+	// Source is the uplink's address the round runs from; its family is
+	// the round's (IPv4 when unset: the kernel then picks the source).
 	Source netip.Addr
-	DNS    []netip.Addr // the uplink's DNS servers
+	// DNS are the uplink's DNS servers, of either family; a link-local
+	// IPv6 one without a zone is on this uplink's link, one scoped to
+	// another device is not used.
+	DNS []netip.Addr
 	// Namespace, if open, is the network namespace the device lives in
 	// (tests; the daemon itself runs inside the device's namespace).
 	Namespace netns.NsHandle
@@ -59,10 +74,45 @@ type Target struct {
 // in creates sockets in the target's namespace.
 func (t Target) in(fn func() error) error { return inns.Do(t.Namespace, fn) }
 
-// dial connects from the uplink: bound to its device and source address.
-func (t Target) dial(ctx context.Context, network, addr string) (c net.Conn, err error) {
+// Family is the family of the target's rounds: its source's.
+func (t Target) Family() uplink.Family {
+	if !t.Source.IsValid() {
+		return uplink.IPv4
+	}
+	return uplink.FamilyOf(t.Source)
+}
+
+// dial connects from the uplink to dst over network ("tcp" or "udp"):
+// bound to its device, and to its source address when dst is of the
+// source's family (a resolver of the other family is reached from an
+// address the kernel picks on the device). A link-local dst is scoped to
+// the device.
+func (t Target) dial(ctx context.Context, network string, dst netip.AddrPort) (c net.Conn, err error) {
+	fam := uplink.FamilyOf(dst.Addr())
+	network += map[uplink.Family]string{uplink.IPv4: "4", uplink.IPv6: "6"}[fam]
+	dev := t.deviceFor(fam)
 	err = t.in(func() error {
-		c, err = dialer(t, network).DialContext(ctx, network, addr)
+		d := &net.Dialer{Control: control(dev)}
+		if t.Source.IsValid() && uplink.FamilyOf(t.Source) == fam {
+			ip := net.IP(t.Source.AsSlice())
+			if network[:3] == "tcp" {
+				d.LocalAddr = &net.TCPAddr{IP: ip, Zone: t.Source.Zone()}
+			} else {
+				d.LocalAddr = &net.UDPAddr{IP: ip, Zone: t.Source.Zone()}
+			}
+		}
+		if dst.Addr().Is6() && dst.Addr().IsLinkLocalUnicast() {
+			// The zone by index, looked up here in the device's
+			// namespace: the name would go through the net package's
+			// process-wide cache of interface names, which may hold
+			// another namespace's device of the same name.
+			ifi, err := net.InterfaceByName(dev)
+			if err != nil {
+				return fmt.Errorf("scope %s to %s: %w", dst.Addr(), dev, err)
+			}
+			dst = netip.AddrPortFrom(dst.Addr().WithZone(strconv.Itoa(ifi.Index)), dst.Port())
+		}
+		c, err = d.DialContext(ctx, network, dst.String())
 		return err
 	})
 	return c, err
@@ -114,6 +164,29 @@ func New(cfg Config) (*Prober, error) {
 	return p, nil
 }
 
+// ErrOtherFamily says an address literal (echo_host, probe_url's host) is
+// of the other family than the round: it cannot probe the uplink in the
+// round's family. The round fails saying so rather than being skipped: a
+// family nothing can prove is not proven (the daemon may ask Supports
+// first and not run that family's rounds at all).
+var ErrOtherFamily = errors.New("address literal of the other family")
+
+// Supports says whether rounds of family f can run: nil, or an error
+// wrapping ErrOtherFamily when the probe host is an address literal of
+// the other family.
+func (p *Prober) Supports(f uplink.Family) error {
+	what, host := "echo_host", p.cfg.Host
+	if p.cfg.Method == HTTP {
+		what, host = "probe_url host", p.url.Host
+	}
+	a, err := netip.ParseAddr(host)
+	if err != nil || uplink.FamilyOf(a) == f {
+		return nil
+	}
+	kind := map[uplink.Family]string{uplink.IPv4: "an IPv4", uplink.IPv6: "an IPv6"}[uplink.FamilyOf(a)]
+	return fmt.Errorf("%s %s is %s address: no target for an %s round: %w", what, host, kind, f, ErrOtherFamily)
+}
+
 // Probe runs one round on t, taking at most timeout, and says how it went.
 // While no attempt has succeeded, another starts every hedge (0: a sixth of
 // the timeout; the caller may stretch it to a slow link's RTT).
@@ -125,6 +198,11 @@ func (p *Prober) Probe(ctx context.Context, t Target, timeout, hedge time.Durati
 	host := p.cfg.Host
 	if p.cfg.Method == HTTP {
 		host = p.url.Host
+	}
+	if err := p.Supports(t.Family()); err != nil {
+		// The sentinel's words are left out: the rest says it all.
+		res.Err = strings.TrimSuffix(err.Error(), ": "+ErrOtherFamily.Error())
+		return res
 	}
 	addr, err := p.resolve(ctx, t, host)
 	if err != nil {
@@ -246,24 +324,11 @@ func control(dev string) func(network, address string, c syscall.RawConn) error 
 	}
 }
 
-func dialer(t Target, network string) *net.Dialer {
-	d := &net.Dialer{Control: control(t.Device)}
-	if t.Source.IsValid() {
-		switch network {
-		case "tcp", "tcp4":
-			d.LocalAddr = &net.TCPAddr{IP: t.Source.AsSlice()}
-		case "udp", "udp4":
-			d.LocalAddr = &net.UDPAddr{IP: t.Source.AsSlice()}
-		}
-	}
-	return d
-}
-
 // connect opens a TCP connection from the uplink to dst whose reads and
 // writes end with ctx (its deadline, or its cancellation when the round is
 // over); release closes it.
 func (t Target) connect(ctx context.Context, dst netip.AddrPort) (net.Conn, func(), error) {
-	c, err := t.dial(ctx, "tcp4", dst.String())
+	c, err := t.dial(ctx, "tcp", dst)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -299,13 +364,14 @@ func echo(ctx context.Context, t Target, dst netip.AddrPort) error {
 	return nil
 }
 
-// resolve returns the address of host: a literal as is, else a name
-// resolved through the uplink's DNS servers, cached for DNSTTL.
+// resolve returns the address of host in the round's family: a literal
+// as is (Supports checked its family), else a name resolved through the
+// uplink's DNS servers, cached for DNSTTL.
 func (p *Prober) resolve(ctx context.Context, t Target, host string) (netip.Addr, error) {
 	if a, err := netip.ParseAddr(host); err == nil {
 		return a, nil
 	}
-	key := t.Device + "\x00" + host
+	key := t.Device + "\x00" + t.Family().String() + "\x00" + host
 	p.mu.Lock()
 	c, ok := p.cache[key]
 	p.mu.Unlock()
@@ -338,27 +404,61 @@ func (p *Prober) store(key string, a netip.Addr) {
 	p.mu.Unlock()
 }
 
-// lookup resolves host's IPv4 address with Go's resolver, whose every DNS
-// connection goes to one of the uplink's servers, bound to the uplink.
+// lookup resolves host's address of the round's family (A or AAAA) with
+// Go's resolver, whose every DNS connection goes to one of the uplink's
+// servers, bound to the uplink.
 func lookup(ctx context.Context, t Target, host string) (netip.Addr, error) {
-	if len(t.DNS) == 0 {
+	servers := t.servers()
+	if len(servers) == 0 {
 		return netip.Addr{}, fmt.Errorf("resolve %s: no DNS servers for %s", host, t.Device)
 	}
 	var n atomic.Uint32
 	r := &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, network, _ string) (net.Conn, error) {
-		srv := t.DNS[int(n.Add(1)-1)%len(t.DNS)]
-		return t.dial(ctx, network, netip.AddrPortFrom(srv, 53).String())
+		srv := servers[int(n.Add(1)-1)%len(servers)]
+		return t.dial(ctx, network, netip.AddrPortFrom(srv, 53))
 	}}
 	fqdn := host
 	if fqdn[len(fqdn)-1] != '.' {
 		fqdn += "." // no search domains: the name is absolute
 	}
-	addrs, err := r.LookupNetIP(ctx, "ip4", fqdn)
+	fam := t.Family()
+	addrs, err := r.LookupNetIP(ctx, map[uplink.Family]string{uplink.IPv4: "ip4", uplink.IPv6: "ip6"}[fam], fqdn)
 	if err != nil {
 		return netip.Addr{}, fmt.Errorf("resolve %s via %s: %w", host, t.Device, err)
 	}
-	if len(addrs) == 0 {
-		return netip.Addr{}, fmt.Errorf("resolve %s via %s: no IPv4 address", host, t.Device)
+	for _, a := range addrs {
+		// An IPv4-mapped AAAA is no IPv6 destination.
+		if uplink.FamilyOf(a) == fam {
+			return a.Unmap(), nil
+		}
 	}
-	return addrs[0].Unmap(), nil
+	return netip.Addr{}, fmt.Errorf("resolve %s via %s: no %s address", host, t.Device, fam)
+}
+
+// deviceFor is the device traffic of family f leaves by (Device6 for IPv6
+// when set, else Device).
+func (t Target) deviceFor(f uplink.Family) string {
+	if f == uplink.IPv6 && t.Device6 != "" {
+		return t.Device6
+	}
+	return t.Device
+}
+
+// servers returns the DNS servers a round may ask: those of the round's
+// family first (reached from the round's source), then the others (a
+// dual-stack uplink's IPv4 resolver answers AAAA questions too). A
+// link-local server scoped to another device is not on this uplink.
+func (t Target) servers() []netip.Addr {
+	var same, other []netip.Addr
+	for _, s := range t.DNS {
+		if s.Is6() && s.IsLinkLocalUnicast() && s.Zone() != "" && s.Zone() != t.deviceFor(uplink.IPv6) {
+			continue
+		}
+		if uplink.FamilyOf(s) == t.Family() {
+			same = append(same, s)
+		} else {
+			other = append(other, s)
+		}
+	}
+	return append(same, other...)
 }

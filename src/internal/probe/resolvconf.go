@@ -26,7 +26,8 @@ type DNSSource struct {
 	EtcPath  string // default EtcResolvConf
 }
 
-// Servers returns iface's IPv4 DNS servers and where they came from.
+// Servers returns iface's DNS servers (both families) and where they came
+// from.
 func (s DNSSource) Servers(iface string) ([]netip.Addr, string, error) {
 	if s.Ubus != nil {
 		if as, err := s.Ubus(iface); err == nil {
@@ -59,13 +60,14 @@ func (s DNSSource) Servers(iface string) ([]netip.Addr, string, error) {
 	return as, etc, nil
 }
 
-// usable keeps IPv4 servers a socket bound to an uplink can reach:
-// loopback (a local dnsmasq) cannot be reached through eth0.
+// usable keeps the servers a socket bound to an uplink can reach, of
+// either family: loopback (a local dnsmasq) cannot be reached through
+// eth0. A link-local IPv6 server is on the uplink's link (Target.DNS).
 func usable(as []netip.Addr) []netip.Addr {
 	var out []netip.Addr
 	for _, a := range as {
 		a = a.Unmap()
-		if a.Is4() && !a.IsLoopback() && !a.IsUnspecified() {
+		if a.IsValid() && !a.IsLoopback() && !a.IsUnspecified() && !a.IsMulticast() {
 			out = append(out, a)
 		}
 	}

@@ -5,10 +5,12 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"net/netip"
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // echoServer is the cloud's Afero echo service: every byte it receives goes back.
@@ -19,9 +21,27 @@ type echoServer struct {
 }
 
 func (w *World) startEcho() error {
-	l, err := w.Cloud.Listen("tcp4", netip.AddrPortFrom(EchoAddr, EchoPort).String())
+	if err := w.serveEcho("tcp4", netip.AddrPortFrom(EchoAddr, EchoPort).String()); err != nil {
+		return err
+	}
+	if err := w.startHTTP("tcp4", netip.AddrPortFrom(EchoAddr, HTTPPort).String()); err != nil {
+		return err
+	}
+	if !w.dualStack() {
+		return nil
+	}
+	// Every IPv6 address of the cloud: Echo6Addr, and with DNS64 the synthesized ones.
+	if err := w.serveEcho("tcp6", fmt.Sprintf("[::]:%d", EchoPort)); err != nil {
+		return err
+	}
+	return w.startHTTP("tcp6", fmt.Sprintf("[::]:%d", HTTPPort))
+}
+
+// serveEcho runs an echo service on addr in the cloud until the world closes.
+func (w *World) serveEcho(network, addr string) error {
+	l, err := w.Cloud.Listen(network, addr)
 	if err != nil {
-		return fmt.Errorf("testbed: echo listen: %w", err)
+		return fmt.Errorf("testbed: echo listen %s: %w", addr, err)
 	}
 	s := &echoServer{l: l}
 	s.wg.Add(1)
@@ -60,3 +80,28 @@ func (s *echoServer) serve() {
 
 // EchoURL is the echo service as host:port, for configs and probes.
 func EchoURL() string { return net.JoinHostPort(EchoAddr.String(), strconv.Itoa(EchoPort)) }
+
+// Echo6URL is the echo service's IPv6 address as [host]:port (dual-stack worlds).
+func Echo6URL() string { return net.JoinHostPort(Echo6Addr.String(), strconv.Itoa(EchoPort)) }
+
+// startHTTP runs the cloud's HTTP service on addr: GET /generate_204 answers 204 No Content
+// (what connmgr's http probe expects), anything else 404.
+func (w *World) startHTTP(network, addr string) error {
+	l, err := w.Cloud.Listen(network, addr)
+	if err != nil {
+		return fmt.Errorf("testbed: http listen %s: %w", addr, err)
+	}
+	srv := &http.Server{
+		Handler: http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
+			if r.URL.Path == "/generate_204" {
+				rw.WriteHeader(http.StatusNoContent)
+				return
+			}
+			http.NotFound(rw, r)
+		}),
+		ReadHeaderTimeout: 5 * time.Second,
+	}
+	go srv.Serve(l)
+	w.OnClose(func() error { srv.Close(); return nil })
+	return nil
+}

@@ -20,6 +20,9 @@ type Fault struct {
 	// BlockTCPPort, if set, drops forwarded TCP to and from this port only (a dead service
 	// on a live upstream).
 	BlockTCPPort int
+	// Family, 4 or 6, limits the fault to that family's traffic (IPv6 dead upstream while
+	// IPv4 works); 0 is both.
+	Family int
 }
 
 // faultTable is the nft table a router's faults live in.
@@ -51,6 +54,16 @@ func (w *World) SetFault(dev string, f Fault) error {
 		rule = fmt.Sprintf("tcp dport %d drop\n\t\ttcp sport %d drop", f.BlockTCPPort, f.BlockTCPPort)
 	case f.WalledGarden || f.BlockTCPPort > 0:
 		return fmt.Errorf("testbed: fault %+v: combine WalledGarden or BlockTCPPort with nothing else", f)
+	}
+	switch f.Family {
+	case 0:
+	case 4, 6:
+		if rule != "" {
+			fam := map[int]string{4: "ipv4", 6: "ipv6"}[f.Family]
+			rule = "meta nfproto " + fam + " " + strings.ReplaceAll(rule, "\n\t\t", "\n\t\tmeta nfproto "+fam+" ")
+		}
+	default:
+		return fmt.Errorf("testbed: fault family %d: want 0, 4 or 6", f.Family)
 	}
 	if rule != "" {
 		fmt.Fprintf(&b, "table inet %s {\n\tchain forward {\n\t\ttype filter hook forward priority -10; policy accept;\n\t\t%s\n\t}\n}\n", faultTable, rule)

@@ -36,12 +36,19 @@ func (w *World) SendNoise(dev string, n Noise) (stop func(), err error) {
 	if u == nil {
 		return nil, fmt.Errorf("testbed: no uplink %s", dev)
 	}
-	if n.PerSecond <= 0 || !n.From.Addr().Is4() || !n.To.Addr().Is4() {
-		return nil, fmt.Errorf("testbed: noise %+v: want IPv4 addresses and a rate", n)
+	v6 := n.From.Addr().Is6()
+	if n.PerSecond <= 0 || !n.From.Addr().IsValid() || n.To.Addr().Is6() != v6 || n.From.Addr().Is4In6() || n.To.Addr().Is4In6() {
+		return nil, fmt.Errorf("testbed: noise %+v: want addresses of one family and a rate", n)
+	}
+	// IPPROTO_RAW: the packet is written whole, IP header included (for
+	// IPv6 too: the kernel sets IPV6_HDRINCL for it).
+	family, to := unix.AF_INET6, unix.Sockaddr(&unix.SockaddrInet6{Addr: n.To.Addr().As16()})
+	if !v6 {
+		family, to = unix.AF_INET, &unix.SockaddrInet4{Addr: n.To.Addr().As4()}
 	}
 	var fd int
 	err = u.Router.Do(func() (err error) {
-		fd, err = unix.Socket(unix.AF_INET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.IPPROTO_RAW)
+		fd, err = unix.Socket(family, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.IPPROTO_RAW)
 		return err
 	})
 	if err != nil {
@@ -53,7 +60,6 @@ func (w *World) SendNoise(dev string, n Noise) (stop func(), err error) {
 		defer unix.Close(fd)
 		t := time.NewTicker(time.Second / time.Duration(n.PerSecond))
 		defer t.Stop()
-		to := &unix.SockaddrInet4{Addr: n.To.Addr().As4()}
 		for {
 			select {
 			case <-done:
@@ -84,20 +90,31 @@ func (n Noise) packet() []byte {
 	}
 	binary.BigEndian.PutUint16(l4[0:], n.From.Port())
 	binary.BigEndian.PutUint16(l4[2:], n.To.Port())
-	src, dst := n.From.Addr().As4(), n.To.Addr().As4()
-	pseudo := append(append(append([]byte{}, src[:]...), dst[:]...), 0, proto, byte(len(l4)>>8), byte(len(l4)))
+	src, dst := n.From.Addr().AsSlice(), n.To.Addr().AsSlice()
+	// The pseudo-header's fields differ in width between the families,
+	// not in the sum: zeros add nothing.
+	pseudo := append(append(append([]byte{}, src...), dst...), 0, proto, byte(len(l4)>>8), byte(len(l4)))
 	sum := checksum.Internet(append(pseudo, l4...))
 	if proto == unix.IPPROTO_TCP {
 		binary.BigEndian.PutUint16(l4[16:], sum)
 	} else {
 		binary.BigEndian.PutUint16(l4[6:], sum)
 	}
+	if len(src) == 16 {
+		ip := make([]byte, 40, 40+len(l4))
+		ip[0] = 0x60
+		binary.BigEndian.PutUint16(ip[4:], uint16(len(l4)))
+		ip[6], ip[7] = proto, 64
+		copy(ip[8:], src)
+		copy(ip[24:], dst)
+		return append(ip, l4...)
+	}
 	ip := make([]byte, 20, 20+len(l4))
 	ip[0] = 0x45
 	binary.BigEndian.PutUint16(ip[2:], uint16(20+len(l4)))
 	ip[8], ip[9] = 64, proto
-	copy(ip[12:], src[:])
-	copy(ip[16:], dst[:])
+	copy(ip[12:], src)
+	copy(ip[16:], dst)
 	binary.BigEndian.PutUint16(ip[10:], checksum.Internet(ip))
 	return append(ip, l4...)
 }

@@ -112,6 +112,34 @@ func (n *NS) Dial(ctx context.Context, network, addr string) (net.Conn, error) {
 	return c, err
 }
 
+// DialVia connects from inside the namespace with the socket bound to interface dev
+// (SO_BINDTODEVICE, as connmgr's probes are), or unbound with dev "".
+func (n *NS) DialVia(ctx context.Context, dev, network, addr string) (net.Conn, error) {
+	var c net.Conn
+	err := n.Do(func() (err error) {
+		d := net.Dialer{Control: bindControl(dev)}
+		c, err = d.DialContext(ctx, network, addr)
+		return err
+	})
+	return c, err
+}
+
+// bindControl binds a socket to interface dev before it connects; nil for dev "".
+func bindControl(dev string) func(string, string, syscall.RawConn) error {
+	if dev == "" {
+		return nil
+	}
+	return func(_, _ string, rc syscall.RawConn) error {
+		var serr error
+		if err := rc.Control(func(fd uintptr) {
+			serr = syscall.SetsockoptString(int(fd), syscall.SOL_SOCKET, syscall.SO_BINDTODEVICE, dev)
+		}); err != nil {
+			return err
+		}
+		return serr
+	}
+}
+
 // Command prepares a command that runs inside the namespace (`ip netns exec`, which also
 // bind-mounts /etc/netns/NAME/* over /etc).
 func (n *NS) Command(name string, args ...string) *exec.Cmd {

@@ -26,6 +26,7 @@ func New(t testing.TB, opt Options) *World {
 	RequireRoot(t)
 	w, err := Build(opt)
 	if err != nil {
+		skipNoRadvd(t, err)
 		t.Fatalf("build test world: %v", err)
 	}
 	t.Cleanup(func() {
@@ -265,6 +266,24 @@ func (n *NS) ServeDownload(t testing.TB, addr string, every time.Duration) {
 			}
 		}()
 	})
+}
+
+// WaitNoTentative waits until no IPv6 address in n is tentative (duplicate address detection
+// takes the kernel's own link-local addresses a second), at most timeout.
+func (n *NS) WaitNoTentative(t testing.TB, timeout time.Duration) {
+	t.Helper()
+	for end := time.Now().Add(timeout); ; time.Sleep(50 * time.Millisecond) {
+		out, err := n.Run("ip", "-6", "addr", "show", "tentative")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.TrimSpace(out) == "" {
+			return
+		}
+		if time.Now().After(end) {
+			t.Fatalf("addresses still tentative in %s after %v: %s", n.Name, timeout, out)
+		}
+	}
 }
 
 // serveTCP listens in n on addr and hands every connection to handle until the test ends.

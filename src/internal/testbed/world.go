@@ -9,6 +9,9 @@
 //	device ns: DEV 198.18.(10i).2/24, default via 198.18.(10i).1 metric 10/20/50 (as netifd does)
 //	router ns: "todev" 198.18.(10i).1/24 <-> device; "tocloud" 198.18.(10i+1).1/24 <-> cloud
 //	cloud ns:  "rI" 198.18.(10i+1).2/24; services on lo: echo 198.19.0.1:80, DNS 198.19.0.53
+//
+// Options.IPv6 adds IPv6 from 2001:db8::/32 to every uplink (dual-stack), and Options.IPv6Only
+// takes IPv4 away from some (an IPv6-only cellular uplink); see ipv6.go for that half.
 package testbed
 
 import (
@@ -17,7 +20,9 @@ import (
 	"math/rand/v2"
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 )
@@ -32,6 +37,12 @@ type Uplink struct {
 	Gateway  netip.Addr // the router's address on the uplink
 	Prefix   netip.Prefix
 	CloudDev string // the cloud's interface toward this router
+
+	// IPv6 (dual-stack and IPv6-only worlds; zero otherwise).
+	Addr6    netip.Addr   // the device's global address on the uplink, 2001:db8:(10i)::2
+	Gateway6 netip.Addr   // the router's link-local address, fe80::1 (the RA's source)
+	Prefix6  netip.Prefix // 2001:db8:(10i)::/64
+	V6Only   bool         // no IPv4 at all on this uplink
 }
 
 // Options shape a world.
@@ -43,6 +54,17 @@ type Options struct {
 	NoAddresses bool
 	// NoEcho skips starting the echo service in the cloud.
 	NoEcho bool
+	// IPv6 makes the world dual-stack: every uplink also carries IPv6 (2001:db8::/32), its
+	// default route installed the way the mode says (see V6Mode); the cloud's echo, HTTP
+	// and DNS answer on IPv6 too. The zero value is an IPv4-only world, as before.
+	IPv6 V6Mode
+	// IPv6Only names uplinks with no IPv4 at all (cellular on an IPv6-only SIM); they get
+	// IPv6 even when IPv6 is V6None (then as V6RA).
+	IPv6Only []string
+	// DNS64 makes the cloud's IPv6 resolver a DNS64 (RFC 6147): an AAAA question for a name
+	// with only A records gets 64:ff9b::/96 + the IPv4 address, and the cloud answers at
+	// every address of 64:ff9b::/96 as if a NAT64 sat in front of it (see ipv6.go).
+	DNS64 bool
 }
 
 // Well-known cloud addresses.
@@ -67,6 +89,8 @@ type World struct {
 	// for processes started with Device.Command.
 	EtcDir string
 
+	opt Options
+
 	mu       sync.Mutex
 	closers  []func() error
 	nsList   []*NS
@@ -89,7 +113,15 @@ func Build(opt Options) (_ *World, err error) {
 	if len(names) == 0 {
 		names = defaultUplinks
 	}
-	w := &World{ID: fmt.Sprintf("%s%d-%04x", namePrefix, os.Getpid(), rand.IntN(0x10000))}
+	w := &World{ID: fmt.Sprintf("%s%d-%04x", namePrefix, os.Getpid(), rand.IntN(0x10000)), opt: opt}
+	if len(opt.IPv6Only) > 0 && opt.IPv6 == V6None {
+		w.opt.IPv6 = V6RA
+	}
+	if w.opt.IPv6 == V6RA {
+		if _, err := exec.LookPath("radvd"); err != nil {
+			return nil, ErrNoRadvd
+		}
+	}
 	w.unsignal = register(w)
 	defer func() {
 		if err != nil {
@@ -113,7 +145,11 @@ func Build(opt Options) (_ *World, err error) {
 		return nil, fmt.Errorf("testbed: %w", err)
 	}
 	w.closers = append(w.closers, func() error { return os.RemoveAll(w.EtcDir) })
-	if err := os.WriteFile(filepath.Join(w.EtcDir, "resolv.conf"), []byte("nameserver "+DNSAddr.String()+"\n"), 0o644); err != nil {
+	resolv := "nameserver " + DNSAddr.String() + "\n"
+	if w.dualStack() {
+		resolv += "nameserver " + DNS6Addr.String() + "\n"
+	}
+	if err := os.WriteFile(filepath.Join(w.EtcDir, "resolv.conf"), []byte(resolv), 0o644); err != nil {
 		return nil, fmt.Errorf("testbed: %w", err)
 	}
 
@@ -121,6 +157,15 @@ func Build(opt Options) (_ *World, err error) {
 		"link set lo up",
 		"addr add " + EchoAddr.String() + "/32 dev lo",
 		"addr add " + DNSAddr.String() + "/32 dev lo",
+	}
+	if w.dualStack() {
+		if err := w.prepareV6(w.Device); err != nil {
+			return nil, err
+		}
+		if err := w.prepareV6(w.Cloud); err != nil {
+			return nil, err
+		}
+		cloud = append(cloud, w.cloudV6()...)
 	}
 	for i, dev := range names {
 		u, err := w.addUplink(dev, i+1, opt.NoAddresses)
@@ -130,11 +175,23 @@ func Build(opt Options) (_ *World, err error) {
 		cloud = append(cloud,
 			fmt.Sprintf("addr add 198.18.%d.2/24 dev %s", 10*u.Index+1, u.CloudDev),
 			fmt.Sprintf("link set %s up", u.CloudDev),
-			fmt.Sprintf("route add %s via 198.18.%d.1", u.Prefix, 10*u.Index+1),
 		)
+		if !u.V6Only {
+			cloud = append(cloud, fmt.Sprintf("route add %s via 198.18.%d.1", u.Prefix, 10*u.Index+1))
+		}
+		if w.dualStack() {
+			cloud = append(cloud, cloudV6Uplink(u)...)
+		}
 	}
 	if err := w.Cloud.IP(cloud...); err != nil {
 		return nil, err
+	}
+	if w.dualStack() {
+		for _, u := range w.Uplinks {
+			if err := w.startRouterV6(u); err != nil {
+				return nil, err
+			}
+		}
 	}
 	if !opt.NoEcho {
 		if err := w.startEcho(); err != nil {
@@ -161,6 +218,15 @@ func (w *World) addUplink(dev string, index int, noAddr bool) (*Uplink, error) {
 	if u.Metric == 0 {
 		u.Metric = 100 + index
 	}
+	if w.dualStack() {
+		u.Addr6 = netip.MustParseAddr(fmt.Sprintf("2001:db8:%d::2", 10*index))
+		u.Gateway6 = routerLinkLocal
+		u.Prefix6 = netip.MustParsePrefix(fmt.Sprintf("2001:db8:%d::/64", 10*index))
+		u.V6Only = slices.Contains(w.opt.IPv6Only, dev)
+		if err := w.prepareV6(r); err != nil {
+			return nil, err
+		}
+	}
 	// veth pairs are created straight into their namespaces so no name ever appears in the host's.
 	if err := runIP("link", "add", dev, "netns", w.Device.Name, "type", "veth", "peer", "name", "todev", "netns", r.Name); err != nil {
 		return nil, err
@@ -168,25 +234,45 @@ func (w *World) addUplink(dev string, index int, noAddr bool) (*Uplink, error) {
 	if err := runIP("link", "add", "tocloud", "netns", r.Name, "type", "veth", "peer", "name", u.CloudDev, "netns", w.Cloud.Name); err != nil {
 		return nil, err
 	}
-	if err := r.IP(
+	routerCmds := []string{
 		"link set lo up",
 		fmt.Sprintf("addr add %s/24 dev todev", u.Gateway),
 		fmt.Sprintf("addr add 198.18.%d.1/24 dev tocloud", 10*index+1),
 		"link set todev up",
 		"link set tocloud up",
 		fmt.Sprintf("route add default via 198.18.%d.2", 10*index+1),
-	); err != nil {
+	}
+	if u.V6Only {
+		// No IPv4 toward the device at all: the router's side of the link has none.
+		routerCmds = slices.Delete(routerCmds, 1, 2)
+	}
+	if w.dualStack() {
+		pre, post := routerV6(u)
+		routerCmds = append(append(pre, routerCmds...), post...)
+	}
+	if err := r.IP(routerCmds...); err != nil {
 		return nil, err
 	}
 	if err := r.Sysctl("net.ipv4.ip_forward", "1"); err != nil {
 		return nil, err
 	}
+	if w.dualStack() {
+		if err := w.deviceV6Sysctls(u); err != nil {
+			return nil, err
+		}
+	}
 	devCmds := []string{"link set lo up", "link set " + dev + " up"}
-	if !noAddr {
+	if !noAddr && !u.V6Only {
 		devCmds = append(devCmds,
 			fmt.Sprintf("addr add %s/24 dev %s", u.Addr, dev),
 			fmt.Sprintf("route add default via %s dev %s metric %d", u.Gateway, dev, u.Metric),
 		)
+	}
+	if u.V6Only {
+		u.Addr, u.Gateway, u.Prefix = netip.Addr{}, netip.Addr{}, netip.Prefix{}
+	}
+	if !noAddr && w.dualStack() {
+		devCmds = append(devCmds, w.deviceV6(u)...)
 	}
 	if err := w.Device.IP(devCmds...); err != nil {
 		return nil, err
@@ -266,7 +352,17 @@ func (w *World) String() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "world %s: device %s, cloud %s", w.ID, w.Device.Name, w.Cloud.Name)
 	for _, u := range w.Uplinks {
-		fmt.Fprintf(&b, ", %s %s via %s (router %s)", u.Dev, u.Addr, u.Gateway, u.Router.Name)
+		fmt.Fprintf(&b, ", %s", u.Dev)
+		if !u.V6Only {
+			fmt.Fprintf(&b, " %s via %s", u.Addr, u.Gateway)
+		}
+		if u.Addr6.IsValid() {
+			if !u.V6Only {
+				b.WriteString(" +")
+			}
+			fmt.Fprintf(&b, " %s via %s (%s)", u.Addr6, u.Gateway6, w.opt.IPv6)
+		}
+		fmt.Fprintf(&b, " (router %s)", u.Router.Name)
 	}
 	return b.String()
 }

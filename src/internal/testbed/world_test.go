@@ -14,13 +14,17 @@ import (
 
 // echoVia sends one byte to the cloud's echo service out of uplink dev and waits for it back.
 func echoVia(w *World, dev string, timeout time.Duration) error {
-	u := w.MustUplink(dev)
+	return echoAt(w, dev, w.MustUplink(dev).Addr, netip.AddrPortFrom(EchoAddr, EchoPort), timeout)
+}
+
+// echoAt sends one byte to the echo service at to, out of uplink dev from address from.
+func echoAt(w *World, dev string, from netip.Addr, to netip.AddrPort, timeout time.Duration) error {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	var c net.Conn
 	err := w.Device.Do(func() (err error) {
 		d := net.Dialer{
-			LocalAddr: &net.TCPAddr{IP: u.Addr.AsSlice()},
+			LocalAddr: &net.TCPAddr{IP: from.AsSlice()},
 			Control: func(_, _ string, rc syscall.RawConn) error {
 				var serr error
 				rc.Control(func(fd uintptr) {
@@ -29,7 +33,7 @@ func echoVia(w *World, dev string, timeout time.Duration) error {
 				return serr
 			},
 		}
-		c, err = d.DialContext(ctx, "tcp4", EchoURL())
+		c, err = d.DialContext(ctx, "tcp", to.String())
 		return err
 	})
 	if err != nil {

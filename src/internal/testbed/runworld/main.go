@@ -1,5 +1,6 @@
-// Command runworld is `make run`: it builds a throwaway namespace world (device with eth0,
-// wlan0 and wwan0, a router per uplink, a cloud with the echo service and DNS), runs connmgr in
+// Command runworld is `make run`: it builds a throwaway dual-stack namespace world (device with
+// eth0, wlan0 and wwan0, each with IPv4 and IPv6, a router per uplink advertising IPv6 with
+// radvd, a cloud with the echo service and DNS on both families), runs connmgr in
 // the device namespace on its embedded default configuration with a Go ubusd (package
 // ubustest) on a socket in its temporary directory, prints connmgr's ubus events, and lets you
 // break and mend uplinks from the keyboard to watch it fail over. Everything is removed on exit or Ctrl-C;
@@ -9,6 +10,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -47,12 +49,21 @@ func run(bin string) error {
 	if err != nil {
 		return err
 	}
-	w, err := testbed.Build(testbed.Options{})
+	// A dual-stack world: every uplink carries IPv4 and IPv6, the routers advertise their
+	// IPv6 default routes with radvd (make setup installs it; without it the gateways are
+	// installed as netifd does for a static interface).
+	opts := testbed.Options{IPv6: testbed.V6RA}
+	w, err := testbed.Build(opts)
+	if errors.Is(err, testbed.ErrNoRadvd) {
+		fmt.Println("runworld:", err, "- IPv6 default routes installed as netifd does instead")
+		opts.IPv6 = testbed.V6Static
+		w, err = testbed.Build(opts)
+	}
 	if err != nil {
 		return err
 	}
 	defer w.Close()
-	if _, err := w.StartDNS(testbed.DefaultRecords()); err != nil {
+	if _, err := w.StartDNS(append(testbed.DefaultRecords(), testbed.DefaultRecords6()...)); err != nil {
 		return err
 	}
 	dir, err := os.MkdirTemp("", "afconn-run-")
@@ -127,15 +138,19 @@ func run(bin string) error {
 					fmt.Println(err)
 				}
 				fmt.Printf(">>> %s cable %s\n", dev, map[bool]string{true: "plugged in", false: "pulled"}[carrier[dev]])
-			case "b":
+			case "b", "6":
+				// b: both families; 6: IPv6 only (eth0 keeps IPv4).
+				fam := map[string]int{"b": 0, "6": 6}[line]
 				blackhole = !blackhole
-				if err := w.SetFault("eth0", testbed.Fault{Blackhole: blackhole}); err != nil {
+				if err := w.SetFault("eth0", testbed.Fault{Blackhole: blackhole, Family: fam}); err != nil {
 					fmt.Println(err)
 				}
-				fmt.Printf(">>> eth0 upstream %s\n", map[bool]string{true: "black-holed (link stays up)", false: "restored"}[blackhole])
+				what := map[int]string{0: "upstream", 6: "IPv6 upstream"}[fam]
+				fmt.Printf(">>> eth0 %s %s\n", what, map[bool]string{true: "black-holed (link stays up)", false: "restored"}[blackhole])
 			case "r":
-				out, _ := w.Device.Run("ip", "route", "show", "default")
-				fmt.Print(">>> default routes in the device:\n", out)
+				out, _ := w.Device.Run("ip", "-4", "route", "show", "default")
+				out6, _ := w.Device.Run("ip", "-6", "route", "show", "default")
+				fmt.Print(">>> IPv4 default routes in the device:\n", out, ">>> IPv6 default routes in the device:\n", out6)
 			case "s":
 				out, err := w.Device.Run(bin, "status", "-s", sock)
 				if err != nil {
@@ -156,7 +171,8 @@ func run(bin string) error {
 func help() {
 	fmt.Print(`
 keys (then Enter):  1/2/3 pull or plug the eth0/wlan0/wwan0 cable   b black-hole eth0's upstream
-                    s status   r default routes   q quit (Ctrl-C also removes everything)
+                    6 black-hole eth0's IPv6 only (b or 6 again restores)
+                    s status   r default routes (both families)   q quit (Ctrl-C also removes everything)
 
 `)
 }
