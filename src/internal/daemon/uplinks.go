@@ -36,6 +36,8 @@ type uplinks struct {
 	// netifdDNS are the DNS servers netifd reports per uplink network.
 	netifdDNS map[string][]netip.Addr
 	captures  map[captureKey]func() // stop functions of running captures
+	// unprobed says, per family the probe cannot serve, why (logged once per change).
+	unprobed map[uplink.Family]string
 	// devices are the devices the netlink monitor reports (see devices.go); devChanges
 	// tells it new ones.
 	devices    []string
@@ -101,11 +103,7 @@ type routeManager interface {
 type kernelNet struct{}
 
 func (kernelNet) routes(f uplink.Family) (routeManager, error) {
-	if f != uplink.IPv4 {
-		// route.Manager learns IPv6 with route.Config.Family (issue 11, kernel side).
-		return nil, fmt.Errorf("%v routing is not in this build", f)
-	}
-	return route.New(route.Config{})
+	return route.New(route.Config{Family: f})
 }
 func (kernelNet) watch(ctx context.Context, opts netmon.Options) error {
 	return netmon.New(opts).Run(ctx)
@@ -137,6 +135,34 @@ func failoverSettings(c *config.Config, f uplink.Family) failover.Settings {
 	for _, u := range c.Uplinks {
 		s.Uplinks = append(s.Uplinks, failover.UplinkSettings{Name: u.Name, Device: u.Device,
 			Kind: uplink.Kind(u.Kind), Priority: u.Priority, ProbeInterval: u.ProbeInterval, Enabled: u.Enabled})
+	}
+	return s
+}
+
+// settings are family f's controller's settings for cfg: on that family's devices, and with
+// every uplink disabled when the probe cannot serve the family (echo_host or probe_url's host
+// an address literal of the other family): a family nothing can prove is neither judged nor
+// routed (its uplinks read ITFNOTSUPP_SX in that family), and its traffic follows the kernel's
+// own default routes, as before connmgr knew the family.
+func (u *uplinks) settings(cfg *config.Config, f uplink.Family) failover.Settings {
+	s := failoverSettings(u.d.familyDevices(cfg, f), f)
+	why := ""
+	if err := u.prober.Supports(f); err != nil {
+		why = err.Error()
+		for i := range s.Uplinks {
+			s.Uplinks[i].Enabled = false
+		}
+	}
+	if why != u.unprobed[f] {
+		if why != "" {
+			u.d.log.Warn("this family is not judged nor routed: the probe cannot reach its cloud", "family", f.String(), "err", why)
+		} else if u.unprobed[f] != "" {
+			u.d.log.Info("this family is judged and routed again", "family", f.String())
+		}
+		if u.unprobed == nil {
+			u.unprobed = map[uplink.Family]string{}
+		}
+		u.unprobed[f] = why
 	}
 	return s
 }
@@ -174,7 +200,7 @@ func (u *uplinks) start(ctx context.Context) error {
 		}
 		fc := &famCtl{u: u, fam: f, router: router}
 		u.fams = append(u.fams, fc)
-		fc.ctrl = failover.New(fc, router, failoverSettings(u.d.familyDevices(cfg, f), f))
+		fc.ctrl = failover.New(fc, router, u.settings(cfg, f))
 		if err := fc.ctrl.SetPreference(u.d.preferred); err != nil {
 			return err
 		}
@@ -247,7 +273,7 @@ func (u *uplinks) followDevices(cfg *config.Config, configure bool) {
 	}
 	if configure {
 		for _, fc := range u.fams {
-			fc.ctrl.Configure(failoverSettings(u.d.familyDevices(cfg, fc.fam), fc.fam))
+			fc.ctrl.Configure(u.settings(cfg, fc.fam))
 		}
 	}
 }
@@ -309,6 +335,9 @@ func (u *uplinks) fillStatus(s *Status) {
 	}
 	now := u.d.clock.Now()
 	for _, fc := range u.fams {
+		if fc.ctrl == nil {
+			continue // being made (start)
+		}
 		c := fc.ctrl.Counters()
 		s.Counters.Switches += c.Switches
 		s.Counters.Probes += c.Probes
@@ -406,7 +435,7 @@ func (f *famCtl) StartProbe(name, dev string, src netip.Addr, timeout, hedge tim
 	u := f.u
 	// DNS servers: netifd's, else the network's static ones, else the
 	// resolv.conf files (read by the probe goroutine).
-	servers := u.netifdDNS[name]
+	servers := u.netifdServers(name)
 	if len(servers) == 0 {
 		servers = u.static[name]
 	}
@@ -524,6 +553,28 @@ func (f *famCtl) Switched(from, to failover.UplinkSettings, kind, _ string) {
 	n.Data["family"] = f.fam.String()
 	n.Data["ipv4"], n.Data["ipv6"] = v4, v6
 	f.u.d.announce(n)
+}
+
+// netifdServers are the DNS servers netifd reports for uplink name: its own, then those of its
+// dynamic interfaces (a modem's modemnet_6 carries the IPv6 resolvers, modemnet_4 the IPv4
+// ones), without repeats.
+func (u *uplinks) netifdServers(name string) []netip.Addr {
+	var networks []string
+	for network := range u.netifdDNS {
+		if network != name && parentUplink(network, []string{name}) != "" {
+			networks = append(networks, network)
+		}
+	}
+	slices.Sort(networks)
+	var out []netip.Addr
+	for _, network := range append([]string{name}, networks...) {
+		for _, a := range u.netifdDNS[network] {
+			if !slices.Contains(out, a) {
+				out = append(out, a)
+			}
+		}
+	}
+	return out
 }
 
 // netifdChanged takes netifd's view of an uplink: its DNS servers come
