@@ -82,7 +82,13 @@ func (w *World) SetCarrier(dev string, up bool) error {
 	if up {
 		state = "up"
 	}
-	return u.Router.IP("link set todev " + state)
+	cmds := []string{"link set todev " + state}
+	if up && u.Addr6.IsValid() {
+		// A link-local address does not outlive its link going down (keep_addr_on_down keeps
+		// static global ones only): the device's IPv6 gateway, fe80::1, comes back with it.
+		cmds = append(cmds, "addr replace "+routerLinkLocal.String()+"/64 dev todev nodad")
+	}
+	return u.Router.IP(cmds...)
 }
 
 // TrackConnections gives the device the connection tracking a stock OpenWrt firewall

@@ -84,7 +84,9 @@ func (w *World) V6Mode() V6Mode { return w.opt.IPv6 }
 
 // prepareV6 sets a new namespace up for IPv6 before any link exists in it: no duplicate
 // address detection (addresses usable at once; the world makes them unique), forwarding in
-// routers and the cloud.
+// routers and the cloud, and in them addresses kept while a link is down: SetCarrier pulls a
+// cable by taking the router's end down, and the kernel would otherwise delete that end's IPv6
+// addresses (fe80::1, the gateway, among them), which a real router's cable pull never does.
 func (w *World) prepareV6(ns *NS) error {
 	for _, k := range []string{"net.ipv6.conf.all.accept_dad", "net.ipv6.conf.default.accept_dad"} {
 		if err := ns.Sysctl(k, "0"); err != nil {
@@ -92,6 +94,9 @@ func (w *World) prepareV6(ns *NS) error {
 		}
 	}
 	if ns != w.Device {
+		if err := ns.Sysctl("net.ipv6.conf.all.keep_addr_on_down", "1"); err != nil {
+			return err
+		}
 		return ns.Sysctl("net.ipv6.conf.all.forwarding", "1")
 	}
 	return nil
