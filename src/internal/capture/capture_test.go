@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"golang.org/x/net/bpf"
-	"golang.org/x/sys/unix"
 
 	"github.com/afero/af-conn/internal/testbed"
 	"github.com/afero/af-conn/internal/uplink"
@@ -166,39 +165,6 @@ func FuzzPacketTuple(f *testing.F) {
 			t.Fatalf("%v parse of %x: %+v", fam, b, p)
 		}
 	})
-}
-
-// FuzzParseReply feeds arbitrary bytes to the ctnetlink reply parser: it
-// must never panic.
-func FuzzParseReply(f *testing.F) {
-	p := tuple{src: netip.MustParseAddr("198.19.0.1"), dst: netip.MustParseAddr("198.18.10.2"), srcPort: 443, dstPort: 40000}
-	req := getRequest(p, 7)
-	f.Add(req)
-	reply := append([]byte(nil), req...)
-	binary.NativeEndian.PutUint16(reply[4:], nfnlSubsysCTNetlink<<8|ipctnlMsgCTNew)
-	f.Add(reply)
-	f.Add([]byte{20, 0, 0, 0, 2, 0, 0, 0, 7, 0, 0, 0, 0, 0, 0, 0, 254, 255, 255, 255})
-	f.Fuzz(func(t *testing.T, b []byte) {
-		parseReply(b)
-	})
-}
-
-// The request the capture sends parses back to the tuple it asked for.
-func TestRequestParses(t *testing.T) {
-	for _, p := range []tuple{
-		{src: netip.MustParseAddr("198.19.0.1"), dst: netip.MustParseAddr("198.18.10.2"), srcPort: 443, dstPort: 40000},
-		{src: netip.MustParseAddr("2001:db8:ff::1"), dst: netip.MustParseAddr("2001:db8:10::2"), srcPort: 443, dstPort: 40000},
-	} {
-		b := getRequest(p, 9)
-		if fam := b[unix.NLMSG_HDRLEN]; (fam == unix.AF_INET6) != p.src.Is6() {
-			t.Errorf("%v: request of family %d", p.src, fam)
-		}
-		binary.NativeEndian.PutUint16(b[4:], nfnlSubsysCTNetlink<<8|ipctnlMsgCTNew)
-		e, seq, err := parseReply(b)
-		if err != nil || seq != 9 || e.reply != p {
-			t.Fatalf("parsed %+v seq %d err %v, want reply tuple %+v", e, seq, err, p)
-		}
-	}
 }
 
 // reports counts a capture's reports.

@@ -36,6 +36,8 @@ type uplinks struct {
 	// netifdDNS are the DNS servers netifd reports per uplink network.
 	netifdDNS map[string][]netip.Addr
 	captures  map[captureKey]func() // stop functions of running captures
+	// unprobed says, per family the probe cannot serve, why (logged once per change).
+	unprobed map[uplink.Family]string
 	// devices are the devices the netlink monitor reports (see devices.go); devChanges
 	// tells it new ones.
 	devices    []string
@@ -141,6 +143,34 @@ func failoverSettings(c *config.Config, f uplink.Family) failover.Settings {
 	return s
 }
 
+// settings are family f's controller's settings for cfg: on that family's devices, and with
+// every uplink disabled when the probe cannot serve the family (echo_host or probe_url's host
+// an address literal of the other family): a family nothing can prove is neither judged nor
+// routed (its uplinks read ITFNOTSUPP_SX in that family), and its traffic follows the kernel's
+// own default routes, as before connmgr knew the family.
+func (u *uplinks) settings(cfg *config.Config, f uplink.Family) failover.Settings {
+	s := failoverSettings(u.d.familyDevices(cfg, f), f)
+	why := ""
+	if err := u.prober.Supports(f); err != nil {
+		why = err.Error()
+		for i := range s.Uplinks {
+			s.Uplinks[i].Enabled = false
+		}
+	}
+	if why != u.unprobed[f] {
+		if why != "" {
+			u.d.log.Warn("this family is not judged nor routed: the probe cannot reach its cloud", "family", f.String(), "err", why)
+		} else if u.unprobed[f] != "" {
+			u.d.log.Info("this family is judged and routed again", "family", f.String())
+		}
+		if u.unprobed == nil {
+			u.unprobed = map[uplink.Family]string{}
+		}
+		u.unprobed[f] = why
+	}
+	return s
+}
+
 func staticDNS(c *config.Config) map[string][]netip.Addr {
 	m := map[string][]netip.Addr{}
 	for _, up := range c.Uplinks {
@@ -174,7 +204,7 @@ func (u *uplinks) start(ctx context.Context) error {
 		}
 		fc := &famCtl{u: u, fam: f, router: router}
 		u.fams = append(u.fams, fc)
-		fc.ctrl = failover.New(fc, router, failoverSettings(u.d.familyDevices(cfg, f), f))
+		fc.ctrl = failover.New(fc, router, u.settings(cfg, f))
 		if err := fc.ctrl.SetPreference(u.d.preferred); err != nil {
 			return err
 		}
@@ -247,7 +277,7 @@ func (u *uplinks) followDevices(cfg *config.Config, configure bool) {
 	}
 	if configure {
 		for _, fc := range u.fams {
-			fc.ctrl.Configure(failoverSettings(u.d.familyDevices(cfg, fc.fam), fc.fam))
+			fc.ctrl.Configure(u.settings(cfg, fc.fam))
 		}
 	}
 }

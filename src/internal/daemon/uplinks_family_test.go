@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"context"
+	"fmt"
 	"net/netip"
 	"path/filepath"
 	"slices"
@@ -19,6 +20,7 @@ import (
 // waits advance.
 type familyRig struct {
 	t      *testing.T
+	dir    string // UCI directory
 	d      *Daemon
 	net    *fakeNet
 	notes  *noticeLog
@@ -43,15 +45,19 @@ func dualDev(v4, gw4, v6, gw6 string) uplink.Device {
 }
 
 func startFamilyRig(t *testing.T, devs map[string]uplink.Device, before func(r *familyRig)) *familyRig {
+	return startFamilyRigConf(t, "config connmgr 'main'\n\toption firewall '0'\n", devs, before)
+}
+
+func startFamilyRigConf(t *testing.T, conf string, devs map[string]uplink.Device, before func(r *familyRig)) *familyRig {
 	dir := t.TempDir()
-	writeConnmgr(t, dir, "config connmgr 'main'\n\toption firewall '0'\n")
+	writeConnmgr(t, dir, conf)
 	clock := newFakeClock()
 	d, err := New(Options{UCIDir: dir, WhitelistPath: filepath.Join(dir, "whitelist"), Logger: logline.Discard(), Clock: clock})
 	if err != nil {
 		t.Fatal(err)
 	}
 	cleaned := false
-	r := &familyRig{t: t, d: d, clock: clock, notes: &noticeLog{}, done: make(chan error, 1),
+	r := &familyRig{t: t, dir: dir, d: d, clock: clock, notes: &noticeLog{}, done: make(chan error, 1),
 		net: &fakeNet{cleaned: &cleaned, devs: devs, dead: map[string]bool{}, hang: map[string]bool{}}}
 	d.uplinks.net = r.net
 	d.components = append(d.components, r.notes)
@@ -307,4 +313,29 @@ func TestUplinksAliveByFamily(t *testing.T) {
 	if e := byNetwork(s, "ethnet"); e.IPv4.StateNum != 3 || e.StateNum != 4 || s.InUseIPv6 != "ethnet" {
 		t.Fatalf("after IPv6 replies: ipv4 %+v, uplink %d, IPv6 in use %q", e.IPv4, e.StateNum, s.InUseIPv6)
 	}
+}
+
+// An echo_host the probe cannot reach over IPv6 (an IPv4 literal): IPv6 is neither judged nor
+// routed (no route of ours; ITFNOTSUPP_SX in that family), IPv4 runs as before. A reload with a
+// name brings IPv6 back.
+func TestUplinksFamilyTheProbeCannotServe(t *testing.T) {
+	const conf = "config connmgr 'main'\n\toption firewall '0'\n\toption echo_host '%s'\n"
+	r := startFamilyRigConf(t, fmt.Sprintf(conf, "198.18.0.10"), map[string]uplink.Device{"eth0": eth0Dual, "wlan0": wlanDual, "wwan0": wwanOnly}, nil)
+	s := r.wait("IPv4 on Ethernet", func(s Status) bool { return s.InUseIPv4 == "ethnet" && byNetwork(s, "stanet").StateNum == 4 })
+	for _, u := range s.Uplinks {
+		if u.IPv6 == nil || u.IPv6.StateNum != 2 || u.IPv6.Probes != 0 {
+			t.Errorf("%s: IPv6 %+v, want ITFNOTSUPP_SX and no probes", u.Network, u.IPv6)
+		}
+	}
+	if m := byNetwork(s, "modemnet"); m.StateNum != 1 || s.InUseIPv6 != "" {
+		t.Errorf("IPv6-only cellular %s (%d), IPv6 in use %q", m.State, m.StateNum, s.InUseIPv6)
+	}
+	if r6 := r.net.routesOf(uplink.IPv6); r6.Selected != "" || len(r6.Uplinks) != 0 {
+		t.Errorf("IPv6 routes %+v", r6)
+	}
+	writeConnmgr(t, r.dir, fmt.Sprintf(conf, "echo.afero.io"))
+	r.d.Reload()
+	r.wait("IPv6 judged again after the reload", func(s Status) bool {
+		return s.InUseIPv6 == "ethnet" && byNetwork(s, "modemnet").StateNum == 4
+	})
 }

@@ -454,7 +454,7 @@ func (c *Controller) applyRoutes(why string) {
 }
 
 func sameDesired(a, b route.Desired) bool {
-	return a.Selected == b.Selected && slices.Equal(a.Uplinks, b.Uplinks)
+	return a.Equal(b)
 }
 
 // schedule starts due rounds and asks to be woken for the next one.

@@ -1,11 +1,23 @@
 // Package route owns the routing state connmgr puts in the kernel, over
-// netlink only: the metric-0 default route in the main table via the
-// selected uplink's gateway; per uplink a routing table (default route and
-// on-link subnet) plus a source rule for the uplink's address, so that
-// connections bound to an uplink keep leaving through it after the default
-// route moved; and removal of conntrack entries of flows through a dead
-// uplink. Every route it installs carries its own protocol number, so it
-// can find, restore and remove exactly its own state.
+// netlink only, for one address family per Manager: the default route of
+// the lowest metric in the main table (IPv4: 0; IPv6: 1, as the kernel
+// turns an IPv6 metric 0 into 1024) via the selected uplink's gateway; per
+// uplink a routing table (default route and on-link subnets) plus a source
+// rule for each of the uplink's addresses, so that connections bound to an
+// uplink keep leaving through it after the default route moved; and
+// removal of conntrack entries of flows through a dead uplink. Every route
+// it installs carries its own protocol number, so it can find, restore and
+// remove exactly its own state.
+//
+// Use: one Manager per family (Config.Family), each fed the Desired state
+// of its family's uplinks: Uplink.Addr, OtherAddrs and Gateway are of that
+// family (for IPv6 the gateway is usually link-local: the route goes via
+// it and the uplink's device). Apply whenever the Desired state changed or
+// netmon says our routes or rules changed (it restores what was deleted);
+// FlushConntrack with the addresses of a dead uplink; Cleanup on exit. Both
+// Managers may share Proto, TableBase and RulePref: the kernel keeps each
+// family's tables and rules apart, and each Manager touches only its own
+// family's.
 package route
 
 import (
@@ -14,11 +26,14 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
+	"github.com/afero/af-conn/internal/ctnl"
 	"github.com/afero/af-conn/internal/rtnl"
+	"github.com/afero/af-conn/internal/uplink"
 )
 
 // Defaults of Config.
@@ -36,6 +51,9 @@ const (
 
 // Config says which kernel objects are ours.
 type Config struct {
+	// Family is the address family of the routes and rules the Manager
+	// owns; zero is IPv4.
+	Family    uplink.Family
 	Proto     int // route protocol of our routes
 	TableBase int // table of slot i is TableBase+i
 	RulePref  int // source rule of slot i has preference RulePref+i
@@ -43,15 +61,28 @@ type Config struct {
 	Namespace *netns.NsHandle
 }
 
-// Uplink is what routing needs of one up uplink.
+// Uplink is what routing needs of one up uplink, in the Manager's family.
 type Uplink struct {
 	Name   string
 	Slot   int    // 0..7, stable per configured uplink: picks table and rule
 	Device string // kernel device name
-	Addr   netip.Prefix
-	// Gateway is the next hop of the uplink's own default route; invalid
-	// for a point-to-point device (route via the device).
+	// Addr is the uplink's address (the one its probes use), with its
+	// prefix: a source rule sends its traffic to the uplink's table, and
+	// the prefix is on-link there.
+	Addr netip.Prefix
+	// OtherAddrs are the uplink's further addresses of the family (IPv6:
+	// SLAAC next to DHCPv6, several prefixes): each gets a source rule and
+	// its on-link prefix too, so connections from any of them stay.
+	OtherAddrs []netip.Prefix
+	// Gateway is the next hop of the uplink's own default route (IPv6:
+	// usually link-local, with or without zone); invalid for a
+	// point-to-point device (route via the device).
 	Gateway netip.Addr
+}
+
+// addrs returns Addr and OtherAddrs.
+func (u *Uplink) addrs() []netip.Prefix {
+	return append([]netip.Prefix{u.Addr}, u.OtherAddrs...)
 }
 
 // Desired is the routing state to have.
@@ -60,12 +91,23 @@ type Desired struct {
 	Selected string   // name of the uplink carrying the default route, "" for none
 }
 
+// Equal says d and o are the same state.
+func (d Desired) Equal(o Desired) bool {
+	return d.Selected == o.Selected && slices.EqualFunc(d.Uplinks, o.Uplinks, func(a, b Uplink) bool {
+		return a.Name == b.Name && a.Slot == b.Slot && a.Device == b.Device && a.Addr == b.Addr &&
+			a.Gateway == b.Gateway && slices.Equal(a.OtherAddrs, b.OtherAddrs)
+	})
+}
+
 // Manager applies Desired to the kernel. Not safe for concurrent use: the
 // daemon's loop owns it.
 type Manager struct {
-	cfg Config
-	h   *rtnl.Conn // rtnetlink
-	ct  *rtnl.Conn // ctnetlink
+	cfg    Config
+	family uint8        // unix.AF_INET or AF_INET6
+	any    netip.Prefix // the family's default destination (0.0.0.0/0, ::/0)
+	metric int          // of our routes: the family's lowest
+	h      *rtnl.Conn   // rtnetlink
+	ct     *ctnl.Conn
 }
 
 // New opens the netlink handle.
@@ -79,6 +121,18 @@ func New(cfg Config) (*Manager, error) {
 	if cfg.RulePref == 0 {
 		cfg.RulePref = DefaultRulePref
 	}
+	if cfg.Family == 0 {
+		cfg.Family = uplink.IPv4
+	}
+	m := &Manager{cfg: cfg, family: unix.AF_INET, any: netip.PrefixFrom(netip.IPv4Unspecified(), 0)}
+	switch cfg.Family {
+	case uplink.IPv4:
+	case uplink.IPv6:
+		// The kernel makes an IPv6 route's metric 0 into 1024.
+		m.family, m.any, m.metric = unix.AF_INET6, netip.PrefixFrom(netip.IPv6Unspecified(), 0), 1
+	default:
+		return nil, fmt.Errorf("route: unknown address family %d", cfg.Family)
+	}
 	ns := netns.None()
 	if cfg.Namespace != nil {
 		ns = *cfg.Namespace
@@ -87,13 +141,18 @@ func New(cfg Config) (*Manager, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open netlink: %w", err)
 	}
-	ct, err := rtnl.Dial(unix.NETLINK_NETFILTER, ns)
+	ct, err := ctnl.Open(ns, ctTimeout)
 	if err != nil {
 		h.Close()
-		return nil, fmt.Errorf("open netlink: %w", err)
+		return nil, fmt.Errorf("open ctnetlink: %w", err)
 	}
-	return &Manager{cfg: cfg, h: h, ct: ct}, nil
+	m.h, m.ct = h, ct
+	return m, nil
 }
+
+// ctTimeout bounds a wait for the kernel's answer on ctnetlink (it
+// answers at once; a dump of a full table comes in many reads).
+const ctTimeout = 2 * time.Second
 
 // Close releases the netlink sockets (it does not remove routes: Cleanup).
 func (m *Manager) Close() {
@@ -104,14 +163,31 @@ func (m *Manager) Close() {
 // Proto returns the protocol number our routes carry.
 func (m *Manager) Proto() int { return m.cfg.Proto }
 
-var defaultDst = netip.PrefixFrom(netip.IPv4Unspecified(), 0)
+// Family returns the address family of the Manager's routes and rules.
+func (m *Manager) Family() uplink.Family { return m.cfg.Family }
+
+// check says what is wrong with u for this Manager, nil if nothing.
+func (m *Manager) check(u *Uplink) error {
+	if u.Slot < 0 || u.Slot >= maxSlots {
+		return fmt.Errorf("uplink %s: slot %d out of range 0..%d", u.Name, u.Slot, maxSlots-1)
+	}
+	for _, p := range u.addrs() {
+		if !p.IsValid() || uplink.FamilyOf(p.Addr()) != m.cfg.Family || p.Addr().Is4In6() {
+			return fmt.Errorf("uplink %s: address %v is not an %v prefix", u.Name, p, m.cfg.Family)
+		}
+	}
+	if u.Gateway.IsValid() && (uplink.FamilyOf(u.Gateway) != m.cfg.Family || u.Gateway.Is4In6()) {
+		return fmt.Errorf("uplink %s: gateway %v is not an %v address", u.Name, u.Gateway, m.cfg.Family)
+	}
+	return nil
+}
 
 // wantRoutes returns the routes of d, keyed for comparison.
 func (m *Manager) wantRoutes(d Desired) (map[string]*rtnl.Route, error) {
 	want := map[string]*rtnl.Route{}
 	for _, u := range d.Uplinks {
-		if u.Slot < 0 || u.Slot >= maxSlots {
-			return nil, fmt.Errorf("uplink %s: slot %d out of range 0..%d", u.Name, u.Slot, maxSlots-1)
+		if err := m.check(&u); err != nil {
+			return nil, err
 		}
 		link, err := m.h.LinkByName(u.Device)
 		if err != nil {
@@ -119,15 +195,25 @@ func (m *Manager) wantRoutes(d Desired) (map[string]*rtnl.Route, error) {
 		}
 		idx := link.Index
 		table := m.cfg.TableBase + u.Slot
-		def := m.defaultRoute(idx, u.Gateway, table, 0)
+		// A link-local gateway's zone is the device: the kernel knows it
+		// by the route's device, and reports it without zone.
+		gw := u.Gateway.WithZone("")
+		def := m.defaultRoute(idx, gw, table, m.metric)
 		want[key(def)] = def
-		if u.Addr.Bits() < 32 {
-			sub := &rtnl.Route{LinkIndex: idx, Dst: u.Addr.Masked(), Src: u.Addr.Addr(),
-				Scope: unix.RT_SCOPE_LINK, Table: table, Protocol: uint8(m.cfg.Proto)}
+		subnets := map[netip.Prefix]bool{}
+		for _, p := range u.addrs() {
+			// One on-link route per subnet (the first address is its
+			// source): two would replace each other at every Apply.
+			if p.Bits() >= p.Addr().BitLen() || subnets[p.Masked()] {
+				continue
+			}
+			subnets[p.Masked()] = true
+			sub := &rtnl.Route{Family: m.family, LinkIndex: idx, Dst: p.Masked(), Src: p.Addr(),
+				Scope: unix.RT_SCOPE_LINK, Table: table, Priority: m.metric, Protocol: uint8(m.cfg.Proto)}
 			want[key(sub)] = sub
 		}
 		if u.Name == d.Selected {
-			main := m.defaultRoute(idx, u.Gateway, unix.RT_TABLE_MAIN, 0)
+			main := m.defaultRoute(idx, gw, unix.RT_TABLE_MAIN, m.metric)
 			want[key(main)] = main
 		}
 	}
@@ -138,7 +224,7 @@ func (m *Manager) wantRoutes(d Desired) (map[string]*rtnl.Route, error) {
 }
 
 func (m *Manager) defaultRoute(idx int, gw netip.Addr, table, metric int) *rtnl.Route {
-	r := &rtnl.Route{LinkIndex: idx, Dst: defaultDst, Table: table, Priority: metric,
+	r := &rtnl.Route{Family: m.family, LinkIndex: idx, Dst: m.any, Table: table, Priority: metric,
 		Protocol: uint8(m.cfg.Proto)}
 	if gw.IsValid() {
 		r.Gw = gw
@@ -168,7 +254,7 @@ func addrString(a netip.Addr) string {
 
 // ours lists the routes with our protocol in all tables.
 func (m *Manager) ours() ([]rtnl.Route, error) {
-	all, err := m.h.Routes(unix.AF_INET)
+	all, err := m.h.Routes(m.family)
 	if err != nil {
 		return nil, fmt.Errorf("list routes: %w", err)
 	}
@@ -245,23 +331,28 @@ func (m *Manager) Apply(d Desired) error {
 // in place by a wanted one (same table, destination and metric).
 func (m *Manager) replacedBy(old *rtnl.Route, want map[string]*rtnl.Route) bool {
 	for _, w := range want {
-		if w.Table == old.Table && w.Priority == old.Priority && dstOf(w) == dstOf(old) {
+		if w.Table == old.Table && w.Priority == old.Priority && m.dstOf(w) == m.dstOf(old) {
 			return true
 		}
 	}
 	return false
 }
 
-func dstOf(r *rtnl.Route) netip.Prefix {
+func (m *Manager) dstOf(r *rtnl.Route) netip.Prefix {
 	if !r.Dst.IsValid() {
-		return defaultDst
+		return m.any
 	}
 	return r.Dst
 }
 
-func (m *Manager) ruleOf(u Uplink) *rtnl.Rule {
-	return &rtnl.Rule{Priority: m.cfg.RulePref + u.Slot, Table: m.cfg.TableBase + u.Slot,
-		Src: netip.PrefixFrom(u.Addr.Addr(), 32)}
+// rulesOf returns the source rules of u: one per address.
+func (m *Manager) rulesOf(u Uplink) []*rtnl.Rule {
+	var rs []*rtnl.Rule
+	for _, p := range u.addrs() {
+		rs = append(rs, &rtnl.Rule{Family: m.family, Priority: m.cfg.RulePref + u.Slot, Table: m.cfg.TableBase + u.Slot,
+			Src: netip.PrefixFrom(p.Addr(), p.Addr().BitLen())})
+	}
+	return rs
 }
 
 // ourRule says whether a rule is in the preference range we own.
@@ -278,14 +369,15 @@ func ruleKey(r *rtnl.Rule) string {
 }
 
 func (m *Manager) applyRules(d Desired) error {
-	have, err := m.h.Rules(unix.AF_INET)
+	have, err := m.h.Rules(m.family)
 	if err != nil {
 		return fmt.Errorf("list rules: %w", err)
 	}
 	want := map[string]*rtnl.Rule{}
 	for _, u := range d.Uplinks {
-		r := m.ruleOf(u)
-		want[ruleKey(r)] = r
+		for _, r := range m.rulesOf(u) {
+			want[ruleKey(r)] = r
+		}
 	}
 	var errs []error
 	present := map[string]bool{}
@@ -339,9 +431,9 @@ func (m *Manager) Cleanup(keepDefault bool) error {
 }
 
 // FlushConntrack removes the conntrack entries of flows through the given
-// uplink addresses (the uplink died, or lost the address), so masqueraded
-// flows are translated afresh over the new route. It returns how many
-// entries were removed.
+// uplink addresses, IPv4 or IPv6 (the uplink died, or lost the address),
+// so masqueraded flows are translated afresh over the new route. It
+// returns how many entries were removed.
 func (m *Manager) FlushConntrack(addrs ...netip.Addr) (uint, error) {
 	var want []netip.Addr
 	for _, a := range addrs {
@@ -354,8 +446,8 @@ func (m *Manager) FlushConntrack(addrs ...netip.Addr) (uint, error) {
 	}
 	// A flow of an address: originated from it (locally sourced) or whose
 	// reply goes to it (masqueraded forwarding).
-	n, err := m.ct.DeleteFlows(func(f rtnl.Flow) bool {
-		return slices.Contains(want, f.OrigSrc) || slices.Contains(want, f.ReplyDst)
+	n, err := m.ct.DeleteFlows(func(e ctnl.Entry) bool {
+		return slices.Contains(want, e.Orig.Src) || slices.Contains(want, e.Reply.Dst)
 	})
 	if err != nil {
 		return n, fmt.Errorf("delete conntrack entries of %v: %w", addrs, err)

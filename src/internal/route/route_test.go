@@ -3,6 +3,7 @@ package route
 import (
 	"net"
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 
@@ -180,8 +181,9 @@ func TestPointToPointUplink(t *testing.T) {
 	}
 }
 
-func v4(s string) net.IP { return net.ParseIP(s).To4() }
-
+// TestFlushConntrack removes the entries of flows through an address of
+// either family: originated from it, or masqueraded to it (the reply
+// comes back to it); other flows stay.
 func TestFlushConntrack(t *testing.T) {
 	ns, m := setup(t)
 	// The entries are made and listed with vishvananda/netlink, a netlink
@@ -192,30 +194,51 @@ func TestFlushConntrack(t *testing.T) {
 	}
 	t.Cleanup(h.Close)
 	mk := func(src, dst, rdst string, sport uint16) {
-		f := &netlink.ConntrackFlow{FamilyType: unix.AF_INET, Forward: netlink.IPTuple{
-			SrcIP: v4(src), DstIP: v4(dst), Protocol: unix.IPPROTO_UDP, SrcPort: sport, DstPort: 7,
+		s, d, r := net.ParseIP(src), net.ParseIP(dst), net.ParseIP(rdst)
+		family := netlink.InetFamily(unix.AF_INET6)
+		if s.To4() != nil {
+			s, d, r, family = s.To4(), d.To4(), r.To4(), unix.AF_INET
+		}
+		f := &netlink.ConntrackFlow{FamilyType: uint8(family), Forward: netlink.IPTuple{
+			SrcIP: s, DstIP: d, Protocol: unix.IPPROTO_UDP, SrcPort: sport, DstPort: 7,
 		}, Reverse: netlink.IPTuple{
-			SrcIP: v4(dst), DstIP: v4(rdst), Protocol: unix.IPPROTO_UDP, SrcPort: 7, DstPort: sport,
+			SrcIP: d, DstIP: r, Protocol: unix.IPPROTO_UDP, SrcPort: 7, DstPort: sport,
 		}, TimeOut: 100}
-		if err := h.ConntrackCreate(netlink.ConntrackTable, netlink.FAMILY_V4, f); err != nil {
+		if err := h.ConntrackCreate(netlink.ConntrackTable, family, f); err != nil {
 			t.Fatalf("create conntrack entry: %v", err)
 		}
 	}
-	mk("198.18.1.2", "198.19.0.1", "198.18.1.2", 1000) // local flow over eth
-	mk("198.18.9.5", "198.19.0.1", "198.18.1.2", 1001) // LAN client masqueraded over eth
-	mk("198.18.2.2", "198.19.0.1", "198.18.2.2", 1002) // local flow over Wi-Fi: kept
-	n, err := m.FlushConntrack(netip.MustParseAddr("198.18.1.2"))
+	mk("198.18.1.2", "198.19.0.1", "198.18.1.2", 1000)           // local flow over eth
+	mk("198.18.9.5", "198.19.0.1", "198.18.1.2", 1001)           // LAN client masqueraded over eth
+	mk("198.18.2.2", "198.19.0.1", "198.18.2.2", 1002)           // local flow over Wi-Fi: kept
+	mk("2001:db8:1::2", "2001:db8:ff::1", "2001:db8:1::2", 1003) // IPv6 over eth
+	mk("2001:db8:9::5", "2001:db8:ff::1", "2001:db8:1::2", 1004) // IPv6 LAN client, NAT66 over eth
+	mk("2001:db8:2::2", "2001:db8:ff::1", "2001:db8:2::2", 1005) // IPv6 over Wi-Fi: kept
+	mk("2001:db8:9::6", "2001:db8:ff::1", "2001:db8:9::6", 1006) // IPv6 LAN client, routed: kept
+	n, err := m.FlushConntrack(netip.MustParseAddr("198.18.1.2"), netip.MustParseAddr("2001:db8:1::2"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if n != 2 {
-		t.Fatalf("removed %d entries, want 2", n)
+	if n != 4 {
+		t.Fatalf("removed %d entries, want 4", n)
 	}
-	left, err := h.ConntrackTableList(netlink.ConntrackTable, netlink.FAMILY_V4)
+	left4, err := h.ConntrackTableList(netlink.ConntrackTable, netlink.FAMILY_V4)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(left) != 1 || !left[0].Forward.SrcIP.Equal(net.ParseIP("198.18.2.2")) {
-		t.Fatalf("left: %v", left)
+	if len(left4) != 1 || !left4[0].Forward.SrcIP.Equal(net.ParseIP("198.18.2.2")) {
+		t.Fatalf("IPv4 left: %v", left4)
+	}
+	left6, err := h.ConntrackTableList(netlink.ConntrackTable, netlink.FAMILY_V6)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var srcs []string
+	for _, f := range left6 {
+		srcs = append(srcs, f.Forward.SrcIP.String())
+	}
+	slices.Sort(srcs)
+	if !slices.Equal(srcs, []string{"2001:db8:2::2", "2001:db8:9::6"}) {
+		t.Fatalf("IPv6 left: %v", left6)
 	}
 }
