@@ -2,7 +2,7 @@
 // netlink) connmgr uses, for IPv4 and IPv6 alike: Get asks for the entry of
 // one tuple (passive liveness in package capture reads its status, TCP
 // state and reply counters), DeleteFlows removes the entries a function
-// picks from a dump of both families (route.Manager.FlushConntrack clears
+// picks from a dump of either family or both (route.Manager.FlushConntrack clears
 // the flows of a dead uplink's addresses).
 //
 // It speaks netlink on a raw socket with its own framing: a request is one
@@ -164,12 +164,11 @@ func (c *Conn) Get(t Tuple) (Entry, error) {
 	return e, nil
 }
 
-// DeleteFlows removes the entries of both families for which match is
-// true and returns how many it removed. An entry gone between the dump
-// and its removal is not an error.
-func (c *Conn) DeleteFlows(match func(Entry) bool) (uint, error) {
-	// Both families (AF_UNSPEC); each entry's own message says its own.
-	seq, err := c.send(msgGet, unix.NLM_F_REQUEST|unix.NLM_F_DUMP, unix.AF_UNSPEC, nil)
+// DeleteFlows removes the entries of family (unix.AF_INET, AF_INET6, or
+// AF_UNSPEC for both) for which match is true and returns how many it
+// removed. An entry gone between the dump and its removal is not an error.
+func (c *Conn) DeleteFlows(family uint8, match func(Entry) bool) (uint, error) {
+	seq, err := c.send(msgGet, unix.NLM_F_REQUEST|unix.NLM_F_DUMP, family, nil)
 	if err != nil {
 		return 0, fmt.Errorf("ctnetlink dump: %w", err)
 	}
@@ -188,8 +187,8 @@ func (c *Conn) DeleteFlows(match func(Entry) bool) (uint, error) {
 			return nil
 		}
 		if match(e) {
-			// The entry's own nfgenmsg and attributes (its tuples, zone
-			// and id) name it for the kernel.
+			// The entry's own nfgenmsg (its family) and attributes (its
+			// tuples, zone and id) name it for the kernel.
 			doomed = append(doomed, append([]byte(nil), payload...))
 		}
 		return nil

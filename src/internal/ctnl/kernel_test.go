@@ -116,7 +116,7 @@ func TestDeleteFlowsBothFamilies(t *testing.T) {
 		return ctnl.Tuple{Src: l.Addr(), Dst: r.Addr(), Proto: unix.IPPROTO_TCP, SrcPort: l.Port(), DstPort: r.Port()}
 	}
 	// One IPv6 connection, by its port.
-	n, err := c.DeleteFlows(func(e ctnl.Entry) bool { return e.Orig == tupleOf(l6, r6) })
+	n, err := c.DeleteFlows(unix.AF_UNSPEC, func(e ctnl.Entry) bool { return e.Orig == tupleOf(l6, r6) })
 	if err != nil || n != 1 {
 		t.Fatalf("delete one IPv6 flow: %d %v", n, err)
 	}
@@ -129,7 +129,7 @@ func TestDeleteFlowsBothFamilies(t *testing.T) {
 		}
 	}
 	// Everything from the host's IPv4 address.
-	n, err = c.DeleteFlows(func(e ctnl.Entry) bool { return e.Orig.Src == l4.Addr() })
+	n, err = c.DeleteFlows(unix.AF_UNSPEC, func(e ctnl.Entry) bool { return e.Orig.Src == l4.Addr() })
 	if err != nil || n != 1 {
 		t.Fatalf("delete the IPv4 flows: %d %v", n, err)
 	}
@@ -140,7 +140,7 @@ func TestDeleteFlowsBothFamilies(t *testing.T) {
 		t.Fatalf("the other IPv6 flow: %v", err)
 	}
 	var seen int
-	if _, err := c.DeleteFlows(func(ctnl.Entry) bool { seen++; return false }); err != nil || seen == 0 {
+	if _, err := c.DeleteFlows(unix.AF_UNSPEC, func(ctnl.Entry) bool { seen++; return false }); err != nil || seen == 0 {
 		t.Fatalf("dump saw %d entries: %v", seen, err)
 	}
 }
@@ -169,7 +169,7 @@ func TestDeleteFlowsLargeTable(t *testing.T) {
 		return nil
 	}))
 	count := func() (v4, v6 int) {
-		_, err := c.DeleteFlows(func(e ctnl.Entry) bool {
+		_, err := c.DeleteFlows(unix.AF_UNSPEC, func(e ctnl.Entry) bool {
 			if e.Orig.Proto == unix.IPPROTO_UDP && e.Orig.DstPort >= 10000 {
 				if e.Orig.Src.Is4() {
 					v4++
@@ -185,7 +185,12 @@ func TestDeleteFlowsLargeTable(t *testing.T) {
 	if v4, v6 := count(); v4 != 3000 || v6 != 3000 {
 		t.Fatalf("dump saw %d IPv4 and %d IPv6 flows, want 3000 each", v4, v6)
 	}
-	n, err := c.DeleteFlows(func(e ctnl.Entry) bool { return e.Orig.Proto == unix.IPPROTO_UDP && e.Orig.Src.Is6() })
+	// A dump of one family has none of the other's.
+	n, err := c.DeleteFlows(unix.AF_INET, func(e ctnl.Entry) bool { return e.Orig.Src.Is6() })
+	if err != nil || n != 0 {
+		t.Fatalf("the IPv4 dump had %d IPv6 entries: %v", n, err)
+	}
+	n, err = c.DeleteFlows(unix.AF_INET6, func(e ctnl.Entry) bool { return e.Orig.Proto == unix.IPPROTO_UDP })
 	if err != nil || n != 3000 {
 		t.Fatalf("deleted %d IPv6 flows: %v", n, err)
 	}

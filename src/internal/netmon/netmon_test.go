@@ -312,16 +312,16 @@ func has6(d uplink.Device, p string) bool {
 func TestMonitorFollowsIPv6(t *testing.T) {
 	ns := testbed.NewNS(t, "netmon")
 	must(t, ns.IP("link add eth0 type veth peer name peer0"))
-	// DAD takes 3 s per address: long enough to see it tentative.
+	// DAD takes 5 s per address: long enough to see it tentative.
 	must(t, ns.Sysctl("net.ipv6.conf.eth0.accept_dad", "1"))
-	must(t, ns.Sysctl("net.ipv6.neigh.eth0.retrans_time_ms", "3000"))
+	must(t, ns.Sysctl("net.ipv6.neigh.eth0.retrans_time_ms", "5000"))
 	must(t, ns.IP("link set eth0 up", "link set peer0 up"))
 	w := &watcher{}
 	start(t, ns, w, 0, "eth0")
 	w.waitFor(t, "carrier", func(w *watcher) bool { return w.cur["eth0"].Carrier })
 
 	must(t, ns.IP(
-		"addr add 2001:db8:1::2/64 dev eth0",                       // tentative for 3 s, then usable
+		"addr add 2001:db8:1::2/64 dev eth0",                       // tentative for 5 s, then usable
 		"addr add 2001:db8:1::4/64 dev peer0 nodad",                // the peer holds ::4 ...
 		"addr add 2001:db8:1::4/64 dev eth0",                       // ... so its DAD fails here
 		"addr add 2001:db8:1::5/64 dev eth0 nodad preferred_lft 0", // deprecated at once

@@ -446,7 +446,16 @@ func (m *Manager) FlushConntrack(addrs ...netip.Addr) (uint, error) {
 	}
 	// A flow of an address: originated from it (locally sourced) or whose
 	// reply goes to it (masqueraded forwarding).
-	n, err := m.ct.DeleteFlows(func(e ctnl.Entry) bool {
+	// Only the family of the addresses: the other's entries are none of
+	// ours, and a full table is long to read.
+	family := uint8(unix.AF_UNSPEC)
+	if !slices.ContainsFunc(want, func(a netip.Addr) bool { return a.Is4() != want[0].Is4() }) {
+		family = unix.AF_INET6
+		if want[0].Is4() {
+			family = unix.AF_INET
+		}
+	}
+	n, err := m.ct.DeleteFlows(family, func(e ctnl.Entry) bool {
 		return slices.Contains(want, e.Orig.Src) || slices.Contains(want, e.Reply.Dst)
 	})
 	if err != nil {
