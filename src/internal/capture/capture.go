@@ -93,7 +93,9 @@ type Config struct {
 // connections through the uplink.
 type Alive struct {
 	// Family is the replies' (each family of an uplink is judged on its
-	// own); Local is the uplink's address they came to.
+	// own). Local is the address they came to: the uplink's own, or a
+	// LAN client's for its IPv6 connection, which the hub forwards
+	// without NAT (its replies prove the uplink all the same).
 	Family uplink.Family
 	Local  netip.Addr
 	// The replies arrived after Since (the previous look at the same
@@ -139,8 +141,6 @@ type look struct {
 
 // maxSeen bounds the entries remembered per uplink and family.
 const maxSeen = 64
-
-var dropAll = []bpf.Instruction{bpf.RetConstant{Val: 0}}
 
 // verdict says whether entry e, got for packet tuple p, is the reply
 // direction of an established TCP connection opened from this side.
@@ -237,45 +237,9 @@ func (c *Capture) open(f uplink.Family) (*watcher, error) {
 	return w, nil
 }
 
-func (w *watcher) open() error {
-	dev, proto := w.c.cfg.Device, htons(ethType[w.family])
-	var fd int
-	mk := func() (err error) {
-		fd, err = unix.Socket(unix.AF_PACKET, unix.SOCK_DGRAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, int(proto))
-		return err
-	}
-	if err := inns.Do(w.c.cfg.Namespace, mk); err != nil {
-		return fmt.Errorf("capture on %s: packet socket: %w", dev, err)
-	}
-	fail := func(what string, err error) error {
-		unix.Close(fd)
-		return fmt.Errorf("capture on %s: %s: %w", dev, what, err)
-	}
-	drop, _ := assemble(dropAll)
-	// Drop everything before binding, so nothing unfiltered is queued.
-	if err := unix.SetsockoptSockFprog(fd, unix.SOL_SOCKET, unix.SO_ATTACH_FILTER, &unix.SockFprog{Len: uint16(len(drop)), Filter: &drop[0]}); err != nil {
-		return fail("attach filter", err)
-	}
-	// A small buffer: we only ever need one queued packet.
-	_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF, 4096)
-	var idx int
-	err := inns.Do(w.c.cfg.Namespace, func() error {
-		i, err := interfaceIndex(dev)
-		idx = i
-		return err
-	})
-	if err != nil {
-		return fail("find device", err)
-	}
-	if err := unix.Bind(fd, &unix.SockaddrLinklayer{Protocol: proto, Ifindex: idx}); err != nil {
-		return fail("bind", err)
-	}
-	w.f = os.NewFile(uintptr(fd), "packet:"+dev)
-	if err := w.attach(w.accept); err != nil {
-		w.f.Close()
-		return err
-	}
-	return nil
+func (w *watcher) open() (err error) {
+	w.f, err = openPacket(w.c.cfg.Namespace, w.c.cfg.Device, ethType[w.family], "capture", w.accept)
+	return err
 }
 
 func interfaceIndex(name string) (int, error) {
@@ -292,24 +256,6 @@ func interfaceIndex(name string) (int, error) {
 		return 0, fmt.Errorf("%s: %w", name, err)
 	}
 	return int(req.Uint32()), nil
-}
-
-// attach sets the socket's filter.
-func (w *watcher) attach(prog []unix.SockFilter) error {
-	rc, err := w.f.SyscallConn()
-	if err != nil {
-		return err
-	}
-	var serr error
-	if err := rc.Control(func(fd uintptr) {
-		serr = unix.SetsockoptSockFprog(int(fd), unix.SOL_SOCKET, unix.SO_ATTACH_FILTER, &unix.SockFprog{Len: uint16(len(prog)), Filter: &prog[0]})
-	}); err != nil {
-		return err
-	}
-	if serr != nil {
-		return fmt.Errorf("capture on %s: attach %v filter: %w", w.c.cfg.Device, w.family, serr)
-	}
-	return nil
 }
 
 func (w *watcher) run() {

@@ -3,7 +3,9 @@ package capture
 import (
 	"context"
 	"encoding/binary"
+	"fmt"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
@@ -201,4 +203,119 @@ func TestCaptureInWorld6(t *testing.T) {
 			time.Unix(0, r.since.Load()).Format("15:04:05.000"), noiseAt.Format("15:04:05.000"))
 	}
 	t.Logf("%d reports before the black hole, %d after it", before, r.n.Load()-before)
+}
+
+// IPv6 is forwarded without NAT: a LAN client's connection through the
+// hub has the client's own address, and its replies arrive on the uplink
+// addressed to the client. They prove the uplink's IPv6 like the hub's
+// own (Local says the client's address); a blind spoofer of that
+// connection's tuple on a black-holed uplink proves nothing.
+func TestCaptureForwarded6(t *testing.T) {
+	w := testbed.New(t, testbed.Options{Uplinks: []string{"eth0"}})
+	own6 := withIPv6(t, w)
+	lan, err := w.AddLAN("lan0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	client := netip.MustParseAddr("2001:db8:100::2")
+	if err := lan.NS.IP("addr add "+client.String()+"/64 dev eth0 nodad", "route add ::/0 via 2001:db8:100::1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Device.IP("addr add 2001:db8:100::1/64 dev lan0 nodad"); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Device.Sysctl("net.ipv6.conf.all.forwarding", "1"); err != nil {
+		t.Fatal(err)
+	}
+	// The delegated prefix is routed to the hub, as the ISP does.
+	if err := w.MustUplink("eth0").Router.IP("route add 2001:db8:100::/64 via " + dev6.String()); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Cloud.IP("route add 2001:db8:100::/64 via 2001:db8:11::1"); err != nil {
+		t.Fatal(err)
+	}
+	lan.NS.WaitNoTentative(t, 5*time.Second)
+	_, r := startIn(t, w, own6)
+	r.expect(uplink.IPv6, client)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	c, err := lan.NS.Dial(ctx, "tcp6", echo6.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	local := netip.MustParseAddrPort(c.LocalAddr().String())
+	if local.Addr() != client {
+		t.Fatalf("the client's connection is from %v, want %v (forwarded, not masqueraded)", local, client)
+	}
+	chat(c, 1500*time.Millisecond)
+	if n6, wrong := r.count(uplink.IPv6); n6 == 0 || wrong != 0 {
+		t.Fatalf("forwarded IPv6 replies: %d reports, %d with the wrong local address", n6, wrong)
+	}
+
+	if err := w.SetFault("eth0", testbed.Fault{Blackhole: true}); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond)
+	noiseAt := time.Now()
+	stop, err := w.SendNoise("eth0", testbed.Noise{From: echo6, To: local, TCPFlags: 0x18, PerSecond: 50})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stop()
+	chat(c, 2*time.Second)
+	if r.after(noiseAt) {
+		t.Fatalf("black hole under spoofed segments to the client: a report of replies since %v, after the noise began at %v",
+			time.Unix(0, r.since.Load()).Format("15:04:05.000"), noiseAt.Format("15:04:05.000"))
+	}
+}
+
+// The filters hold maxPrefixes own prefixes of each family (each one
+// excluded, its neighbour not), and refuse more with a clear error
+// rather than build a program whose jumps do not reach.
+func TestFilterPrefixLimit(t *testing.T) {
+	var own []netip.Prefix
+	for i := range maxPrefixes {
+		own = append(own, netip.MustParsePrefix(fmt.Sprintf("2001:db8:%x::7/128", i+1)), netip.MustParsePrefix(fmt.Sprintf("198.18.%d.2/32", i+1)))
+	}
+	data := withPorts(tcp(0x18, 1), 443, 40000)
+	for _, f := range []uplink.Family{uplink.IPv4, uplink.IPv6} {
+		prog, err := filter(f, own)
+		if err != nil {
+			t.Fatalf("%v, %d prefixes: %v", f, maxPrefixes, err)
+		}
+		if _, err := assemble(prog); err != nil {
+			t.Fatal(err)
+		}
+		vm := newVM(t, f, prefixStrings(own)...)
+		for i := range maxPrefixes {
+			in, next := fmt.Sprintf("2001:db8:%x::7", i+1), fmt.Sprintf("2001:db8:%x::8", i+1)
+			pkt := func(src string) []byte { return ipv6(src, 6, data) }
+			if f == uplink.IPv4 {
+				in, next = fmt.Sprintf("198.18.%d.2", i+1), fmt.Sprintf("198.18.%d.3", i+1)
+				pkt = func(src string) []byte { return ipv4(src, 6, 0, data) }
+			}
+			if got, _ := vm.Run(pkt(in)); got != 0 {
+				t.Errorf("%v: from own %s accepted", f, in)
+			}
+			if got, _ := vm.Run(pkt(next)); got != snapLen(f) {
+				t.Errorf("%v: from %s (beyond) dropped", f, next)
+			}
+		}
+	}
+	more := append(own, netip.MustParsePrefix("2001:db8:ee::/64"))
+	if _, err := filter(uplink.IPv6, more); err == nil || !strings.Contains(err.Error(), "more than 8 ipv6 prefixes") {
+		t.Fatalf("%d IPv6 prefixes: %v", maxPrefixes+1, err)
+	}
+	if _, err := Start(Config{Device: "eth0", Prefixes: more, OnAlive: func(Alive) {}}); err == nil || !strings.Contains(err.Error(), "capture on eth0: more than 8 ipv6 prefixes") {
+		t.Fatalf("Start with %d IPv6 prefixes: %v", maxPrefixes+1, err)
+	}
+}
+
+func prefixStrings(ps []netip.Prefix) []string {
+	var out []string
+	for _, p := range ps {
+		out = append(out, p.String())
+	}
+	return out
 }

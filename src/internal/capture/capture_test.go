@@ -174,17 +174,25 @@ type reports struct {
 	since atomic.Int64 // the last report's since (Unix ns)
 	mu    sync.Mutex
 	by    map[uplink.Family]int // reports by family
-	// wrongLocal counts reports whose Local is not the uplink's address
-	// of their family.
-	wrongLocal int
+	// wrong counts reports whose Local is not of their family or not
+	// the one want says.
+	wrong int
+	want  map[uplink.Family]netip.Addr
 }
 
 // count returns the reports of family f so far, and how many of all had
 // the wrong local address.
-func (r *reports) count(f uplink.Family) (n, wrongLocal int) {
+func (r *reports) count(f uplink.Family) (n, wrong int) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return r.by[f], r.wrongLocal
+	return r.by[f], r.wrong
+}
+
+// expect sets the local address the reports of family f must have.
+func (r *reports) expect(f uplink.Family, local netip.Addr) {
+	r.mu.Lock()
+	r.want[f] = local
+	r.mu.Unlock()
 }
 
 // after counts nothing: it says whether the last report's replies may
@@ -199,10 +207,9 @@ func startIn(t *testing.T, w *testbed.World, own6 ...netip.Prefix) (*testbed.Upl
 		t.Fatal(err)
 	}
 	u := w.MustUplink("eth0")
-	r := &reports{by: map[uplink.Family]int{}}
-	var addr6 netip.Addr
+	r := &reports{by: map[uplink.Family]int{}, want: map[uplink.Family]netip.Addr{uplink.IPv4: u.Addr}}
 	if len(own6) > 0 {
-		addr6 = own6[0].Addr()
+		r.want[uplink.IPv6] = own6[0].Addr()
 	}
 	c, err := Start(Config{Device: "eth0", Prefixes: append([]netip.Prefix{netip.PrefixFrom(u.Addr, 24)}, own6...), Period: 100 * time.Millisecond,
 		OnAlive: func(a Alive) {
@@ -213,8 +220,8 @@ func startIn(t *testing.T, w *testbed.World, own6 ...netip.Prefix) (*testbed.Upl
 			}
 			r.mu.Lock()
 			r.by[a.Family]++
-			if a.Local != map[uplink.Family]netip.Addr{uplink.IPv4: u.Addr, uplink.IPv6: addr6}[a.Family] {
-				r.wrongLocal++
+			if uplink.FamilyOf(a.Local) != a.Family || a.Local != r.want[a.Family] {
+				r.wrong++
 			}
 			r.mu.Unlock()
 		}, Logf: t.Logf, Namespace: w.Device.Handle(t)})

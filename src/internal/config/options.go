@@ -40,7 +40,7 @@ var mainRows = []row[Main]{
 	enumRow("firewall_backend", "auto", []string{"auto", "nftables", "iptables"}, "firewall backend: native nftables, or iptables with ip sets (fw3 systems); auto takes nftables where fw4 runs.",
 		func(m *Main) *string { return &m.FirewallBackend }),
 	{name: "echo_host", def: "echo.afero.io", accepts: "a host name or an IP address",
-		desc: "the Afero echo server the default probe connects to.",
+		desc: "the Afero echo server the default probe connects to: its A record for an uplink's IPv4, its AAAA for IPv6 (an address serves its own family only).",
 		set: func(m *Main, v string) bool {
 			if !validHost(v) {
 				return false
@@ -53,7 +53,7 @@ var mainRows = []row[Main]{
 	enumRow("probe", "echo", []string{"echo", "icmp", "http"}, "active probe: echo (TCP connect, send one byte, read one byte back), icmp (ping echo_host), http (GET probe_url, expect 204).",
 		func(m *Main) *string { return &m.Probe }),
 	{name: "probe_url", defDoc: "(none)", accepts: probeURLAccepts,
-		desc: "URL of the http probe, which must answer 204; required with probe 'http'. Plain HTTP only: a 204 check needs no TLS, and TLS would make connmgr too big for 16 MB routers.",
+		desc: "URL of the http probe, which must answer 204; required with probe 'http'. An IPv6 HOST is written in brackets (http://[2001:db8::1]/generate_204) and serves IPv6 only, an IPv4 one IPv4 only, a name both. Plain HTTP only: a 204 check needs no TLS, and TLS would make connmgr too big for 16 MB routers.",
 		set: func(m *Main, v string) bool {
 			if _, err := probe.ParseURL(v); err != nil {
 				return false

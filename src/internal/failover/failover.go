@@ -33,6 +33,10 @@ type UplinkSettings struct {
 	// ProbeInterval, if set, replaces Intervals.InUse for this uplink.
 	ProbeInterval time.Duration
 	Enabled       bool
+	// ProbeBudget and ProbeBudgetStandby are the bytes per hour the
+	// uplink's routine probe rounds may spend while in use and while not
+	// (0: no limit besides the intervals).
+	ProbeBudget, ProbeBudgetStandby float64
 }
 
 // Settings is the configuration the controller runs with.
@@ -50,6 +54,9 @@ type Settings struct {
 	// an address still there, before the uplink counts as down (0: at once). netifd deletes
 	// the old default route and adds the new one when a DHCP renew changes the gateway.
 	RouteGrace time.Duration
+	// ProbeCost is what one probe round of the configured method costs on
+	// the wire, in bytes (its budget's unit).
+	ProbeCost int
 }
 
 // DefaultRouteGrace is the daemon's RouteGrace: netifd's gap is a few hundred microseconds,
@@ -96,6 +103,12 @@ type link struct {
 	// (RouteGrace), nil when none is held.
 	held      *uplink.Device
 	heldUntil time.Time
+	// unanswered is when traffic sent through the uplink went unanswered
+	// (zero: none pending); lastEnd is when the last round ended.
+	unanswered time.Time
+	lastEnd    time.Time
+	rounds     uint64    // probe rounds started
+	suspect    time.Time // when the current streak of failed rounds began (zero: none)
 }
 
 // Counters count decisions.
@@ -243,6 +256,28 @@ func (c *Controller) Alive(name string, since, at time.Time) {
 	}
 }
 
+// Unanswered records that a TCP segment the hub sent through the uplink at
+// sent got no answer within its bound: unless a round or replies since
+// cover it, a round starts at once. The probe rounds' own segments are no
+// evidence (a dead uplink's round would start the next one, and so on).
+func (c *Controller) Unanswered(name string, sent time.Time) {
+	l := c.link(name)
+	if l == nil || !l.m.State().Up() {
+		return
+	}
+	if !l.lastStart.IsZero() && !sent.Before(l.lastStart) && (l.probing || !sent.After(l.lastEnd.Add(ownSegmentsSlack))) {
+		return // sent during a round: possibly its own segment, and the round judges
+	}
+	if sent.After(l.unanswered) {
+		l.unanswered = sent
+	}
+	c.schedule(c.env.Now())
+}
+
+// ownSegmentsSlack is how long after a round's end its connection's last
+// segments (the FIN of a closed echo connection) may still be sent.
+const ownSegmentsSlack = 100 * time.Millisecond
+
 // ProbeDone records a probe round's result.
 func (c *Controller) ProbeDone(name string, r uplink.ProbeResult) {
 	l := c.link(name)
@@ -251,6 +286,7 @@ func (c *Controller) ProbeDone(name string, r uplink.ProbeResult) {
 	}
 	l.probing = false
 	now := c.env.Now()
+	l.lastEnd = now
 	c.apply(l, now, uplink.ProbeEvent{Result: r})
 	c.decide(now, "probe")
 }
@@ -461,13 +497,30 @@ func sameDesired(a, b route.Desired) bool {
 func (c *Controller) schedule(now time.Time) {
 	var next time.Time
 	cur := c.link(c.selected)
+	// Once the in-use uplink is suspect (a failed round), the standbys are
+	// proven afresh, once, so a failover goes to one known to work now,
+	// however rarely they are probed while idle.
+	var recheck time.Time
+	if cur != nil {
+		if s := cur.m.Snapshot(); s.Fails == 0 || s.State == uplink.ItfUpSF {
+			cur.suspect = time.Time{}
+		} else if cur.suspect.IsZero() {
+			cur.suspect = s.LastProbeEnd // the streak's first failure
+		}
+		recheck = cur.suspect
+	}
 	for _, l := range c.links {
 		iv := c.set.Intervals
 		if l.set.ProbeInterval > 0 {
 			iv.InUse = l.set.ProbeInterval
 		}
-		role := uplink.Role{Kind: l.set.Kind, InUse: l.set.Name == c.selected,
-			WantsBack: cur != nil && l != cur && l.set.Priority < cur.set.Priority}
+		role := uplink.Role{Kind: l.set.Kind, InUse: l == cur,
+			WantsBack:  cur != nil && l != cur && l.set.Priority < cur.set.Priority,
+			Floor:      c.floor(l),
+			Unanswered: l.unanswered}
+		if l != cur {
+			role.Recheck = recheck
+		}
 		if l.probing {
 			continue // the round's result reschedules
 		}
@@ -493,11 +546,27 @@ func (c *Controller) schedule(now time.Time) {
 	}
 }
 
+// floor is the least interval between the uplink's routine rounds that
+// keeps them within its budget of its current role.
+func (c *Controller) floor(l *link) time.Duration {
+	budget := l.set.ProbeBudgetStandby
+	if l.set.Name == c.selected {
+		budget = l.set.ProbeBudget
+	}
+	return uplink.BudgetFloor(c.set.ProbeCost, budget)
+}
+
 func (c *Controller) startProbe(l *link, now time.Time) {
 	s := l.m.Snapshot()
 	p, _ := firstAddr(s.Device)
 	timeout := l.m.ProbeTimeout(c.set.ProbeTimeout, c.set.ProbeTimeoutMax)
+	if !l.unanswered.IsZero() {
+		c.env.Log("traffic sent went unanswered: probing now", "network", l.set.Name, "device", l.set.Device,
+			"sent_ago", now.Sub(l.unanswered).Round(time.Millisecond).String())
+		l.unanswered = time.Time{} // this round judges it
+	}
 	l.probing, l.lastStart = true, now
+	l.rounds++
 	c.counters.Probes++
 	c.env.StartProbe(l.set.Name, l.set.Device, p.Addr(), timeout, l.m.ProbeHedge(timeout))
 }
@@ -523,13 +592,20 @@ type View struct {
 	Family   uplink.Family // the controller's
 	uplink.Snapshot
 	InUse bool
+	// ProbeRounds counts the rounds started; ProbeBytes is what they cost
+	// (rounds x Settings.ProbeCost); ProbeFloor is the least interval
+	// between routine rounds its budget allows now.
+	ProbeRounds uint64
+	ProbeBytes  uint64
+	ProbeFloor  time.Duration
 }
 
 // Views returns every configured uplink's state, in configuration order.
 func (c *Controller) Views() []View {
 	out := make([]View, 0, len(c.links))
 	for _, l := range c.links {
-		out = append(out, View{Settings: l.set, Family: c.set.Family, Snapshot: l.m.Snapshot(), InUse: l.set.Name == c.selected})
+		out = append(out, View{Settings: l.set, Family: c.set.Family, Snapshot: l.m.Snapshot(), InUse: l.set.Name == c.selected, ProbeRounds: l.rounds,
+			ProbeBytes: l.rounds * uint64(max(c.set.ProbeCost, 0)), ProbeFloor: c.floor(l)})
 	}
 	return out
 }

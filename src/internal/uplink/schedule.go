@@ -4,31 +4,59 @@ import "time"
 
 // Intervals configure how often uplinks are probed.
 type Intervals struct {
-	InUse    time.Duration // probe_interval: the uplink carrying the default route
+	InUse    time.Duration // probe_interval: the uplink carrying the default route, while idle
 	Standby  time.Duration // probe_interval_standby: kept proven for a failover
 	Failing  time.Duration // probe_interval_failing: suspect, failing or recovering
 	Cellular time.Duration // cellular_probe_interval: a cellular standby (costs money)
 }
 
-// Role is what the uplink does for the probe schedule.
+// Role is what the uplink does for the probe schedule, and the evidence
+// about it that the controller holds.
 type Role struct {
 	Kind  Kind
 	InUse bool
 	// WantsBack says the selector would fail back to this uplink once it
 	// has enough consecutive successes, so they are gathered quickly.
 	WantsBack bool
+	// Floor is the least time between two routine rounds, set by what
+	// the uplink's bytes cost (its probe budget; 0: no floor). Rounds
+	// that confirm something are not bound by it.
+	Floor time.Duration
+	// Unanswered is when traffic the hub sent through the uplink went
+	// out that got no reply within its bound (zero: none pending): a
+	// round that started before it is no evidence about it, so one
+	// starts at once unless replies came after it.
+	Unanswered time.Time
+	// Recheck asks for a round if the last one started before it (zero:
+	// none): a standby is proven afresh when the in-use uplink becomes
+	// suspect, so a failover goes to an uplink known to work now.
+	Recheck time.Time
 }
 
 // NextProbe says when the next probe round should start, given when the
 // last one started (zero if never); ok is false when the uplink is not up
-// and must not be probed. Passive evidence (replies received) defers a
-// routine round, but by at most maxDefer intervals: a busy link is probed
-// rarely, never not at all, so evidence can delay a probe but never
-// replace it. Rounds that confirm something (a new, suspect, failing or
-// recovering uplink) are never deferred.
+// and must not be probed.
+//
+// Probing follows evidence. Traffic the hub sent that went unanswered
+// (Role.Unanswered) starts a round at once. Passive evidence (replies
+// received) defers a routine round, but by at most maxDefer intervals: a
+// busy link is probed rarely, never not at all, so evidence can delay a
+// probe but never replace it. An idle uplink gets routine rounds at its
+// interval, or rarer when its budget says so (Role.Floor). Rounds that
+// confirm something (a new, suspect, failing or recovering uplink) are
+// never deferred.
 func (m *Machine) NextProbe(last time.Time, r Role, iv Intervals) (at time.Time, ok bool) {
 	if !m.state.Up() {
 		return time.Time{}, false
+	}
+	if !last.IsZero() && !last.Before(m.upSince) {
+		for _, ev := range []time.Time{r.Unanswered, r.Recheck} {
+			// Evidence newer than the last round, not answered by replies
+			// since: that round says nothing about it.
+			if !ev.IsZero() && last.Before(ev) && !m.lastAlive.After(ev) {
+				return ev, true
+			}
+		}
 	}
 	var every time.Duration
 	fast := true // fast rounds confirm something: traffic does not defer them
@@ -42,15 +70,15 @@ func (m *Machine) NextProbe(last time.Time, r Role, iv Intervals) (at time.Time,
 	case m.state == ItfUpSS && r.WantsBack && m.oks < m.params.RecoverCount:
 		every = iv.Failing
 	case r.Kind == Cellular && !r.InUse:
-		every, fast = iv.Cellular, false
+		every, fast = max(iv.Cellular, r.Floor), false
 	case r.InUse:
-		every, fast = iv.InUse, false
+		every, fast = max(iv.InUse, r.Floor), false
 	case m.state == ItfUpSF:
 		// A dead standby: often enough that its return is seen within
-		// about a second, without hammering it.
-		every = min(iv.InUse, iv.Standby)
+		// about a second, without hammering it (or its budget).
+		every = max(min(iv.InUse, iv.Standby, time.Second), r.Floor)
 	default:
-		every, fast = iv.Standby, false
+		every, fast = max(iv.Standby, r.Floor), false
 	}
 	ref := last
 	if !fast && m.lastAlive.After(ref) && !last.IsZero() {
@@ -67,9 +95,18 @@ func (m *Machine) NextProbe(last time.Time, r Role, iv Intervals) (at time.Time,
 
 // maxDefer bounds how many intervals passive evidence may defer a routine
 // probe round: on a busy link the in-use uplink is still probed every
-// (maxDefer+1) intervals, which costs nothing and catches what replies
+// (maxDefer+1) intervals, which costs little and catches what replies
 // cannot tell (a portal answering in the cloud's name).
 const maxDefer = 3
+
+// BudgetFloor is the least interval between routine rounds that keeps
+// rounds of cost bytes within budget bytes per hour (0: no budget).
+func BudgetFloor(cost int, perHour float64) time.Duration {
+	if perHour <= 0 || cost <= 0 {
+		return 0
+	}
+	return time.Duration(float64(cost) / perHour * float64(time.Hour)).Round(time.Second)
+}
 
 // ProbeHedge is the delay between attempts of a round of the given
 // timeout: a sixth of it, or one and a half smoothed RTTs on a slow link,

@@ -45,6 +45,22 @@ func TestNextProbe(t *testing.T) {
 			proven(m)
 			m.Handle(last.Add(30*time.Second), AliveEvent{Since: last.Add(29 * time.Second)})
 		}, Role{InUse: true}, last.Add(4 * time.Second), true},
+		{"idle in use: the budget's floor", proven, Role{InUse: true, Floor: 41 * time.Second}, last.Add(41 * time.Second), true},
+		{"idle in use: interval above the floor", proven, Role{InUse: true, Floor: 500 * ms}, last.Add(time.Second), true},
+		{"cellular standby: the budget's floor", proven, Role{Kind: Cellular, Floor: 30 * time.Minute}, last.Add(30 * time.Minute), true},
+		{"unanswered traffic after the last round: at once", proven, Role{InUse: true, Unanswered: last.Add(300 * ms)}, last.Add(300 * ms), true},
+		{"unanswered traffic: not bound by the floor", proven, Role{InUse: true, Floor: time.Hour, Unanswered: last.Add(300 * ms)}, last.Add(300 * ms), true},
+		{"unanswered traffic before the last round: routine", proven, Role{InUse: true, Unanswered: last.Add(-ms)}, last.Add(time.Second), true},
+		{"unanswered traffic, replies since: routine", func(m *Machine) { proven(m); m.Handle(last.Add(700*ms), AliveEvent{Since: last.Add(600 * ms)}) },
+			Role{InUse: true, Unanswered: last.Add(500 * ms)}, last.Add(1700 * ms), true},
+		{"unanswered traffic on a standby: at once", proven, Role{Unanswered: last.Add(2 * time.Second)}, last.Add(2 * time.Second), true},
+		{"recheck of a standby after its last round", proven, Role{Floor: time.Hour, Recheck: last.Add(time.Second)}, last.Add(time.Second), true},
+		{"recheck older than the last round: routine", proven, Role{Recheck: last.Add(-time.Second)}, last.Add(5 * time.Second), true},
+		{"failing standby: at most a second, even with a long interval", func(m *Machine) {
+			for i := 2; i < 5; i++ {
+				m.Handle(t0.Add(time.Duration(i)*time.Second), fail(time.Duration(i)*time.Second-ms))
+			}
+		}, Role{}, last.Add(time.Second), true},
 		{"suspect: replies do not defer the confirming probe", func(m *Machine) {
 			proven(m)
 			m.Handle(last, fail(9*time.Second))
@@ -67,6 +83,37 @@ func TestNextProbe(t *testing.T) {
 				t.Fatalf("NextProbe = %v %v, want %v %v (state %v)", at.Sub(t0), ok, c.want.Sub(t0), c.ok, m.State())
 			}
 		})
+	}
+}
+
+func TestNextProbeIdleIntervals(t *testing.T) {
+	// The failing standby case above with the new defaults' long in-use
+	// and standby intervals: a dead standby is still probed every second
+	// (fail-back within 5 s needs it), not every 15 s.
+	iv := Intervals{InUse: 15 * time.Second, Standby: 10 * time.Minute, Failing: 250 * time.Millisecond, Cellular: 5 * time.Minute}
+	m := New(t0, Params{FailCount: 1, RecoverCount: 3})
+	m.Handle(t0, DeviceEvent{up()})
+	m.Handle(t0.Add(time.Second), fail(900*time.Millisecond))
+	last := t0.Add(2 * time.Second)
+	if at, _ := m.NextProbe(last, Role{}, iv); !at.Equal(last.Add(time.Second)) {
+		t.Fatalf("dead standby probed at +%v, want +1s", at.Sub(last))
+	}
+}
+
+func TestBudgetFloor(t *testing.T) {
+	for _, c := range []struct {
+		cost    int
+		perHour float64
+		want    time.Duration
+	}{
+		{565, 50_000, 41 * time.Second},
+		{565, 1_000_000.0 / 720, 1464 * time.Second},
+		{565, 0, 0},
+		{0, 100, 0},
+	} {
+		if got := BudgetFloor(c.cost, c.perHour); got != c.want {
+			t.Errorf("BudgetFloor(%d, %v) = %v, want %v", c.cost, c.perHour, got, c.want)
+		}
 	}
 }
 
