@@ -103,11 +103,7 @@ type routeManager interface {
 type kernelNet struct{}
 
 func (kernelNet) routes(f uplink.Family) (routeManager, error) {
-	if f != uplink.IPv4 {
-		// route.Manager learns IPv6 with route.Config.Family (issue 11, kernel side).
-		return nil, fmt.Errorf("%v routing is not in this build", f)
-	}
-	return route.New(route.Config{})
+	return route.New(route.Config{Family: f})
 }
 func (kernelNet) watch(ctx context.Context, opts netmon.Options) error {
 	return netmon.New(opts).Run(ctx)

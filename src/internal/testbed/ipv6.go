@@ -91,10 +91,16 @@ func (w *World) prepareV6(ns *NS) error {
 			return err
 		}
 	}
-	if ns != w.Device {
-		return ns.Sysctl("net.ipv6.conf.all.forwarding", "1")
+	if ns == w.Device {
+		return nil
 	}
-	return nil
+	if err := ns.Sysctl("net.ipv6.conf.all.forwarding", "1"); err != nil {
+		return err
+	}
+	// SetCarrier takes the router's end of the link down and up: its IPv6 addresses (fe80::1
+	// among them, with no kernel-made link-local) must survive that, as a router's do when a
+	// cable is pulled.
+	return ns.Sysctl("net.ipv6.conf.all.keep_addr_on_down", "1")
 }
 
 // routerV6 are the router's ip commands before (pre) and after (post) its links come up.

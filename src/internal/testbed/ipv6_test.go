@@ -160,3 +160,27 @@ func TestDHCPv6Exchange(t *testing.T) {
 		}
 	}
 }
+
+// A cable pulled and plugged back (the router's end down and up) leaves the uplink's IPv6 as it
+// was: the router's fe80::1 and global address, radvd advertising.
+func TestDualStackCarrierReturns(t *testing.T) {
+	w := New(t, Options{IPv6: V6RA, Uplinks: []string{"eth0"}})
+	u := w.MustUplink("eth0")
+	to := netip.AddrPortFrom(Echo6Addr, EchoPort)
+	if err := w.SetCarrier("eth0", false); err != nil {
+		t.Fatal(err)
+	}
+	if err := echoAt(w, "eth0", u.Addr6, to, 500*time.Millisecond); err == nil {
+		t.Fatal("IPv6 echo without carrier")
+	}
+	if err := w.SetCarrier("eth0", true); err != nil {
+		t.Fatal(err)
+	}
+	if err := eventually(5*time.Second, func() error { return echoAt(w, "eth0", u.Addr6, to, time.Second) }); err != nil {
+		t.Fatalf("IPv6 echo after the carrier came back: %v", err)
+	}
+	w.Device.MustRun(t, "ip", "-6", "route", "del", "default", "dev", "eth0")
+	if err := w.WaitRoute6("eth0", 10*time.Second); err != nil {
+		t.Fatalf("radvd after the carrier came back: %v", err)
+	}
+}
