@@ -107,38 +107,24 @@ func TestFilterProgram6(t *testing.T) {
 	}
 }
 
-// eth0's IPv6 in the capture tests: the device's address, the cloud's
-// echo service, and an address beyond the subnet that the router owns.
+// eth0's IPv6 in the capture tests (the test bed's dual-stack world): the
+// device's address, the cloud's echo service, and an address beyond the
+// subnet that the router owns (its cloud side).
 var (
 	dev6    = netip.MustParseAddr("2001:db8:10::2")
-	echo6   = netip.MustParseAddrPort("[2001:db8:ff::1]:80")
+	echo6   = netip.AddrPortFrom(testbed.Echo6Addr, testbed.EchoPort)
 	beyond6 = netip.MustParseAddr("2001:db8:11::1")
 )
 
-// withIPv6 gives a one-uplink (eth0) world IPv6: 2001:db8:10::2/64 on the
-// device, a default route via the router's link-local fe80::1 (as from
-// an RA), and an echo service on echo6 in the cloud.
-func withIPv6(t *testing.T, w *testbed.World) netip.Prefix {
-	u := w.MustUplink("eth0")
-	if err := u.Router.IP("addr add 2001:db8:10::1/64 dev todev nodad", "addr add fe80::1/64 dev todev nodad",
-		"addr add 2001:db8:11::1/64 dev tocloud nodad", "route add ::/0 via 2001:db8:11::2"); err != nil {
-		t.Fatal(err)
+// world6 is a dual-stack world with eth0 only (its IPv6 default route via
+// the router's link-local fe80::1, as netifd installs one); it returns
+// eth0's IPv6 prefix.
+func world6(t *testing.T) (*testbed.World, netip.Prefix) {
+	w := testbed.New(t, testbed.Options{Uplinks: []string{"eth0"}, IPv6: testbed.V6Static})
+	if a := w.MustUplink("eth0").Addr6; a != dev6 {
+		t.Fatalf("eth0's IPv6 address is %v, want %v", a, dev6)
 	}
-	if err := u.Router.Sysctl("net.ipv6.conf.all.forwarding", "1"); err != nil {
-		t.Fatal(err)
-	}
-	if err := w.Device.IP("addr add 2001:db8:10::2/64 dev eth0 nodad", "route add ::/0 via fe80::1 dev eth0 metric 10"); err != nil {
-		t.Fatal(err)
-	}
-	if err := w.Cloud.IP("addr add "+echo6.Addr().String()+"/128 dev lo nodad", "addr add 2001:db8:11::2/64 dev "+u.CloudDev+" nodad",
-		"route add 2001:db8:10::/64 via 2001:db8:11::1"); err != nil {
-		t.Fatal(err)
-	}
-	w.Cloud.ServeEcho(t, echo6.String())
-	// The kernel's own link-local addresses are tentative for a second.
-	w.Device.WaitNoTentative(t, 5*time.Second)
-	u.Router.WaitNoTentative(t, 5*time.Second)
-	return netip.MustParsePrefix("2001:db8:10::2/64")
+	return w, netip.PrefixFrom(dev6, 64)
 }
 
 // Passive liveness over IPv6, next to IPv4 on the same uplink: replies of
@@ -147,8 +133,7 @@ func withIPv6(t *testing.T, w *testbed.World) netip.Prefix {
 // black-holed, IPv6 noise from beyond the subnet (UDP, a blind spoofer of
 // the connection's tuple, ACKs to another port) proves nothing.
 func TestCaptureInWorld6(t *testing.T) {
-	w := testbed.New(t, testbed.Options{Uplinks: []string{"eth0"}})
-	own6 := withIPv6(t, w)
+	w, own6 := world6(t)
 	_, r := startIn(t, w, own6)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
@@ -211,8 +196,7 @@ func TestCaptureInWorld6(t *testing.T) {
 // own (Local says the client's address); a blind spoofer of that
 // connection's tuple on a black-holed uplink proves nothing.
 func TestCaptureForwarded6(t *testing.T) {
-	w := testbed.New(t, testbed.Options{Uplinks: []string{"eth0"}})
-	own6 := withIPv6(t, w)
+	w, own6 := world6(t)
 	lan, err := w.AddLAN("lan0")
 	if err != nil {
 		t.Fatal(err)

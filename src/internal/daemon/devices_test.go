@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"net/netip"
 	"slices"
 	"testing"
 
@@ -119,4 +120,23 @@ func TestFamilyDevicesClat(t *testing.T) {
 	check("other network's clat", "464-modemnet_6_4", "wwan0")
 	d.noteL3("modemnet_6_4", nil)
 	check("clat gone", "wwan0", "wwan0")
+}
+
+// A modem's resolvers are spread over its dynamic interfaces (qmi: IPv4 ones on modemnet_4,
+// IPv6 ones on modemnet_6): the probes of the uplink use all of them, its own first.
+func TestNetifdServersOfDynamicInterfaces(t *testing.T) {
+	u := &uplinks{netifdDNS: map[string][]netip.Addr{
+		"modemnet":     {netip.MustParseAddr("198.18.30.53")},
+		"modemnet_6":   {netip.MustParseAddr("2001:db8:30::53"), netip.MustParseAddr("198.18.30.53")},
+		"modemnet_4":   {netip.MustParseAddr("198.18.31.53")},
+		"modemnetwork": {netip.MustParseAddr("198.18.99.53")}, // another network
+		"ethnet":       {netip.MustParseAddr("198.18.10.53")},
+	}}
+	want := []netip.Addr{netip.MustParseAddr("198.18.30.53"), netip.MustParseAddr("198.18.31.53"), netip.MustParseAddr("2001:db8:30::53")}
+	if got := u.netifdServers("modemnet"); !slices.Equal(got, want) {
+		t.Errorf("modemnet's servers %v, want %v", got, want)
+	}
+	if got := u.netifdServers("stanet"); len(got) != 0 {
+		t.Errorf("stanet's servers %v, want none", got)
+	}
 }

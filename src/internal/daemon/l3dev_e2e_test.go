@@ -64,6 +64,15 @@ func (n *netifd) setDevice(dev string) {
 
 func publishNetifd(t *testing.T, sock, dev string) *netifd {
 	t.Helper()
+	n := &netifd{t: t, dev: dev}
+	n.conn = publishObject(t, sock, "network.interface.modemnet", ubus.Method{Name: "status", Handler: n.status})
+	return n
+}
+
+// publishObject publishes an object of netifd's on the test's ubusd over a connection of its
+// own, closed when the test ends.
+func publishObject(t *testing.T, sock, name string, methods ...ubus.Method) *ubus.Conn {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	conn, err := ubus.Dial(ctx, sock)
@@ -71,12 +80,24 @@ func publishNetifd(t *testing.T, sock, dev string) *netifd {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { conn.Close() })
-	n := &netifd{t: t, conn: conn, dev: dev}
-	obj := &ubus.Object{Name: "network.interface.modemnet", Methods: []ubus.Method{{Name: "status", Handler: n.status}}}
-	if _, err := conn.AddObject(ctx, obj); err != nil {
+	if _, err := conn.AddObject(ctx, &ubus.Object{Name: name, Methods: methods}); err != nil {
 		t.Fatal(err)
 	}
-	return n
+	return conn
+}
+
+// status is `connmgr status --json` of the running daemon, read back.
+func (e *e2e) status() daemon.Status {
+	e.t.Helper()
+	out, err := e.w.Device.Run(testbed.Connmgr(e.t), "status", "--json", "-s", filepath.Join(e.dir, "ubus.sock"))
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	var st daemon.Status
+	if err := json.Unmarshal([]byte(out), &st); err != nil {
+		e.t.Fatalf("status %q: %v", out, err)
+	}
+	return st
 }
 
 func TestE2EUplinkL3Device(t *testing.T) {
@@ -136,14 +157,7 @@ func TestE2EUplinkL3Device(t *testing.T) {
 			e.waitLog(mark, `msg="firewall lock-down follows the uplink devices" uplinks="\[3g-modemnet eth0 wlan0 wwan1\]"`)
 			checks("wwan1", "wwan.afero.io", "198.18.200.7")
 			e.waitLog(mark, `msg="uplink state" network=modemnet device=wwan1 .*to=ITFUP_SS`)
-			out, err := e.w.Device.Run(testbed.Connmgr(t), "status", "--json", "-s", filepath.Join(e.dir, "ubus.sock"))
-			if err != nil {
-				t.Fatal(err)
-			}
-			var st daemon.Status
-			if err := json.Unmarshal([]byte(out), &st); err != nil {
-				t.Fatalf("status %q: %v", out, err)
-			}
+			st := e.status()
 			if i := slices.IndexFunc(st.Uplinks, func(u daemon.UplinkStatus) bool { return u.Network == "modemnet" }); i < 0 || st.Uplinks[i].Device != "wwan1" {
 				t.Errorf("status: uplinks %+v, want modemnet on wwan1", st.Uplinks)
 			}

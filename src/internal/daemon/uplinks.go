@@ -335,6 +335,9 @@ func (u *uplinks) fillStatus(s *Status) {
 	}
 	now := u.d.clock.Now()
 	for _, fc := range u.fams {
+		if fc.ctrl == nil {
+			continue // being made (start)
+		}
 		c := fc.ctrl.Counters()
 		s.Counters.Switches += c.Switches
 		s.Counters.Probes += c.Probes
@@ -432,7 +435,7 @@ func (f *famCtl) StartProbe(name, dev string, src netip.Addr, timeout, hedge tim
 	u := f.u
 	// DNS servers: netifd's, else the network's static ones, else the
 	// resolv.conf files (read by the probe goroutine).
-	servers := u.netifdDNS[name]
+	servers := u.netifdServers(name)
 	if len(servers) == 0 {
 		servers = u.static[name]
 	}
@@ -550,6 +553,28 @@ func (f *famCtl) Switched(from, to failover.UplinkSettings, kind, _ string) {
 	n.Data["family"] = f.fam.String()
 	n.Data["ipv4"], n.Data["ipv6"] = v4, v6
 	f.u.d.announce(n)
+}
+
+// netifdServers are the DNS servers netifd reports for uplink name: its own, then those of its
+// dynamic interfaces (a modem's modemnet_6 carries the IPv6 resolvers, modemnet_4 the IPv4
+// ones), without repeats.
+func (u *uplinks) netifdServers(name string) []netip.Addr {
+	var networks []string
+	for network := range u.netifdDNS {
+		if network != name && parentUplink(network, []string{name}) != "" {
+			networks = append(networks, network)
+		}
+	}
+	slices.Sort(networks)
+	var out []netip.Addr
+	for _, network := range append([]string{name}, networks...) {
+		for _, a := range u.netifdDNS[network] {
+			if !slices.Contains(out, a) {
+				out = append(out, a)
+			}
+		}
+	}
+	return out
 }
 
 // netifdChanged takes netifd's view of an uplink: its DNS servers come

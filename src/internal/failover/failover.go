@@ -463,7 +463,7 @@ func (c *Controller) desired() route.Desired {
 			continue
 		}
 		d.Uplinks = append(d.Uplinks, route.Uplink{Name: l.set.Name, Slot: l.slot, Device: l.set.Device,
-			Addr: p, Gateway: s.Device.Gateway})
+			Addr: p, OtherAddrs: s.Device.Addrs[1:], Gateway: s.Device.Gateway})
 	}
 	if slices.ContainsFunc(d.Uplinks, func(u route.Uplink) bool { return u.Name == c.selected }) {
 		d.Selected = c.selected

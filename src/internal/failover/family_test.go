@@ -241,3 +241,23 @@ func TestIPv6DeadIPv4Works(t *testing.T) {
 		t.Fatalf("IPv6 fail-back announced as %q", got)
 	}
 }
+
+// An uplink with several addresses of the family (SLAAC next to DHCPv6): the lowest is the
+// probes' and the route's Addr, the others ride along in OtherAddrs (their source rules), and
+// a dead uplink's flows of every one of them are flushed.
+func TestIPv6SeveralAddresses(t *testing.T) {
+	eth := ethDual
+	eth.Addrs = append(slices.Clone(eth.Addrs), netip.MustParsePrefix("2001:db8:11::9/64"))
+	s := newFamSim(t, uplink.IPv6, map[string]uplink.Device{"eth0": eth, "wlan0": wlanDual, "wwan0": wwanV6})
+	u := s.routes.Uplinks[0]
+	if u.Name != "ethnet" || u.Addr != netip.MustParsePrefix("2001:db8:10::2/64") ||
+		!slices.Equal(u.OtherAddrs, []netip.Prefix{netip.MustParsePrefix("2001:db8:11::9/64")}) || s.srcs["ethnet"] != u.Addr.Addr() {
+		t.Fatalf("route uplink %+v, probed from %v", u, s.srcs["ethnet"])
+	}
+	down := eth
+	down.Carrier = false
+	s.c.DeviceUpdate(map[string]uplink.Device{"eth0": down})
+	if want := []netip.Addr{netip.MustParseAddr("2001:db8:10::2"), netip.MustParseAddr("2001:db8:11::9")}; !slices.Equal(s.flushed, want) {
+		t.Fatalf("flushed %v, want %v", s.flushed, want)
+	}
+}

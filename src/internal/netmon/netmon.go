@@ -94,6 +94,7 @@ type defRoute struct {
 	v6     bool // an IPv6 route
 	gw     netip.Addr
 	metric int
+	pref   int // router preference (RA): higher is better
 }
 
 // view is the pump goroutine's model of the kernel.
@@ -133,20 +134,35 @@ func (v *view) device(name string) uplink.Device {
 }
 
 // bestRoute returns the gateway of the device's lowest-metric default
-// route of a family (the lowest gateway of those of that metric), and
-// whether there is one.
+// route of a family (of those of that metric, the one of the preferred
+// router, then the lowest gateway), and whether there is one.
 func (v *view) bestRoute(idx int, v6 bool) (bool, netip.Addr) {
-	best := -1
-	var gw netip.Addr
+	var best *defRoute
 	for r := range v.routes[idx] {
 		if r.v6 != v6 {
 			continue
 		}
-		if best < 0 || r.metric < best || (r.metric == best && r.gw.Less(gw)) {
-			best, gw = r.metric, r.gw
+		if best == nil || r.metric < best.metric || (r.metric == best.metric &&
+			(r.pref > best.pref || (r.pref == best.pref && r.gw.Less(best.gw)))) {
+			best = &r
 		}
 	}
-	return best >= 0, gw
+	if best == nil {
+		return false, netip.Addr{}
+	}
+	return true, best.gw
+}
+
+// prefRank orders RA router preferences (RFC 4191): low < medium < high;
+// a reserved value counts as medium, as the kernel does.
+func prefRank(p uint8) int {
+	switch p {
+	case rtnl.PrefHigh:
+		return 1
+	case rtnl.PrefLow:
+		return -1
+	}
+	return 0
 }
 
 func linkOf(l rtnl.Link) linkInfo {
@@ -160,7 +176,7 @@ func (m *Monitor) defaultOf(r *rtnl.Route) (defRoute, bool) {
 		(r.Type != 0 && r.Type != unix.RTN_UNICAST) {
 		return defRoute{}, false
 	}
-	return defRoute{v6: r.Family == unix.AF_INET6, gw: r.Gw.Unmap(), metric: r.Priority}, true
+	return defRoute{v6: r.Family == unix.AF_INET6, gw: r.Gw.Unmap(), metric: r.Priority, pref: prefRank(r.Pref)}, true
 }
 
 // Monitor watches netlink; create with New, run with Run.

@@ -360,6 +360,15 @@ func TestMonitorFollowsIPv6(t *testing.T) {
 	}
 	must(t, ns.IP("route del default via fe80::2 dev eth0 metric 512"))
 	w.waitFor(t, "back to the RA route", func(w *watcher) bool { return w.cur["eth0"].Gateway6 == netip.MustParseAddr("fe80::1") })
+	// netifd's habit (option sourcefilter, the default): IPv6 default
+	// routes restricted to the uplink's prefix ("default from PREFIX").
+	must(t, ns.IP("route del default via fe80::1 dev eth0 metric 1024",
+		"route del default via fe80::3 dev eth0 metric 2048",
+		"route add default from 2001:db8:1::/64 via fe80::5 dev eth0 proto static metric 384"))
+	w.waitFor(t, "netifd's source-restricted default route", func(w *watcher) bool {
+		d := w.cur["eth0"]
+		return d.HasDefault6 && d.Gateway6 == netip.MustParseAddr("fe80::5")
+	})
 
 	// The address deprecated (its preferred lifetime ran out): unusable.
 	must(t, ns.IP("addr change 2001:db8:1::2/64 dev eth0 preferred_lft 0"))
@@ -373,70 +382,86 @@ func TestMonitorFollowsIPv6(t *testing.T) {
 	})
 }
 
-// A real router advertisement (radvd in a router namespace): the address
-// SLAAC makes is reported once DAD passed, the default route (proto ra via
-// the router's link-local address) at once; and when the router stops
-// (radvd sends a final RA with lifetime 0) the route goes.
+// Real router advertisements (radvd) from two routers on the uplink's
+// link, as stock networks have them: the addresses SLAAC makes are
+// reported once DAD passed, the default route (proto ra via a router's
+// link-local address) at once, the router of high preference (RFC 4191)
+// before the one of low preference though its address is higher; when a
+// router stops (radvd sends a final RA with lifetime 0) its route goes.
 func TestMonitorRouterAdvertisement(t *testing.T) {
 	radvd, err := exec.LookPath("radvd")
 	if err != nil {
 		t.Skip("no radvd")
 	}
 	ns := testbed.NewNS(t, "netmon")
-	rt := testbed.NewNS(t, "rt")
-	must(t, ns.IP("link add eth0 type veth peer name lan0 netns "+rt.Name))
-	must(t, rt.Sysctl("net.ipv6.conf.all.forwarding", "1"))
-	must(t, rt.IP("link set lan0 up", "addr add 2001:db8:5::1/64 dev lan0 nodad"))
+	sw := testbed.NewNS(t, "sw")
+	must(t, sw.IP("link add br0 type bridge", "link set br0 up"))
+	must(t, ns.IP("link add eth0 type veth peer name p0 netns "+sw.Name))
+	must(t, sw.IP("link set p0 master br0", "link set p0 up"))
 	must(t, ns.Sysctl("net.ipv6.conf.eth0.accept_ra", "2"))
 	must(t, ns.IP("link set eth0 up"))
 	w := &watcher{}
 	start(t, ns, w, 0, "eth0")
 	w.waitFor(t, "carrier", func(w *watcher) bool { return w.cur["eth0"].Carrier })
 
-	dir := t.TempDir()
-	conf := dir + "/radvd.conf"
-	must(t, os.WriteFile(conf, []byte(`interface lan0 {
+	type router struct {
+		ll   netip.Addr
+		stop func()
+	}
+	// The low-preference router has the lower link-local address.
+	startRouter := func(name, mac, prefix, pref string) router {
+		rt := testbed.NewNS(t, name)
+		must(t, rt.IP("link add lan0 address "+mac+" type veth peer name "+name+" netns "+sw.Name))
+		must(t, sw.IP("link set "+name+" master br0", "link set "+name+" up"))
+		must(t, rt.Sysctl("net.ipv6.conf.all.forwarding", "1"))
+		must(t, rt.IP("link set lan0 up"))
+		dir := t.TempDir()
+		conf := dir + "/radvd.conf"
+		must(t, os.WriteFile(conf, []byte(`interface lan0 {
 	AdvSendAdvert on;
 	MinRtrAdvInterval 3;
 	MaxRtrAdvInterval 4;
 	AdvDefaultLifetime 60;
-	prefix 2001:db8:5::/64 { AdvOnLink on; AdvAutonomous on; };
+	AdvDefaultPreference `+pref+`;
+	prefix `+prefix+` { AdvOnLink on; AdvAutonomous on; };
 };
 `), 0o644))
-	cmd := rt.Command(radvd, "-n", "-C", conf, "-p", dir+"/radvd.pid", "-m", "stderr")
-	var out strings.Builder
-	cmd.Stdout, cmd.Stderr = &out, &out
-	must(t, cmd.Start())
-	stopped := false
-	t.Cleanup(func() {
-		if !stopped {
-			cmd.Process.Kill()
-			cmd.Wait()
-		}
-	})
-	var routerLL netip.Addr
-	must(t, rt.Do(func() error {
-		ifi, err := net.InterfaceByName("lan0")
-		if err != nil {
-			return err
-		}
-		as, err := ifi.Addrs()
-		for _, a := range as {
-			if p, err := netip.ParsePrefix(a.String()); err == nil && p.Addr().IsLinkLocalUnicast() {
-				routerLL = p.Addr()
+		cmd := rt.Command(radvd, "-n", "-C", conf, "-p", dir+"/radvd.pid", "-m", "stderr")
+		var out strings.Builder
+		cmd.Stdout, cmd.Stderr = &out, &out
+		must(t, cmd.Start())
+		stopped := false
+		stop := func() {
+			if !stopped {
+				stopped = true
+				cmd.Process.Signal(syscall.SIGTERM)
+				cmd.Wait()
+				t.Logf("radvd %s: %s", name, out.String())
 			}
 		}
-		return err
-	}))
-	w.waitFor(t, "SLAAC address and RA default route", func(w *watcher) bool {
+		t.Cleanup(stop)
+		// The link-local address made of the MAC (EUI-64).
+		hw, err := net.ParseMAC(mac)
+		must(t, err)
+		ll := netip.AddrFrom16([16]byte{0: 0xfe, 1: 0x80, 8: hw[0] ^ 2, 9: hw[1], 10: hw[2], 11: 0xff, 12: 0xfe, 13: hw[3], 14: hw[4], 15: hw[5]})
+		return router{ll, stop}
+	}
+	low := startRouter("rtlow", "02:00:00:00:00:0a", "2001:db8:5::/64", "low")
+	high := startRouter("rthigh", "02:00:00:00:00:0b", "2001:db8:6::/64", "high")
+	if !low.ll.Less(high.ll) {
+		t.Fatalf("link-local %v not below %v", low.ll, high.ll)
+	}
+	w.waitFor(t, "SLAAC addresses of both prefixes, default route via the high-preference router", func(w *watcher) bool {
 		d := w.cur["eth0"]
-		return len(d.Addrs) == 1 && netip.MustParsePrefix("2001:db8:5::/64").Contains(d.Addrs[0].Addr()) &&
-			d.Addrs[0].Bits() == 64 && d.HasDefault6 && d.Gateway6 == routerLL
+		return len(d.Addrs) == 2 && netip.MustParsePrefix("2001:db8:5::/64").Contains(d.Addrs[0].Addr()) &&
+			netip.MustParsePrefix("2001:db8:6::/64").Contains(d.Addrs[1].Addr()) && d.Addrs[0].Bits() == 64 &&
+			d.HasDefault6 && d.Gateway6 == high.ll
 	})
-	// SIGTERM: radvd's last RA says "no longer a default router".
-	cmd.Process.Signal(syscall.SIGTERM)
-	cmd.Wait()
-	stopped = true
-	w.waitFor(t, "RA default route withdrawn", func(w *watcher) bool { return !w.cur["eth0"].HasDefault6 })
-	t.Logf("radvd: %s", out.String())
+	high.stop()
+	w.waitFor(t, "default route via the low-preference router", func(w *watcher) bool {
+		d := w.cur["eth0"]
+		return d.HasDefault6 && d.Gateway6 == low.ll
+	})
+	low.stop()
+	w.waitFor(t, "RA default routes withdrawn", func(w *watcher) bool { return !w.cur["eth0"].HasDefault6 })
 }

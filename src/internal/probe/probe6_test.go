@@ -3,138 +3,51 @@ package probe
 import (
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"net"
-	"net/http"
 	"net/netip"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/miekg/dns"
-
 	"github.com/afero/af-conn/internal/testbed"
 	"github.com/afero/af-conn/internal/uplink"
 )
 
-// IPv6 of the test world, added to testbed's IPv4 one by dualStack: for
-// uplink i, the device has 2001:db8:(10i)::2/64 with a default route via
-// the router's link-local fe80::1 (as netifd installs one from an RA);
-// the cloud has the echo service, a DNS server and a NAT64 address.
-var (
-	echo6 = netip.MustParseAddr("2001:db8:ff::1")
-	dns6  = netip.MustParseAddr("2001:db8:ff::53")
-	// nat64Echo is the echo address as DNS64 synthesizes it for an
-	// IPv4-only name: 198.19.0.1 under 64:ff9b::/96. The test cloud owns
-	// it, standing in for the NAT64 translator that would carry it to
-	// 198.19.0.1: what is tested is that the probe uses a synthesized
-	// AAAA like any other.
-	nat64Echo = netip.MustParseAddr("64:ff9b::c613:1")
-	// linkDNS is a resolver on the uplink's link (the router's
-	// link-local address), as netifd reports one from an RA's RDNSS.
-	linkDNS = netip.MustParseAddr("fe80::53")
-)
+// The IPv6 tests run in the test bed's dual-stack worlds (see testbed's
+// ipv6.go): for uplink i the device has 2001:db8:(10i)::2/64 and a default
+// route via the router's link-local fe80::1, as netifd installs one; the
+// cloud has the echo (port 80) and HTTP 204 (port 8204) services on
+// testbed.Echo6Addr and on every address of 64:ff9b::/96 (standing in for
+// the NAT64 translator: v4only.afero.io's synthesized AAAA, 64:ff9b::c613:1,
+// is answered there), and a DNS64 resolver on testbed.DNS6Addr.
 
-func addr6(u *testbed.Uplink) netip.Addr {
-	return netip.MustParseAddr(fmt.Sprintf("2001:db8:%d::2", 10*u.Index))
-}
+// linkDNS is a resolver on the uplink's link (the router's link-local
+// address), as netifd reports one from an RA's RDNSS.
+var linkDNS = netip.MustParseAddr("fe80::53")
 
-// records6 are the names the IPv6 tests resolve: echo.afero.io has both
-// families, v4only.afero.io only its DNS64-synthesized AAAA.
+// records6 are the names the IPv6 tests resolve (echo.afero.io has both
+// families); world6 adds v4only.afero.io with an A record only.
 func records6() []testbed.Record {
-	return []testbed.Record{
-		{Name: "echo.afero.io", TTL: 60, Addr: testbed.EchoAddr},
-		{Name: "echo.afero.io", TTL: 60, Addr: echo6},
-		{Name: "v4only.afero.io", TTL: 60, Addr: nat64Echo},
-	}
+	return append(testbed.DefaultRecords6(), testbed.DefaultRecords()...)
 }
 
-// dualStack gives a testbed world IPv6 on every uplink, an IPv6 echo
-// service (on echo6 and nat64Echo) and an IPv6 DNS server on dns6.
-func dualStack(t *testing.T, w *testbed.World) {
-	t.Helper()
-	cloud := []string{
-		"addr add " + echo6.String() + "/128 dev lo nodad",
-		"addr add " + dns6.String() + "/128 dev lo nodad",
-		"addr add " + nat64Echo.String() + "/128 dev lo nodad",
-	}
-	for _, u := range w.Uplinks {
-		i := 10 * u.Index
-		if err := u.Router.IP(
-			fmt.Sprintf("addr add 2001:db8:%d::1/64 dev todev nodad", i),
-			"addr add fe80::1/64 dev todev nodad",
-			fmt.Sprintf("addr add 2001:db8:%d::1/64 dev tocloud nodad", i+1),
-			fmt.Sprintf("route add ::/0 via 2001:db8:%d::2", i+1),
-		); err != nil {
-			t.Fatal(err)
-		}
-		if err := u.Router.Sysctl("net.ipv6.conf.all.forwarding", "1"); err != nil {
-			t.Fatal(err)
-		}
-		if err := w.Device.IP(
-			fmt.Sprintf("addr add %s/64 dev %s nodad", addr6(u), u.Dev),
-			fmt.Sprintf("route add ::/0 via fe80::1 dev %s metric %d", u.Dev, u.Metric),
-		); err != nil {
-			t.Fatal(err)
-		}
-		cloud = append(cloud,
-			fmt.Sprintf("addr add 2001:db8:%d::2/64 dev %s nodad", i+1, u.CloudDev),
-			fmt.Sprintf("route add 2001:db8:%d::/64 via 2001:db8:%d::1", i, i+1),
-		)
-	}
-	if err := w.Cloud.IP(cloud...); err != nil {
-		t.Fatal(err)
-	}
-	for _, a := range []netip.Addr{echo6, nat64Echo} {
-		w.Cloud.ServeEcho(t, netip.AddrPortFrom(a, testbed.EchoPort).String())
-	}
-	serveDNS(t, w.Cloud, "["+dns6.String()+"]:53")
-	// The kernel's own link-local addresses are tentative for a second
-	// (DAD): a router on a real link has long finished it.
-	for _, ns := range append([]*testbed.NS{w.Device, w.Cloud}, routers(w)...) {
-		ns.WaitNoTentative(t, 5*time.Second)
-	}
-}
-
-func routers(w *testbed.World) []*testbed.NS {
-	var out []*testbed.NS
-	for _, u := range w.Uplinks {
-		out = append(out, u.Router)
-	}
-	return out
-}
-
-// serveDNS answers records6 on addr (udp6) inside ns with the test bed's
-// DNS server logic.
-func serveDNS(t *testing.T, ns *testbed.NS, addr string) *testbed.DNSServer {
-	t.Helper()
-	pc, err := ns.ListenPacket("udp6", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := &testbed.DNSServer{}
-	s.SetRecords(records6())
-	srv := &dns.Server{PacketConn: pc, Handler: s}
-	started := make(chan struct{})
-	srv.NotifyStartedFunc = func() { close(started) }
-	go srv.ActivateAndServe()
-	<-started
-	t.Cleanup(func() { srv.Shutdown() })
-	return s
-}
-
+// world6 is a dual-stack world with eth0 and wlan0, and wwan0 IPv6-only
+// (a cellular SIM behind DNS64/NAT64).
 func world6(t *testing.T) *testbed.World {
-	w := testbed.New(t, testbed.Options{Uplinks: []string{"eth0", "wlan0"}})
-	dualStack(t, w)
+	w := testbed.New(t, testbed.Options{Uplinks: []string{"eth0", "wlan0", "wwan0"}, IPv6: testbed.V6Static,
+		IPv6Only: []string{"wwan0"}, DNS64: true})
+	if _, err := w.StartDNS(append(records6(), testbed.Record{Name: "v4only.afero.io", TTL: 60, Addr: testbed.EchoAddr})); err != nil {
+		t.Fatal(err)
+	}
 	return w
 }
 
 // target6 is an IPv6 round's target: the uplink's IPv6 source and the
 // cloud's IPv6 resolver.
 func target6(t *testing.T, w *testbed.World, dev string) Target {
-	return Target{Device: dev, Source: addr6(w.MustUplink(dev)), DNS: []netip.Addr{dns6}, Namespace: w.Device.Handle(t)}
+	return Target{Device: dev, Source: w.MustUplink(dev).Addr6, DNS: []netip.Addr{testbed.DNS6Addr}, Namespace: w.Device.Handle(t)}
 }
 
 // A round from an IPv6 source resolves the echo host's AAAA and probes it
@@ -142,26 +55,18 @@ func target6(t *testing.T, w *testbed.World, dev string) Target {
 // AAAA of an IPv4-only name, and an IPv6 literal.
 func TestProbesOverIPv6(t *testing.T) {
 	w := world6(t)
-	h204 := &http.Server{Handler: http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
-		rw.WriteHeader(http.StatusNoContent)
-	})}
-	l, err := w.Cloud.Listen("tcp6", "["+echo6.String()+"]:8204")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go h204.Serve(l)
-	defer h204.Close()
-	eth, wlan := target6(t, w, "eth0"), target6(t, w, "wlan0")
+	eth, wlan, wwan := target6(t, w, "eth0"), target6(t, w, "wlan0"), target6(t, w, "wwan0")
 	probers := map[string]*Prober{
 		"echo":         mustProber(t, Config{Host: "echo.afero.io", Port: testbed.EchoPort}),
-		"echo literal": mustProber(t, Config{Host: echo6.String(), Port: testbed.EchoPort}),
+		"echo literal": mustProber(t, Config{Host: testbed.Echo6Addr.String(), Port: testbed.EchoPort}),
 		"echo dns64":   mustProber(t, Config{Host: "v4only.afero.io", Port: testbed.EchoPort}),
 		"icmp":         mustProber(t, Config{Method: ICMP, Host: "echo.afero.io"}),
 		"http":         mustProber(t, Config{Method: HTTP, URL: "http://echo.afero.io:8204/generate_204"}),
-		"http literal": mustProber(t, Config{Method: HTTP, URL: "http://[" + echo6.String() + "]:8204/generate_204"}),
+		"http literal": mustProber(t, Config{Method: HTTP, URL: "http://[" + testbed.Echo6Addr.String() + "]:8204/generate_204"}),
+		"http dns64":   mustProber(t, Config{Method: HTTP, URL: "http://v4only.afero.io:8204/generate_204"}),
 	}
 	for name, p := range probers {
-		for _, tg := range []Target{eth, wlan} {
+		for _, tg := range []Target{eth, wlan, wwan} {
 			if r := p.Probe(context.Background(), tg, 3*time.Second, 0); !r.OK {
 				t.Errorf("%s via %s: %+v", name, tg.Device, r)
 			}
@@ -180,6 +85,21 @@ func TestProbesOverIPv6(t *testing.T) {
 			t.Errorf("%s via wlan0 while eth0 dead: %+v", name, r)
 		}
 	}
+	// wlan0's upstream drops IPv6 only: its IPv6 rounds fail, its IPv4
+	// ones (the same prober, a source of the other family) still work.
+	if err := w.SetFault("wlan0", testbed.Fault{Blackhole: true, Family: 6}); err != nil {
+		t.Fatal(err)
+	}
+	wlan4 := Target{Device: "wlan0", Source: w.MustUplink("wlan0").Addr, DNS: []netip.Addr{testbed.DNSAddr}, Namespace: w.Device.Handle(t)}
+	for _, name := range []string{"echo", "icmp", "http"} {
+		p := probers[name]
+		if r := p.Probe(context.Background(), wlan, 500*time.Millisecond, 0); r.OK {
+			t.Errorf("%s via wlan0 over IPv6, dead: %+v", name, r)
+		}
+		if r := p.Probe(context.Background(), wlan4, 3*time.Second, 0); !r.OK {
+			t.Errorf("%s via wlan0 over IPv4 while its IPv6 is dead: %+v", name, r)
+		}
+	}
 }
 
 // The family of a round is its source's: the same prober runs an IPv4 and
@@ -187,11 +107,8 @@ func TestProbesOverIPv6(t *testing.T) {
 // the echo host, and the IPv6 round really goes over IPv6.
 func TestRoundFamilyIsSourceFamily(t *testing.T) {
 	w := world6(t)
-	if _, err := w.StartDNS(records6()); err != nil {
-		t.Fatal(err)
-	}
 	peers := make(chan netip.AddrPort, 16)
-	l, err := w.Cloud.Listen("tcp6", "["+echo6.String()+"]:81")
+	l, err := w.Cloud.Listen("tcp6", "["+testbed.Echo6Addr.String()+"]:81")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -220,7 +137,7 @@ func TestRoundFamilyIsSourceFamily(t *testing.T) {
 	v4dns := []netip.Addr{testbed.DNSAddr}
 	for _, tg := range []Target{
 		{Device: "eth0", Source: u.Addr, DNS: v4dns},
-		{Device: "eth0", Source: addr6(u), DNS: v4dns},
+		{Device: "eth0", Source: u.Addr6, DNS: v4dns},
 		{Device: "eth0", Source: u.Addr, DNS: v4dns},
 	} {
 		tg.Namespace = w.Device.Handle(t)
@@ -260,7 +177,12 @@ func TestLinkLocalResolver(t *testing.T) {
 	if err := r1.IP("addr add " + linkDNS.String() + "/64 dev todev nodad"); err != nil {
 		t.Fatal(err)
 	}
-	srv := serveDNS(t, r1, "["+linkDNS.String()+"%"+strconv.Itoa(idx)+"]:53")
+	// Zoned by index: the net package's cache of interface names is the
+	// process's, and todev is in every router's namespace.
+	srv, err := w.StartDNSIn(r1, linkDNS.WithZone(strconv.Itoa(idx)), records6())
+	if err != nil {
+		t.Fatal(err)
+	}
 	tg := target6(t, w, "eth0")
 	for _, dnsAddr := range []netip.Addr{linkDNS, linkDNS.WithZone("eth0")} {
 		tg.DNS = []netip.Addr{dnsAddr}

@@ -116,7 +116,7 @@ func TestICMP(t *testing.T) {
 
 func TestHTTP204(t *testing.T) {
 	w := world(t)
-	l, err := w.Cloud.Listen("tcp4", "198.19.0.1:8204")
+	l, err := w.Cloud.Listen("tcp4", "198.19.0.1:8206")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -130,7 +130,7 @@ func TestHTTP204(t *testing.T) {
 	go srv.Serve(l)
 	defer srv.Close()
 	eth, wlan := target(t, w, "eth0"), target(t, w, "wlan0")
-	ok := mustProber(t, Config{Method: HTTP, URL: "http://echo.afero.io:8204/generate_204"})
+	ok := mustProber(t, Config{Method: HTTP, URL: "http://echo.afero.io:8206/generate_204"})
 	for _, tg := range []Target{eth, wlan} {
 		if r := ok.Probe(context.Background(), tg, 5*time.Second, 0); !r.OK {
 			t.Fatalf("204 via %s: %+v", tg.Device, r)
@@ -138,7 +138,7 @@ func TestHTTP204(t *testing.T) {
 	}
 	// A captive portal's redirect is the far end's answer: the round fails
 	// with it at once instead of asking again until its timeout.
-	portal := mustProber(t, Config{Method: HTTP, URL: "http://198.19.0.1:8204/other"})
+	portal := mustProber(t, Config{Method: HTTP, URL: "http://198.19.0.1:8206/other"})
 	start := time.Now()
 	if r := portal.Probe(context.Background(), eth, 20*time.Second, 0); r.OK || !strings.Contains(r.Err, "status 302, want 204") {
 		t.Fatalf("redirect must fail: %+v", r)
@@ -150,7 +150,7 @@ func TestHTTP204(t *testing.T) {
 	if err := w.SetFault("eth0", testbed.Fault{Blackhole: true}); err != nil {
 		t.Fatal(err)
 	}
-	if r := ok.Probe(context.Background(), eth, time.Second, 0); r.OK || !strings.Contains(r.Err, "http http://echo.afero.io:8204/generate_204 (198.19.0.1:8204): dial") {
+	if r := ok.Probe(context.Background(), eth, time.Second, 0); r.OK || !strings.Contains(r.Err, "http http://echo.afero.io:8206/generate_204 (198.19.0.1:8206): dial") {
 		t.Fatalf("eth0 black-holed: %+v", r)
 	}
 	if r := ok.Probe(context.Background(), wlan, 5*time.Second, 0); !r.OK {

@@ -105,7 +105,7 @@ func TestRoutesIPv6(t *testing.T) {
 	must(t, ns.IP("addr add 198.18.1.2/24 dev eth0", "route add default via 198.18.1.1 dev eth0 metric 10",
 		"addr add 2001:db8:1::2/64 dev eth0 nodad",
 		"route add default via fe80::1 dev eth0 proto ra metric 1024",
-		"route add default via fe80::9 dev eth0 metric 512 table 300"))
+		"route add default via fe80::9 dev eth0 metric 512 table 300 pref high"))
 	isDefault6 := func(r rtnl.Route) bool { return r.Family == unix.AF_INET6 && r.IsDefault() && r.LinkIndex == idx }
 	v6, err := c.Routes(unix.AF_INET6)
 	must(t, err)
@@ -114,9 +114,9 @@ func TestRoutesIPv6(t *testing.T) {
 		t.Fatalf("RA default route not dumped right: %+v", v6)
 	}
 	if !slices.ContainsFunc(v6, func(r rtnl.Route) bool {
-		return isDefault6(r) && r.Table == 300 && r.Gw == netip.MustParseAddr("fe80::9")
+		return isDefault6(r) && r.Table == 300 && r.Gw == netip.MustParseAddr("fe80::9") && r.Pref == rtnl.PrefHigh
 	}) {
-		t.Fatalf("table 300's default route missing: %+v", v6)
+		t.Fatalf("table 300's default route (router preference high) missing: %+v", v6)
 	}
 	for _, r := range v6 {
 		if r.Family != unix.AF_INET6 {

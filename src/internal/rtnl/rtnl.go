@@ -89,7 +89,17 @@ type Route struct {
 	Scope     uint8
 	Type      uint8 // RTN_*; 0 means unicast when adding
 	Flags     uint32
+	// Pref is an IPv6 route's router preference from its RA (RTA_PREF:
+	// RFC 4191's 0 medium, 1 high, 3 low); read only.
+	Pref uint8
 }
+
+// Router preferences of Route.Pref (ICMPV6_ROUTER_PREF_*).
+const (
+	PrefMedium = 0
+	PrefHigh   = 1
+	PrefLow    = 3
+)
 
 // IsDefault says r is a default route (no destination, or a /0).
 func (r *Route) IsDefault() bool { return !r.Dst.IsValid() || r.Dst.Bits() == 0 }
@@ -382,6 +392,8 @@ func ParseRoute(b []byte) (r Route, ok bool, err error) {
 			r.Priority = int(ad.Uint32())
 		case unix.RTA_TABLE:
 			r.Table = int(ad.Uint32())
+		case unix.RTA_PREF:
+			r.Pref = ad.Uint8()
 		}
 	}
 	if err := ad.Err(); err != nil {

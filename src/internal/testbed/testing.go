@@ -4,7 +4,6 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
-	"io"
 	"math/rand/v2"
 	"net"
 	"os"
@@ -266,15 +265,6 @@ func (n *NS) ServeDownload(t testing.TB, addr string, every time.Duration) {
 				}
 			}
 		}()
-	})
-}
-
-// ServeEcho starts a TCP server in n on addr that sends back every byte it receives (the Afero
-// echo), e.g. on an IPv6 address of the cloud. It stops when the test ends.
-func (n *NS) ServeEcho(t testing.TB, addr string) {
-	t.Helper()
-	n.serveTCP(t, addr, func(c net.Conn) {
-		go func() { io.Copy(c, c); c.Close() }()
 	})
 }
 
