@@ -5,8 +5,9 @@
 // deprecated nor DAD-failed: rtnl.Addr.Usable), and per family the
 // uplink's own default route (the lowest-metric one through the device in
 // the main table, not ours: for IPv6 from an RA, proto ra, or from netifd,
-// usually via a link-local gateway). It coalesces bursts of netlink
-// messages into one update. When the kernel drops messages (ENOBUFS:
+// usually via a link-local gateway; among equal metrics the router of
+// higher RA preference). It coalesces bursts of netlink messages into one
+// update. When the kernel drops messages (ENOBUFS:
 // the socket overflowed) it subscribes again and re-dumps everything, so the
 // view never stays wrong. Like tailscale's netmon, one pump goroutine owns
 // the view; the consumer gets a callback per coalesced change.

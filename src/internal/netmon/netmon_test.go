@@ -351,6 +351,12 @@ func TestMonitorFollowsIPv6(t *testing.T) {
 		"route add default via fe80::7 dev eth0 metric 1 proto 188",
 		"route add default via fe80::8 dev eth0 metric 1 table 300"))
 	w.waitFor(t, "own IPv6 route seen", func(w *watcher) bool { return w.own > 0 })
+	// Somebody deletes ours: that is reported too (connmgr restores it).
+	w.mu.Lock()
+	own := w.own
+	w.mu.Unlock()
+	must(t, ns.IP("route del default via fe80::7 dev eth0 metric 1 proto 188"))
+	w.waitFor(t, "own IPv6 route's deletion seen", func(w *watcher) bool { return w.own > own })
 	w.waitFor(t, "netifd's default route", func(w *watcher) bool { return w.cur["eth0"].Gateway6 == netip.MustParseAddr("fe80::2") })
 	// An IPv4 default route is IPv4's alone.
 	must(t, ns.IP("route add default via 198.18.1.1 dev eth0 metric 10"))
