@@ -22,10 +22,15 @@ import (
 // newDualRig starts connmgr (-d unless args say otherwise) in a dual-stack world and waits
 // until both families' default routes go through eth0.
 func newDualRig(t *testing.T, args ...string) *rig {
+	return newDualRigMode(t, testbed.V6RA, args...)
+}
+
+// newDualRigMode is newDualRig with the IPv6 default routes installed as mode says.
+func newDualRigMode(t *testing.T, mode testbed.V6Mode, args ...string) *rig {
 	if args == nil {
 		args = []string{"-d"}
 	}
-	r := newRigWith(t, rigOptions{args: args, world: testbed.Options{IPv6: testbed.V6RA}, records: testbed.DefaultRecords6()})
+	r := newRigWith(t, rigOptions{args: args, world: testbed.Options{IPv6: mode}, records: testbed.DefaultRecords6()})
 	r.waitDefault6("eth0", 15*time.Second)
 	return r
 }
@@ -46,9 +51,16 @@ func (r *rig) echo6(dev string) {
 }
 
 // A silent upstream failure of a dual-stack Ethernet moves both families to Wi-Fi, and the
-// return of Ethernet brings both back.
+// return of Ethernet brings both back: with the IPv6 default routes of RAs, and with netifd's
+// source-restricted ones.
 func TestE2EDualStackSilentFailure(t *testing.T) {
-	r := newDualRig(t)
+	for _, mode := range []testbed.V6Mode{testbed.V6RA, testbed.V6Static} {
+		t.Run(strings.ReplaceAll(mode.String(), " ", "_"), func(t *testing.T) { dualStackSilentFailure(t, mode) })
+	}
+}
+
+func dualStackSilentFailure(t *testing.T, mode testbed.V6Mode) {
+	r := newDualRigMode(t, mode)
 	start := time.Now()
 	r.fault("eth0", testbed.Fault{Blackhole: true})
 	at4 := r.waitDefault("wlan0", 15*time.Second)

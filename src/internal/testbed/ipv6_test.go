@@ -24,8 +24,10 @@ func TestDualStackWorld(t *testing.T) {
 				if !u.Addr.IsValid() || !u.Addr6.IsValid() {
 					t.Fatalf("%s: addresses %v and %v", u.Dev, u.Addr, u.Addr6)
 				}
-				proto := map[V6Mode]string{V6RA: "proto ra", V6Static: "proto static"}[mode]
-				want := fmt.Sprintf("default via fe80::1 dev %s %s metric %d", u.Dev, proto, u.Metric)
+				want := fmt.Sprintf("default via fe80::1 dev %s proto ra metric %d", u.Dev, u.Metric)
+				if mode == V6Static {
+					want = fmt.Sprintf("default from %s via fe80::1 dev %s proto static metric %d", u.Prefix6, u.Dev, u.Metric)
+				}
 				if !strings.Contains(out, want) {
 					t.Errorf("no %q in the device's IPv6 default routes:\n%s", want, out)
 				}
