@@ -54,7 +54,7 @@ func (r *rig) echo6(dev string) {
 // return of Ethernet brings both back: with the IPv6 default routes of RAs, and with netifd's
 // source-restricted ones.
 func TestE2EDualStackSilentFailure(t *testing.T) {
-	for _, mode := range []testbed.V6Mode{testbed.V6RA, testbed.V6Static} {
+	for _, mode := range []testbed.V6Mode{testbed.V6RA, testbed.V6SourceFilter} {
 		t.Run(strings.ReplaceAll(mode.String(), " ", "_"), func(t *testing.T) { dualStackSilentFailure(t, mode) })
 	}
 }

@@ -15,8 +15,8 @@ import (
 //
 //	device ns: DEV 2001:db8:(10i)::2/64 (static, as DHCPv6's IA_NA gives it), link-local auto;
 //	           default route via fe80::1 from the router's RA (proto ra, metric 10/20/50 by
-//	           ra_defrtr_metric) or, in V6Static, installed as netifd does (proto static,
-//	           from the uplink's prefix)
+//	           ra_defrtr_metric) or, in V6Static and V6SourceFilter, installed as netifd
+//	           does (proto static; from the uplink's prefix with sourcefilter)
 //	router ns: "todev" fe80::1 and 2001:db8:(10i)::1/64, radvd advertising the prefix (no
 //	           SLAAC) and the cloud's resolver; "tocloud" 2001:db8:(10i+1)::1/64
 //	cloud ns:  "rI" 2001:db8:(10i+1)::2/64; on lo echo [2001:db8:ff::1]:80, DNS
@@ -39,10 +39,14 @@ const (
 	// the default route from the RA: `default via fe80::1 dev eth0 proto ra metric 10`.
 	V6RA
 	// V6Static: no RA; the default route is a link-local gateway installed as netifd does for
-	// a static or DHCPv6 interface, restricted to the uplink's prefix (netifd's option
-	// sourcefilter, on by default):
-	// `default from 2001:db8:10::/64 via fe80::1 dev eth0 proto static metric 10`.
+	// a static or DHCPv6 interface with option sourcefilter '0':
+	// `default via fe80::1 dev eth0 proto static metric 10`.
 	V6Static
+	// V6SourceFilter: as V6Static, with netifd's default option sourcefilter '1': the default
+	// route is restricted to the uplink's prefix,
+	// `default from 2001:db8:10::/64 via fe80::1 dev eth0 proto static metric 10` (forwarded
+	// traffic from other prefixes has no route, as on OpenWrt).
+	V6SourceFilter
 )
 
 func (m V6Mode) String() string {
@@ -53,6 +57,8 @@ func (m V6Mode) String() string {
 		return "RA"
 	case V6Static:
 		return "netifd static"
+	case V6SourceFilter:
+		return "netifd sourcefilter"
 	}
 	return fmt.Sprintf("V6Mode(%d)", int(m))
 }
@@ -162,9 +168,10 @@ func (w *World) deviceV6Sysctls(u *Uplink) error {
 // deviceV6 are the device's IPv6 commands for u once its link is up.
 func (w *World) deviceV6(u *Uplink) []string {
 	cmds := []string{fmt.Sprintf("addr add %s/64 dev %s nodad", u.Addr6, u.Dev)}
-	if w.opt.IPv6 == V6Static {
-		// netifd's habit (option sourcefilter, on by default): the default route is
-		// restricted to the uplink's prefix.
+	switch w.opt.IPv6 {
+	case V6Static:
+		cmds = append(cmds, fmt.Sprintf("route add ::/0 via %s dev %s metric %d proto static", u.Gateway6, u.Dev, u.Metric))
+	case V6SourceFilter:
 		cmds = append(cmds, fmt.Sprintf("route add ::/0 from %s via %s dev %s metric %d proto static", u.Prefix6, u.Gateway6, u.Dev, u.Metric))
 	}
 	return cmds

@@ -16,7 +16,7 @@ import (
 // Each uplink of a dual-stack world carries both families to the cloud, with the default route
 // of each family as the mode installs it, and a fault of one family leaves the other alone.
 func TestDualStackWorld(t *testing.T) {
-	for _, mode := range []V6Mode{V6RA, V6Static} {
+	for _, mode := range []V6Mode{V6RA, V6Static, V6SourceFilter} {
 		t.Run(strings.ReplaceAll(mode.String(), " ", "_"), func(t *testing.T) {
 			w := New(t, Options{IPv6: mode})
 			out := w.Device.MustRun(t, "ip", "-6", "route", "show", "default")
@@ -24,10 +24,11 @@ func TestDualStackWorld(t *testing.T) {
 				if !u.Addr.IsValid() || !u.Addr6.IsValid() {
 					t.Fatalf("%s: addresses %v and %v", u.Dev, u.Addr, u.Addr6)
 				}
-				want := fmt.Sprintf("default via fe80::1 dev %s proto ra metric %d", u.Dev, u.Metric)
-				if mode == V6Static {
-					want = fmt.Sprintf("default from %s via fe80::1 dev %s proto static metric %d", u.Prefix6, u.Dev, u.Metric)
-				}
+				want := map[V6Mode]string{
+					V6RA:           fmt.Sprintf("default via fe80::1 dev %s proto ra metric %d", u.Dev, u.Metric),
+					V6Static:       fmt.Sprintf("default via fe80::1 dev %s proto static metric %d", u.Dev, u.Metric),
+					V6SourceFilter: fmt.Sprintf("default from %s via fe80::1 dev %s proto static metric %d", u.Prefix6, u.Dev, u.Metric),
+				}[mode]
 				if !strings.Contains(out, want) {
 					t.Errorf("no %q in the device's IPv6 default routes:\n%s", want, out)
 				}
