@@ -129,8 +129,11 @@ func routerV6(u *Uplink) (pre, post []string) {
 // cloudV6 are the cloud's own IPv6 addresses (on lo).
 func (w *World) cloudV6() []string {
 	cmds := []string{
-		"addr add " + Echo6Addr.String() + "/128 dev lo",
-		"addr add " + DNS6Addr.String() + "/128 dev lo",
+		// nodad: lo predates the namespace's accept_dad=0, and an address
+		// still tentative cannot be bound (flaky "cannot assign requested
+		// address" for the DNS server started right after).
+		"addr add " + Echo6Addr.String() + "/128 dev lo nodad",
+		"addr add " + DNS6Addr.String() + "/128 dev lo nodad",
 	}
 	if w.opt.DNS64 {
 		// Every synthesized address is the cloud's: it answers for the NAT64.
