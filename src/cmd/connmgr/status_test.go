@@ -239,3 +239,30 @@ func TestClientCommandsAgainstAnObject(t *testing.T) {
 		t.Errorf("calls\n got %q\nwant %q", calls, want)
 	}
 }
+
+// The families' status survives the trip over ubus (blobmsg tables within the uplink's table)
+// and reads back as it was sent.
+func TestStatusFamiliesRoundTrip(t *testing.T) {
+	st := daemon.Status{Version: "1", NetworkType: 2, InUse: "modemnet", InUseDevice: "wwan0", InUseIPv6: "modemnet",
+		Uplinks: []daemon.UplinkStatus{{Network: "modemnet", Device: "wwan0", Type: "cellular", State: "ITFUP_SS", StateNum: 4,
+			Address: "2001:db8:3::2/64", Gateway: "fe80::3", InUse: true, LastProbe: "success", RTTms: 38.5,
+			IPv4: &daemon.FamilyStatus{Device: "wwan0", State: "ITFDOWN_SX", StateNum: 1, LastProbe: "none"},
+			IPv6: &daemon.FamilyStatus{Device: "wwan0", State: "ITFUP_SS", StateNum: 4, Address: "2001:db8:3::2/64", Gateway: "fe80::3",
+				InUse: true, LastProbe: "success", RTTms: 38.5, SinceSeconds: 12, Probes: 3, ProbeFails: 1}}}}
+	tab, err := ubus.Marshal(st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := statusFromTable(tab)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(got, st) {
+		t.Fatalf("read back %+v\nsent %+v", got, st)
+	}
+	j, err := ubus.FormatJSON(tab, false)
+	if err != nil || !strings.Contains(string(j), `"in_use_ipv6":"modemnet"`) ||
+		!strings.Contains(string(j), `"ipv6":{"device":"wwan0","state":"ITFUP_SS","state_num":4,"address":"2001:db8:3::2/64","gateway":"fe80::3","in_use":true`) {
+		t.Fatalf("JSON %s, %v", j, err)
+	}
+}

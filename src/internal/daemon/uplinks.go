@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"os"
 	"slices"
 	"time"
 
@@ -103,6 +104,13 @@ type routeManager interface {
 type kernelNet struct{}
 
 func (kernelNet) routes(f uplink.Family) (routeManager, error) {
+	if f == uplink.IPv6 {
+		// A kernel without IPv6 (CONFIG_IPV6 off, ipv6.disable=1) has no
+		// IPv6 routing to manage: IPv4 runs alone.
+		if _, err := os.Stat("/proc/sys/net/ipv6"); err != nil {
+			return nil, fmt.Errorf("this kernel has no IPv6: %w", err)
+		}
+	}
 	return route.New(route.Config{Family: f})
 }
 func (kernelNet) watch(ctx context.Context, opts netmon.Options) error {
@@ -439,6 +447,14 @@ func (f *famCtl) StartProbe(name, dev string, src netip.Addr, timeout, hedge tim
 	if len(servers) == 0 {
 		servers = u.static[name]
 	}
+	tg := probe.Target{Device: dev, Source: src}
+	if up := u.d.cur.Config.Uplink(name); up != nil && f.fam == uplink.IPv4 {
+		if own := u.d.uplinkDevice(*up); own != "" && own != dev {
+			// A 464XLAT uplink's IPv4 runs on its clat device; its IPv6
+			// resolvers are reached through the uplink's own device.
+			tg.Device6 = own
+		}
+	}
 	p, dns, net := u.prober, u.dns, u.net
 	go func() {
 		if len(servers) == 0 {
@@ -446,7 +462,8 @@ func (f *famCtl) StartProbe(name, dev string, src netip.Addr, timeout, hedge tim
 			// clear error.
 			servers, _, _ = dns.Servers(name)
 		}
-		r := net.probe(u.ctx, p, probe.Target{Device: dev, Source: src, DNS: servers}, timeout, hedge)
+		tg.DNS = servers
+		r := net.probe(u.ctx, p, tg, timeout, hedge)
 		u.d.post(probeEvent{fam: f.fam, name: name, r: r})
 	}()
 }

@@ -270,11 +270,14 @@ func TestUplinks464XLAT(t *testing.T) {
 	r.net.mu.Lock()
 	var clatProbe bool
 	for _, p := range r.net.probes {
-		clatProbe = clatProbe || p.Device == "464-modemnet" && p.Source == netip.MustParseAddr("198.18.46.2")
+		clatProbe = clatProbe || p.Device == "464-modemnet" && p.Source == netip.MustParseAddr("198.18.46.2") && p.Device6 == "wwan0"
+		if p.Device == "wwan0" && p.Device6 != "" {
+			t.Errorf("IPv6 round on wwan0 with Device6 %q", p.Device6)
+		}
 	}
 	r.net.mu.Unlock()
 	if !clatProbe {
-		t.Error("the uplink's IPv4 was not probed through the clat device")
+		t.Error("the uplink's IPv4 was not probed through the clat device (with its IPv6 resolvers through wwan0)")
 	}
 	// netifd removes the 464XLAT interface: IPv4 is the uplink's own device's again (none).
 	if err := r.d.Do(r.ctx, func() { r.d.noteL3(info.Network, nil); r.d.uplinks.netifdChanged(info.Network, nil) }); err != nil {
@@ -338,4 +341,19 @@ func TestUplinksFamilyTheProbeCannotServe(t *testing.T) {
 	r.wait("IPv6 judged again after the reload", func(s Status) bool {
 		return s.InUseIPv6 == "ethnet" && byNetwork(s, "modemnet").StateNum == 4
 	})
+}
+
+// A kernel without IPv6: the IPv6 routes cannot be opened, and the daemon runs IPv4 alone
+// (status without ipv6 objects) instead of failing.
+func TestUplinksWithoutIPv6(t *testing.T) {
+	r := startFamilyRig(t, map[string]uplink.Device{"eth0": eth0Dual, "wlan0": wlanDual, "wwan0": wwanOnly}, func(r *familyRig) { r.net.noIPv6 = true })
+	s := r.wait("IPv4 on Ethernet", func(s Status) bool { return s.InUse == "ethnet" && byNetwork(s, "ethnet").StateNum == 4 })
+	for _, u := range s.Uplinks {
+		if u.IPv4 == nil || u.IPv6 != nil {
+			t.Errorf("%s: ipv4 %+v ipv6 %+v", u.Network, u.IPv4, u.IPv6)
+		}
+	}
+	if m := byNetwork(s, "modemnet"); m.StateNum != 1 || s.InUseIPv6 != "" || m.Device != "wwan0" {
+		t.Errorf("IPv6-only cellular without IPv6: %+v, IPv6 in use %q", m, s.InUseIPv6)
+	}
 }

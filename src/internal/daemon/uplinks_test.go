@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"context"
+	"errors"
 	"net/netip"
 	"path/filepath"
 	"slices"
@@ -33,6 +34,7 @@ type fakeNet struct {
 	probes     []probe.Target   // every probe's target
 	captures   []capture.Config // every capture started
 	cleaned    *bool
+	noIPv6     bool // the kernel has no IPv6: its routes cannot be opened
 }
 
 // fakeRouter is one family's routing state in fakeNet.
@@ -42,6 +44,9 @@ type fakeRouter struct {
 }
 
 func (f *fakeNet) routes(fam uplink.Family) (routeManager, error) {
+	if fam == uplink.IPv6 && f.noIPv6 {
+		return nil, errors.New("no IPv6")
+	}
 	return &fakeRouter{n: f, fam: fam}, nil
 }
 func (f *fakeNet) watch(ctx context.Context, opts netmon.Options) error {

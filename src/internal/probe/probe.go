@@ -54,6 +54,11 @@ type Config struct {
 // Target is the uplink a round runs on.
 type Target struct {
 	Device string
+	// Device6, if set, is the device the round's IPv6 traffic leaves by
+	// instead of Device: a 464XLAT uplink's IPv4 round runs on the clat
+	// device, which carries no IPv6, and reaches the uplink's IPv6
+	// resolvers (DNS64) through the uplink's own device.
+	Device6 string
 	// Source is the uplink's address the round runs from; its family is
 	// the round's (IPv4 when unset: the kernel then picks the source).
 	Source netip.Addr
@@ -85,8 +90,9 @@ func (t Target) Family() uplink.Family {
 func (t Target) dial(ctx context.Context, network string, dst netip.AddrPort) (c net.Conn, err error) {
 	fam := uplink.FamilyOf(dst.Addr())
 	network += map[uplink.Family]string{uplink.IPv4: "4", uplink.IPv6: "6"}[fam]
+	dev := t.deviceFor(fam)
 	err = t.in(func() error {
-		d := &net.Dialer{Control: control(t.Device)}
+		d := &net.Dialer{Control: control(dev)}
 		if t.Source.IsValid() && uplink.FamilyOf(t.Source) == fam {
 			ip := net.IP(t.Source.AsSlice())
 			if network[:3] == "tcp" {
@@ -100,9 +106,9 @@ func (t Target) dial(ctx context.Context, network string, dst netip.AddrPort) (c
 			// namespace: the name would go through the net package's
 			// process-wide cache of interface names, which may hold
 			// another namespace's device of the same name.
-			ifi, err := net.InterfaceByName(t.Device)
+			ifi, err := net.InterfaceByName(dev)
 			if err != nil {
-				return fmt.Errorf("scope %s to %s: %w", dst.Addr(), t.Device, err)
+				return fmt.Errorf("scope %s to %s: %w", dst.Addr(), dev, err)
 			}
 			dst = netip.AddrPortFrom(dst.Addr().WithZone(strconv.Itoa(ifi.Index)), dst.Port())
 		}
@@ -429,6 +435,15 @@ func lookup(ctx context.Context, t Target, host string) (netip.Addr, error) {
 	return netip.Addr{}, fmt.Errorf("resolve %s via %s: no %s address", host, t.Device, fam)
 }
 
+// deviceFor is the device traffic of family f leaves by (Device6 for IPv6
+// when set, else Device).
+func (t Target) deviceFor(f uplink.Family) string {
+	if f == uplink.IPv6 && t.Device6 != "" {
+		return t.Device6
+	}
+	return t.Device
+}
+
 // servers returns the DNS servers a round may ask: those of the round's
 // family first (reached from the round's source), then the others (a
 // dual-stack uplink's IPv4 resolver answers AAAA questions too). A
@@ -436,7 +451,7 @@ func lookup(ctx context.Context, t Target, host string) (netip.Addr, error) {
 func (t Target) servers() []netip.Addr {
 	var same, other []netip.Addr
 	for _, s := range t.DNS {
-		if s.Is6() && s.IsLinkLocalUnicast() && s.Zone() != "" && s.Zone() != t.Device {
+		if s.Is6() && s.IsLinkLocalUnicast() && s.Zone() != "" && s.Zone() != t.deviceFor(uplink.IPv6) {
 			continue
 		}
 		if uplink.FamilyOf(s) == t.Family() {
