@@ -100,13 +100,27 @@ type defRoute struct {
 
 // view is the pump goroutine's model of the kernel.
 type view struct {
-	links  map[int]linkInfo
-	addrs  map[int]map[netip.Prefix]bool // usable addresses, by device
-	routes map[int]map[defRoute]bool     // default routes in the main table, by device
+	links map[int]linkInfo
+	addrs map[int]map[netip.Prefix]bool // usable addresses, by device
+	// routes are the default routes in the main table, by device, with
+	// their lifetimes.
+	routes map[int]map[defRoute]lifetime
 }
 
+// lifetime is what the kernel last said of a route's lifetime.
+type lifetime struct {
+	// until is when it expires, zero for never; for an expired one, when
+	// to read the routes again.
+	until   time.Time
+	expired bool // it had expired (the kernel keeps it, unused, until its garbage collection)
+}
+
+// recheckExpired is how often the routes are read while one the kernel
+// keeps has expired: an RA from its router renews it without a message.
+const recheckExpired = 5 * time.Second
+
 func newView() *view {
-	return &view{links: map[int]linkInfo{}, addrs: map[int]map[netip.Prefix]bool{}, routes: map[int]map[defRoute]bool{}}
+	return &view{links: map[int]linkInfo{}, addrs: map[int]map[netip.Prefix]bool{}, routes: map[int]map[defRoute]lifetime{}}
 }
 
 // device builds the snapshot of the device called name.
@@ -136,11 +150,12 @@ func (v *view) device(name string) uplink.Device {
 
 // bestRoute returns the gateway of the device's lowest-metric default
 // route of a family (of those of that metric, the one of the preferred
-// router, then the lowest gateway), and whether there is one.
+// router, then the lowest gateway) that had not expired, and whether
+// there is one.
 func (v *view) bestRoute(idx int, v6 bool) (bool, netip.Addr) {
 	var best *defRoute
-	for r := range v.routes[idx] {
-		if r.v6 != v6 {
+	for r, life := range v.routes[idx] {
+		if r.v6 != v6 || life.expired {
 			continue
 		}
 		if best == nil || r.metric < best.metric || (r.metric == best.metric &&
@@ -478,10 +493,11 @@ func (m *Monitor) dumpRoutes(h *rtnl.Conn, v *view) error {
 	if err != nil {
 		return fmt.Errorf("dump routes: %w", err)
 	}
-	v.routes = map[int]map[defRoute]bool{}
+	v.routes = map[int]map[defRoute]lifetime{}
+	now := time.Now()
 	for i := range routes {
 		if d, ok := m.defaultOf(&routes[i]); ok {
-			v.addRoute(routes[i].LinkIndex, d)
+			v.addRoute(routes[i].LinkIndex, d, lifetimeOf(&routes[i], now))
 		}
 	}
 	return nil
@@ -503,11 +519,41 @@ func (v *view) addAddr(idx int, p netip.Prefix) {
 	v.addrs[idx][p] = true
 }
 
-func (v *view) addRoute(idx int, r defRoute) {
+func (v *view) addRoute(idx int, r defRoute, life lifetime) {
 	if v.routes[idx] == nil {
-		v.routes[idx] = map[defRoute]bool{}
+		v.routes[idx] = map[defRoute]lifetime{}
 	}
-	v.routes[idx][r] = true
+	v.routes[idx][r] = life
+}
+
+// lifetimeOf is r's lifetime as read at now. An RA's route that expired is
+// kept by the kernel, unused, until its garbage collection runs (up to
+// 30 s later): it is no default route. The kernel says nothing when a
+// route expires, nor when a new RA renews its lifetime, so the routes are
+// read again when one is due to expire, and every recheckExpired while an
+// expired one is kept (nextExpiry).
+func lifetimeOf(r *rtnl.Route, now time.Time) lifetime {
+	switch {
+	case r.Expires < 0:
+		return lifetime{expired: true, until: now.Add(recheckExpired)}
+	case r.Expires > 0:
+		return lifetime{until: now.Add(r.Expires)}
+	}
+	return lifetime{}
+}
+
+// nextExpiry is when the routes are to be read again (a route expires,
+// or one expired may have been renewed), zero if never.
+func (v *view) nextExpiry() time.Time {
+	var next time.Time
+	for _, rs := range v.routes {
+		for _, life := range rs {
+			if !life.until.IsZero() && (next.IsZero() || life.until.Before(next)) {
+				next = life.until
+			}
+		}
+	}
+	return next
 }
 
 // Run watches until ctx ends. It returns an error only if it cannot
@@ -547,12 +593,25 @@ func (m *Monitor) Run(ctx context.Context) error {
 
 // pump applies messages, coalescing what is already queued into one update.
 func (m *Monitor) pump(ctx context.Context, s *subscription) error {
+	expired := time.NewTimer(time.Hour)
+	defer expired.Stop()
 	for {
+		// Wake when a default route's lifetime runs out (an RA's) to read
+		// the routes again: the kernel says nothing when it expires, nor
+		// when a new RA renews it.
+		expired.Stop()
+		if next := m.v.nextExpiry(); !next.IsZero() {
+			// A little after it, so that the kernel says expired (it
+			// rounds a lifetime within a tick of its end to none).
+			expired.Reset(max(time.Until(next), 0) + 100*time.Millisecond)
+		}
 		var c change
 		// Block for the first message ...
 		select {
 		case <-ctx.Done():
 			return nil
+		case <-expired.C:
+			m.routesStale = true
 		case ev := <-s.events:
 			if err := m.apply(ev, &c); err != nil {
 				return err
@@ -664,7 +723,7 @@ func (m *Monitor) applyRoute(u rtnl.RouteUpdate) bool {
 		delete(m.v.routes[u.LinkIndex], d)
 		return false
 	}
-	m.v.addRoute(u.LinkIndex, d)
+	m.v.addRoute(u.LinkIndex, d, lifetimeOf(&u.Route, time.Now()))
 	return false
 }
 
