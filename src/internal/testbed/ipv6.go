@@ -95,7 +95,8 @@ func (w *World) V6Mode() V6Mode { return w.opt.IPv6 }
 // address detection (addresses usable at once; the world makes them unique), forwarding in
 // routers and the cloud.
 func (w *World) prepareV6(ns *NS) error {
-	for _, k := range []string{"net.ipv6.conf.all.accept_dad", "net.ipv6.conf.default.accept_dad"} {
+	// lo predates these settings: its own too, for the addresses tests add to it later.
+	for _, k := range []string{"net.ipv6.conf.all.accept_dad", "net.ipv6.conf.default.accept_dad", "net.ipv6.conf.lo.accept_dad"} {
 		if err := ns.Sysctl(k, "0"); err != nil {
 			return err
 		}
