@@ -141,10 +141,18 @@ func TestE2EIPv6ConnectionSurvivesFailBack(t *testing.T) {
 // on (the default configuration), connmgr proves it over IPv6, routes IPv6 through it, and the
 // hub reaches the cloud at the DNS64's synthesized address through a pinhole its AAAA opened.
 func TestE2EIPv6OnlyCellular(t *testing.T) {
+	for _, backend := range []string{"nftables", "iptables"} {
+		t.Run(backend, func(t *testing.T) { ipv6OnlyCellular(t, backend) })
+	}
+}
+
+func ipv6OnlyCellular(t *testing.T, backend string) {
 	o := defaultOptions(t, nil)
+	o.extra = "\toption firewall_backend '" + backend + "'\n"
 	o.world = testbed.Options{IPv6: testbed.V6RA, IPv6Only: []string{"wwan0"}, DNS64: true}
 	r := newRigWith(t, o)
 	r.waitFirewall()
+	r.waitLog(`msg="firewall lock-down in force" backend=` + backend)
 	r.waitDefault6("eth0", 15*time.Second)
 	if out, _ := r.w.Device.Run("ip", "-4", "route", "show", "default"); strings.Contains(out, "wwan0") {
 		t.Fatalf("an IPv4 default route through the IPv6-only wwan0:\n%s", out)
@@ -172,6 +180,12 @@ func TestE2EIPv6OnlyCellular(t *testing.T) {
 		t.Fatalf("connection left from %s, not wwan0's address", got)
 	}
 	t.Logf("cloud traffic over the IPv6-only uplink %v after the cables were pulled", time.Since(start))
+	// The lock-down is in force there: the same cloud at an address no answer gave (every
+	// address of 64:ff9b::/96 answers) stays shut.
+	shut := netip.AddrPortFrom(testbed.Synthesize(netip.MustParseAddr("198.18.200.255")), testbed.EchoPort)
+	if err := tryEcho(r.w, shut.String(), r.w.MustUplink("wwan0").Addr6); err == nil {
+		t.Fatalf("%s, never in a DNS answer, reached over wwan0 through the lock-down", shut)
+	}
 
 	// ubus status: an IPv6-only uplink is a full uplink, up and proven, in use for IPv6.
 	st := r.status()
