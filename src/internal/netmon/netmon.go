@@ -91,24 +91,25 @@ type linkInfo struct {
 	carrier bool
 }
 
+// defRoute is a default route as the kernel tells one from another.
 type defRoute struct {
 	v6     bool // an IPv6 route
 	gw     netip.Addr
 	metric int
-	pref   int // router preference (RA): higher is better
 }
 
 // view is the pump goroutine's model of the kernel.
 type view struct {
 	links map[int]linkInfo
 	addrs map[int]map[netip.Prefix]bool // usable addresses, by device
-	// routes are the default routes in the main table, by device, with
-	// their lifetimes.
-	routes map[int]map[defRoute]lifetime
+	// routes are the default routes in the main table, by device.
+	routes map[int]map[defRoute]routeInfo
 }
 
-// lifetime is what the kernel last said of a route's lifetime.
-type lifetime struct {
+// routeInfo is what the kernel last said of a default route beyond what
+// tells it from others (an RA changes both without a message).
+type routeInfo struct {
+	pref int // router preference (RA): higher is better
 	// until is when it expires, zero for never; for an expired one, when
 	// to read the routes again.
 	until   time.Time
@@ -120,7 +121,7 @@ type lifetime struct {
 const recheckExpired = 5 * time.Second
 
 func newView() *view {
-	return &view{links: map[int]linkInfo{}, addrs: map[int]map[netip.Prefix]bool{}, routes: map[int]map[defRoute]lifetime{}}
+	return &view{links: map[int]linkInfo{}, addrs: map[int]map[netip.Prefix]bool{}, routes: map[int]map[defRoute]routeInfo{}}
 }
 
 // device builds the snapshot of the device called name.
@@ -154,13 +155,14 @@ func (v *view) device(name string) uplink.Device {
 // there is one.
 func (v *view) bestRoute(idx int, v6 bool) (bool, netip.Addr) {
 	var best *defRoute
-	for r, life := range v.routes[idx] {
-		if r.v6 != v6 || life.expired {
+	var bestPref int
+	for r, info := range v.routes[idx] {
+		if r.v6 != v6 || info.expired {
 			continue
 		}
 		if best == nil || r.metric < best.metric || (r.metric == best.metric &&
-			(r.pref > best.pref || (r.pref == best.pref && r.gw.Less(best.gw)))) {
-			best = &r
+			(info.pref > bestPref || (info.pref == bestPref && r.gw.Less(best.gw)))) {
+			best, bestPref = &r, info.pref
 		}
 	}
 	if best == nil {
@@ -192,7 +194,7 @@ func (m *Monitor) defaultOf(r *rtnl.Route) (defRoute, bool) {
 		(r.Type != 0 && r.Type != unix.RTN_UNICAST) {
 		return defRoute{}, false
 	}
-	return defRoute{v6: r.Family == unix.AF_INET6, gw: r.Gw.Unmap(), metric: r.Priority, pref: prefRank(r.Pref)}, true
+	return defRoute{v6: r.Family == unix.AF_INET6, gw: r.Gw.Unmap(), metric: r.Priority}, true
 }
 
 // Monitor watches netlink; create with New, run with Run.
@@ -493,11 +495,11 @@ func (m *Monitor) dumpRoutes(h *rtnl.Conn, v *view) error {
 	if err != nil {
 		return fmt.Errorf("dump routes: %w", err)
 	}
-	v.routes = map[int]map[defRoute]lifetime{}
+	v.routes = map[int]map[defRoute]routeInfo{}
 	now := time.Now()
 	for i := range routes {
 		if d, ok := m.defaultOf(&routes[i]); ok {
-			v.addRoute(routes[i].LinkIndex, d, lifetimeOf(&routes[i], now))
+			v.addRoute(routes[i].LinkIndex, d, infoOf(&routes[i], now))
 		}
 	}
 	return nil
@@ -519,27 +521,28 @@ func (v *view) addAddr(idx int, p netip.Prefix) {
 	v.addrs[idx][p] = true
 }
 
-func (v *view) addRoute(idx int, r defRoute, life lifetime) {
+func (v *view) addRoute(idx int, r defRoute, info routeInfo) {
 	if v.routes[idx] == nil {
-		v.routes[idx] = map[defRoute]lifetime{}
+		v.routes[idx] = map[defRoute]routeInfo{}
 	}
-	v.routes[idx][r] = life
+	v.routes[idx][r] = info
 }
 
-// lifetimeOf is r's lifetime as read at now. An RA's route that expired is
-// kept by the kernel, unused, until its garbage collection runs (up to
-// 30 s later): it is no default route. The kernel says nothing when a
-// route expires, nor when a new RA renews its lifetime, so the routes are
-// read again when one is due to expire, and every recheckExpired while an
-// expired one is kept (nextExpiry).
-func lifetimeOf(r *rtnl.Route, now time.Time) lifetime {
+// infoOf is r's preference and lifetime as read at now. An RA's route
+// that expired is kept by the kernel, unused, until its garbage collection
+// runs (up to 30 s later): it is no default route. The kernel says nothing
+// when a route expires, nor when a new RA renews its lifetime, so the
+// routes are read again when one is due to expire, and every
+// recheckExpired while an expired one is kept (nextExpiry).
+func infoOf(r *rtnl.Route, now time.Time) routeInfo {
+	info := routeInfo{pref: prefRank(r.Pref)}
 	switch {
 	case r.Expires < 0:
-		return lifetime{expired: true, until: now.Add(recheckExpired)}
+		info.expired, info.until = true, now.Add(recheckExpired)
 	case r.Expires > 0:
-		return lifetime{until: now.Add(r.Expires)}
+		info.until = now.Add(r.Expires)
 	}
-	return lifetime{}
+	return info
 }
 
 // nextExpiry is when the routes are to be read again (a route expires,
@@ -547,9 +550,9 @@ func lifetimeOf(r *rtnl.Route, now time.Time) lifetime {
 func (v *view) nextExpiry() time.Time {
 	var next time.Time
 	for _, rs := range v.routes {
-		for _, life := range rs {
-			if !life.until.IsZero() && (next.IsZero() || life.until.Before(next)) {
-				next = life.until
+		for _, info := range rs {
+			if !info.until.IsZero() && (next.IsZero() || info.until.Before(next)) {
+				next = info.until
 			}
 		}
 	}
@@ -723,7 +726,7 @@ func (m *Monitor) applyRoute(u rtnl.RouteUpdate) bool {
 		delete(m.v.routes[u.LinkIndex], d)
 		return false
 	}
-	m.v.addRoute(u.LinkIndex, d, lifetimeOf(&u.Route, time.Now()))
+	m.v.addRoute(u.LinkIndex, d, infoOf(&u.Route, time.Now()))
 	return false
 }
 
