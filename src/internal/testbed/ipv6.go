@@ -93,7 +93,10 @@ func (w *World) V6Mode() V6Mode { return w.opt.IPv6 }
 
 // prepareV6 sets a new namespace up for IPv6 before any link exists in it: no duplicate
 // address detection (addresses usable at once; the world makes them unique), forwarding in
-// routers and the cloud.
+// routers and the cloud, and in them addresses kept while a link is down: SetCarrier pulls a
+// cable by taking the router's end down, and the kernel would otherwise delete that end's IPv6
+// addresses, which a real router's cable pull never does (fe80::1, the gateway, goes whatever
+// keep_addr_on_down says: SetCarrier puts it back).
 func (w *World) prepareV6(ns *NS) error {
 	// lo predates these settings: its own too, for the addresses tests add to it later.
 	for _, k := range []string{"net.ipv6.conf.all.accept_dad", "net.ipv6.conf.default.accept_dad", "net.ipv6.conf.lo.accept_dad"} {
@@ -107,9 +110,6 @@ func (w *World) prepareV6(ns *NS) error {
 	if err := ns.Sysctl("net.ipv6.conf.all.forwarding", "1"); err != nil {
 		return err
 	}
-	// SetCarrier takes the router's end of the link down and up: its IPv6 addresses (fe80::1
-	// among them, with no kernel-made link-local) must survive that, as a router's do when a
-	// cable is pulled.
 	return ns.Sysctl("net.ipv6.conf.all.keep_addr_on_down", "1")
 }
 
