@@ -5,8 +5,9 @@
 // deprecated nor DAD-failed: rtnl.Addr.Usable), and per family the
 // uplink's own default route (the lowest-metric one through the device in
 // the main table, not ours: for IPv6 from an RA, proto ra, or from netifd,
-// usually via a link-local gateway). It coalesces bursts of netlink
-// messages into one update. When the kernel drops messages (ENOBUFS:
+// usually via a link-local gateway; among equal metrics the router of
+// higher RA preference). It coalesces bursts of netlink messages into one
+// update. When the kernel drops messages (ENOBUFS:
 // the socket overflowed) it subscribes again and re-dumps everything, so the
 // view never stays wrong. Like tailscale's netmon, one pump goroutine owns
 // the view; the consumer gets a callback per coalesced change.
@@ -90,22 +91,37 @@ type linkInfo struct {
 	carrier bool
 }
 
+// defRoute is a default route as the kernel tells one from another.
 type defRoute struct {
 	v6     bool // an IPv6 route
 	gw     netip.Addr
 	metric int
-	pref   int // router preference (RA): higher is better
 }
 
 // view is the pump goroutine's model of the kernel.
 type view struct {
-	links  map[int]linkInfo
-	addrs  map[int]map[netip.Prefix]bool // usable addresses, by device
-	routes map[int]map[defRoute]bool     // default routes in the main table, by device
+	links map[int]linkInfo
+	addrs map[int]map[netip.Prefix]bool // usable addresses, by device
+	// routes are the default routes in the main table, by device.
+	routes map[int]map[defRoute]routeInfo
 }
 
+// routeInfo is what the kernel last said of a default route beyond what
+// tells it from others (an RA changes both without a message).
+type routeInfo struct {
+	pref int // router preference (RA): higher is better
+	// until is when it expires, zero for never; for an expired one, when
+	// to read the routes again.
+	until   time.Time
+	expired bool // it had expired (the kernel keeps it, unused, until its garbage collection)
+}
+
+// recheckExpired is how often the routes are read while one the kernel
+// keeps has expired: an RA from its router renews it without a message.
+const recheckExpired = 5 * time.Second
+
 func newView() *view {
-	return &view{links: map[int]linkInfo{}, addrs: map[int]map[netip.Prefix]bool{}, routes: map[int]map[defRoute]bool{}}
+	return &view{links: map[int]linkInfo{}, addrs: map[int]map[netip.Prefix]bool{}, routes: map[int]map[defRoute]routeInfo{}}
 }
 
 // device builds the snapshot of the device called name.
@@ -135,16 +151,18 @@ func (v *view) device(name string) uplink.Device {
 
 // bestRoute returns the gateway of the device's lowest-metric default
 // route of a family (of those of that metric, the one of the preferred
-// router, then the lowest gateway), and whether there is one.
+// router, then the lowest gateway) that had not expired, and whether
+// there is one.
 func (v *view) bestRoute(idx int, v6 bool) (bool, netip.Addr) {
 	var best *defRoute
-	for r := range v.routes[idx] {
-		if r.v6 != v6 {
+	var bestPref int
+	for r, info := range v.routes[idx] {
+		if r.v6 != v6 || info.expired {
 			continue
 		}
 		if best == nil || r.metric < best.metric || (r.metric == best.metric &&
-			(r.pref > best.pref || (r.pref == best.pref && r.gw.Less(best.gw)))) {
-			best = &r
+			(info.pref > bestPref || (info.pref == bestPref && r.gw.Less(best.gw)))) {
+			best, bestPref = &r, info.pref
 		}
 	}
 	if best == nil {
@@ -176,7 +194,7 @@ func (m *Monitor) defaultOf(r *rtnl.Route) (defRoute, bool) {
 		(r.Type != 0 && r.Type != unix.RTN_UNICAST) {
 		return defRoute{}, false
 	}
-	return defRoute{v6: r.Family == unix.AF_INET6, gw: r.Gw.Unmap(), metric: r.Priority, pref: prefRank(r.Pref)}, true
+	return defRoute{v6: r.Family == unix.AF_INET6, gw: r.Gw.Unmap(), metric: r.Priority}, true
 }
 
 // Monitor watches netlink; create with New, run with Run.
@@ -477,10 +495,11 @@ func (m *Monitor) dumpRoutes(h *rtnl.Conn, v *view) error {
 	if err != nil {
 		return fmt.Errorf("dump routes: %w", err)
 	}
-	v.routes = map[int]map[defRoute]bool{}
+	v.routes = map[int]map[defRoute]routeInfo{}
+	now := time.Now()
 	for i := range routes {
 		if d, ok := m.defaultOf(&routes[i]); ok {
-			v.addRoute(routes[i].LinkIndex, d)
+			v.addRoute(routes[i].LinkIndex, d, infoOf(&routes[i], now))
 		}
 	}
 	return nil
@@ -502,11 +521,42 @@ func (v *view) addAddr(idx int, p netip.Prefix) {
 	v.addrs[idx][p] = true
 }
 
-func (v *view) addRoute(idx int, r defRoute) {
+func (v *view) addRoute(idx int, r defRoute, info routeInfo) {
 	if v.routes[idx] == nil {
-		v.routes[idx] = map[defRoute]bool{}
+		v.routes[idx] = map[defRoute]routeInfo{}
 	}
-	v.routes[idx][r] = true
+	v.routes[idx][r] = info
+}
+
+// infoOf is r's preference and lifetime as read at now. An RA's route
+// that expired is kept by the kernel, unused, until its garbage collection
+// runs (up to 30 s later): it is no default route. The kernel says nothing
+// when a route expires, nor when a new RA renews its lifetime, so the
+// routes are read again when one is due to expire, and every
+// recheckExpired while an expired one is kept (nextExpiry).
+func infoOf(r *rtnl.Route, now time.Time) routeInfo {
+	info := routeInfo{pref: prefRank(r.Pref)}
+	switch {
+	case r.Expires < 0:
+		info.expired, info.until = true, now.Add(recheckExpired)
+	case r.Expires > 0:
+		info.until = now.Add(r.Expires)
+	}
+	return info
+}
+
+// nextExpiry is when the routes are to be read again (a route expires,
+// or one expired may have been renewed), zero if never.
+func (v *view) nextExpiry() time.Time {
+	var next time.Time
+	for _, rs := range v.routes {
+		for _, info := range rs {
+			if !info.until.IsZero() && (next.IsZero() || info.until.Before(next)) {
+				next = info.until
+			}
+		}
+	}
+	return next
 }
 
 // Run watches until ctx ends. It returns an error only if it cannot
@@ -546,12 +596,25 @@ func (m *Monitor) Run(ctx context.Context) error {
 
 // pump applies messages, coalescing what is already queued into one update.
 func (m *Monitor) pump(ctx context.Context, s *subscription) error {
+	expired := time.NewTimer(time.Hour)
+	defer expired.Stop()
 	for {
+		// Wake when a default route's lifetime runs out (an RA's) to read
+		// the routes again: the kernel says nothing when it expires, nor
+		// when a new RA renews it.
+		expired.Stop()
+		if next := m.v.nextExpiry(); !next.IsZero() {
+			// A little after it, so that the kernel says expired (it
+			// rounds a lifetime within a tick of its end to none).
+			expired.Reset(max(time.Until(next), 0) + 100*time.Millisecond)
+		}
 		var c change
 		// Block for the first message ...
 		select {
 		case <-ctx.Done():
 			return nil
+		case <-expired.C:
+			m.routesStale = true
 		case ev := <-s.events:
 			if err := m.apply(ev, &c); err != nil {
 				return err
@@ -663,7 +726,7 @@ func (m *Monitor) applyRoute(u rtnl.RouteUpdate) bool {
 		delete(m.v.routes[u.LinkIndex], d)
 		return false
 	}
-	m.v.addRoute(u.LinkIndex, d)
+	m.v.addRoute(u.LinkIndex, d, infoOf(&u.Route, time.Now()))
 	return false
 }
 

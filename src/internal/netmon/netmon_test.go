@@ -351,6 +351,12 @@ func TestMonitorFollowsIPv6(t *testing.T) {
 		"route add default via fe80::7 dev eth0 metric 1 proto 188",
 		"route add default via fe80::8 dev eth0 metric 1 table 300"))
 	w.waitFor(t, "own IPv6 route seen", func(w *watcher) bool { return w.own > 0 })
+	// Somebody deletes ours: that is reported too (connmgr restores it).
+	w.mu.Lock()
+	own := w.own
+	w.mu.Unlock()
+	must(t, ns.IP("route del default via fe80::7 dev eth0 metric 1 proto 188"))
+	w.waitFor(t, "own IPv6 route's deletion seen", func(w *watcher) bool { return w.own > own })
 	w.waitFor(t, "netifd's default route", func(w *watcher) bool { return w.cur["eth0"].Gateway6 == netip.MustParseAddr("fe80::2") })
 	// An IPv4 default route is IPv4's alone.
 	must(t, ns.IP("route add default via 198.18.1.1 dev eth0 metric 10"))
@@ -387,12 +393,9 @@ func TestMonitorFollowsIPv6(t *testing.T) {
 // reported once DAD passed, the default route (proto ra via a router's
 // link-local address) at once, the router of high preference (RFC 4191)
 // before the one of low preference though its address is higher; when a
-// router stops (radvd sends a final RA with lifetime 0) its route goes.
+// router stops (radvd sends a final RA with lifetime 0) its route goes. A
+// route renewed by RAs stays past its first lifetime.
 func TestMonitorRouterAdvertisement(t *testing.T) {
-	radvd, err := exec.LookPath("radvd")
-	if err != nil {
-		t.Skip("no radvd")
-	}
 	ns := testbed.NewNS(t, "netmon")
 	sw := testbed.NewNS(t, "sw")
 	must(t, sw.IP("link add br0 type bridge", "link set br0 up"))
@@ -404,64 +407,108 @@ func TestMonitorRouterAdvertisement(t *testing.T) {
 	start(t, ns, w, 0, "eth0")
 	w.waitFor(t, "carrier", func(w *watcher) bool { return w.cur["eth0"].Carrier })
 
-	type router struct {
-		ll   netip.Addr
-		stop func()
-	}
-	// The low-preference router has the lower link-local address.
-	startRouter := func(name, mac, prefix, pref string) router {
+	// A router on the switch; its link-local address is made of mac (EUI-64).
+	startRouter := func(name, mac, prefix, pref, lifetime string) (netip.Addr, *exec.Cmd) {
 		rt := testbed.NewNS(t, name)
 		must(t, rt.IP("link add lan0 address "+mac+" type veth peer name "+name+" netns "+sw.Name))
 		must(t, sw.IP("link set "+name+" master br0", "link set "+name+" up"))
-		must(t, rt.Sysctl("net.ipv6.conf.all.forwarding", "1"))
 		must(t, rt.IP("link set lan0 up"))
-		dir := t.TempDir()
-		conf := dir + "/radvd.conf"
-		must(t, os.WriteFile(conf, []byte(`interface lan0 {
-	AdvSendAdvert on;
-	MinRtrAdvInterval 3;
-	MaxRtrAdvInterval 4;
-	AdvDefaultLifetime 60;
-	AdvDefaultPreference `+pref+`;
-	prefix `+prefix+` { AdvOnLink on; AdvAutonomous on; };
-};
-`), 0o644))
-		cmd := rt.Command(radvd, "-n", "-C", conf, "-p", dir+"/radvd.pid", "-m", "stderr")
-		var out strings.Builder
-		cmd.Stdout, cmd.Stderr = &out, &out
-		must(t, cmd.Start())
-		stopped := false
-		stop := func() {
-			if !stopped {
-				stopped = true
-				cmd.Process.Signal(syscall.SIGTERM)
-				cmd.Wait()
-				t.Logf("radvd %s: %s", name, out.String())
-			}
-		}
-		t.Cleanup(stop)
-		// The link-local address made of the MAC (EUI-64).
+		cmd := startRadvd(t, rt, prefix, pref, lifetime)
 		hw, err := net.ParseMAC(mac)
 		must(t, err)
-		ll := netip.AddrFrom16([16]byte{0: 0xfe, 1: 0x80, 8: hw[0] ^ 2, 9: hw[1], 10: hw[2], 11: 0xff, 12: 0xfe, 13: hw[3], 14: hw[4], 15: hw[5]})
-		return router{ll, stop}
+		return netip.AddrFrom16([16]byte{0: 0xfe, 1: 0x80, 8: hw[0] ^ 2, 9: hw[1], 10: hw[2], 11: 0xff, 12: 0xfe, 13: hw[3], 14: hw[4], 15: hw[5]}), cmd
 	}
-	low := startRouter("rtlow", "02:00:00:00:00:0a", "2001:db8:5::/64", "low")
-	high := startRouter("rthigh", "02:00:00:00:00:0b", "2001:db8:6::/64", "high")
-	if !low.ll.Less(high.ll) {
-		t.Fatalf("link-local %v not below %v", low.ll, high.ll)
+	// The low-preference router has the lower link-local address.
+	low, lowCmd := startRouter("rtlow", "02:00:00:00:00:0a", "2001:db8:5::/64", "low", "60")
+	// A short router lifetime, renewed by each RA (every 3-4 s) without a
+	// message from the kernel.
+	high, highCmd := startRouter("rthigh", "02:00:00:00:00:0b", "2001:db8:6::/64", "high", "6")
+	if !low.Less(high) {
+		t.Fatalf("link-local %v not below %v", low, high)
 	}
 	w.waitFor(t, "SLAAC addresses of both prefixes, default route via the high-preference router", func(w *watcher) bool {
 		d := w.cur["eth0"]
 		return len(d.Addrs) == 2 && netip.MustParsePrefix("2001:db8:5::/64").Contains(d.Addrs[0].Addr()) &&
 			netip.MustParsePrefix("2001:db8:6::/64").Contains(d.Addrs[1].Addr()) && d.Addrs[0].Bits() == 64 &&
-			d.HasDefault6 && d.Gateway6 == high.ll
+			d.HasDefault6 && d.Gateway6 == high
 	})
-	high.stop()
+	// Renewed, it stays the uplink's past its first lifetime.
+	for end := time.Now().Add(9 * time.Second); time.Now().Before(end); time.Sleep(20 * time.Millisecond) {
+		w.mu.Lock()
+		d := w.cur["eth0"]
+		w.mu.Unlock()
+		if !d.HasDefault6 || d.Gateway6 != high {
+			t.Fatalf("the renewed route of the high-preference router was lost: %+v", d)
+		}
+	}
+	stopRadvd(highCmd)
 	w.waitFor(t, "default route via the low-preference router", func(w *watcher) bool {
 		d := w.cur["eth0"]
-		return d.HasDefault6 && d.Gateway6 == low.ll
+		return d.HasDefault6 && d.Gateway6 == low
 	})
-	low.stop()
+	stopRadvd(lowCmd)
 	w.waitFor(t, "RA default routes withdrawn", func(w *watcher) bool { return !w.cur["eth0"].HasDefault6 })
+}
+
+// A router that stalls past its lifetime and then advertises again: its
+// route goes when it expires, and comes back when an RA renews it, though
+// the kernel renews a route it still keeps without a message.
+func TestMonitorRouterStallsAndReturns(t *testing.T) {
+	ns := testbed.NewNS(t, "netmon")
+	rt := testbed.NewNS(t, "rt")
+	must(t, ns.IP("link add eth0 type veth peer name lan0 address 02:00:00:00:00:0c netns "+rt.Name))
+	must(t, rt.IP("link set lan0 up"))
+	must(t, ns.Sysctl("net.ipv6.conf.eth0.accept_ra", "2"))
+	must(t, ns.IP("link set eth0 up"))
+	w := &watcher{}
+	start(t, ns, w, 0, "eth0")
+	cmd := startRadvd(t, rt, "2001:db8:5::/64", "medium", "6")
+	ll := netip.MustParseAddr("fe80::ff:fe00:c")
+	w.waitFor(t, "RA default route", func(w *watcher) bool { d := w.cur["eth0"]; return d.HasDefault6 && d.Gateway6 == ll })
+	must(t, cmd.Process.Signal(syscall.SIGSTOP))
+	w.waitFor(t, "the stalled router's route expired", func(w *watcher) bool { return !w.cur["eth0"].HasDefault6 })
+	kept, _ := ns.Run("ip", "-6", "route", "show", "default")
+	must(t, cmd.Process.Signal(syscall.SIGCONT))
+	t.Logf("when the router came back the kernel listed: %q", kept)
+	w.waitFor(t, "the renewed route", func(w *watcher) bool { d := w.cur["eth0"]; return d.HasDefault6 && d.Gateway6 == ll })
+}
+
+// startRadvd runs radvd in rt, advertising prefix on lan0 every 3-4 s as a
+// default router of lifetime seconds and preference pref; it skips the
+// test without radvd. The process is stopped (SIGTERM: a final RA of
+// lifetime 0) when the test ends, and its output logged.
+func startRadvd(t *testing.T, rt *testbed.NS, prefix, pref, lifetime string) *exec.Cmd {
+	radvd, err := exec.LookPath("radvd")
+	if err != nil {
+		t.Skip("no radvd")
+	}
+	must(t, rt.Sysctl("net.ipv6.conf.all.forwarding", "1"))
+	dir := t.TempDir()
+	must(t, os.WriteFile(dir+"/radvd.conf", []byte(`interface lan0 {
+	AdvSendAdvert on;
+	MinRtrAdvInterval 3;
+	MaxRtrAdvInterval 4;
+	AdvDefaultLifetime `+lifetime+`;
+	AdvDefaultPreference `+pref+`;
+	prefix `+prefix+` { AdvOnLink on; AdvAutonomous on; };
+};
+`), 0o644))
+	cmd := rt.Command(radvd, "-n", "-C", dir+"/radvd.conf", "-p", dir+"/radvd.pid", "-m", "stderr")
+	var out strings.Builder
+	cmd.Stdout, cmd.Stderr = &out, &out
+	must(t, cmd.Start())
+	t.Cleanup(func() {
+		stopRadvd(cmd)
+		t.Logf("radvd in %s: %s", rt.Name, out.String())
+	})
+	return cmd
+}
+
+// stopRadvd stops radvd as an admin would (SIGTERM), once.
+func stopRadvd(cmd *exec.Cmd) {
+	if cmd.ProcessState == nil {
+		cmd.Process.Signal(syscall.SIGCONT)
+		cmd.Process.Signal(syscall.SIGTERM)
+		cmd.Wait()
+	}
 }

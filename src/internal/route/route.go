@@ -12,7 +12,9 @@
 // Use: one Manager per family (Config.Family), each fed the Desired state
 // of its family's uplinks: Uplink.Addr, OtherAddrs and Gateway are of that
 // family (for IPv6 the gateway is usually link-local: the route goes via
-// it and the uplink's device). Apply whenever the Desired state changed or
+// it and the uplink's device; OtherAddrs are the family's further addresses
+// of the uplink, each of which gets a source rule; compare states with
+// Desired.Equal). Apply whenever the Desired state changed or
 // netmon says our routes or rules changed (it restores what was deleted);
 // FlushConntrack with the addresses of a dead uplink; Cleanup on exit. Both
 // Managers may share Proto, TableBase and RulePref: the kernel keeps each

@@ -19,6 +19,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"time"
 
 	"github.com/mdlayher/netlink"
 	"github.com/vishvananda/netns"
@@ -92,6 +93,10 @@ type Route struct {
 	// Pref is an IPv6 route's router preference from its RA (RTA_PREF:
 	// RFC 4191's 0 medium, 1 high, 3 low); read only.
 	Pref uint8
+	// Expires is the lifetime left of a route that has one (an RA's),
+	// negative once it ran out (the kernel keeps an expired route, unused,
+	// until its garbage collection); 0 for none. Read only.
+	Expires time.Duration
 }
 
 // Router preferences of Route.Pref (ICMPV6_ROUTER_PREF_*).
@@ -394,6 +399,12 @@ func ParseRoute(b []byte) (r Route, ok bool, err error) {
 			r.Table = int(ad.Uint32())
 		case unix.RTA_PREF:
 			r.Pref = ad.Uint8()
+		case unix.RTA_CACHEINFO:
+			// struct rta_cacheinfo: rta_expires (s32, clock ticks of
+			// USER_HZ, 100 per second) after two u32s.
+			if b := ad.Bytes(); len(b) >= 12 {
+				r.Expires = time.Duration(int32(binary.NativeEndian.Uint32(b[8:12]))) * 10 * time.Millisecond
+			}
 		}
 	}
 	if err := ad.Err(); err != nil {

@@ -83,10 +83,10 @@ func (w *World) SetCarrier(dev string, up bool) error {
 		state = "up"
 	}
 	cmds := []string{"link set todev " + state}
-	if up && u.Addr6.IsValid() {
-		// A link-local address does not outlive its link going down (keep_addr_on_down keeps
-		// static global ones only): the device's IPv6 gateway, fe80::1, comes back with it.
-		cmds = append(cmds, "addr replace "+routerLinkLocal.String()+"/64 dev todev nodad")
+	if up && u.Gateway6.IsValid() {
+		// The kernel drops link-local addresses when a link goes down, whatever
+		// keep_addr_on_down says; the router's fe80::1 comes back with the cable.
+		cmds = append(cmds, "addr replace "+u.Gateway6.String()+"/64 dev todev")
 	}
 	return u.Router.IP(cmds...)
 }
