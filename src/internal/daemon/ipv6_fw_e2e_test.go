@@ -57,7 +57,7 @@ func newFW6(t *testing.T, backend string) *fw6 {
 	}
 	lo := []string{"addr add " + nat64V4.String() + "/32 dev lo"}
 	for _, a := range []netip.Addr{v6Addr, evil6Addr, rogue6DNS, rogue6Addr, llRogueAddr} {
-		lo = append(lo, "addr add "+a.String()+"/128 dev lo")
+		lo = append(lo, "addr add "+a.String()+"/128 dev lo nodad")
 	}
 	if err := w.Cloud.IP(lo...); err != nil {
 		t.Fatal(err)
@@ -196,7 +196,7 @@ func (f *fw6) aaaaPinholes() {
 
 	// The cellular router's link-local resolver is trusted on wwan0 (its zone's).
 	f.llDNS.SetRecords([]testbed.Record{{Name: "ll.afero.io", TTL: 60, Addr: netip.MustParseAddr("2001:db8:ff::106")}})
-	if err := f.w.Cloud.IP("addr add 2001:db8:ff::106/128 dev lo"); err != nil {
+	if err := f.w.Cloud.IP("addr add 2001:db8:ff::106/128 dev lo nodad"); err != nil {
 		t.Fatal(err)
 	}
 	got, err := f.w.ResolveVia("wwan0", netip.MustParseAddr("fe80::1"), "ll.afero.io", dns.TypeAAAA)

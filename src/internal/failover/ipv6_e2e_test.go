@@ -3,7 +3,6 @@ package failover_test
 import (
 	"encoding/json"
 	"net/netip"
-	"os"
 	"regexp"
 	"strings"
 	"testing"
@@ -23,11 +22,15 @@ import (
 // newDualRig starts connmgr (-d unless args say otherwise) in a dual-stack world and waits
 // until both families' default routes go through eth0.
 func newDualRig(t *testing.T, args ...string) *rig {
-	pendingIPv6Daemon(t)
+	return newDualRigMode(t, testbed.V6RA, args...)
+}
+
+// newDualRigMode is newDualRig with the IPv6 default routes installed as mode says.
+func newDualRigMode(t *testing.T, mode testbed.V6Mode, args ...string) *rig {
 	if args == nil {
 		args = []string{"-d"}
 	}
-	r := newRigWith(t, rigOptions{args: args, world: testbed.Options{IPv6: testbed.V6RA}, records: testbed.DefaultRecords6()})
+	r := newRigWith(t, rigOptions{args: args, world: testbed.Options{IPv6: mode}, records: testbed.DefaultRecords6()})
 	r.waitDefault6("eth0", 15*time.Second)
 	return r
 }
@@ -48,9 +51,16 @@ func (r *rig) echo6(dev string) {
 }
 
 // A silent upstream failure of a dual-stack Ethernet moves both families to Wi-Fi, and the
-// return of Ethernet brings both back.
+// return of Ethernet brings both back: with the IPv6 default routes of RAs, and with netifd's
+// source-restricted ones.
 func TestE2EDualStackSilentFailure(t *testing.T) {
-	r := newDualRig(t)
+	for _, mode := range []testbed.V6Mode{testbed.V6RA, testbed.V6SourceFilter} {
+		t.Run(strings.ReplaceAll(mode.String(), " ", "_"), func(t *testing.T) { dualStackSilentFailure(t, mode) })
+	}
+}
+
+func dualStackSilentFailure(t *testing.T, mode testbed.V6Mode) {
+	r := newDualRigMode(t, mode)
 	start := time.Now()
 	r.fault("eth0", testbed.Fault{Blackhole: true})
 	at4 := r.waitDefault("wlan0", 15*time.Second)
@@ -131,22 +141,29 @@ func TestE2EIPv6ConnectionSurvivesFailBack(t *testing.T) {
 // on (the default configuration), connmgr proves it over IPv6, routes IPv6 through it, and the
 // hub reaches the cloud at the DNS64's synthesized address through a pinhole its AAAA opened.
 func TestE2EIPv6OnlyCellular(t *testing.T) {
-	pendingIPv6Daemon(t)
+	for _, backend := range []string{"nftables", "iptables"} {
+		t.Run(backend, func(t *testing.T) { ipv6OnlyCellular(t, backend) })
+	}
+}
+
+func ipv6OnlyCellular(t *testing.T, backend string) {
 	o := defaultOptions(t, nil)
+	o.extra = "\toption firewall_backend '" + backend + "'\n"
 	o.world = testbed.Options{IPv6: testbed.V6RA, IPv6Only: []string{"wwan0"}, DNS64: true}
 	r := newRigWith(t, o)
 	r.waitFirewall()
+	r.waitLog(`msg="firewall lock-down in force" backend=` + backend)
 	r.waitDefault6("eth0", 15*time.Second)
 	if out, _ := r.w.Device.Run("ip", "-4", "route", "show", "default"); strings.Contains(out, "wwan0") {
 		t.Fatalf("an IPv4 default route through the IPv6-only wwan0:\n%s", out)
 	}
-	mark := r.p.Mark()
 	start := time.Now()
 	r.carrier("eth0", false)
 	r.carrier("wlan0", false)
 	at := r.waitDefault6("wwan0", 20*time.Second)
 	t.Logf("eth0 and wlan0 cables pulled -> IPv6 through wwan0 in %v", at.Sub(start))
-	if _, err := r.p.WaitLogFrom(mark, uplinkUp("modemnet"), 10*time.Second); err != nil {
+	// Proven over IPv6 (before or after the cables went: a standby is probed too).
+	if _, err := r.p.WaitLog(uplinkUp("modemnet", "ipv6"), 10*time.Second); err != nil {
 		t.Fatalf("modemnet not proven: %v", err)
 	}
 	// The hub's own lookup, as its resolver makes it: through the kernel's routes, now wwan0.
@@ -163,6 +180,12 @@ func TestE2EIPv6OnlyCellular(t *testing.T) {
 		t.Fatalf("connection left from %s, not wwan0's address", got)
 	}
 	t.Logf("cloud traffic over the IPv6-only uplink %v after the cables were pulled", time.Since(start))
+	// The lock-down is in force there: the same cloud at an address no answer gave (every
+	// address of 64:ff9b::/96 answers) stays shut.
+	shut := netip.AddrPortFrom(testbed.Synthesize(netip.MustParseAddr("198.18.200.255")), testbed.EchoPort)
+	if err := tryEcho(r.w, shut.String(), r.w.MustUplink("wwan0").Addr6); err == nil {
+		t.Fatalf("%s, never in a DNS answer, reached over wwan0 through the lock-down", shut)
+	}
 
 	// ubus status: an IPv6-only uplink is a full uplink, up and proven, in use for IPv6.
 	st := r.status()
@@ -173,9 +196,9 @@ func TestE2EIPv6OnlyCellular(t *testing.T) {
 		if u.Network != "modemnet" {
 			continue
 		}
-		if u.StateNum != 4 || u.IPv6 == nil || u.IPv6.State != "ITFUP_SS" || u.IPv6.Address != "2001:db8:30::2" ||
+		if u.StateNum != 4 || u.IPv6 == nil || u.IPv6.State != "ITFUP_SS" || u.IPv6.Address != "2001:db8:30::2/64" ||
 			u.IPv6.Gateway != "fe80::1" || !u.IPv6.InUse {
-			t.Errorf("modemnet status %+v, ipv6 %+v: want ITFUP_SS (4), 2001:db8:30::2 via fe80::1, in use", u, u.IPv6)
+			t.Errorf("modemnet status %+v, ipv6 %+v: want ITFUP_SS (4), 2001:db8:30::2/64 via fe80::1, in use", u, u.IPv6)
 		}
 		if u.IPv4 != nil && u.IPv4.StateNum >= 3 {
 			t.Errorf("modemnet's IPv4 %+v: it has none", u.IPv4)
@@ -197,15 +220,7 @@ func (r *rig) status() daemon.Status {
 	return st
 }
 
-// uplinkUp matches the daemon's log line of network reaching ITFUP_SS (in either family).
-func uplinkUp(network string) *regexp.Regexp {
-	return regexp.MustCompile(`msg="uplink state" network=` + network + ` .*to=ITFUP_SS\b`)
-}
-
-// pendingIPv6Daemon: TEMPORARY on branch h-v6bed until h-v6net/h-v6ctl are merged into it (the
-// daemon does not route IPv6 yet); AFCONN_E2E_IPV6=1 runs the tests.
-func pendingIPv6Daemon(t *testing.T) {
-	if os.Getenv("AFCONN_E2E_IPV6") != "1" {
-		t.Skip("IPv6 daemon support not merged yet (AFCONN_E2E_IPV6=1 runs it)")
-	}
+// uplinkUp matches the daemon's log line of network reaching ITFUP_SS in family (ipv4, ipv6).
+func uplinkUp(network, family string) *regexp.Regexp {
+	return regexp.MustCompile(`msg="uplink state" network=` + network + ` .*to=ITFUP_SS\b.* family=` + family + `\b`)
 }

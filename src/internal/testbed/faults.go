@@ -82,7 +82,13 @@ func (w *World) SetCarrier(dev string, up bool) error {
 	if up {
 		state = "up"
 	}
-	return u.Router.IP("link set todev " + state)
+	cmds := []string{"link set todev " + state}
+	if up && u.Gateway6.IsValid() {
+		// The kernel drops link-local addresses when a link goes down, whatever
+		// keep_addr_on_down says; the router's fe80::1 comes back with the cable.
+		cmds = append(cmds, "addr replace "+u.Gateway6.String()+"/64 dev todev")
+	}
+	return u.Router.IP(cmds...)
 }
 
 // TrackConnections gives the device the connection tracking a stock OpenWrt firewall

@@ -15,7 +15,8 @@ import (
 //
 //	device ns: DEV 2001:db8:(10i)::2/64 (static, as DHCPv6's IA_NA gives it), link-local auto;
 //	           default route via fe80::1 from the router's RA (proto ra, metric 10/20/50 by
-//	           ra_defrtr_metric) or, in V6Static, installed as netifd does (proto static)
+//	           ra_defrtr_metric) or, in V6Static and V6SourceFilter, installed as netifd
+//	           does (proto static; from the uplink's prefix with sourcefilter)
 //	router ns: "todev" fe80::1 and 2001:db8:(10i)::1/64, radvd advertising the prefix (no
 //	           SLAAC) and the cloud's resolver; "tocloud" 2001:db8:(10i+1)::1/64
 //	cloud ns:  "rI" 2001:db8:(10i+1)::2/64; on lo echo [2001:db8:ff::1]:80, DNS
@@ -38,8 +39,14 @@ const (
 	// the default route from the RA: `default via fe80::1 dev eth0 proto ra metric 10`.
 	V6RA
 	// V6Static: no RA; the default route is a link-local gateway installed as netifd does for
-	// a static or DHCPv6 interface: `default via fe80::1 dev eth0 proto static metric 10`.
+	// a static or DHCPv6 interface with option sourcefilter '0':
+	// `default via fe80::1 dev eth0 proto static metric 10`.
 	V6Static
+	// V6SourceFilter: as V6Static, with netifd's default option sourcefilter '1': the default
+	// route is restricted to the uplink's prefix,
+	// `default from 2001:db8:10::/64 via fe80::1 dev eth0 proto static metric 10` (forwarded
+	// traffic from other prefixes has no route, as on OpenWrt).
+	V6SourceFilter
 )
 
 func (m V6Mode) String() string {
@@ -50,6 +57,8 @@ func (m V6Mode) String() string {
 		return "RA"
 	case V6Static:
 		return "netifd static"
+	case V6SourceFilter:
+		return "netifd sourcefilter"
 	}
 	return fmt.Sprintf("V6Mode(%d)", int(m))
 }
@@ -84,17 +93,24 @@ func (w *World) V6Mode() V6Mode { return w.opt.IPv6 }
 
 // prepareV6 sets a new namespace up for IPv6 before any link exists in it: no duplicate
 // address detection (addresses usable at once; the world makes them unique), forwarding in
-// routers and the cloud.
+// routers and the cloud, and in them addresses kept while a link is down: SetCarrier pulls a
+// cable by taking the router's end down, and the kernel would otherwise delete that end's IPv6
+// addresses, which a real router's cable pull never does (fe80::1, the gateway, goes whatever
+// keep_addr_on_down says: SetCarrier puts it back).
 func (w *World) prepareV6(ns *NS) error {
-	for _, k := range []string{"net.ipv6.conf.all.accept_dad", "net.ipv6.conf.default.accept_dad"} {
+	// lo predates these settings: its own too, for the addresses tests add to it later.
+	for _, k := range []string{"net.ipv6.conf.all.accept_dad", "net.ipv6.conf.default.accept_dad", "net.ipv6.conf.lo.accept_dad"} {
 		if err := ns.Sysctl(k, "0"); err != nil {
 			return err
 		}
 	}
-	if ns != w.Device {
-		return ns.Sysctl("net.ipv6.conf.all.forwarding", "1")
+	if ns == w.Device {
+		return nil
 	}
-	return nil
+	if err := ns.Sysctl("net.ipv6.conf.all.forwarding", "1"); err != nil {
+		return err
+	}
+	return ns.Sysctl("net.ipv6.conf.all.keep_addr_on_down", "1")
 }
 
 // routerV6 are the router's ip commands before (pre) and after (post) its links come up.
@@ -114,8 +130,11 @@ func routerV6(u *Uplink) (pre, post []string) {
 // cloudV6 are the cloud's own IPv6 addresses (on lo).
 func (w *World) cloudV6() []string {
 	cmds := []string{
-		"addr add " + Echo6Addr.String() + "/128 dev lo",
-		"addr add " + DNS6Addr.String() + "/128 dev lo",
+		// nodad: lo predates the namespace's accept_dad=0, and an address
+		// still tentative cannot be bound (flaky "cannot assign requested
+		// address" for the DNS server started right after).
+		"addr add " + Echo6Addr.String() + "/128 dev lo nodad",
+		"addr add " + DNS6Addr.String() + "/128 dev lo nodad",
 	}
 	if w.opt.DNS64 {
 		// Every synthesized address is the cloud's: it answers for the NAT64.
@@ -153,8 +172,11 @@ func (w *World) deviceV6Sysctls(u *Uplink) error {
 // deviceV6 are the device's IPv6 commands for u once its link is up.
 func (w *World) deviceV6(u *Uplink) []string {
 	cmds := []string{fmt.Sprintf("addr add %s/64 dev %s nodad", u.Addr6, u.Dev)}
-	if w.opt.IPv6 == V6Static {
+	switch w.opt.IPv6 {
+	case V6Static:
 		cmds = append(cmds, fmt.Sprintf("route add ::/0 via %s dev %s metric %d proto static", u.Gateway6, u.Dev, u.Metric))
+	case V6SourceFilter:
+		cmds = append(cmds, fmt.Sprintf("route add ::/0 from %s via %s dev %s metric %d proto static", u.Prefix6, u.Gateway6, u.Dev, u.Metric))
 	}
 	return cmds
 }

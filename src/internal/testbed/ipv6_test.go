@@ -16,7 +16,7 @@ import (
 // Each uplink of a dual-stack world carries both families to the cloud, with the default route
 // of each family as the mode installs it, and a fault of one family leaves the other alone.
 func TestDualStackWorld(t *testing.T) {
-	for _, mode := range []V6Mode{V6RA, V6Static} {
+	for _, mode := range []V6Mode{V6RA, V6Static, V6SourceFilter} {
 		t.Run(strings.ReplaceAll(mode.String(), " ", "_"), func(t *testing.T) {
 			w := New(t, Options{IPv6: mode})
 			out := w.Device.MustRun(t, "ip", "-6", "route", "show", "default")
@@ -24,8 +24,11 @@ func TestDualStackWorld(t *testing.T) {
 				if !u.Addr.IsValid() || !u.Addr6.IsValid() {
 					t.Fatalf("%s: addresses %v and %v", u.Dev, u.Addr, u.Addr6)
 				}
-				proto := map[V6Mode]string{V6RA: "proto ra", V6Static: "proto static"}[mode]
-				want := fmt.Sprintf("default via fe80::1 dev %s %s metric %d", u.Dev, proto, u.Metric)
+				want := map[V6Mode]string{
+					V6RA:           fmt.Sprintf("default via fe80::1 dev %s proto ra metric %d", u.Dev, u.Metric),
+					V6Static:       fmt.Sprintf("default via fe80::1 dev %s proto static metric %d", u.Dev, u.Metric),
+					V6SourceFilter: fmt.Sprintf("default from %s via fe80::1 dev %s proto static metric %d", u.Prefix6, u.Dev, u.Metric),
+				}[mode]
 				if !strings.Contains(out, want) {
 					t.Errorf("no %q in the device's IPv6 default routes:\n%s", want, out)
 				}
@@ -158,5 +161,29 @@ func TestDHCPv6Exchange(t *testing.T) {
 		if err := w.SolicitDHCPv6(u.Dev, 5*time.Second); err != nil {
 			t.Error(err)
 		}
+	}
+}
+
+// A cable pulled and plugged back (the router's end down and up) leaves the uplink's IPv6 as it
+// was: the router's fe80::1 and global address, radvd advertising.
+func TestDualStackCarrierReturns(t *testing.T) {
+	w := New(t, Options{IPv6: V6RA, Uplinks: []string{"eth0"}})
+	u := w.MustUplink("eth0")
+	to := netip.AddrPortFrom(Echo6Addr, EchoPort)
+	if err := w.SetCarrier("eth0", false); err != nil {
+		t.Fatal(err)
+	}
+	if err := echoAt(w, "eth0", u.Addr6, to, 500*time.Millisecond); err == nil {
+		t.Fatal("IPv6 echo without carrier")
+	}
+	if err := w.SetCarrier("eth0", true); err != nil {
+		t.Fatal(err)
+	}
+	if err := eventually(5*time.Second, func() error { return echoAt(w, "eth0", u.Addr6, to, time.Second) }); err != nil {
+		t.Fatalf("IPv6 echo after the carrier came back: %v", err)
+	}
+	w.Device.MustRun(t, "ip", "-6", "route", "del", "default", "dev", "eth0")
+	if err := w.WaitRoute6("eth0", 10*time.Second); err != nil {
+		t.Fatalf("radvd after the carrier came back: %v", err)
 	}
 }
