@@ -56,6 +56,7 @@ func TestE2EFirewallScale(t *testing.T) {
 		t.Run(backend, func(t *testing.T) {
 			t.Parallel()
 			e := newE2E(t, backend)
+			keepLogOnFailure(t, e)
 			e.dns.SetRecords(scaleRecords())
 			e.refreshPastExpiry()
 			e.fillSet()
@@ -242,4 +243,22 @@ func (e *e2e) scaleRestore() {
 	if regexp.MustCompile(`refused=[1-9]`).MatchString(e.p.Log()) {
 		e.t.Fatalf("some learned addresses were refused:\n%s", e.p.Log())
 	}
+}
+
+// keepLogOnFailure writes the daemon's log (debug level: every reply judged) to a file when the
+// test fails, and names it: too long for the test's output.
+func keepLogOnFailure(t *testing.T, e *e2e) {
+	t.Cleanup(func() {
+		if !t.Failed() {
+			return
+		}
+		f, err := os.CreateTemp("", "connmgr-"+strings.ReplaceAll(t.Name(), "/", "-")+"-*.log")
+		if err != nil {
+			t.Log(err)
+			return
+		}
+		defer f.Close()
+		_, _ = f.WriteString(e.p.Log())
+		t.Logf("connmgr's log: %s", f.Name())
+	})
 }
