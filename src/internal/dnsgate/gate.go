@@ -106,6 +106,11 @@ type Config struct {
 	OnReply func(ReplyEvent)
 	// MaxHold bounds the hold of a reply; 0: nfqueue.DefaultMaxHold.
 	MaxHold time.Duration
+	// HubMark, when not 0, is the packet mark bit the firewall sets on the host's own DNS
+	// queries out of the uplinks (firewall.HubDNSMark): they are captured by a socket of their
+	// own, which a flood of LAN queries cannot fill, and a reply to the host is judged after
+	// that socket alone was drained.
+	HubMark uint32
 	// WatchdogExe, if set, is started as the queue's watchdog process
 	// (nfqueue.StartWatchdog): a binary that runs nfqueue.RunWatchdog when
 	// its first argument is nfqueue.WatchdogArg. WatchdogStall is its stall
@@ -156,6 +161,7 @@ type Gate struct {
 	lat    latencies
 
 	capt *dnscap.Socket
+	hub  *dnscap.Socket // the host's own queries (HubMark); nil without
 	q    *nfqueue.Queue
 	hold *nfqueue.Holder
 	dog  *nfqueue.Watchdog
@@ -208,13 +214,30 @@ func Start(cfg Config) (*Gate, error) {
 		return nil, fmt.Errorf("dns gate: %w", err)
 	}
 	g.capt = capt
-	g.wg.Add(1)
-	go func() {
-		defer g.wg.Done()
-		if err := capt.Run(); !errors.Is(err, dnscap.ErrClosed) {
-			g.log.Error("DNS capture stopped", "err", err)
+	if cfg.HubMark != 0 {
+		if g.hub, err = dnscap.Open(g.hubCaptureConfig(), g.frame); err != nil {
+			capt.Close()
+			if g.q != nil {
+				g.q.Close()
+			}
+			if g.dog != nil {
+				g.dog.Close()
+			}
+			return nil, fmt.Errorf("dns gate: the host's own queries: %w", err)
 		}
-	}()
+	}
+	for _, s := range []*dnscap.Socket{capt, g.hub} {
+		if s == nil {
+			continue
+		}
+		g.wg.Add(1)
+		go func() {
+			defer g.wg.Done()
+			if err := s.Run(); !errors.Is(err, dnscap.ErrClosed) {
+				g.log.Error("DNS capture stopped", "err", err)
+			}
+		}()
+	}
 	if g.q != nil {
 		hc := nfqueue.HoldConfig{MaxHold: cfg.MaxHold}
 		if g.dog != nil {
@@ -265,8 +288,26 @@ func (g *Gate) captureConfig() dnscap.Config {
 		// Replies are captured in capture mode; queries from the LAN
 		// when forwarding.
 		Incoming: g.mode == ModeCapture || len(g.lan) > 0,
+		// The host's own queries go to the hub socket (when there is one).
+		Mark: g.cfg.HubMark,
 	}
 }
+
+// hubCaptureConfig: the host's own queries, marked by the firewall, leaving the uplinks.
+func (g *Gate) hubCaptureConfig() dnscap.Config {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	idx := []int{0} // none yet: matches nothing
+	for i := range g.uplink {
+		idx = append(idx, i)
+	}
+	slices.Sort(idx)
+	return dnscap.Config{Ifindexes: idx, Outgoing: true, Mark: g.cfg.HubMark, Marked: true, RcvBuf: hubCaptureBuf}
+}
+
+// hubCaptureBuf is the hub socket's buffer: the host's own queries only (its resolver's
+// upstream queries and connmgr's probes), about 2,000 of them.
+const hubCaptureBuf = 1 << 20
 
 func (g *Gate) setRoles(uplinks, lans []int) {
 	g.mu.Lock()
@@ -286,6 +327,11 @@ func (g *Gate) setRoles(uplinks, lans []int) {
 // SetInterfaces changes the uplinks and LAN interfaces (by ifindex).
 func (g *Gate) SetInterfaces(uplinks, lans []int) error {
 	g.setRoles(uplinks, lans)
+	if g.hub != nil {
+		if err := g.hub.SetInterfaces(g.hubCaptureConfig()); err != nil {
+			return err
+		}
+	}
 	return g.capt.SetInterfaces(g.captureConfig())
 }
 
@@ -339,6 +385,9 @@ func (g *Gate) frame(f dnscap.Frame) {
 		g.mu.Unlock()
 	case up && f.Dir == dnscap.Incoming && pk.Src.Port() == 53 && g.mode == ModeCapture:
 		g.mu.Unlock()
+		if g.hub != nil {
+			g.hub.Drain() // the host's queries sent before this reply came
+		}
 		g.reply(pk, seen)
 	default:
 		g.mu.Unlock()
@@ -427,10 +476,20 @@ func (g *Gate) serveQueue() {
 			}
 			return
 		}
-		// Every query already sent is in the capture socket's queue: handle
-		// those first (outside g.mu: the capture handler takes it).
-		g.capt.Drain()
-		if pk, err := dnsx.DecodePacket(p.Payload); err == nil && pk.Src.Port() == 53 {
+		// Every query already sent is in a capture socket's queue: handle
+		// those first (outside g.mu: the capture handler takes it). A reply
+		// to the host itself answers a query the firewall marked, which the
+		// hub socket holds: a flood of LAN queries in the other does not
+		// hold it up. (The queue rule and the mark rule are set up in one
+		// transaction: a queued reply means the mark rule is there too.)
+		pk, err := dnsx.DecodePacket(p.Payload)
+		if g.hub != nil {
+			g.hub.Drain()
+		}
+		if g.hub == nil || err != nil || g.cfg.IsLocal == nil || !g.cfg.IsLocal(pk.Dst.Addr()) {
+			g.capt.Drain()
+		}
+		if err == nil && pk.Src.Port() == 53 {
 			g.reply(pk, p.At)
 		}
 		if _, err := g.hold.Accept(p.ID); err != nil && !g.closed.Load() {
@@ -453,6 +512,11 @@ func (g *Gate) Status() Status {
 	// Frames the kernel dropped because the capture socket was full: a query lost this way
 	// leaves its reply untrusted.
 	st.Bounds["capture_dropped"] = g.capt.KernelDrops()
+	st.Frames = g.capt.Frames()
+	if g.hub != nil {
+		st.Bounds["hub_capture_dropped"] = g.hub.KernelDrops()
+		st.Frames += g.hub.Frames()
+	}
 	if g.q != nil {
 		st.Queue = g.q.Stats()
 		st.Hold = g.hold.Stats()
@@ -460,7 +524,6 @@ func (g *Gate) Status() Status {
 	if g.dog != nil {
 		st.WatchdogPid = g.dog.Pid()
 	}
-	st.Frames = g.capt.Frames()
 	st.AllowErrors = g.allowErrs.Load()
 	st.Opened = g.opened.Load()
 	return st
@@ -498,8 +561,13 @@ func (g *Gate) Close() error {
 			err = derr
 		}
 	}
-	if cerr := g.capt.Close(); err == nil {
-		err = cerr
+	for _, s := range []*dnscap.Socket{g.capt, g.hub} {
+		if s == nil {
+			continue
+		}
+		if cerr := s.Close(); err == nil {
+			err = cerr
+		}
 	}
 	g.wg.Wait()
 	return err
