@@ -215,7 +215,7 @@ func Start(cfg Config) (*Gate, error) {
 	}
 	g.capt = capt
 	if cfg.HubMark != 0 {
-		if g.hub, err = dnscap.Open(g.hubCaptureConfig(), g.frame); err != nil {
+		if g.hub, err = dnscap.Open(g.hubCaptureConfig(), g.hubFrame); err != nil {
 			capt.Close()
 			if g.q != nil {
 				g.q.Close()
@@ -377,7 +377,12 @@ func (g *Gate) frame(f dnscap.Frame) {
 	up, lan := g.uplink[f.Ifindex], g.lan[f.Ifindex]
 	switch {
 	case up && f.Dir == dnscap.Outgoing && pk.Dst.Port() == 53:
-		_ = g.x.Query(pk)
+		if g.hub != nil {
+			// Not marked, so not the host's own: a LAN client's after NAT.
+			_ = g.x.QueryForwarded(pk)
+		} else {
+			_ = g.x.Query(pk)
+		}
 		g.mu.Unlock()
 	case lan && f.Dir == dnscap.Incoming && pk.Dst.Port() == 53 &&
 		(g.cfg.IsLocal == nil || !g.cfg.IsLocal(pk.Dst.Addr())):
@@ -392,6 +397,20 @@ func (g *Gate) frame(f dnscap.Frame) {
 	default:
 		g.mu.Unlock()
 	}
+}
+
+// hubFrame handles one frame of the hub socket: a query the host itself sent
+// out of an uplink (the firewall marked it).
+func (g *Gate) hubFrame(f dnscap.Frame) {
+	pk, err := dnsx.DecodePacket(f.Data)
+	if err != nil || f.Dir != dnscap.Outgoing || pk.Dst.Port() != 53 {
+		return
+	}
+	g.mu.Lock()
+	if g.uplink[f.Ifindex] {
+		_ = g.x.QueryHub(pk)
+	}
+	g.mu.Unlock()
 }
 
 // reply judges a reply and opens its addresses; it returns when they are
@@ -541,6 +560,7 @@ func BoundCounters(s dnsx.Stats) map[string]uint64 {
 		"pending_evicted":     s.Tracker.Evicted,
 		"lan_pending_evicted": s.Tracker.LANEvicted,
 		"lan_over_quota":      s.Tracker.OverQuota,
+		"forwarded_unseen":    s.Tracker.ForwardedUnseen,
 		"reply_truncated":     s.Bounds.Truncated,
 		"name_evicted":        s.Bounds.NameEvicted,
 		"gave_way_lan":        s.Bounds.GaveWayLAN,
