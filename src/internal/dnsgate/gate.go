@@ -31,6 +31,11 @@
 // loopback, nfqueue's TestBenchQueueDelay) but needs a second rule and hook
 // and makes DNS depend on one more held packet; capture needs neither.
 //
+// The host's own queries are told apart by the mark the firewall sets on
+// them (Config.HubMark) and captured by a socket of their own, which a flood
+// of LAN queries cannot fill; an unmarked query leaving an uplink is then
+// surely a LAN client's (dnsx's QueryForwarded), whatever NAT did to it.
+//
 // Both modes see queries and replies in the same address view: on the
 // uplink (after source NAT for outgoing, before it is undone for incoming)
 // in capture mode; in hold mode replies come from the INPUT and FORWARD
@@ -260,8 +265,8 @@ func Start(cfg Config) (*Gate, error) {
 
 // captureBuf is the capture socket's buffer. A LAN client flooding queries makes two frames
 // per query (arriving from the LAN, leaving after NAT); when the daemon is starved of CPU for
-// a while the kernel drops what does not fit, the hub's own queries among them, and their
-// replies open nothing. 4 MiB holds about 4,000 frames: 0.4 s of a 5,000 queries/s flood. It
+// a while the kernel drops what does not fit, and their replies open nothing. (The hub's own
+// queries, marked by the firewall, have a socket of their own: HubMark.) 4 MiB holds about 4,000 frames: 0.4 s of a 5,000 queries/s flood. It
 // costs memory only while frames wait.
 const captureBuf = 4 << 20
 
