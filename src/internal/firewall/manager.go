@@ -455,13 +455,16 @@ func (f *Firewall) ensure(ws *watchState) (restored bool, err error) {
 		return false, nil
 	}
 	f.restores++
-	err = f.setupLocked(f.policy)
+	var at int64
 	if ws != nil {
-		// Zero when the notification was lost and the periodic check's find is repaired.
-		if at := ws.noticed.Swap(0); at != 0 {
-			f.last.Noticed = time.Unix(0, at)
-		}
+		// Taken before the set-up, whose own rule deletions the watch hears of too. Zero when
+		// the notification was lost and the periodic check's find is repaired.
+		at = ws.noticed.Swap(0)
 		ws.deferred = false
+	}
+	err = f.setupLocked(f.policy)
+	if at != 0 {
+		f.last.Noticed = time.Unix(0, at)
 	}
 	f.mu.Unlock()
 	if err != nil && !errors.Is(err, ErrQueueUnavailable) {
