@@ -30,14 +30,24 @@ func init() {
 var fwOpen = firewall.Open
 
 // fwTimeout bounds the whole ubus exchange: the firewall include must not hang a reload.
-const fwTimeout = 5 * time.Second
+// restoreTimeout bounds a restore, which returns once every learned address is back: 65,536
+// of them took 0.4 s here on a quiet machine and 6-8 s with the 2 cores at load average 19, and
+// a router's CPU is slower still.
+const (
+	fwTimeout      = 5 * time.Second
+	restoreTimeout = 30 * time.Second
+)
 
 // errNoDaemon: no connmgr answers on the bus (no ubusd, or no connmgr object).
 var errNoDaemon = errors.New("no connmgr daemon on the bus")
 
 // fwCall calls a method of the daemon's ubus object.
 func fwCall(socket, method string, args ubus.Table) error {
-	ctx, cancel := context.WithTimeout(context.Background(), fwTimeout)
+	timeout := fwTimeout
+	if method == "firewall_restore" {
+		timeout = restoreTimeout
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	_, err := daemonCall(ctx, socket, method, args)
 	if u := (*unreachableError)(nil); errors.As(err, &u) {

@@ -321,6 +321,7 @@ func (c *dnsComponent) apply(l *Loaded) {
 			IsLocal:   c.isLocal,
 			Extractor: dnsx.Config{Policy: dnsPolicy(l.Config), Matcher: dnsMatcher(l), Trusted: c.isTrusted, Limits: dnsLimits(l.Config)},
 			Opener:    c.d.FirewallOpener(),
+			HubMark:   firewall.HubDNSMark,
 			Log:       c.d.log,
 			OnReply:   c.logReply,
 			// The watchdog releases held replies while this process is

@@ -119,7 +119,11 @@ func (c *firewallComponent) watch(fw *firewall.Firewall) {
 	ctx, cancel := context.WithCancel(context.Background())
 	c.unwatch = cancel
 	err := fw.Watch(ctx, func(err error) {
-		c.logRestored(fw, "nf_tables event", err)
+		by := "nf_tables event"
+		if fw.LastRestore().Noticed.IsZero() { // the check's find, no notification came
+			by = "periodic check"
+		}
+		c.logRestored(fw, by, err)
 		// The loop owns lastErr; the watch must not wait on a loop that is stopping.
 		select {
 		case c.d.events <- funcEvent{f: func() { c.noteErr(err) }, done: make(chan struct{})}:

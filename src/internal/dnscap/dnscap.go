@@ -49,6 +49,12 @@ type Config struct {
 	Outgoing  bool // capture what this host sends
 	// RcvBuf is the socket buffer; 0: 1 MiB.
 	RcvBuf int
+	// Mark, when not 0, selects by the packet's netfilter mark: with Marked only packets
+	// carrying one of Mark's bits, else only those carrying none. The firewall marks the
+	// host's own DNS queries, so that a socket of their own takes them, which a flood of
+	// forwarded LAN queries cannot crowd out.
+	Mark   uint32
+	Marked bool
 }
 
 // Socket is one capturing AF_PACKET socket. The handler runs with the
@@ -214,7 +220,7 @@ func (s *Socket) Close() error {
 
 // Filter is the classic BPF program of c: IPv4 (not a later fragment) or
 // IPv6 (no extension headers), UDP or TCP, source or destination port 53,
-// on the wanted interfaces and directions. It runs on SOCK_DGRAM frames,
+// on the wanted interfaces and directions, with or without the mark. It runs on SOCK_DGRAM frames,
 // which start at the network header.
 func Filter(c Config) ([]bpf.RawInstruction, error) {
 	var a asm
@@ -231,6 +237,15 @@ func Filter(c Config) ([]bpf.RawInstruction, error) {
 		a.jeq(unix.PACKET_OUTGOING, "iface", "drop")
 	}
 	a.label("iface")
+	if c.Mark != 0 {
+		a.op(bpf.LoadExtension{Num: bpf.ExtMark})
+		if c.Marked {
+			a.jset(c.Mark, "ifaces", "drop")
+		} else {
+			a.jset(c.Mark, "drop", "ifaces")
+		}
+	}
+	a.label("ifaces")
 	if len(c.Ifindexes) > 0 {
 		if len(c.Ifindexes) > 64 {
 			return nil, fmt.Errorf("dns capture: %d interfaces, at most 64", len(c.Ifindexes))

@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/afero/af-conn/internal/dnsx"
 	"github.com/afero/af-conn/internal/testbed"
 )
@@ -256,5 +258,45 @@ func TestCaptureFragments(t *testing.T) {
 	got := col.snapshot()
 	if len(got) != 1 || !errors.Is(got[0].Err, dnsx.ErrFragment) {
 		t.Fatalf("frames %+v", got)
+	}
+}
+
+// TestCaptureMark: a socket for marked packets only gets what the firewall marked, the other
+// socket everything else.
+func TestCaptureMark(t *testing.T) {
+	p := newPair(t)
+	p.echo(t, 53)
+	// The firewall's rule: the bit on DNS queries, here only those of sockets without a mark.
+	p.dev.MustRun(t, "nft", "add table inet m; add chain inet m o { type filter hook output priority 0; }; add rule inet m o udp dport 53 meta mark 0 meta mark set meta mark or 0x400000")
+	var marked, rest collector
+	const mark = 0x400000
+	sm := p.open(t, Config{Outgoing: true, Mark: mark, Marked: true}, marked.handle)
+	sr := p.open(t, Config{Outgoing: true, Mark: mark}, rest.handle)
+	p.ask(t, 53, "hub")
+	// A socket with a mark of its own (SO_MARK 1): the rule leaves it alone.
+	var c *net.UDPConn
+	var err error
+	p.dev.MustDo(t, func() { c, err = net.DialUDP("udp4", nil, &net.UDPAddr{IP: p.peerAddr.AsSlice(), Port: 53}) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	rc, _ := c.SyscallConn()
+	var serr error
+	if err := rc.Control(func(fd uintptr) { serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_MARK, 1) }); err != nil || serr != nil {
+		t.Fatal(err, serr)
+	}
+	if _, err := c.Write([]byte("other")); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(100 * time.Millisecond)
+	sm.Drain()
+	sr.Drain()
+	m, r := marked.snapshot(), rest.snapshot()
+	if len(m) != 1 || string(m[0].Pkt.Payload) != "hub" {
+		t.Fatalf("marked socket: %+v", m)
+	}
+	if len(r) != 1 || string(r[0].Pkt.Payload) != "other" {
+		t.Fatalf("the other socket: %+v", r)
 	}
 }

@@ -31,6 +31,11 @@
 // loopback, nfqueue's TestBenchQueueDelay) but needs a second rule and hook
 // and makes DNS depend on one more held packet; capture needs neither.
 //
+// The host's own queries are told apart by the mark the firewall sets on
+// them (Config.HubMark) and captured by a socket of their own, which a flood
+// of LAN queries cannot fill; an unmarked query leaving an uplink is then
+// surely a LAN client's (dnsx's QueryForwarded), whatever NAT did to it.
+//
 // Both modes see queries and replies in the same address view: on the
 // uplink (after source NAT for outgoing, before it is undone for incoming)
 // in capture mode; in hold mode replies come from the INPUT and FORWARD
@@ -107,6 +112,11 @@ type Config struct {
 	OnReply func(ReplyEvent)
 	// MaxHold bounds the hold of a reply; 0: nfqueue.DefaultMaxHold.
 	MaxHold time.Duration
+	// HubMark, when not 0, is the packet mark bit the firewall sets on the host's own DNS
+	// queries out of the uplinks (firewall.HubDNSMark): they are captured by a socket of their
+	// own, which a flood of LAN queries cannot fill, and a reply to the host is judged after
+	// that socket alone was drained.
+	HubMark uint32
 	// WatchdogExe, if set, is started as the queue's watchdog process
 	// (nfqueue.StartWatchdog): a binary that runs nfqueue.RunWatchdog when
 	// its first argument is nfqueue.WatchdogArg. WatchdogStall is its stall
@@ -157,6 +167,7 @@ type Gate struct {
 	lat    latencies
 
 	capt *dnscap.Socket
+	hub  *dnscap.Socket // the host's own queries (HubMark); nil without
 	q    *nfqueue.Queue
 	hold *nfqueue.Holder
 	dog  *nfqueue.Watchdog
@@ -209,13 +220,30 @@ func Start(cfg Config) (*Gate, error) {
 		return nil, fmt.Errorf("dns gate: %w", err)
 	}
 	g.capt = capt
-	g.wg.Add(1)
-	go func() {
-		defer g.wg.Done()
-		if err := capt.Run(); !errors.Is(err, dnscap.ErrClosed) {
-			g.log.Error("DNS capture stopped", "err", err)
+	if cfg.HubMark != 0 {
+		if g.hub, err = dnscap.Open(g.hubCaptureConfig(), g.hubFrame); err != nil {
+			capt.Close()
+			if g.q != nil {
+				g.q.Close()
+			}
+			if g.dog != nil {
+				g.dog.Close()
+			}
+			return nil, fmt.Errorf("dns gate: the host's own queries: %w", err)
 		}
-	}()
+	}
+	for _, s := range []*dnscap.Socket{capt, g.hub} {
+		if s == nil {
+			continue
+		}
+		g.wg.Add(1)
+		go func() {
+			defer g.wg.Done()
+			if err := s.Run(); !errors.Is(err, dnscap.ErrClosed) {
+				g.log.Error("DNS capture stopped", "err", err)
+			}
+		}()
+	}
 	if g.q != nil {
 		hc := nfqueue.HoldConfig{MaxHold: cfg.MaxHold}
 		if g.dog != nil {
@@ -238,8 +266,8 @@ func Start(cfg Config) (*Gate, error) {
 
 // captureBuf is the capture socket's buffer. A LAN client flooding queries makes two frames
 // per query (arriving from the LAN, leaving after NAT); when the daemon is starved of CPU for
-// a while the kernel drops what does not fit, the hub's own queries among them, and their
-// replies open nothing. 4 MiB holds about 4,000 frames: 0.4 s of a 5,000 queries/s flood. It
+// a while the kernel drops what does not fit, and their replies open nothing. (The hub's own
+// queries, marked by the firewall, have a socket of their own: HubMark.) 4 MiB holds about 4,000 frames: 0.4 s of a 5,000 queries/s flood. It
 // costs memory only while frames wait.
 const captureBuf = 4 << 20
 
@@ -266,8 +294,26 @@ func (g *Gate) captureConfig() dnscap.Config {
 		// Replies are captured in capture mode; queries from the LAN
 		// when forwarding.
 		Incoming: g.mode == ModeCapture || len(g.lan) > 0,
+		// The host's own queries go to the hub socket (when there is one).
+		Mark: g.cfg.HubMark,
 	}
 }
+
+// hubCaptureConfig: the host's own queries, marked by the firewall, leaving the uplinks.
+func (g *Gate) hubCaptureConfig() dnscap.Config {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	idx := []int{0} // none yet: matches nothing
+	for i := range g.uplink {
+		idx = append(idx, i)
+	}
+	slices.Sort(idx)
+	return dnscap.Config{Ifindexes: idx, Outgoing: true, Mark: g.cfg.HubMark, Marked: true, RcvBuf: hubCaptureBuf}
+}
+
+// hubCaptureBuf is the hub socket's buffer: the host's own queries only (its resolver's
+// upstream queries and connmgr's probes), about 2,000 of them.
+const hubCaptureBuf = 1 << 20
 
 func (g *Gate) setRoles(uplinks, lans []int) {
 	g.mu.Lock()
@@ -287,6 +333,11 @@ func (g *Gate) setRoles(uplinks, lans []int) {
 // SetInterfaces changes the uplinks and LAN interfaces (by ifindex).
 func (g *Gate) SetInterfaces(uplinks, lans []int) error {
 	g.setRoles(uplinks, lans)
+	if g.hub != nil {
+		if err := g.hub.SetInterfaces(g.hubCaptureConfig()); err != nil {
+			return err
+		}
+	}
 	return g.capt.SetInterfaces(g.captureConfig())
 }
 
@@ -333,7 +384,12 @@ func (g *Gate) frame(f dnscap.Frame) {
 	switch {
 	case up && f.Dir == dnscap.Outgoing && pk.Dst.Port() == 53:
 		pk.Dst = onLink(pk.Dst, f.Ifindex)
-		_ = g.x.Query(pk)
+		if g.hub != nil {
+			// Not marked, so not the host's own: a LAN client's after NAT.
+			_ = g.x.QueryForwarded(pk)
+		} else {
+			_ = g.x.Query(pk)
+		}
 		g.mu.Unlock()
 	case lan && f.Dir == dnscap.Incoming && pk.Dst.Port() == 53 &&
 		(g.cfg.IsLocal == nil || !g.cfg.IsLocal(pk.Dst.Addr())):
@@ -342,10 +398,28 @@ func (g *Gate) frame(f dnscap.Frame) {
 	case up && f.Dir == dnscap.Incoming && pk.Src.Port() == 53 && g.mode == ModeCapture:
 		g.mu.Unlock()
 		pk.Src = onLink(pk.Src, f.Ifindex)
+		if g.hub != nil {
+			g.hub.Drain() // the host's queries sent before this reply came
+		}
 		g.reply(pk, seen)
 	default:
 		g.mu.Unlock()
 	}
+}
+
+// hubFrame handles one frame of the hub socket: a query the host itself sent
+// out of an uplink (the firewall marked it).
+func (g *Gate) hubFrame(f dnscap.Frame) {
+	pk, err := dnsx.DecodePacket(f.Data)
+	if err != nil || f.Dir != dnscap.Outgoing || pk.Dst.Port() != 53 {
+		return
+	}
+	g.mu.Lock()
+	if g.uplink[f.Ifindex] {
+		pk.Dst = onLink(pk.Dst, f.Ifindex)
+		_ = g.x.QueryHub(pk)
+	}
+	g.mu.Unlock()
 }
 
 // reply judges a reply and opens its addresses; it returns when they are
@@ -430,10 +504,20 @@ func (g *Gate) serveQueue() {
 			}
 			return
 		}
-		// Every query already sent is in the capture socket's queue: handle
-		// those first (outside g.mu: the capture handler takes it).
-		g.capt.Drain()
-		if pk, err := dnsx.DecodePacket(p.Payload); err == nil && pk.Src.Port() == 53 {
+		// Every query already sent is in a capture socket's queue: handle
+		// those first (outside g.mu: the capture handler takes it). A reply
+		// to the host itself answers a query the firewall marked, which the
+		// hub socket holds: a flood of LAN queries in the other does not
+		// hold it up. (The queue rule and the mark rule are set up in one
+		// transaction: a queued reply means the mark rule is there too.)
+		pk, err := dnsx.DecodePacket(p.Payload)
+		if g.hub != nil {
+			g.hub.Drain()
+		}
+		if g.hub == nil || err != nil || g.cfg.IsLocal == nil || !g.cfg.IsLocal(pk.Dst.Addr()) {
+			g.capt.Drain()
+		}
+		if err == nil && pk.Src.Port() == 53 {
 			pk.Src = onLink(pk.Src, int(p.InDev))
 			g.reply(pk, p.At)
 		}
@@ -467,6 +551,11 @@ func (g *Gate) Status() Status {
 	// Frames the kernel dropped because the capture socket was full: a query lost this way
 	// leaves its reply untrusted.
 	st.Bounds["capture_dropped"] = g.capt.KernelDrops()
+	st.Frames = g.capt.Frames()
+	if g.hub != nil {
+		st.Bounds["hub_capture_dropped"] = g.hub.KernelDrops()
+		st.Frames += g.hub.Frames()
+	}
 	if g.q != nil {
 		st.Queue = g.q.Stats()
 		st.Hold = g.hold.Stats()
@@ -474,7 +563,6 @@ func (g *Gate) Status() Status {
 	if g.dog != nil {
 		st.WatchdogPid = g.dog.Pid()
 	}
-	st.Frames = g.capt.Frames()
 	st.AllowErrors = g.allowErrs.Load()
 	st.Opened = g.opened.Load()
 	return st
@@ -492,6 +580,7 @@ func BoundCounters(s dnsx.Stats) map[string]uint64 {
 		"pending_evicted":     s.Tracker.Evicted,
 		"lan_pending_evicted": s.Tracker.LANEvicted,
 		"lan_over_quota":      s.Tracker.OverQuota,
+		"forwarded_unseen":    s.Tracker.ForwardedUnseen,
 		"reply_truncated":     s.Bounds.Truncated,
 		"name_evicted":        s.Bounds.NameEvicted,
 		"gave_way_lan":        s.Bounds.GaveWayLAN,
@@ -512,8 +601,13 @@ func (g *Gate) Close() error {
 			err = derr
 		}
 	}
-	if cerr := g.capt.Close(); err == nil {
-		err = cerr
+	for _, s := range []*dnscap.Socket{g.capt, g.hub} {
+		if s == nil {
+			continue
+		}
+		if cerr := s.Close(); err == nil {
+			err = cerr
+		}
 	}
 	g.wg.Wait()
 	return err

@@ -107,13 +107,29 @@ func (x *Extractor) SetPolicy(p Policy) { x.pol = p }
 
 // Query records a query leaving an uplink (client = source, resolver =
 // destination): the hub's own, or a LAN client's after NAT.
-func (x *Extractor) Query(pk Packet) error { return x.query(pk, false) }
+func (x *Extractor) Query(pk Packet) error { return x.query(pk, queryUplink) }
 
 // QueryLAN records a query a LAN client sent through the hub, as it arrived
 // from the LAN.
-func (x *Extractor) QueryLAN(pk Packet) error { return x.query(pk, true) }
+func (x *Extractor) QueryLAN(pk Packet) error { return x.query(pk, queryLAN) }
 
-func (x *Extractor) query(pk Packet, lan bool) error {
+// QueryHub records a query leaving an uplink known to be the hub's own (the
+// firewall marked it); QueryForwarded one known not to be (unmarked: a LAN
+// client's after NAT). See Tracker.QueryHub and QueryForwarded.
+func (x *Extractor) QueryHub(pk Packet) error       { return x.query(pk, queryHub) }
+func (x *Extractor) QueryForwarded(pk Packet) error { return x.query(pk, queryForwarded) }
+
+// queryKind says what is known of a query's origin.
+type queryKind int
+
+const (
+	queryUplink    queryKind = iota // leaving an uplink: the hub's, or a LAN client's after NAT
+	queryLAN                        // arriving from the LAN
+	queryHub                        // leaving an uplink, the hub's own
+	queryForwarded                  // leaving an uplink, not the hub's
+)
+
+func (x *Extractor) query(pk Packet, kind queryKind) error {
 	x.stats.Queries++
 	h, q, err := parseQuestion(pk.Payload)
 	if err != nil {
@@ -125,9 +141,14 @@ func (x *Extractor) query(pk Packet, lan bool) error {
 		return fmt.Errorf("query %s -> %s: qr %v opcode %d: %w", pk.Src, pk.Dst, h.Response, h.Opcode, ErrNotQuery)
 	}
 	e := Exchange{Proto: pk.Proto, Client: pk.Src, Resolver: pk.Dst, ID: h.ID, Question: q}
-	if lan {
+	switch kind {
+	case queryLAN:
 		x.tr.QueryLAN(e)
-	} else {
+	case queryHub:
+		x.tr.QueryHub(e)
+	case queryForwarded:
+		x.tr.QueryForwarded(e)
+	default:
 		x.tr.Query(e)
 	}
 	return nil

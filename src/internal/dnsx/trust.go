@@ -143,15 +143,18 @@ type TrackerStats struct {
 	Queries    uint64 // queries added (the hub's own and LAN clients')
 	LANQueries uint64 // of which from LAN clients
 	Forwarded  uint64 // LAN queries seen again leaving an uplink after NAT (tracked once)
-	Untrusted  uint64 // queries to a resolver that is not trusted: not tracked
-	Expired    uint64 // queries that got no reply in time
-	Evicted    uint64 // the hub's own queries dropped because its table was full
-	LANEvicted uint64 // LAN queries dropped because the LAN table was full
-	OverQuota  uint64 // LAN queries dropped because their client was over its quota
-	Pending    int    // queries waiting now (both tables)
-	LANPending int    // of which from LAN clients
-	Verdicts   [NumReasons]uint64
-	LANTrusted uint64 // trusted replies that answered a LAN client's query
+	// ForwardedUnseen: queries leaving an uplink known not to be the host's whose LAN
+	// sighting was not seen (tracked as LAN queries of their own).
+	ForwardedUnseen uint64
+	Untrusted       uint64 // queries to a resolver that is not trusted: not tracked
+	Expired         uint64 // queries that got no reply in time
+	Evicted         uint64 // the hub's own queries dropped because its table was full
+	LANEvicted      uint64 // LAN queries dropped because the LAN table was full
+	OverQuota       uint64 // LAN queries dropped because their client was over its quota
+	Pending         int    // queries waiting now (both tables)
+	LANPending      int    // of which from LAN clients
+	Verdicts        [NumReasons]uint64
+	LANTrusted      uint64 // trusted replies that answered a LAN client's query
 }
 
 // Tracker is the anti-forgery table: it remembers the queries this host
@@ -246,6 +249,44 @@ func (t *Tracker) Query(x Exchange) {
 	t.add(x, now, false)
 }
 
+// QueryHub records a query this host itself sent, known to be its own (the
+// firewall marked it: dnsgate's hub socket). Unlike Query it is never taken
+// for the NAT copy of a LAN client's query, whatever LAN clients sent.
+func (t *Tracker) QueryHub(x Exchange) {
+	now := t.now()
+	t.expire(now)
+	if !t.trusts(x.Resolver.Addr()) {
+		t.stats.Untrusted++
+		return
+	}
+	if t.hub.n >= t.hub.max {
+		t.evict(&t.hub)
+		t.stats.Evicted++
+	}
+	t.add(x, now, false)
+}
+
+// QueryForwarded records a query seen leaving an uplink that is known not
+// to be this host's own (the firewall marks those): the copy of a LAN
+// client's query after source NAT. It is the LAN client's even when NAT
+// rewrote its source port; one whose LAN sighting was never seen (the
+// capture dropped it) is tracked as a LAN query of its own, under the quota
+// of its address after NAT. It never enters the hub's table.
+func (t *Tracker) QueryForwarded(x Exchange) {
+	now := t.now()
+	t.expire(now)
+	if !t.trusts(x.Resolver.Addr()) {
+		t.stats.Untrusted++
+		return
+	}
+	if t.natCopySure(x, now) {
+		t.stats.Forwarded++
+		return
+	}
+	t.stats.ForwardedUnseen++
+	t.addLAN(x, now, false)
+}
+
 // QueryLAN records a query a LAN client sent through this host (seen
 // arriving from the LAN, before NAT).
 func (t *Tracker) QueryLAN(x Exchange) {
@@ -255,6 +296,11 @@ func (t *Tracker) QueryLAN(x Exchange) {
 		t.stats.Untrusted++
 		return
 	}
+	t.addLAN(x, now, true)
+}
+
+// addLAN adds a LAN query within the bounds; nat: it may have a NAT copy to come.
+func (t *Tracker) addLAN(x Exchange, now time.Time, nat bool) {
 	c := t.clients[x.Client.Addr()]
 	if c != nil && c.n >= t.quota {
 		t.evict(c)
@@ -264,10 +310,14 @@ func (t *Tracker) QueryLAN(x Exchange) {
 		t.evict(&t.lan)
 		t.stats.LANEvicted++
 	}
-	t.add(x, now, true)
+	p := t.add(x, now, true)
+	if nat {
+		nk := natKey{x.Proto, x.Resolver, x.ID, x.Question}
+		t.nat[nk] = append(t.nat[nk], p)
+	}
 }
 
-func (t *Tracker) add(x Exchange, now time.Time, lan bool) {
+func (t *Tracker) add(x Exchange, now time.Time, lan bool) *pending {
 	p := &pending{
 		key:      flowKey{x.Proto, x.Client},
 		lan:      lan,
@@ -282,7 +332,7 @@ func (t *Tracker) add(x Exchange, now time.Time, lan bool) {
 	if !lan {
 		t.hub.push(p)
 		t.hub.n++
-		return
+		return p
 	}
 	t.stats.LANQueries++
 	t.lan.push(p)
@@ -294,15 +344,20 @@ func (t *Tracker) add(x Exchange, now time.Time, lan bool) {
 	}
 	c.push(p)
 	c.n++
-	nk := natKey{x.Proto, x.Resolver, x.ID, x.Question}
-	t.nat[nk] = append(t.nat[nk], p)
+	return p
 }
 
 // natCopy makes x, seen leaving an uplink, an alias of the LAN query it is
 // the NAT copy of, if any: same transport, resolver, ID and question, and
 // the same source port (NAT keeps it when it can) or, failing that, a LAN
 // query seen within natWindow.
-func (t *Tracker) natCopy(x Exchange, now time.Time) bool {
+func (t *Tracker) natCopy(x Exchange, now time.Time) bool { return t.aliasCopy(x, now, false) }
+
+// natCopySure is natCopy for a query known not to be the host's: a copy
+// whose port NAT rewrote is still surely the LAN client's.
+func (t *Tracker) natCopySure(x Exchange, now time.Time) bool { return t.aliasCopy(x, now, true) }
+
+func (t *Tracker) aliasCopy(x Exchange, now time.Time, sure bool) bool {
 	nk := natKey{x.Proto, x.Resolver, x.ID, x.Question}
 	list := t.nat[nk]
 	if len(list) == 0 {
@@ -328,7 +383,7 @@ func (t *Tracker) natCopy(x Exchange, now time.Time) bool {
 		p.grave = false
 		return true
 	}
-	p.rewritten = p.key.client.Port() != x.Client.Port()
+	p.rewritten = !sure && p.key.client.Port() != x.Client.Port()
 	p.alias, p.aliased = flowKey{x.Proto, x.Client}, true
 	t.flows[p.alias] = append(t.flows[p.alias], p)
 	return true

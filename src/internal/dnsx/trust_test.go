@@ -1,6 +1,7 @@
 package dnsx
 
 import (
+	"fmt"
 	"net/netip"
 	"testing"
 	"time"
@@ -412,5 +413,46 @@ func TestTrackerLinkLocalResolverByLink(t *testing.T) {
 		if got := tr.Reply(q); got != c.want {
 			t.Errorf("reply from %s: %v, want %v", c.res, got, c.want)
 		}
+	}
+}
+
+// With the host's own queries known (the firewall marks them), a query leaving an uplink
+// unmarked is a LAN client's: its copy after NAT rewrote the port stays the LAN client's, one
+// whose LAN sighting was lost never enters the hub's table, and the hub's own query is never
+// taken for a LAN query's copy. (With Query alone, the rewritten copy counted as the hub's, and
+// an unseen one took a place in the hub's table.)
+func TestTrackerForwardedKnown(t *testing.T) {
+	c := newClock()
+	tr := NewTracker(c.now, 4, 0)
+	lanQ := ex(ProtoUDP, "198.18.100.2:5555", "198.18.1.1:53", 7, "api.afero.io", TypeA)
+	tr.QueryLAN(lanQ)
+	cp := lanQ
+	cp.Client = netip.MustParseAddrPort("198.18.10.2:61000") // NAT rewrote the port
+	tr.QueryForwarded(cp)
+	if m := tr.ReplyMatch(cp); m.Reason != Trusted || !m.LAN {
+		t.Fatalf("reply to the rewritten copy: %+v, want the LAN client's", m)
+	}
+	// Copies whose LAN sighting was lost (capture dropped): more than the hub's table holds.
+	hub := ex(ProtoUDP, "198.18.10.2:7000", "198.18.1.1:53", 9, "api.afero.io", TypeA)
+	tr.QueryHub(hub)
+	for i := 0; i < 10; i++ {
+		tr.QueryForwarded(ex(ProtoUDP, fmt.Sprintf("198.18.10.2:%d", 20000+i), "198.18.1.1:53", uint16(100+i), "x.afero.io", TypeA))
+	}
+	if s := tr.Stats(); s.Evicted != 0 || s.ForwardedUnseen != 10 {
+		t.Fatalf("stats %+v: unseen copies pushed the hub's query out", s)
+	}
+	if m := tr.ReplyMatch(hub); m.Reason != Trusted || m.LAN {
+		t.Fatalf("the hub's reply: %+v", m)
+	}
+	if m := tr.ReplyMatch(ex(ProtoUDP, "198.18.10.2:20009", "198.18.1.1:53", 109, "x.afero.io", TypeA)); m.Reason != Trusted || !m.LAN {
+		t.Fatalf("reply to an unseen copy: %+v, want a LAN client's", m)
+	}
+	// A LAN client sending the hub's question with the hub's ID (never forwarded) does not
+	// make the hub's own query its copy.
+	tr.QueryLAN(ex(ProtoUDP, "198.18.100.3:5555", "198.18.1.1:53", 11, "api.afero.io", TypeA))
+	hub2 := ex(ProtoUDP, "198.18.10.2:7001", "198.18.1.1:53", 11, "api.afero.io", TypeA)
+	tr.QueryHub(hub2)
+	if m := tr.ReplyMatch(hub2); m.Reason != Trusted || m.LAN {
+		t.Fatalf("the hub's reply after a LAN query of the same ID: %+v", m)
 	}
 }

@@ -53,6 +53,14 @@ const (
 	BackendIPTables = "iptables"
 )
 
+// HubDNSMark is the bit of the packet mark the lock-down sets on the host's own DNS queries out
+// of the uplinks (its output chain sees only locally made packets; forwarded LAN queries never
+// pass it), so that DNS extraction takes them with a capture socket of their own, which a flood
+// of LAN queries cannot fill (dnscap.Config.Mark). The other bits are kept; the mark is set in a
+// filter chain, so it changes no routing decision. Bit 28: clear of mwan3 (0x3f00), pbr and
+// Tailscale (0xff0000) and Kubernetes (0xc000).
+const HubDNSMark uint32 = 0x10000000
+
 // DefaultMaxElem bounds each learned-address set when the policy says 0.
 const DefaultMaxElem = 65536
 

@@ -105,7 +105,11 @@ func iptRules(p Policy, v6 bool, queue bool) iptPolicy {
 	r[ChainWhitelistIn] = [][]string{inSet(SetStatic, "src"), {"-j", "DROP"}}
 
 	// Output.
-	out := [][]string{established, udp(0, 53), tcpDport(53)}
+	hubMark := fmt.Sprintf("0x%x/0x%x", HubDNSMark, HubDNSMark) // --or-mark, as -S prints it
+	out := [][]string{
+		{"-p", "udp", "-m", "udp", "--dport", "53", "-j", "MARK", "--set-xmark", hubMark},
+		{"-p", "tcp", "-m", "tcp", "--dport", "53", "-j", "MARK", "--set-xmark", hubMark},
+		established, udp(0, 53), tcpDport(53)}
 	if v6 {
 		out = append(out, udp(546, 547), udp(0, 123))
 		for _, t := range append([]byte{icmp6EchoRequest, icmp6RouterSol, icmp6NeighSol, icmp6NeighAdv, icmp6MLDReport, icmp6MLD2Report}, icmpErrors6...) {

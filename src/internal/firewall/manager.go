@@ -39,6 +39,8 @@ type Firewall struct {
 	pending map[recordKey]bool
 	gen     int
 	last    RestoreResult
+	// watching is the running nf_tables watch (nil: none), which repairs what Ensure finds.
+	watching *watchState
 }
 
 // restoreChunk is how many recorded addresses one step of a restore puts
@@ -113,7 +115,7 @@ func (f *Firewall) finishSetup(err error) error {
 	if err != nil && !errors.Is(err, ErrQueueUnavailable) {
 		return err
 	}
-	if rerr := f.readd(); rerr != nil {
+	if _, rerr := f.readd(); rerr != nil {
 		return errors.Join(err, rerr)
 	}
 	return err
@@ -209,8 +211,9 @@ func (f *Firewall) fillLocked(chunk []Pinhole) (int, error) {
 // expiry of its addresses, so what Allow extended meanwhile is never
 // shortened. A chunk the kernel refuses stays recorded (it is counted and
 // its error kept); a set that went missing ends the restore, the repair
-// that follows starts over.
-func (f *Firewall) readd() error {
+// that follows starts over. superseded says a newer set-up overtook it (and
+// puts the rest back).
+func (f *Firewall) readd() (superseded bool, err error) {
 	f.mu.Lock()
 	gen, start := f.gen, time.Now()
 	f.mu.Unlock()
@@ -219,7 +222,7 @@ func (f *Firewall) readd() error {
 		f.mu.Lock()
 		if f.gen != gen || !f.setUp {
 			f.mu.Unlock()
-			return errors.Join(errs...)
+			return true, errors.Join(errs...)
 		}
 		now := f.now()
 		var chunk []Pinhole
@@ -242,9 +245,9 @@ func (f *Firewall) readd() error {
 			f.todo, f.pending = nil, nil
 			f.mu.Unlock()
 			if len(errs) > 0 {
-				return fmt.Errorf("restore %d learned addresses: %d refused: %w", f.last.Learned, f.last.Failed, errors.Join(errs...))
+				return false, fmt.Errorf("restore %d learned addresses: %d refused: %w", f.last.Learned, f.last.Failed, errors.Join(errs...))
 			}
-			return nil
+			return false, nil
 		}
 		ok, err := f.fillLocked(chunk)
 		f.last.Restored += ok
@@ -255,7 +258,7 @@ func (f *Firewall) readd() error {
 			f.last.Err = err.Error()
 			f.last.Took = time.Since(start)
 			f.mu.Unlock()
-			return fmt.Errorf("restore %d learned addresses: %w", f.last.Learned, err)
+			return false, fmt.Errorf("restore %d learned addresses: %w", f.last.Learned, err)
 		default:
 			if errors.Is(err, ErrSetFull) {
 				f.full++
@@ -298,6 +301,10 @@ func (f *Firewall) AllowAll(ps []Pinhole) error {
 	if len(todo) == 0 {
 		return nil
 	}
+	if err := f.roomLocked(todo, now); err != nil {
+		f.full++
+		return err
+	}
 	if err := f.b.Add(todo); err != nil {
 		if errors.Is(err, ErrSetFull) {
 			f.full++
@@ -313,6 +320,35 @@ func (f *Firewall) AllowAll(ps []Pinhole) error {
 		f.pruned = now
 	}
 	return nil
+}
+
+// roomLocked refuses, as a full kernel set would, new addresses beyond set_maxelem live ones in
+// their set. connmgr keeps this bound itself: nftables' sets are made larger (expiredRoom) so
+// that addresses expired but not yet collected by the kernel do not take the room of live ones.
+// Expired entries are pruned first when the count says full (only near the bound).
+func (f *Firewall) roomLocked(ps []Pinhole, now time.Time) error {
+	for pruned := false; ; pruned = true {
+		add := map[recordSet]int{}
+		var over *Pinhole
+		for i, p := range ps {
+			k := recordKey{p.Addr, p.Forward}
+			if f.rec.has(k) {
+				continue
+			}
+			add[k.set()]++
+			if f.rec.n[k.set()]+add[k.set()] > f.policy.MaxElem && over == nil {
+				over = &ps[i]
+			}
+		}
+		if over == nil {
+			return nil
+		}
+		if pruned {
+			return fmt.Errorf("%s: %s: %w%s", f.b.Name(), over.Addr, ErrSetFull, maxElemNote(f.policy.MaxElem))
+		}
+		f.rec.prune(now)
+		f.pruned = now
+	}
 }
 
 // Disallow closes addr (device or forwarding) now.
@@ -347,7 +383,7 @@ func (f *Firewall) Forget(addrs []netip.Addr) error {
 		for _, fwd := range []bool{false, true} {
 			k := recordKey{a, fwd}
 			if e, ok := f.rec.m[k]; ok && !e.expires.IsZero() {
-				delete(f.rec.m, k)
+				f.rec.delete(k)
 				del = append(del, Pinhole{Addr: a, Forward: fwd})
 			}
 		}
@@ -385,18 +421,58 @@ func (f *Firewall) Restore() error {
 }
 
 // Ensure verifies and restores when something is missing; it reports
-// whether it restored. This is the check of the daemon's timer and of the
-// nf_tables event watch.
+// whether it restored. This is the daemon's periodic check. While a watch
+// of nf_tables' notifications runs (Watch), the damage Ensure finds is left
+// to it: it repairs on the notification, or after watchGrace when none came.
 func (f *Firewall) Ensure() (restored bool, err error) {
+	return f.ensure(nil)
+}
+
+// ensure is Ensure, for the watch ws (nil: the periodic check).
+func (f *Firewall) ensure(ws *watchState) (restored bool, err error) {
 	f.mu.Lock()
 	if !f.setUp || f.b.Check() == nil {
+		if ws != nil {
+			ws.noticed.Store(0)
+			ws.deferred = false
+		}
+		f.mu.Unlock()
+		return false, nil
+	}
+	if ws == nil && f.watching != nil {
+		w := f.watching
+		if !w.deferred {
+			w.deferred = true
+			time.AfterFunc(watchGrace, func() {
+				f.mu.Lock()
+				defer f.mu.Unlock()
+				if !w.closed {
+					signal(w.kick)
+				}
+			})
+		}
 		f.mu.Unlock()
 		return false, nil
 	}
 	f.restores++
+	var at int64
+	if ws != nil {
+		// Taken before the set-up, whose own rule deletions the watch hears of too. Zero when
+		// the notification was lost and the periodic check's find is repaired.
+		at = ws.noticed.Swap(0)
+		ws.deferred = false
+	}
 	err = f.setupLocked(f.policy)
+	if at != 0 {
+		f.last.Noticed = time.Unix(0, at)
+	}
 	f.mu.Unlock()
-	return true, f.finishSetup(err)
+	if err != nil && !errors.Is(err, ErrQueueUnavailable) {
+		return true, err
+	}
+	superseded, rerr := f.readd()
+	// A restore that a newer one overtook says nothing: the newer one reports.
+	return !superseded, errors.Join(err, rerr)
 }
 
 // LastRestore says how the last putting back of the record went.

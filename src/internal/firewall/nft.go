@@ -109,7 +109,7 @@ func (b *NFT) setSpec(name string, maxElem int) *nftables.Set {
 		s.Interval = true
 	default:
 		s.HasTimeout = true
-		s.Size = uint32(maxElem)
+		s.Size = uint32(maxElem + expiredRoom(maxElem))
 	}
 	if name != nftSetUplink {
 		s.KeyType, s.KeyByteOrder = nftables.TypeIPAddr, binaryutil.BigEndian
@@ -119,6 +119,15 @@ func (b *NFT) setSpec(name string, maxElem int) *nftables.Set {
 	}
 	return s
 }
+
+// expiredRoom is how much larger than set_maxelem a learned set is made. nf_tables frees an
+// expired element only at the set's next garbage collection (about once a second, and later
+// while other transactions keep committing: each one aborts a collection under way); until then
+// it counts against the set's size, so a set holding set_maxelem live addresses and one that just
+// expired refused the next answer ("set is full") and the DNS bounds closed live ones to make
+// room. The bound on live addresses is kept by connmgr (dnsx's ledger: set_maxelem learned
+// addresses); this room is only for the dead awaiting collection.
+func expiredRoom(maxElem int) int { return max(maxElem/16, 256) }
 
 // fits tells whether an existing kernel set can be kept for spec.
 func fits(have, spec *nftables.Set) bool {

@@ -135,6 +135,16 @@ func ctReply() []expr.Any {
 	})
 }
 
+// markOr sets bits in the packet's mark, keeping the others.
+func markOr(bits uint32) []expr.Any {
+	return []expr.Any{
+		&expr.Meta{Key: expr.MetaKeyMARK, Register: 1},
+		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4,
+			Mask: binaryutil.NativeEndian.PutUint32(^bits), Xor: binaryutil.NativeEndian.PutUint32(bits)},
+		&expr.Meta{Key: expr.MetaKeyMARK, SourceRegister: true, Register: 1},
+	}
+}
+
 // ifIn matches the input (iif) or output interface name against the uplink set.
 func ifIn(key expr.MetaKey, invert bool) []expr.Any {
 	return []expr.Any{
@@ -263,7 +273,10 @@ func nftRules(p Policy, qmode QueueMode) []nftRule {
 		add(ChainServiceInput, icmpType(icmp6, t), accept())
 	}
 
-	// Output to the uplinks: DNS, DHCP(v6), NTP, ping, errors, ND.
+	// Output to the uplinks: DNS (marked as the host's own first), DHCP(v6), NTP, ping,
+	// errors, ND.
+	add(ChainServiceOutput, dport(udp, 53), markOr(HubDNSMark))
+	add(ChainServiceOutput, dport(tcp, 53), markOr(HubDNSMark))
 	add(ChainServiceOutput, ctState(ctEstablished|ctRelated), accept())
 	add(ChainServiceOutput, dport(udp, 53), accept())
 	add(ChainServiceOutput, dport(tcp, 53), accept())

@@ -23,9 +23,32 @@ type recordEntry struct {
 // It is pure: the caller passes the time.
 type record struct {
 	m map[recordKey]recordEntry
+	// n counts the entries of each kernel set (expired ones until pruned).
+	n map[recordSet]int
 }
 
-func newRecord() *record { return &record{m: map[recordKey]recordEntry{}} }
+// recordSet names a kernel set of learned addresses: family and role.
+type recordSet struct{ v4, forward bool }
+
+func (k recordKey) set() recordSet { return recordSet{k.addr.Is4(), k.forward} }
+
+func newRecord() *record {
+	return &record{m: map[recordKey]recordEntry{}, n: map[recordSet]int{}}
+}
+
+// has tells whether k is recorded (expired or not).
+func (r *record) has(k recordKey) bool {
+	_, ok := r.m[k]
+	return ok
+}
+
+// delete forgets k.
+func (r *record) delete(k recordKey) {
+	if _, ok := r.m[k]; ok {
+		delete(r.m, k)
+		r.n[k.set()]--
+	}
+}
 
 // covers tells whether the address is recorded for at least ttl from now
 // (ttl 0: permanently), in which case the kernel needs no update.
@@ -51,21 +74,25 @@ func (r *record) put(p Pinhole, now time.Time) {
 	if p.TTL > 0 {
 		e.expires = now.Add(p.TTL)
 	}
-	if old, ok := r.m[k]; ok && old.expires.IsZero() {
+	old, ok := r.m[k]
+	if ok && old.expires.IsZero() {
 		e.expires = time.Time{}
+	}
+	if !ok {
+		r.n[k.set()]++
 	}
 	r.m[k] = e
 }
 
 func (r *record) remove(addr netip.Addr, forward bool) {
-	delete(r.m, recordKey{addr, forward})
+	r.delete(recordKey{addr, forward})
 }
 
 // prune drops expired entries.
 func (r *record) prune(now time.Time) {
 	for k, e := range r.m {
 		if !e.expires.IsZero() && !e.expires.After(now) {
-			delete(r.m, k)
+			r.delete(k)
 		}
 	}
 }

@@ -123,14 +123,21 @@ func (f *Firewall) Watch(ctx context.Context, repaired func(error)) error {
 	if prog, err := bpf.Assemble(ownElementsFilter()); err == nil {
 		_ = c.SetBPF(prog) // without it the watch reads more, and may overflow sooner
 	}
-	kick := make(chan struct{}, 1)
-	var noticed atomic.Int64 // unix ns of the first notification not yet acted on
+	ws := &watchState{kick: make(chan struct{}, 1)}
+	f.mu.Lock()
+	f.watching = ws
+	f.mu.Unlock()
 	go func() {
 		<-ctx.Done()
 		c.Close()
 	}()
 	go func() { // reader: never waits on a repair
-		defer close(kick)
+		defer func() {
+			f.mu.Lock()
+			ws.closed = true // no kick after this (Ensure's deferred one)
+			close(ws.kick)
+			f.mu.Unlock()
+		}()
 		for {
 			msgs, err := c.Receive()
 			if err != nil {
@@ -142,39 +149,55 @@ func (f *Firewall) Watch(ctx context.Context, repaired func(error)) error {
 					// check remains.
 					return
 				}
-				noticed.CompareAndSwap(0, time.Now().UnixNano())
-				signal(kick)
+				ws.noticed.CompareAndSwap(0, time.Now().UnixNano())
+				signal(ws.kick)
 				continue
 			}
 			for _, m := range msgs {
 				ev, ok := parseNFTEvent(uint16(m.Header.Type), m.Data)
 				if ok && w.touches(ev) {
-					noticed.CompareAndSwap(0, time.Now().UnixNano())
-					signal(kick)
+					ws.noticed.CompareAndSwap(0, time.Now().UnixNano())
+					signal(ws.kick)
 					break
 				}
 			}
 		}
 	}()
-	go func() { // repairer: one Ensure at a time, coalescing what came meanwhile
-		for range kick {
+	go func() { // repairer: one repair at a time, coalescing what came meanwhile
+		defer func() {
+			f.mu.Lock()
+			if f.watching == ws {
+				f.watching = nil // the periodic check repairs alone again
+			}
+			f.mu.Unlock()
+		}()
+		for range ws.kick {
 			if ctx.Err() != nil {
 				continue
 			}
-			at := time.Unix(0, noticed.Swap(0))
-			restored, err := f.Ensure()
-			if restored {
-				f.mu.Lock()
-				f.last.Noticed = at
-				f.mu.Unlock()
-				if repaired != nil {
-					repaired(err)
-				}
+			if restored, err := f.ensure(ws); restored && repaired != nil {
+				repaired(err)
 			}
 		}
 	}()
 	return nil
 }
+
+// watchState is a running watch, as Ensure and the repairer share it.
+type watchState struct {
+	kick    chan struct{}
+	noticed atomic.Int64 // unix ns of the first notification not yet acted on
+	// deferred: Ensure found damage and left it to the watch, which repairs it after
+	// watchGrace when no notification came meanwhile (one was lost).
+	deferred bool
+	closed   bool // kick is closed (under Firewall.mu)
+}
+
+// watchGrace is how long Ensure leaves damage it found to a running watch. Without it, a
+// periodic check that happened to run between a flush and its notification's arrival repaired
+// the flush itself, which then looked noticed by the check (a process short of CPU runs both
+// goroutines at once, in any order); with a notification lost it delays the backstop by this.
+const watchGrace = 250 * time.Millisecond
 
 // signal makes a pending kick without waiting.
 func signal(kick chan struct{}) {
