@@ -149,6 +149,7 @@ func runDaemon(args []string, stdout, stderr io.Writer) int {
 		WhitelistPath: *wlPath,
 		UbusSocket:    *socket,
 		NoFirewall:    *noFirewall,
+		UsageLedger:   daemon.UsageLedgerPath(),
 		Logger:        log,
 		Level:         level,
 	})

@@ -234,6 +234,33 @@ func writeStatus(w io.Writer, st daemon.Status) {
 		writeFamily(tw, "ipv6", u.IPv6)
 	}
 	tw.Flush()
+	writeUsage(w, st)
+}
+
+// writeUsage is the usage table: bytes per uplink, this month's, and what the probes cost.
+func writeUsage(w io.Writer, st daemon.Status) {
+	fmt.Fprintln(w)
+	tw := newTabTable(w)
+	fmt.Fprintf(tw, "  NETWORK\tIN\tOUT\tMONTH %s\tLIMIT\tPROBES\tPROBE BUDGET\n", dash(st.UsageMonth))
+	for _, u := range st.Uplinks {
+		limit := "-"
+		if u.MonthlyLimit > 0 {
+			limit = fmt.Sprintf("%d", u.MonthlyLimit)
+			if u.LimitReached {
+				limit += " (reached)"
+			}
+		}
+		budget := "-"
+		if u.ProbeBudget > 0 || u.ProbeBudgetStandby > 0 {
+			budget = fmt.Sprintf("%d/h in use, %d/h standby", u.ProbeBudget, u.ProbeBudgetStandby)
+			if u.BudgetIntervalS > 0 {
+				budget += fmt.Sprintf(" (every %v)", time.Duration(u.BudgetIntervalS)*time.Second)
+			}
+		}
+		fmt.Fprintf(tw, "  %s\t%d\t%d\t%d\t%s\t%d rounds, %d bytes\t%s\n", u.Network, u.RxBytes, u.TxBytes,
+			u.MonthRxBytes+u.MonthTxBytes, limit, u.ProbeRounds, u.ProbeBytes, budget)
+	}
+	tw.Flush()
 }
 
 // writeFamily writes one address family of an uplink under the uplink's line, in the same

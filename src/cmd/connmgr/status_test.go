@@ -76,8 +76,11 @@ func TestWriteStatus(t *testing.T) {
 		Uplinks: []daemon.UplinkStatus{
 			{Network: "ethnet", Device: "eth0", Type: "ethernet", State: "ITFUP_SS", StateNum: 4, Address: "198.18.1.2/24",
 				Gateway: "198.18.1.1", InUse: true, LastProbe: "success", RTTms: 1.25, SinceSeconds: 300, Probes: 20, ProbeFails: 1},
-			{Network: "modemnet", Device: "wwan0", Type: "cellular", State: "ITFDOWN_SX", StateNum: 1, LastProbe: "none"},
+			{Network: "modemnet", Device: "wwan0", Type: "cellular", State: "ITFDOWN_SX", StateNum: 1, LastProbe: "none",
+				RxBytes: 1000, TxBytes: 2000, MonthRxBytes: 5000, MonthTxBytes: 6000, MonthlyLimit: 10000, LimitReached: true,
+				ProbeRounds: 3, ProbeBytes: 2610, ProbeBudget: 50000, ProbeBudgetStandby: 1388, BudgetIntervalS: 2256},
 		},
+		UsageMonth: "2026-12",
 	}
 	var b strings.Builder
 	writeStatus(&b, st)
@@ -95,6 +98,8 @@ func TestWriteStatus(t *testing.T) {
 		"counters:        switches 4, probes 20,",
 		"* ethnet    eth0    ethernet  ITFUP_SS (4)    198.18.1.2/24  198.18.1.1  success  1.2ms  5m0s   20 (1 failed)\n",
 		"  modemnet  wwan0   cellular  ITFDOWN_SX (1)  -              -           none     -      0s     0 (0 failed)\n",
+		"  NETWORK   IN    OUT   MONTH 2026-12  LIMIT            PROBES                PROBE BUDGET\n",
+		"  modemnet  1000  2000  11000          10000 (reached)  3 rounds, 2610 bytes  50000/h in use, 1388/h standby (every 37m36s)\n",
 	} {
 		if !strings.Contains(got, want) {
 			t.Errorf("status lacks %q:\n%s", want, got)

@@ -103,6 +103,11 @@ type Uplink struct {
 	Metric        int           // the network's metric (netifd's default route)
 	DNS           []netip.Addr  // the network's static DNS servers (list dns)
 	Enabled       bool
+	// ProbeBudget and ProbeBudgetStandby are bytes per hour of routine
+	// probe rounds while in use and while not (0: none).
+	ProbeBudget, ProbeBudgetStandby float64
+	MonthlyLimit                    uint64 // bytes in and out per calendar month; 0: none
+	LimitAction                     string // last_resort or off
 }
 
 // AP is one access-point network: the Wi-Fi interfaces in mode 'ap' on

@@ -45,8 +45,8 @@ var wantMain = Main{
 	EchoPort:              80,
 	Probe:                 "echo",
 	ProbeTimeout:          500 * time.Millisecond,
-	ProbeInterval:         time.Second,
-	ProbeIntervalStandby:  5 * time.Second,
+	ProbeInterval:         15 * time.Second,
+	ProbeIntervalStandby:  10 * time.Minute,
 	ProbeIntervalFailing:  250 * time.Millisecond,
 	CellularProbeInterval: 5 * time.Minute,
 	FailCount:             3,
@@ -63,9 +63,10 @@ var wantMain = Main{
 }
 
 var wantDefaultUplinks = []Uplink{
-	{Name: "ethnet", Device: "eth0", Kind: KindEthernet, Priority: 1, ProbeInterval: time.Second, Enabled: true},
-	{Name: "stanet", Device: "wlan0", Kind: KindWiFi, Priority: 2, ProbeInterval: time.Second, Enabled: true},
-	{Name: "modemnet", Device: "wwan0", Kind: KindCellular, Priority: 3, ProbeInterval: time.Second, Enabled: true},
+	{Name: "ethnet", Device: "eth0", Kind: KindEthernet, Priority: 1, ProbeInterval: 15 * time.Second, Enabled: true, LimitAction: "last_resort"},
+	{Name: "stanet", Device: "wlan0", Kind: KindWiFi, Priority: 2, ProbeInterval: 15 * time.Second, Enabled: true, LimitAction: "last_resort"},
+	{Name: "modemnet", Device: "wwan0", Kind: KindCellular, Priority: 3, ProbeInterval: 15 * time.Second, Enabled: true, LimitAction: "last_resort",
+		ProbeBudget: 50_000, ProbeBudgetStandby: 1e6 / 720},
 }
 
 func TestDefault(t *testing.T) {
@@ -173,9 +174,10 @@ func TestGolden(t *testing.T) {
 	}
 	c := load(t, files)
 	want := []Uplink{
-		{Name: "ethnet", Device: "eth0", Kind: KindEthernet, Priority: 1, ProbeInterval: time.Second, Metric: 10, Enabled: true},
-		{Name: "stanet", Device: "wlan0", Kind: KindWiFi, Priority: 2, ProbeInterval: time.Second, Metric: 20, Enabled: true},
-		{Name: "modemnet", Device: "wwan0", Kind: KindCellular, Priority: 3, ProbeInterval: time.Second, Metric: 50, Enabled: true,
+		{Name: "ethnet", Device: "eth0", Kind: KindEthernet, Priority: 1, ProbeInterval: 15 * time.Second, Metric: 10, Enabled: true, LimitAction: "last_resort"},
+		{Name: "stanet", Device: "wlan0", Kind: KindWiFi, Priority: 2, ProbeInterval: 15 * time.Second, Metric: 20, Enabled: true, LimitAction: "last_resort"},
+		{Name: "modemnet", Device: "wwan0", Kind: KindCellular, Priority: 3, ProbeInterval: 15 * time.Second, Metric: 50, Enabled: true, LimitAction: "last_resort",
+			ProbeBudget: 50_000, ProbeBudgetStandby: 1e6 / 720,
 			DNS: []netip.Addr{netip.MustParseAddr("198.18.0.53"), netip.MustParseAddr("198.18.1.53")}},
 	}
 	if !reflect.DeepEqual(c.Uplinks, want) {
@@ -414,7 +416,9 @@ var uplinkCases = []struct {
 	check         func(u *Uplink) bool
 	err           string // expected, for a bad value
 }{
-	{"type", "cellular", func(u *Uplink) bool { return u.Kind == KindCellular && u.Priority == 3 && u.Device == "wwan0" }, ""},
+	{"type", "cellular", func(u *Uplink) bool {
+		return u.Kind == KindCellular && u.Priority == 3 && u.Device == "wwan0" && u.ProbeBudget == 50_000 && u.ProbeBudgetStandby == 1e6/720
+	}, ""},
 	{"type", "WiFi", func(u *Uplink) bool { return u.Kind == KindWiFi && u.Priority == 2 }, ""},
 	{"type", "lte", nil, "ethernet, wifi or cellular"},
 	{"priority", "7", func(u *Uplink) bool { return u.Priority == 7 }, ""},
@@ -427,6 +431,25 @@ var uplinkCases = []struct {
 	{"enabled", "yes", func(u *Uplink) bool { return u.Enabled }, ""},
 	{"enabled", "2", nil, "a boolean: 1/0, yes/no, on/off, true/false, enabled/disabled"},
 	{"device", "usb0", func(u *Uplink) bool { return u.Device == "usb0" }, ""},
+	{"probe_budget", "50K/h", func(u *Uplink) bool { return u.ProbeBudget == 50_000 && u.ProbeBudgetStandby == 0 }, ""},
+	{"probe_budget", "2.4M/day", nil, budgetAccepts},
+	{"probe_budget", "2400000/day", func(u *Uplink) bool { return u.ProbeBudget == 100_000 }, ""},
+	{"probe_budget", "0", func(u *Uplink) bool { return u.ProbeBudget == 0 }, ""},
+	{"probe_budget", "50K", nil, budgetAccepts},
+	{"probe_budget", "50K/week", nil, budgetAccepts},
+	{"probe_budget", "0/h", nil, budgetAccepts},
+	{"probe_budget", "-5K/h", nil, budgetAccepts},
+	{"probe_budget_standby", "1M/month", func(u *Uplink) bool { return u.ProbeBudgetStandby == 1e6/720 }, ""},
+	{"probe_budget_standby", "720KB/month", func(u *Uplink) bool { return u.ProbeBudgetStandby == 1000 }, ""},
+	{"probe_budget_standby", "1M/", nil, budgetAccepts},
+	{"monthly_limit", "500M", func(u *Uplink) bool { return u.MonthlyLimit == 500e6 }, ""},
+	{"monthly_limit", "2G", func(u *Uplink) bool { return u.MonthlyLimit == 2e9 }, ""},
+	{"monthly_limit", "0", func(u *Uplink) bool { return u.MonthlyLimit == 0 }, ""},
+	{"monthly_limit", "1T", nil, "bytes: a number with an optional K, M or G (1000s), e.g. 500M; 0: none"},
+	{"monthly_limit", "99999999999G", nil, "bytes: a number with an optional K, M or G (1000s), e.g. 500M; 0: none"},
+	{"limit_action", "off", func(u *Uplink) bool { return u.LimitAction == "off" }, ""},
+	{"limit_action", "Last_Resort", func(u *Uplink) bool { return u.LimitAction == "last_resort" }, ""},
+	{"limit_action", "block", nil, "last_resort or off"},
 	{"device", "a-very-long-name0", nil, deviceAccepts},
 	{"device", "eth0:1", nil, deviceAccepts},
 	{"device", "eth 0", nil, deviceAccepts},

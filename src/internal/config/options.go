@@ -67,13 +67,13 @@ var mainRows = []row[Main]{
 		}},
 	durRow("probe_timeout", "500ms", 50*time.Millisecond, time.Minute, "how long a probe round waits for its answer (longer on a link whose RTT needs it); no answer is a failure.",
 		func(m *Main) *time.Duration { return &m.ProbeTimeout }),
-	durRow("probe_interval", "1s", 100*time.Millisecond, 24*time.Hour, "probe interval of the uplink in use (an uplink's own probe_interval overrides it).",
+	durRow("probe_interval", "15s", 100*time.Millisecond, 24*time.Hour, "probe interval of the uplink in use while it is idle (an uplink's own probe_interval overrides it; its probe_budget may make it longer). Traffic the hub sends that goes unanswered starts a round at once, whatever the interval.",
 		func(m *Main) *time.Duration { return &m.ProbeInterval }),
-	durRow("probe_interval_standby", "5s", 100*time.Millisecond, 24*time.Hour, "probe interval of a working uplink that is not in use (cellular: cellular_probe_interval).",
+	durRow("probe_interval_standby", "10m", 100*time.Millisecond, 24*time.Hour, "probe interval of a working uplink that is not in use (cellular: cellular_probe_interval); a standby is also probed once as soon as the uplink in use fails a round.",
 		func(m *Main) *time.Duration { return &m.ProbeIntervalStandby }),
 	durRow("probe_interval_failing", "250ms", 100*time.Millisecond, 24*time.Hour, "probe interval of an uplink that is new, suspect (a failed probe), recovering, or wanted back, until fail_count or recover_count decides.",
 		func(m *Main) *time.Duration { return &m.ProbeIntervalFailing }),
-	durRow("cellular_probe_interval", "5m", time.Second, 24*time.Hour, "probe interval of the cellular uplink while it is not in use (probes cost money).",
+	durRow("cellular_probe_interval", "5m", time.Second, 24*time.Hour, "probe interval of the cellular uplink while it is not in use (probes cost money; its probe_budget_standby may make it longer).",
 		func(m *Main) *time.Duration { return &m.CellularProbeInterval }),
 	intRow("fail_count", "3", 1, 100, "consecutive failed probes that mark an uplink unreachable (fail-over).",
 		func(m *Main) *int { return &m.FailCount }),
@@ -134,6 +134,19 @@ var uplinkRows = []row[Uplink]{
 		func(u *Uplink) *time.Duration { return &u.ProbeInterval }),
 	boolRow("enabled", "1", "'0' ignores this uplink.",
 		func(u *Uplink) *bool { return &u.Enabled }),
+	budgetRow("probe_budget", "bytes the uplink's routine probe rounds may spend while it is in use and idle (one round's measured bytes divided by the budget is the least interval: 50K/h with echo, 870 bytes a round with the name's resolution, is a round every 63 s); 0: no budget, probe_interval alone.",
+		func(u *Uplink) *float64 { return &u.ProbeBudget }),
+	budgetRow("probe_budget_standby", "the same while the uplink is not in use.",
+		func(u *Uplink) *float64 { return &u.ProbeBudgetStandby }),
+	{name: "monthly_limit", defDoc: "(none)", accepts: "bytes: a number with an optional K, M or G (1000s), e.g. 500M; 0: none",
+		desc: "bytes in and out per calendar month (UTC) on this uplink's device, from the kernel's counters, kept across connmgr restarts until the next boot; when reached, connmgr says so in status and sends the ubus event connmgr.usage, and does what limit_action says until the month ends.",
+		set: func(u *Uplink, v string) bool {
+			n, ok := parseBytes(v)
+			u.MonthlyLimit = n
+			return ok
+		}},
+	enumRow("limit_action", "last_resort", []string{"last_resort", "off"}, "what an uplink over its monthly_limit is used for: last_resort (only while no other uplink is up: it is not probed while another uplink is in use) or off (not at all until the month ends).",
+		func(u *Uplink) *string { return &u.LimitAction }),
 	{name: "device", defDoc: "from network/wireless (PROTO-NETWORK for PPP protocols, none for a `/dev` modem node), else eth0, wlan0, wwan0", accepts: deviceAccepts,
 		desc: "the uplink's network device, overriding what network and wireless say; netifd's `l3_device` is followed on top of it.",
 		set: func(u *Uplink, v string) bool {
@@ -145,6 +158,69 @@ var uplinkRows = []row[Uplink]{
 func init() {
 	uplinkRows[1].defDoc = "by type: ethernet 1, wifi 2, cellular 3"
 	uplinkRows[2].defDoc = "probe_interval of main"
+	uplinkRows[4].defDoc = "by type: cellular 50K/h, others 0"
+	uplinkRows[5].defDoc = "by type: cellular 1M/month, others 0"
+}
+
+// Default probe budgets of a cellular uplink (issue 13): in use and idle
+// at most 50 KB an hour, standby at most 1 MB a month.
+const (
+	CellularProbeBudget        = "50K/h"
+	CellularProbeBudgetStandby = "1M/month"
+)
+
+// budgetAccepts is what a probe budget may be.
+const budgetAccepts = "bytes per hour, day or month: a number with an optional K, M or G (1000s) and /h, /day or /month (30 days), e.g. 50K/h, 1M/month; 0: none"
+
+// budgetRow is a probe budget, stored as bytes per hour; the default
+// depends on the uplink's type (set by loadConnmgr when not given).
+func budgetRow(name, desc string, field func(*Uplink) *float64) row[Uplink] {
+	return row[Uplink]{name: name, accepts: budgetAccepts, desc: desc,
+		set: func(u *Uplink, v string) bool {
+			b, ok := ParseBudget(v)
+			*field(u) = b
+			return ok
+		}}
+}
+
+// ParseBudget reads a probe budget ("50K/h", "1M/month", "0") as bytes per
+// hour.
+func ParseBudget(v string) (float64, bool) {
+	if n, ok := parseBytes(v); ok && n == 0 {
+		return 0, true
+	}
+	amount, per, ok := strings.Cut(v, "/")
+	if !ok {
+		return 0, false
+	}
+	hours, ok := map[string]float64{"h": 1, "hour": 1, "d": 24, "day": 24, "month": 720}[strings.ToLower(strings.TrimSpace(per))]
+	n, nok := parseBytes(strings.TrimSpace(amount))
+	if !ok || !nok || n == 0 {
+		return 0, false
+	}
+	return float64(n) / hours, true
+}
+
+// parseBytes reads a byte count: digits with an optional K, M or G
+// (powers of 1000) and an optional B.
+func parseBytes(v string) (uint64, bool) {
+	v = strings.TrimSuffix(strings.TrimSuffix(v, "B"), "b")
+	mult := uint64(1)
+	if i := len(v) - 1; i >= 0 {
+		switch v[i] {
+		case 'k', 'K':
+			mult, v = 1e3, v[:i]
+		case 'm', 'M':
+			mult, v = 1e6, v[:i]
+		case 'g', 'G':
+			mult, v = 1e9, v[:i]
+		}
+	}
+	n, err := strconv.ParseUint(v, 10, 64)
+	if err != nil || n > 1<<50/mult {
+		return 0, false
+	}
+	return n * mult, true
 }
 
 // defaultUplinks are the uplinks when connmgr has no uplink section.
@@ -269,7 +345,7 @@ func (c *Config) loadConnmgr(f file) ([]draft, error) {
 	}
 	if len(drafts) == 0 {
 		for _, d := range defaultUplinks {
-			drafts = append(drafts, draft{u: Uplink{Name: d.name, Kind: d.kind, Enabled: true}})
+			drafts = append(drafts, draft{u: Uplink{Name: d.name, Kind: d.kind, Enabled: true, ProbeBudget: -1, ProbeBudgetStandby: -1, LimitAction: "last_resort"}})
 		}
 	}
 	for i := range drafts {
@@ -279,6 +355,18 @@ func (c *Config) loadConnmgr(f file) ([]draft, error) {
 		}
 		if u.ProbeInterval == 0 {
 			u.ProbeInterval = c.Main.ProbeInterval
+		}
+		if u.ProbeBudget < 0 {
+			u.ProbeBudget = 0
+			if u.Kind == KindCellular {
+				u.ProbeBudget, _ = ParseBudget(CellularProbeBudget)
+			}
+		}
+		if u.ProbeBudgetStandby < 0 {
+			u.ProbeBudgetStandby = 0
+			if u.Kind == KindCellular {
+				u.ProbeBudgetStandby, _ = ParseBudget(CellularProbeBudgetStandby)
+			}
 		}
 	}
 	return drafts, checkUplinks(f, drafts)
@@ -295,7 +383,7 @@ func (c *Config) loadUplink(f file, s *uci.Section) (draft, error) {
 		e.Problem = "uplink section without a name"
 		return draft{}, e
 	}
-	d := draft{u: Uplink{Name: s.Name, Kind: -1}, section: s}
+	d := draft{u: Uplink{Name: s.Name, Kind: -1, ProbeBudget: -1, ProbeBudgetStandby: -1}, section: s}
 	set, err := apply(f, s, uplinkRows, &d.u, c)
 	if err != nil {
 		return draft{}, err

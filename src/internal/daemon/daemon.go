@@ -28,6 +28,8 @@ type Options struct {
 	WhitelistPath string // -w
 	UbusSocket    string // -s
 	NoFirewall    bool   // -d: firewall mode off whatever the config says
+	// UsageLedger is the usage ledger's file (main: UsageLedgerPath()); "" keeps it in memory.
+	UsageLedger string
 
 	Logger *logline.Logger
 	// Level is the logger's level; the daemon sets it from the config's log_level.
@@ -122,7 +124,8 @@ func (d *Daemon) buildComponents() []component {
 	// it stops (releasing held replies) before the firewall is torn down. The uplink monitor
 	// comes last: routes are removed first on the way out.
 	d.uplinks = newUplinks(d)
-	return append(cs, newFirewallComponent(d), newDNSComponent(d), d.uplinks)
+	// Usage after the uplinks: it reads their controller, and adds to their status.
+	return append(cs, newFirewallComponent(d), newDNSComponent(d), d.uplinks, newUsage(d))
 }
 
 // load reads the UCI configuration and the whitelist. Nothing is applied here, so a bad file

@@ -23,7 +23,9 @@ type Status struct {
 	Uplinks              []UplinkStatus `json:"uplinks"`
 	Counters             Counters       `json:"counters"`
 	UptimeSeconds        int64          `json:"uptime"`
-	Ubus                 *UbusStatus    `json:"ubus,omitempty"`
+	// UsageMonth is the month (UTC, YYYY-MM) of the uplinks' month_rx_bytes and month_tx_bytes.
+	UsageMonth string      `json:"usage_month,omitempty"`
+	Ubus       *UbusStatus `json:"ubus,omitempty"`
 }
 
 // FirewallStatus is the firewall part of Status.
@@ -103,6 +105,22 @@ type UplinkStatus struct {
 	// IPv4 and IPv6 are each family's own view.
 	IPv4 *FamilyStatus `json:"ipv4,omitempty"`
 	IPv6 *FamilyStatus `json:"ipv6,omitempty"`
+	// Usage (issue 13): the device's kernel counters (since the device was created), this
+	// month's bytes (Status.UsageMonth, kept across restarts within a boot), the probe rounds
+	// started since connmgr started and what they cost (rounds x the method's bytes on the
+	// wire), the probe budgets in bytes per hour, the least interval between routine rounds
+	// they allow now (0: none), the monthly limit (0: none) and whether it is reached.
+	RxBytes            uint64 `json:"rx_bytes"`
+	TxBytes            uint64 `json:"tx_bytes"`
+	MonthRxBytes       uint64 `json:"month_rx_bytes"`
+	MonthTxBytes       uint64 `json:"month_tx_bytes"`
+	ProbeRounds        uint64 `json:"probe_rounds"`
+	ProbeBytes         uint64 `json:"probe_bytes"`
+	ProbeBudget        uint64 `json:"probe_budget_per_hour,omitempty"`
+	ProbeBudgetStandby uint64 `json:"probe_budget_standby_per_hour,omitempty"`
+	BudgetIntervalS    int64  `json:"budget_interval,omitempty"`
+	MonthlyLimit       uint64 `json:"monthly_limit,omitempty"`
+	LimitReached       bool   `json:"limit_reached,omitempty"`
 }
 
 // FamilyStatus is one address family of an uplink.

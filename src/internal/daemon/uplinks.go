@@ -15,6 +15,7 @@ import (
 	"github.com/afero/af-conn/internal/probe"
 	"github.com/afero/af-conn/internal/route"
 	"github.com/afero/af-conn/internal/uplink"
+	"github.com/afero/af-conn/internal/usage"
 )
 
 // uplinks is the component that keeps the hub on its best uplink. Its
@@ -142,7 +143,10 @@ func failoverSettings(c *config.Config, f uplink.Family) failover.Settings {
 	}
 	for _, u := range c.Uplinks {
 		s.Uplinks = append(s.Uplinks, failover.UplinkSettings{Name: u.Name, Device: u.Device,
-			Kind: uplink.Kind(u.Kind), Priority: u.Priority, ProbeInterval: u.ProbeInterval, Enabled: u.Enabled})
+			Kind: uplink.Kind(u.Kind), Priority: u.Priority, ProbeInterval: u.ProbeInterval, Enabled: u.Enabled,
+			ProbeBudget: u.ProbeBudget, ProbeBudgetStandby: u.ProbeBudgetStandby, LimitOff: u.LimitAction == "off",
+			// A budgeted uplink's rounds come rarer than the name's cache lasts.
+			ProbeCost: usage.ProbeCost(m.Probe, u.ProbeBudget > 0 || u.ProbeBudgetStandby > 0)})
 	}
 	return s
 }
@@ -304,6 +308,28 @@ func (u *uplinks) stop() {
 	}
 }
 
+// started says the controllers run (IPv4's at least).
+func (u *uplinks) started() bool { return u.family(uplink.IPv4) != nil }
+
+// setLimited tells every family's controller that the uplink's monthly limit is reached (or
+// lifted): the limit is the uplink's, whatever family spends it.
+func (u *uplinks) setLimited(name string, over bool) {
+	for _, fc := range u.fams {
+		if fc.ctrl != nil {
+			fc.ctrl.SetLimited(name, over)
+		}
+	}
+}
+
+// ownDevice is the uplink's own device: IPv6's view's (IPv4's may be the clat device of a
+// 464XLAT uplink), else IPv4's.
+func ownDevice(cu failover.Uplink) string {
+	if v, ok := cu.Family(uplink.IPv6); ok {
+		return v.Settings.Device
+	}
+	return cu.Settings.Device
+}
+
 // family returns the controller of family f, nil when there is none.
 func (u *uplinks) family(f uplink.Family) *famCtl {
 	for _, fc := range u.fams {
@@ -338,8 +364,8 @@ func (u *uplinks) combined() []failover.Uplink {
 }
 
 func (u *uplinks) fillStatus(s *Status) {
-	if u.family(uplink.IPv4) == nil {
-		return // not started
+	if !u.started() {
+		return
 	}
 	now := u.d.clock.Now()
 	for _, fc := range u.fams {
@@ -375,7 +401,7 @@ func (u *uplinks) fillStatus(s *Status) {
 // family's own.
 func uplinkStatus(cu failover.Uplink, now time.Time) UplinkStatus {
 	us := UplinkStatus{
-		Network: cu.Settings.Name, Device: cu.Settings.Device, Type: cu.Settings.Kind.String(),
+		Network: cu.Settings.Name, Device: ownDevice(cu), Type: cu.Settings.Kind.String(),
 		State: cu.State.String(), StateNum: int(cu.State), InUse: cu.InUse,
 		LastProbe: "none", SinceSeconds: int64(now.Sub(cu.Since).Seconds()),
 	}
@@ -385,8 +411,6 @@ func uplinkStatus(cu failover.Uplink, now time.Time) UplinkStatus {
 		case uplink.IPv4:
 			us.IPv4 = &fs
 		case uplink.IPv6:
-			// The uplink's own device: IPv4's may be its clat device.
-			us.Device = v.Settings.Device
 			us.IPv6 = &fs
 		}
 		us.Probes += fs.Probes
@@ -493,6 +517,10 @@ func (f *famCtl) Capture(name, dev string, prefix netip.Prefix) {
 		return
 	}
 	u.captures[key] = stop
+	if f.fam == uplink.IPv4 {
+		// capture.WatchSent follows IPv4 segments only.
+		u.watchSent(key, dev, prefix)
+	}
 }
 
 func (f *famCtl) WakeAt(t time.Time) {

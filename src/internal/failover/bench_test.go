@@ -41,7 +41,7 @@ func TestFailoverBenchmark(t *testing.T) {
 	default:
 		t.Fatalf("AFCONN_BENCH_CONFIG=%q: want default or -d", config)
 	}
-	var carrier, report, kernel, silent, failback, flaps, broken []float64
+	var carrier, report, kernel, silent, keepalive, failback, flaps, broken []float64
 	// jitter spreads faults over the probe schedule's phase.
 	jitter := func() { time.Sleep(time.Duration(rand.IntN(1200)) * time.Millisecond) }
 	for i := range runs {
@@ -75,6 +75,15 @@ func TestFailoverBenchmark(t *testing.T) {
 		broken = append(broken, float64(countBroken(conns)))
 		t.Logf("run %d: silent %.0f ms, fail-back %.0f ms", i, silent[i], failback[len(failback)-1])
 	}
+	// With traffic flowing: the hub's cloud session sends a keepalive every 3 s; the time runs
+	// from the first keepalive sent after the fault (issue 13's target).
+	for i := range runs {
+		took, back := keepaliveRun(t, r, time.Duration(rand.IntN(3000))*time.Millisecond)
+		keepalive = append(keepalive, ms(took))
+		failback = append(failback, ms(back))
+		t.Logf("run %d: keepalive unanswered -> switched %.0f ms, fail-back %.0f ms", i, keepalive[i], ms(back))
+	}
+	perHour := probeBytesPerHour(t, r)
 	periods := max(1, runs/5)
 	for range periods {
 		before := r.watch.count()
@@ -93,11 +102,15 @@ func TestFailoverBenchmark(t *testing.T) {
 	row("carrier loss -> route switched", carrier, "ms", "p95 <= 100 ms")
 	row("  of which: carrier report seen -> switched", kernel, "ms", "")
 	row("  (fault -> the kernel's carrier report)", report, "ms", "")
-	row("silent upstream failure -> route switched", silent, "ms", "p95 <= 3000 ms")
+	row("silent failure, idle hub -> route switched", silent, "ms", "probe_interval + 3 s")
+	row("silent failure: next keepalive sent -> switched", keepalive, "ms", "p95 <= 3000 ms")
 	row("preferred uplink restored -> switched back", failback, "ms", "<= 5000 ms")
 	row(fmt.Sprintf("route flaps under 20%% loss per %v", lossPeriod), flaps, "  ", "0")
 	row("connections broken by fail-back (of 5)", broken, "  ", "0")
 	fmt.Fprintf(&b, "%-44s %6s %9.1fMB   < 16 MB (under load: TestFailoverLoadBenchmark)\n", "daemon peak RSS (VmHWM) after all the runs", "", hwm)
+	for _, p := range perHour {
+		fmt.Fprintf(&b, "idle, in use: %-30s %6s %9.1fKB/h   %s\n", p.what, "", p.perHour/1000, p.target)
+	}
 	fmt.Println(b.String())
 	t.Log(b.String())
 }
@@ -121,6 +134,88 @@ func benchRuns(t *testing.T) (int, time.Duration) {
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+// keepaliveRun black-holes eth0 phase after a keepalive of a persistent connection sending one
+// every 3 s, and returns the time from the next keepalive sent to the switch, and the fail-back.
+func keepaliveRun(t testing.TB, r *rig, phase time.Duration) (took, back time.Duration) {
+	c := dialEcho(t, r.w)
+	defer c.Close()
+	go io.Copy(io.Discard, c)
+	sent := make(chan time.Time, 10)
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() {
+		for {
+			at := time.Now()
+			c.SetWriteDeadline(at.Add(time.Second))
+			c.Write([]byte("keepalive\n"))
+			sent <- at
+			select {
+			case <-stop:
+				return
+			case <-time.After(3 * time.Second):
+			}
+		}
+	}()
+	<-sent
+	time.Sleep(phase)
+	fault := time.Now()
+	r.fault("eth0", testbed.Fault{Blackhole: true})
+	var next time.Time
+	for next.Before(fault) {
+		next = <-sent
+	}
+	took = r.waitDefault("wlan0", 20*time.Second).Sub(next)
+	start := time.Now()
+	r.fault("eth0", testbed.Fault{})
+	back = r.waitDefault("eth0", 30*time.Second).Sub(start)
+	return took, back
+}
+
+// perHourFigure is one uplink type's bytes per hour while idle and in use.
+type perHourFigure struct {
+	what, target string
+	perHour      float64
+}
+
+// probeBytesPerHour measures each uplink type in use and idle: all bytes on its device (both
+// ways, Ethernet frames) over AFCONN_BENCH_BYTES_WINDOW (default 2 minutes), per hour. The
+// others are taken away by their carrier, so each is in turn the only one left.
+func probeBytesPerHour(t testing.TB, r *rig) []perHourFigure {
+	window := 2 * time.Minute
+	if s := os.Getenv("AFCONN_BENCH_BYTES_WINDOW"); s != "" {
+		d, err := time.ParseDuration(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		window = d
+	}
+	var out []perHourFigure
+	for _, u := range []struct{ dev, what, target string }{
+		{"eth0", "Ethernet (probe_interval 15s)", "<= 1 round per 15 s"},
+		{"wlan0", "Wi-Fi (probe_interval 15s)", "<= 1 round per 15 s"},
+		{"wwan0", "cellular (probe_budget 50K/h)", "<= 50 KB/h"},
+	} {
+		r.waitDefault(u.dev, 30*time.Second)
+		time.Sleep(5 * time.Second) // the switch's confirming rounds are over
+		before := linkBytes(t, r.w, u.dev)
+		time.Sleep(window)
+		n := linkBytes(t, r.w, u.dev) - before
+		out = append(out, perHourFigure{what: u.what, target: u.target, perHour: float64(n) * float64(time.Hour) / float64(window)})
+		t.Logf("%s in use, idle: %d bytes in %v", u.dev, n, window)
+		r.carrier(u.dev, false)
+	}
+	r.carrier("eth0", true)
+	r.carrier("wlan0", true)
+	r.carrier("wwan0", true)
+	r.waitDefault("eth0", 30*time.Second)
+	return out
+}
+
+// linkBytes is a device's bytes both ways, from its link counters.
+func linkBytes(t testing.TB, w *testbed.World, dev string) uint64 {
+	return deviceCounters(t, w)[dev].Total()
+}
 
 // pct is the p-th percentile (nearest rank).
 func pct(xs []float64, p float64) float64 {

@@ -35,8 +35,14 @@ type UplinkSettings struct {
 	Enabled       bool
 	// ProbeBudget and ProbeBudgetStandby are the bytes per hour the
 	// uplink's routine probe rounds may spend while in use and while not
-	// (0: no limit besides the intervals).
+	// (0: no limit besides the intervals); ProbeCost is what one round
+	// costs on the wire, in bytes (the budgets' unit).
 	ProbeBudget, ProbeBudgetStandby float64
+	ProbeCost                       int
+	// LimitOff says what reaching the monthly limit does (SetLimited):
+	// true, the uplink is not used at all; false, it is kept as a last
+	// resort (no routine rounds while another uplink is in use).
+	LimitOff bool
 }
 
 // Settings is the configuration the controller runs with.
@@ -54,9 +60,6 @@ type Settings struct {
 	// an address still there, before the uplink counts as down (0: at once). netifd deletes
 	// the old default route and adds the new one when a DHCP renew changes the gateway.
 	RouteGrace time.Duration
-	// ProbeCost is what one probe round of the configured method costs on
-	// the wire, in bytes (its budget's unit).
-	ProbeCost int
 }
 
 // DefaultRouteGrace is the daemon's RouteGrace: netifd's gap is a few hundred microseconds,
@@ -109,6 +112,7 @@ type link struct {
 	lastEnd    time.Time
 	rounds     uint64    // probe rounds started
 	suspect    time.Time // when the current streak of failed rounds began (zero: none)
+	limited    bool      // over its monthly limit (SetLimited)
 }
 
 // Counters count decisions.
@@ -169,7 +173,7 @@ func (c *Controller) Configure(s Settings) {
 		l.set, l.slot = us, i
 		l.m.SetParams(s.Params)
 		c.links = append(c.links, l)
-		c.apply(l, now, uplink.SupportEvent{Supported: us.Enabled})
+		c.apply(l, now, uplink.SupportEvent{Supported: c.supported(l)})
 	}
 	for _, l := range old {
 		c.stopCapture(l)
@@ -552,8 +556,34 @@ func (c *Controller) floor(l *link) time.Duration {
 	budget := l.set.ProbeBudgetStandby
 	if l.set.Name == c.selected {
 		budget = l.set.ProbeBudget
+	} else if l.limited {
+		return lastResortFloor
 	}
-	return uplink.BudgetFloor(c.set.ProbeCost, budget)
+	return uplink.BudgetFloor(l.set.ProbeCost, budget)
+}
+
+// lastResortFloor keeps an uplink over its monthly limit from routine
+// rounds while it is not in use: it keeps the state its last rounds gave
+// it, and is proven afresh only when the in-use uplink fails a round.
+const lastResortFloor = 100 * 365 * 24 * time.Hour // about never
+
+// SetLimited says whether the uplink is over its monthly limit: it is then
+// used only as a last resort, or not at all (UplinkSettings.LimitOff).
+func (c *Controller) SetLimited(name string, on bool) {
+	l := c.link(name)
+	if l == nil || l.limited == on {
+		return
+	}
+	l.limited = on
+	now := c.env.Now()
+	c.apply(l, now, uplink.SupportEvent{Supported: c.supported(l)})
+	c.decide(now, "monthly limit")
+}
+
+// supported: enabled in the configuration, and not switched off by its
+// monthly limit.
+func (c *Controller) supported(l *link) bool {
+	return l.set.Enabled && !(l.limited && l.set.LimitOff)
 }
 
 func (c *Controller) startProbe(l *link, now time.Time) {
@@ -598,6 +628,7 @@ type View struct {
 	ProbeRounds uint64
 	ProbeBytes  uint64
 	ProbeFloor  time.Duration
+	Limited     bool // over its monthly limit
 }
 
 // Views returns every configured uplink's state, in configuration order.
@@ -605,7 +636,7 @@ func (c *Controller) Views() []View {
 	out := make([]View, 0, len(c.links))
 	for _, l := range c.links {
 		out = append(out, View{Settings: l.set, Family: c.set.Family, Snapshot: l.m.Snapshot(), InUse: l.set.Name == c.selected, ProbeRounds: l.rounds,
-			ProbeBytes: l.rounds * uint64(max(c.set.ProbeCost, 0)), ProbeFloor: c.floor(l)})
+			ProbeBytes: l.rounds * uint64(max(l.set.ProbeCost, 0)), ProbeFloor: c.floor(l), Limited: l.limited})
 	}
 	return out
 }

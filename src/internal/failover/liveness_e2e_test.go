@@ -34,7 +34,7 @@ var beyond = netip.MustParseAddr("198.18.11.1")
 func TestE2ENoiseDoesNotHideBlackHole(t *testing.T) {
 	for _, m := range livenessModes {
 		t.Run(m.name, func(t *testing.T) {
-			r := newRigWith(t, rigOptions{args: m.args})
+			r := newRigWith(t, rigOptions{args: m.args, extra: fastProbes})
 			if m.args == nil {
 				r.waitLog(`msg="firewall lock-down in force"`)
 			}
@@ -69,7 +69,7 @@ func TestE2ENoiseDoesNotHideBlackHole(t *testing.T) {
 func TestE2EWalledGarden(t *testing.T) {
 	for _, m := range livenessModes {
 		t.Run(m.name, func(t *testing.T) {
-			r := newRigWith(t, rigOptions{args: m.args})
+			r := newRigWith(t, rigOptions{args: m.args, extra: fastProbes})
 			if m.args == nil {
 				r.waitLog(`msg="firewall lock-down in force"`)
 			}
@@ -103,7 +103,7 @@ func TestE2EWalledGarden(t *testing.T) {
 func TestE2EReplyTrafficKeepsUplinkProven(t *testing.T) {
 	for _, m := range livenessModes {
 		t.Run(m.name, func(t *testing.T) {
-			r := newRigWith(t, rigOptions{args: m.args, records: []testbed.Record{{Name: otaName, TTL: 300, Addr: otaAddr}}})
+			r := newRigWith(t, rigOptions{args: m.args, extra: fastProbes, records: []testbed.Record{{Name: otaName, TTL: 300, Addr: otaAddr}}})
 			if m.args == nil {
 				r.waitFirewall()
 			}

@@ -18,7 +18,7 @@ import (
 // device's address and port) must still not bring a black-holed uplink
 // back after its carrier returns.
 func TestE2ESpoofedRepliesOnPickedUpConnection(t *testing.T) {
-	r := newRigWith(t, rigOptions{})
+	r := newRigWith(t, rigOptions{extra: fastProbes})
 	r.waitLog(`msg="firewall lock-down in force"`)
 	c := dialEcho(t, r.w)
 	if err := c.works(5 * time.Second); err != nil {

@@ -15,7 +15,7 @@ import (
 // echo probe ... still decides once the replies stop"; this checks whether
 // it decides while they do not.
 func TestE2EPortalAcksInCloudsName(t *testing.T) {
-	r := newRigWith(t, rigOptions{})
+	r := newRigWith(t, rigOptions{extra: fastProbes})
 	r.waitLog(`msg="firewall lock-down in force"`)
 	u := r.w.MustUplink("eth0")
 	ln, err := u.Router.Listen("tcp4", ":9999")

@@ -13,7 +13,9 @@ import (
 func idleSettings() Settings {
 	st := settings()
 	st.Intervals = uplink.Intervals{InUse: 15 * time.Second, Standby: 10 * time.Minute, Failing: 250 * time.Millisecond, Cellular: 5 * time.Minute}
-	st.ProbeCost = 565
+	for i := range st.Uplinks {
+		st.Uplinks[i].ProbeCost = 565
+	}
 	st.Uplinks[2].ProbeBudget, st.Uplinks[2].ProbeBudgetStandby = 50_000, 1_000_000.0/720
 	return st
 }
@@ -137,5 +139,35 @@ func TestStandbyRecheckedWhenInUseSuspect(t *testing.T) {
 	}
 	if got := before - wifi; got > 1 {
 		t.Fatalf("Wi-Fi standby probed %d times while Ethernet was suspect, want once", got)
+	}
+}
+
+// Over its monthly limit, a cellular standby kept as last resort gets no
+// routine rounds, and is still failed over to; with limit_action off it is
+// not used at all.
+func TestMonthlyLimit(t *testing.T) {
+	for _, off := range []bool{false, true} {
+		st := idleSettings()
+		st.Uplinks[2].LimitOff = off
+		s := newSimWith(t, st)
+		s.c.SetLimited("modemnet", true)
+		s.run(s.now.Add(time.Minute))
+		clear(s.started)
+		s.run(s.now.Add(3 * time.Hour))
+		if got := s.started["modemnet"]; got != 0 {
+			t.Fatalf("off=%v: cellular over its limit probed %d times in 3 h while standby", off, got)
+		}
+		if v := s.c.Views()[2]; !v.Limited || (v.State == uplink.ItfNotSuppSX) != off {
+			t.Fatalf("off=%v: view %+v", off, v)
+		}
+		s.healthy["ethnet"], s.healthy["stanet"] = false, false
+		s.c.Unanswered("ethnet", s.now.Add(-500*time.Millisecond))
+		s.run(s.now.Add(time.Minute))
+		if got := s.routes.Selected == "modemnet"; got == off {
+			t.Fatalf("off=%v: everything else dead, selected %q", off, s.routes.Selected)
+		}
+		// A new month: the limit lifts.
+		s.c.SetLimited("modemnet", false)
+		s.until(10*time.Second, "cellular in use", func() bool { return s.routes.Selected == "modemnet" })
 	}
 }

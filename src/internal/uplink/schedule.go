@@ -105,8 +105,15 @@ func BudgetFloor(cost int, perHour float64) time.Duration {
 	if perHour <= 0 || cost <= 0 {
 		return 0
 	}
-	return time.Duration(float64(cost) / perHour * float64(time.Hour)).Round(time.Second)
+	f := float64(cost) / perHour * float64(time.Hour)
+	if f > float64(maxFloor) {
+		return maxFloor // a budget of a few bytes a month: about never
+	}
+	return time.Duration(f).Round(time.Second)
 }
+
+// maxFloor bounds BudgetFloor (a Duration holds about 292 years).
+const maxFloor = 100 * 365 * 24 * time.Hour
 
 // ProbeHedge is the delay between attempts of a round of the given
 // timeout: a sixth of it, or one and a half smoothed RTTs on a slow link,

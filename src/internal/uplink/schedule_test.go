@@ -110,6 +110,7 @@ func TestBudgetFloor(t *testing.T) {
 		{565, 1_000_000.0 / 720, 1464 * time.Second},
 		{565, 0, 0},
 		{0, 100, 0},
+		{1000, 1e-12, maxFloor},
 	} {
 		if got := BudgetFloor(c.cost, c.perHour); got != c.want {
 			t.Errorf("BudgetFloor(%d, %v) = %v, want %v", c.cost, c.perHour, got, c.want)

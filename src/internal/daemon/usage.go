@@ -1,0 +1,224 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"io/fs"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/afero/af-conn/internal/usage"
+)
+
+// NoticeUsage is the ubus event of an uplink reaching its monthly limit (and of the limit
+// lifting when a new month begins).
+const NoticeUsage = "connmgr.usage"
+
+// DefaultUsageLedger is where connmgr keeps its usage ledger: /var/run is a tmpfs on OpenWrt,
+// so the ledger outlives a restart of connmgr but not a reboot (no flash wear).
+const DefaultUsageLedger = "/var/run/connmgr/usage"
+
+// usageEvery is how often the uplinks' counters are read and the ledger written.
+const usageEvery = 30 * time.Second
+
+// usageComponent keeps the usage ledger (package usage): bytes in and out per uplink from the
+// kernel's link counters, this month's bytes, and the monthly limits.
+type usageComponent struct {
+	d       *Daemon
+	path    string // "" keeps the ledger in memory only (tests)
+	ledger  *usage.Ledger
+	cur     map[string]usage.Bytes // the devices' counters at the last look
+	limited map[string]bool
+	timer   Timer
+}
+
+func newUsage(d *Daemon) *usageComponent {
+	return &usageComponent{d: d, path: d.opts.UsageLedger, cur: map[string]usage.Bytes{}, limited: map[string]bool{}}
+}
+
+// UsageLedgerPath is DefaultUsageLedger, or beside it a ledger of this network namespace
+// when connmgr does not run in init's (test worlds on a shared host; also when init's cannot
+// be read, as in a container).
+func UsageLedgerPath() string {
+	self, err1 := os.Readlink("/proc/self/ns/net")
+	init, err2 := os.Readlink("/proc/1/ns/net")
+	if err1 != nil || (err2 == nil && self == init) {
+		return DefaultUsageLedger
+	}
+	return DefaultUsageLedger + "." + strings.Trim(strings.TrimPrefix(self, "net:"), "[]")
+}
+
+func (c *usageComponent) start(context.Context) error {
+	boot := "unknown"
+	if b, err := os.ReadFile("/proc/sys/kernel/random/boot_id"); err == nil {
+		boot = strings.TrimSpace(string(b))
+	}
+	c.ledger = usage.NewLedger(boot)
+	if c.path != "" {
+		b, err := os.ReadFile(c.path)
+		switch {
+		case errors.Is(err, fs.ErrNotExist):
+		case err != nil:
+			c.d.log.Warn("usage ledger unreadable; counting afresh", "file", c.path, "err", err)
+		default:
+			l, err := usage.ParseLedger(c.path, b)
+			switch {
+			case err != nil:
+				c.d.log.Warn("usage ledger invalid; counting afresh", "err", err)
+			case l.Boot != boot:
+				c.d.log.Info("usage ledger of an earlier boot; counting afresh", "file", c.path)
+			default:
+				c.ledger = l
+			}
+		}
+	}
+	c.sample()
+	return nil
+}
+
+func (c *usageComponent) reload(_, _ *Loaded) { c.sample() }
+
+func (c *usageComponent) stop() {
+	if c.timer != nil {
+		c.timer.Stop()
+	}
+	c.sample()
+}
+
+type usageTick struct{}
+
+func (usageTick) apply(d *Daemon) {
+	for _, comp := range d.components {
+		if u, ok := comp.(*usageComponent); ok {
+			u.timer = nil
+			u.sample()
+		}
+	}
+}
+
+// sample observes, writes the ledger, and asks for the next sample.
+func (c *usageComponent) sample() {
+	if c.timer != nil {
+		c.timer.Stop()
+	}
+	c.timer = c.d.after(usageEvery, usageTick{})
+	c.observe()
+	c.write()
+}
+
+// observe reads the counters and updates the ledger and the limits.
+func (c *usageComponent) observe() {
+	if !c.d.uplinks.started() {
+		return
+	}
+	counters, err := usage.ReadNetDev("/proc/net/dev")
+	if err != nil {
+		c.d.log.Warn("link counters unreadable", "err", err)
+		return
+	}
+	now := c.d.clock.Now()
+	limits := map[string]uint64{}
+	for _, u := range c.d.cur.Config.Uplinks {
+		limits[u.Name] = u.MonthlyLimit
+	}
+	clear(c.cur)
+	for _, cu := range c.d.uplinks.combined() {
+		// The uplink's own device: a 464XLAT uplink's IPv4 goes out over it too.
+		name, dev := cu.Settings.Name, ownDevice(cu)
+		cur, ok := counters[dev]
+		if !ok {
+			continue // no such device now
+		}
+		idx := 0
+		if ifc, err := net.InterfaceByName(dev); err == nil {
+			idx = ifc.Index
+		}
+		c.cur[name] = cur
+		c.ledger.Observe(now, name, dev, idx, cur)
+		month := c.ledger.Links[name].Month().Total()
+		over := limits[name] > 0 && month >= limits[name]
+		if over == c.limited[name] {
+			continue
+		}
+		c.limited[name] = over
+		c.d.uplinks.setLimited(name, over)
+		what := "monthly limit reached"
+		if !over {
+			what = "monthly limit lifted"
+		}
+		c.d.log.Warn(what, "network", name, "device", dev, "month", c.ledger.Month, "bytes", month, "limit", limits[name])
+		c.d.announce(Notice{Name: NoticeUsage, Data: map[string]any{
+			"network": name, "device": dev, "month": c.ledger.Month, "month_bytes": int64(month),
+			"monthly_limit": int64(limits[name]), "limit_reached": over, "action": limitAction(c.d, name),
+		}})
+	}
+}
+
+func limitAction(d *Daemon, network string) string {
+	for _, u := range d.cur.Config.Uplinks {
+		if u.Name == network {
+			return u.LimitAction
+		}
+	}
+	return ""
+}
+
+// write replaces the ledger file (a crash mid-write leaves the old one).
+func (c *usageComponent) write() {
+	if c.path == "" {
+		return
+	}
+	err := os.MkdirAll(filepath.Dir(c.path), 0o755)
+	if err == nil {
+		tmp := c.path + ".new"
+		if err = os.WriteFile(tmp, c.ledger.Marshal(), 0o644); err == nil {
+			err = os.Rename(tmp, c.path)
+		}
+	}
+	if err != nil {
+		c.d.log.Warn("usage ledger not written", "file", c.path, "err", err)
+	}
+}
+
+func (c *usageComponent) fillStatus(s *Status) {
+	if !c.d.uplinks.started() {
+		return
+	}
+	c.observe() // the counters as they are now (the ledger file waits for the next sample)
+	uplinks := c.d.uplinks.combined()
+	for i := range s.Uplinks {
+		u := &s.Uplinks[i]
+		for _, cu := range uplinks {
+			if cu.Settings.Name != u.Network {
+				continue
+			}
+			// Both families' rounds; the budgets are the uplink's, their interval the
+			// longest a family's rounds have now.
+			u.ProbeRounds, u.ProbeBytes, u.BudgetIntervalS, u.LimitReached = 0, 0, 0, false
+			for _, v := range cu.Families {
+				u.ProbeRounds += v.ProbeRounds
+				u.ProbeBytes += v.ProbeBytes
+				u.BudgetIntervalS = max(u.BudgetIntervalS, int64(v.ProbeFloor/time.Second))
+				u.LimitReached = u.LimitReached || v.Limited
+			}
+			u.ProbeBudget = uint64(cu.Settings.ProbeBudget)
+			u.ProbeBudgetStandby = uint64(cu.Settings.ProbeBudgetStandby)
+		}
+		for _, cu := range c.d.cur.Config.Uplinks {
+			if cu.Name == u.Network {
+				u.MonthlyLimit = cu.MonthlyLimit
+			}
+		}
+		if cur, ok := c.cur[u.Network]; ok {
+			u.RxBytes, u.TxBytes = cur.Rx, cur.Tx
+		}
+		if lk := c.ledger.Links[u.Network]; lk != nil {
+			m := lk.Month()
+			u.MonthRxBytes, u.MonthTxBytes = m.Rx, m.Tx
+		}
+	}
+	s.UsageMonth = c.ledger.Month
+}
