@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -108,6 +109,7 @@ func TestE2EFirewallIPv6(t *testing.T) {
 				{"dhcpv6", f.dhcpv6},
 				{"aaaa_pinholes_ipv6_only", f.aaaaPinholes},
 				{"rogue_ipv6_resolvers", f.rogueResolvers},
+				{"capture_mode", f.captureMode},
 			} {
 				t.Run(step.name, func(t *testing.T) {
 					f.e2e.t = t
@@ -263,4 +265,31 @@ func (f *fw6) mustDrop6(a netip.Addr) {
 // set is the raw listing of one of the firewall's sets.
 func (f *fw6) set(name string) string {
 	return (&adv{e2e: f.e2e}).setList(name)
+}
+
+// In capture mode (dns_hold '0', by SIGHUP) the same holds: the link-local resolver of wwan0
+// opens what it answers, the rogues (the same fe80::1 on eth0 among them) open nothing.
+func (f *fw6) captureMode() {
+	t := f.t
+	mark := f.p.Mark()
+	if err := os.WriteFile(filepath.Join(f.dir, "connmgr"), []byte(e2eConnmgr(f.backend, "0")), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.p.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	f.waitLog(mark, `msg="DNS extraction running" mode=capture`)
+	ll := netip.MustParseAddr("2001:db8:ff::107")
+	f.llDNS.SetRecords([]testbed.Record{{Name: "ll2.afero.io", TTL: 60, Addr: ll}})
+	if got, err := f.w.ResolveVia("wwan0", netip.MustParseAddr("fe80::1"), "ll2.afero.io", dns.TypeAAAA); err != nil || len(got) != 1 {
+		t.Fatalf("AAAA ll2.afero.io at fe80::1%%wwan0: %v %v", got, err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(f.set("allow6"), ll.String()) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the link-local resolver's answer did not open %s in capture mode: allow6 %s", ll, f.set("allow6"))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	f.rogueResolvers()
 }

@@ -138,7 +138,13 @@ func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 // keepaliveRun black-holes eth0 phase after a keepalive of a persistent connection sending one
 // every 3 s, and returns the time from the next keepalive sent to the switch, and the fail-back.
 func keepaliveRun(t testing.TB, r *rig, phase time.Duration) (took, back time.Duration) {
-	c := dialEcho(t, r.w)
+	return keepaliveRunAt(t, r, phase, testbed.EchoURL(), r.watch)
+}
+
+// keepaliveRunAt is keepaliveRun with the session to addr (either family) and the switch seen
+// by watch (that family's default route).
+func keepaliveRunAt(t testing.TB, r *rig, phase time.Duration, addr string, watch *routeWatch) (took, back time.Duration) {
+	c := dialEchoAt(t, r.w, addr)
 	defer c.Close()
 	go io.Copy(io.Discard, c)
 	sent := make(chan time.Time, 10)
@@ -165,10 +171,17 @@ func keepaliveRun(t testing.TB, r *rig, phase time.Duration) (took, back time.Du
 	for next.Before(fault) {
 		next = <-sent
 	}
-	took = r.waitDefault("wlan0", 20*time.Second).Sub(next)
+	at, err := watch.waitFor("wlan0", 30*time.Second)
+	if err != nil {
+		t.Fatalf("%v\nlog:\n%s", err, r.p.Log())
+	}
+	took = at.Sub(next)
 	start := time.Now()
 	r.fault("eth0", testbed.Fault{})
-	back = r.waitDefault("eth0", 30*time.Second).Sub(start)
+	if at, err = watch.waitFor("eth0", 30*time.Second); err != nil {
+		t.Fatalf("%v\nlog:\n%s", err, r.p.Log())
+	}
+	back = at.Sub(start)
 	return took, back
 }
 

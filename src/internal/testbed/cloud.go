@@ -24,11 +24,13 @@ func (w *World) startEcho() error {
 	if err := w.serveEcho("tcp4", netip.AddrPortFrom(EchoAddr, EchoPort).String()); err != nil {
 		return err
 	}
+	if !w.dualStack() {
+		// IPv4-only worlds stay as they were before IPv6: tests of their own serve other
+		// ports of the cloud (8204 among them).
+		return nil
+	}
 	if err := w.startHTTP("tcp4", netip.AddrPortFrom(EchoAddr, HTTPPort).String()); err != nil {
 		return err
-	}
-	if !w.dualStack() {
-		return nil
 	}
 	// Every IPv6 address of the cloud: Echo6Addr, and with DNS64 the synthesized ones.
 	if err := w.serveEcho("tcp6", fmt.Sprintf("[::]:%d", EchoPort)); err != nil {

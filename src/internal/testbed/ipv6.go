@@ -20,7 +20,8 @@ import (
 //	router ns: "todev" fe80::1 and 2001:db8:(10i)::1/64, radvd advertising the prefix (no
 //	           SLAAC) and the cloud's resolver; "tocloud" 2001:db8:(10i+1)::1/64
 //	cloud ns:  "rI" 2001:db8:(10i+1)::2/64; on lo echo [2001:db8:ff::1]:80, DNS
-//	           [2001:db8:ff::53]:53, HTTP 204 on port 8204; with DNS64 every address of
+//	           [2001:db8:ff::53]:53, HTTP 204 on port 8204 (both families, dual-stack worlds
+//	           only); with DNS64 every address of
 //	           64:ff9b::/96 is the cloud's own (a local route), so the IPv4 service at 198.19.0.1
 //	           answers at 64:ff9b::c613:1 too.
 //
