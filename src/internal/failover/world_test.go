@@ -39,6 +39,10 @@ type rig struct {
 // cloud's echo service, and the whitelist; extra is appended to section main.
 func writeConfig(t testing.TB, extra, whitelist string) string {
 	dir := t.TempDir()
+	if !strings.Contains(extra, "firewall_backend") {
+		// What OpenWrt runs (fw4): "auto" would pick iptables on a Debian test machine.
+		extra = "\toption firewall_backend 'nftables'\n" + extra
+	}
 	files := map[string]string{
 		"network": `config interface 'ethnet'
 	option device 'eth0'
