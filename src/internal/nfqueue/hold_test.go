@@ -2,7 +2,10 @@ package nfqueue
 
 import (
 	"errors"
+	"fmt"
 	"os"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -100,18 +103,33 @@ func TestHolderBacklogFull(t *testing.T) {
 	}
 }
 
-// The releaser beats while it runs.
-func TestHolderBeats(t *testing.T) {
+// An idle holder wakes nobody: no heartbeat, no wake-up of its releaser.
+// While it holds a packet, the releaser beats every BeatEvery; once the
+// packet is released it stops.
+func TestHolderBeatsOnlyWhileHolding(t *testing.T) {
 	w := newWorld(t, 18, true)
 	q := w.open(t, Config{Num: 18})
 	var beats atomic.Int64
-	w.holder(t, q, HoldConfig{Beat: func(bool) { beats.Add(1) }, BeatEvery: 10 * time.Millisecond})
-	deadline := time.Now().Add(10 * time.Second)
-	for beats.Load() < 5 {
-		if time.Now().After(deadline) {
-			t.Fatalf("%d beats", beats.Load())
-		}
-		time.Sleep(10 * time.Millisecond)
+	h := w.holder(t, q, HoldConfig{Beat: func() { beats.Add(1) }, BeatEvery: 10 * time.Millisecond, MaxHold: 300 * time.Millisecond})
+	time.Sleep(50 * time.Millisecond) // the releaser's first look
+	wakes := h.wakes.Load()
+	time.Sleep(500 * time.Millisecond)
+	if b, n := beats.Load(), h.wakes.Load()-wakes; b != 0 || n != 0 {
+		t.Fatalf("idle for 500 ms: %d heartbeats, %d wake-ups of the releaser; want none", b, n)
+	}
+	// Nobody calls Next: the packet is held until MaxHold.
+	w.send(t, "held")
+	if got := w.recv(t, 10*time.Second); got != "held" {
+		t.Fatalf("got %q", got)
+	}
+	if b := beats.Load(); b < 5 {
+		t.Fatalf("%d heartbeats while a packet was held for 300 ms, want one every 10 ms", b)
+	}
+	time.Sleep(50 * time.Millisecond)
+	b, wakes := beats.Load(), h.wakes.Load()
+	time.Sleep(500 * time.Millisecond)
+	if b, n := beats.Load()-b, h.wakes.Load()-wakes; b != 0 || n != 0 {
+		t.Fatalf("idle again: %d heartbeats, %d wake-ups of the releaser in 500 ms; want none", b, n)
 	}
 }
 
@@ -159,7 +177,7 @@ func TestWatchdogReleasesStalledQueue(t *testing.T) {
 			case <-stop:
 				return
 			case <-time.After(20 * time.Millisecond):
-				d.Beat(true) // as if a packet were always held: the watchdog watches ages
+				d.Beat()
 			}
 		}
 	}()
@@ -205,6 +223,78 @@ func TestWatchdogReleasesStalledQueue(t *testing.T) {
 	if s := q.Stats(); s.VerdictErrors != 0 {
 		t.Fatalf("stats %+v", s)
 	}
+}
+
+// Idle, neither the holder nor its watchdog process wakes up: no
+// heartbeats, and the watchdog's threads are not switched in. A packet that
+// comes wakes the watchdog, which leaves it alone while its handler judges
+// it in time, also long after the last heartbeat (it does not take a
+// daemon silent while idle for stalled).
+func TestWatchdogIdleIsQuiet(t *testing.T) {
+	w := newWorld(t, 21, true)
+	q := w.open(t, Config{Num: 21, FailOpen: true})
+	d := w.watchdog(t, q, 300*time.Millisecond)
+	h := w.holder(t, q, HoldConfig{Beat: d.Beat})
+	go func() {
+		for {
+			p, err := h.Next()
+			if err != nil {
+				return
+			}
+			time.Sleep(100 * time.Millisecond) // in time: MaxHold and the backstop are 150 ms
+			h.Accept(p.ID)
+		}
+	}()
+	quiet := func(when string) {
+		t.Helper()
+		time.Sleep(time.Second) // settle (the watchdog's start, the last packet)
+		b, c := d.beats.Load(), ctxSwitches(t, d.Pid())
+		time.Sleep(3 * time.Second)
+		// An idle look every IdleLook costs the watchdog about two
+		// switches (its thread, and Go's sysmon as it leaves the system
+		// call), and this machine adds a few; heartbeats every 250 ms cost
+		// at least 24 in 3 s.
+		if b, c := d.beats.Load()-b, ctxSwitches(t, d.Pid())-c; b != 0 || c > 10 {
+			t.Fatalf("%s for 3 s: %d heartbeats, the watchdog's threads switched in %d times; want none and at most 10", when, b, c)
+		}
+	}
+	quiet("idle")
+	for i := range 3 {
+		w.send(t, "x")
+		start := time.Now()
+		if got := w.recv(t, 10*time.Second); got != "x" {
+			t.Fatalf("got %q", got)
+		}
+		if took := time.Since(start); took < 90*time.Millisecond {
+			t.Fatalf("packet %d released after %v, before its handler's verdict", i, took)
+		}
+		time.Sleep(time.Second) // idle for longer than the stall time
+	}
+	quiet("idle again")
+}
+
+// ctxSwitches is how many times the threads of process pid were switched
+// out (each wake-up ends in one).
+func ctxSwitches(t *testing.T, pid int) int {
+	t.Helper()
+	files, err := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/status", pid))
+	if err != nil || len(files) == 0 {
+		t.Fatalf("process %d: no threads (%v)", pid, err)
+	}
+	n := 0
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			continue // a thread that went
+		}
+		for l := range strings.SplitSeq(string(b), "\n") {
+			if k, v, ok := strings.Cut(l, ":"); ok && strings.HasSuffix(k, "ctxt_switches") {
+				x, _ := strconv.Atoi(strings.TrimSpace(v))
+				n += x
+			}
+		}
+	}
+	return n
 }
 
 // Closing the heartbeat pipe (the parent closes the gate, or dies) ends
