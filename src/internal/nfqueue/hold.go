@@ -135,7 +135,7 @@ func (h *Holder) release() {
 	defer h.wg.Done()
 	timer := time.NewTimer(h.every)
 	defer timer.Stop()
-	var nextBeat time.Time // zero: beat at the next wake-up that finds packets held
+	var nextBeat time.Time // zero: idle until now (the reader beat when the first packet came)
 	for {
 		h.wakes.Add(1)
 		now := time.Now()
@@ -172,6 +172,7 @@ func (h *Holder) release() {
 			// Idle: no timer, no beat. A packet that came meanwhile has
 			// sent a kick (the reader kicks after adding to held).
 			nextBeat = time.Time{}
+			timer.Stop()
 			select {
 			case <-h.stop:
 				return

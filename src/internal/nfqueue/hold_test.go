@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -248,14 +247,13 @@ func TestWatchdogIdleIsQuiet(t *testing.T) {
 	quiet := func(when string) {
 		t.Helper()
 		time.Sleep(time.Second) // settle (the watchdog's start, the last packet)
-		b, c := d.beats.Load(), ctxSwitches(t, d.Pid())
+		b, r := d.beats.Load(), reads(t, d.Pid())
 		time.Sleep(3 * time.Second)
-		// An idle look every IdleLook costs the watchdog about two
-		// switches (its thread, and Go's sysmon as it leaves the system
-		// call), and this machine adds a few; heartbeats every 250 ms cost
-		// at least 24 in 3 s.
-		if b, c := d.beats.Load()-b, ctxSwitches(t, d.Pid())-c; b != 0 || c > 10 {
-			t.Fatalf("%s for 3 s: %d heartbeats, the watchdog's threads switched in %d times; want none and at most 10", when, b, c)
+		// Each wake-up of the watchdog reads: the queue's state, or the
+		// heartbeat pipe. Idle, it looks once every IdleLook (2 s); with
+		// heartbeats every 250 ms it read 8 times a second.
+		if b, r := d.beats.Load()-b, reads(t, d.Pid())-r; b != 0 || r > 2 {
+			t.Fatalf("%s for 3 s: %d heartbeats, %d reads by the watchdog; want none and at most 2", when, b, r)
 		}
 	}
 	quiet("idle")
@@ -273,28 +271,24 @@ func TestWatchdogIdleIsQuiet(t *testing.T) {
 	quiet("idle again")
 }
 
-// ctxSwitches is how many times the threads of process pid were switched
-// out (each wake-up ends in one).
-func ctxSwitches(t *testing.T, pid int) int {
+// reads is how many read system calls process pid made (syscr).
+func reads(t *testing.T, pid int) int {
 	t.Helper()
-	files, err := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/status", pid))
-	if err != nil || len(files) == 0 {
-		t.Fatalf("process %d: no threads (%v)", pid, err)
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/io", pid))
+	if err != nil {
+		t.Fatal(err)
 	}
-	n := 0
-	for _, f := range files {
-		b, err := os.ReadFile(f)
-		if err != nil {
-			continue // a thread that went
-		}
-		for l := range strings.SplitSeq(string(b), "\n") {
-			if k, v, ok := strings.Cut(l, ":"); ok && strings.HasSuffix(k, "ctxt_switches") {
-				x, _ := strconv.Atoi(strings.TrimSpace(v))
-				n += x
+	for l := range strings.SplitSeq(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, "syscr: "); ok {
+			n, err := strconv.Atoi(v)
+			if err != nil {
+				t.Fatalf("/proc/%d/io: %q", pid, l)
 			}
+			return n
 		}
 	}
-	return n
+	t.Fatalf("/proc/%d/io: no syscr", pid)
+	return 0
 }
 
 // Closing the heartbeat pipe (the parent closes the gate, or dies) ends
