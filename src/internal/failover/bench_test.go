@@ -429,11 +429,13 @@ func (r *rig) cpuOver(d time.Duration) float64 {
 
 // cpuClock starts timing the daemon's CPU; the function it returns gives the daemon's share of
 // one core since then, in percent.
-func (r *rig) cpuClock() func() float64 {
-	pid := r.p.Pid()
-	c0, t0 := cpuTicks(r.t, pid), time.Now()
+func (r *rig) cpuClock() func() float64 { return cpuClockPid(r.t, r.p.Pid()) }
+
+// cpuClockPid is cpuClock for any process.
+func cpuClockPid(t testing.TB, pid int) func() float64 {
+	c0, t0 := cpuTicks(t, pid), time.Now()
 	return func() float64 {
-		c1, el := cpuTicks(r.t, pid), time.Since(t0)
+		c1, el := cpuTicks(t, pid), time.Since(t0)
 		return (c1 - c0) / userHZ / el.Seconds() * 100
 	}
 }
@@ -566,8 +568,19 @@ func TestIdleCPUBenchmark(t *testing.T) {
 			r.waitFirewall()
 		}
 		r.waitState("modemnet", "ITFUP_SS", 15*time.Second)
+		// The DNS hold's watchdog is a process of its own on the router too: its CPU counts.
+		dog := 0
+		if m := regexp.MustCompile(`msg="DNS extraction running" .*watchdog=(\d+)`).FindStringSubmatch(r.p.Log()); m != nil {
+			dog, _ = strconv.Atoi(m[1])
+		}
 		time.Sleep(5 * time.Second)
-		line := fmt.Sprintf("%-10s %6.2f%% of one core   target <= 0.2%%", c.name, r.cpuOver(d))
+		dogShare := func() float64 { return 0 }
+		if dog > 0 {
+			dogShare = cpuClockPid(t, dog)
+		}
+		daemon := r.cpuOver(d)
+		w := dogShare()
+		line := fmt.Sprintf("%-10s %6.2f%% of one core (daemon %.2f%%, DNS watchdog %.2f%%)   target <= 0.2%%", c.name, daemon+w, daemon, w)
 		fmt.Println(line)
 		b.WriteString(line + "\n")
 		if err := r.p.Stop(10 * time.Second); err != nil {

@@ -21,11 +21,12 @@ type HoldConfig struct {
 	// Backlog bounds the packets read but not yet taken by Next; a packet
 	// beyond it is accepted at once and never handed on (counted). 0: 1024.
 	Backlog int
-	// Beat, if set, is called about every BeatEvery by the goroutine that
-	// releases late packets (the proof, for a watchdog, that it runs), and
-	// by the reader when a packet comes to an empty queue; holding says
-	// whether packets are held.
-	Beat      func(holding bool)
+	// Beat, if set, is the proof for a watchdog that the queue is served:
+	// the reader calls it when a packet comes to an empty queue, and the
+	// goroutine that releases late packets about every BeatEvery while
+	// packets are held. Never while nothing is held: an idle holder wakes
+	// nobody (its watchdog sees packets arrive on its own).
+	Beat      func()
 	BeatEvery time.Duration // 0: 250 ms
 }
 
@@ -54,10 +55,12 @@ type HoldStats struct {
 type Holder struct {
 	q       *Queue
 	maxHold time.Duration
-	beat    func(bool)
+	beat    func()
 	every   time.Duration
 	ch      chan Held
-	err     error // why the reader stopped; set before ch is closed
+	kick    chan struct{} // the reader's word to the releaser that a packet came to an empty queue
+	wakes   atomic.Uint64 // the releaser's wake-ups (its idle cost, for the tests)
+	err     error         // why the reader stopped; set before ch is closed
 
 	mu   sync.Mutex
 	held map[uint32]time.Time // id -> read time, until its verdict
@@ -84,7 +87,7 @@ func NewHolder(q *Queue, c HoldConfig) *Holder {
 		c.BeatEvery = 250 * time.Millisecond
 	}
 	h := &Holder{q: q, maxHold: c.MaxHold, beat: c.Beat, every: c.BeatEvery,
-		ch: make(chan Held, c.Backlog), held: map[uint32]time.Time{}, stop: make(chan struct{})}
+		ch: make(chan Held, c.Backlog), kick: make(chan struct{}, 1), held: map[uint32]time.Time{}, stop: make(chan struct{})}
 	h.wg.Add(2)
 	go h.read()
 	go h.release()
@@ -108,8 +111,14 @@ func (h *Holder) read() {
 		h.held[p.ID] = now
 		h.fifo = append(h.fifo, p.ID)
 		h.mu.Unlock()
-		if first && h.beat != nil {
-			h.beat(true) // the watchdog starts watching its age
+		if first {
+			if h.beat != nil {
+				h.beat()
+			}
+			select {
+			case h.kick <- struct{}{}:
+			default: // the releaser has a kick to come yet
+			}
 		}
 		select {
 		case h.ch <- Held{Packet: p, At: now}:
@@ -121,12 +130,14 @@ func (h *Holder) read() {
 }
 
 // release accepts overdue packets, in reading order, at their deadline.
+// While nothing is held it sleeps until the reader kicks it.
 func (h *Holder) release() {
 	defer h.wg.Done()
 	timer := time.NewTimer(h.every)
 	defer timer.Stop()
-	nextBeat := time.Now()
+	var nextBeat time.Time // zero: idle until now (the reader beat when the first packet came)
 	for {
+		h.wakes.Add(1)
 		now := time.Now()
 		wake := now.Add(h.every)
 		var late []uint32
@@ -157,9 +168,26 @@ func (h *Holder) release() {
 			_ = h.q.Verdict(id, Accept)
 			h.late.Add(1)
 		}
-		if h.beat != nil && !now.Before(nextBeat) {
-			h.beat(holding)
-			nextBeat = now.Add(h.every)
+		if !holding {
+			// Idle: no timer, no beat. A packet that came meanwhile has
+			// sent a kick (the reader kicks after adding to held).
+			nextBeat = time.Time{}
+			timer.Stop()
+			select {
+			case <-h.stop:
+				return
+			case <-h.kick:
+			}
+			continue
+		}
+		if h.beat != nil {
+			if nextBeat.IsZero() {
+				nextBeat = now.Add(h.every) // the reader beat when the first came
+			} else if !now.Before(nextBeat) {
+				h.beat()
+				nextBeat = now.Add(h.every)
+			}
+			wake = minTime(wake, nextBeat)
 		}
 		timer.Reset(time.Until(wake))
 		select {
@@ -168,6 +196,13 @@ func (h *Holder) release() {
 		case <-timer.C:
 		}
 	}
+}
+
+func minTime(a, b time.Time) time.Time {
+	if b.Before(a) {
+		return b
+	}
+	return a
 }
 
 // record adds a hold time (h.mu held).

@@ -2,7 +2,9 @@ package nfqueue
 
 import (
 	"errors"
+	"fmt"
 	"os"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -100,18 +102,33 @@ func TestHolderBacklogFull(t *testing.T) {
 	}
 }
 
-// The releaser beats while it runs.
-func TestHolderBeats(t *testing.T) {
+// An idle holder wakes nobody: no heartbeat, no wake-up of its releaser.
+// While it holds a packet, the releaser beats every BeatEvery; once the
+// packet is released it stops.
+func TestHolderBeatsOnlyWhileHolding(t *testing.T) {
 	w := newWorld(t, 18, true)
 	q := w.open(t, Config{Num: 18})
 	var beats atomic.Int64
-	w.holder(t, q, HoldConfig{Beat: func(bool) { beats.Add(1) }, BeatEvery: 10 * time.Millisecond})
-	deadline := time.Now().Add(10 * time.Second)
-	for beats.Load() < 5 {
-		if time.Now().After(deadline) {
-			t.Fatalf("%d beats", beats.Load())
-		}
-		time.Sleep(10 * time.Millisecond)
+	h := w.holder(t, q, HoldConfig{Beat: func() { beats.Add(1) }, BeatEvery: 10 * time.Millisecond, MaxHold: 300 * time.Millisecond})
+	time.Sleep(50 * time.Millisecond) // the releaser's first look
+	wakes := h.wakes.Load()
+	time.Sleep(500 * time.Millisecond)
+	if b, n := beats.Load(), h.wakes.Load()-wakes; b != 0 || n != 0 {
+		t.Fatalf("idle for 500 ms: %d heartbeats, %d wake-ups of the releaser; want none", b, n)
+	}
+	// Nobody calls Next: the packet is held until MaxHold.
+	w.send(t, "held")
+	if got := w.recv(t, 10*time.Second); got != "held" {
+		t.Fatalf("got %q", got)
+	}
+	if b := beats.Load(); b < 5 {
+		t.Fatalf("%d heartbeats while a packet was held for 300 ms, want one every 10 ms", b)
+	}
+	time.Sleep(50 * time.Millisecond)
+	b, wakes := beats.Load(), h.wakes.Load()
+	time.Sleep(500 * time.Millisecond)
+	if b, n := beats.Load()-b, h.wakes.Load()-wakes; b != 0 || n != 0 {
+		t.Fatalf("idle again: %d heartbeats, %d wake-ups of the releaser in 500 ms; want none", b, n)
 	}
 }
 
@@ -159,7 +176,7 @@ func TestWatchdogReleasesStalledQueue(t *testing.T) {
 			case <-stop:
 				return
 			case <-time.After(20 * time.Millisecond):
-				d.Beat(true) // as if a packet were always held: the watchdog watches ages
+				d.Beat()
 			}
 		}
 	}()
@@ -205,6 +222,73 @@ func TestWatchdogReleasesStalledQueue(t *testing.T) {
 	if s := q.Stats(); s.VerdictErrors != 0 {
 		t.Fatalf("stats %+v", s)
 	}
+}
+
+// Idle, neither the holder nor its watchdog process wakes up: no
+// heartbeats, and the watchdog's threads are not switched in. A packet that
+// comes wakes the watchdog, which leaves it alone while its handler judges
+// it in time, also long after the last heartbeat (it does not take a
+// daemon silent while idle for stalled).
+func TestWatchdogIdleIsQuiet(t *testing.T) {
+	w := newWorld(t, 21, true)
+	q := w.open(t, Config{Num: 21, FailOpen: true})
+	d := w.watchdog(t, q, 300*time.Millisecond)
+	h := w.holder(t, q, HoldConfig{Beat: d.Beat})
+	go func() {
+		for {
+			p, err := h.Next()
+			if err != nil {
+				return
+			}
+			time.Sleep(100 * time.Millisecond) // in time: MaxHold and the backstop are 150 ms
+			h.Accept(p.ID)
+		}
+	}()
+	quiet := func(when string) {
+		t.Helper()
+		time.Sleep(time.Second) // settle (the watchdog's start, the last packet)
+		b, r := d.beats.Load(), reads(t, d.Pid())
+		time.Sleep(3 * time.Second)
+		// Each wake-up of the watchdog reads: the queue's state, or the
+		// heartbeat pipe. Idle, it looks once every IdleLook (2 s); with
+		// heartbeats every 250 ms it read 8 times a second.
+		if b, r := d.beats.Load()-b, reads(t, d.Pid())-r; b != 0 || r > 2 {
+			t.Fatalf("%s for 3 s: %d heartbeats, %d reads by the watchdog; want none and at most 2", when, b, r)
+		}
+	}
+	quiet("idle")
+	for i := range 3 {
+		w.send(t, "x")
+		start := time.Now()
+		if got := w.recv(t, 10*time.Second); got != "x" {
+			t.Fatalf("got %q", got)
+		}
+		if took := time.Since(start); took < 90*time.Millisecond {
+			t.Fatalf("packet %d released after %v, before its handler's verdict", i, took)
+		}
+		time.Sleep(time.Second) // idle for longer than the stall time
+	}
+	quiet("idle again")
+}
+
+// reads is how many read system calls process pid made (syscr).
+func reads(t *testing.T, pid int) int {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/io", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for l := range strings.SplitSeq(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, "syscr: "); ok {
+			n, err := strconv.Atoi(v)
+			if err != nil {
+				t.Fatalf("/proc/%d/io: %q", pid, l)
+			}
+			return n
+		}
+	}
+	t.Fatalf("/proc/%d/io: no syscr", pid)
+	return 0
 }
 
 // Closing the heartbeat pipe (the parent closes the gate, or dies) ends

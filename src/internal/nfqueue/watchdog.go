@@ -28,32 +28,46 @@ import (
 // socket, so neither happens until 1,024 packets have piled up: DNS stops.
 // Nothing inside the process can help then, so a second process does: it
 // holds a duplicate of the queue's socket (the same socket, so the kernel
-// takes its verdicts, which it refuses from any other socket) and gets a
-// heartbeat from the Holder's releaser. When the heartbeats stop for the
-// stall time it accepts, every WatchdogPoll, every packet the queue holds (one batch verdict up to
-// the queue's last id, read from /proc/net/netfilter/nfnetlink_queue);
-// when they come back it stands aside. It only ever writes to the socket:
-// the copies of the packets stay in the socket's buffer, and the main
-// process, once it runs again, reads and judges them like any other (their
-// own verdicts then find nothing to release). This works the same for the
-// nft queue expression and the xt NFQUEUE target, changes no firewall rule
-// (so nothing has to be put back, and nothing races the firewall's own
-// repair), and also frees the packets already held when the stall began,
-// which switching the queue rule off could not.
+// takes its verdicts, which it refuses from any other socket) and accepts,
+// in one batch verdict up to an id read from
+// /proc/net/netfilter/nfnetlink_queue, the packets the daemon leaves held
+// too long. It only ever writes to the socket: the copies of the packets
+// stay in the socket's buffer, and the main process, once it runs again,
+// reads and judges them like any other (their own verdicts then find
+// nothing to release). This works the same for the nft queue expression
+// and the xt NFQUEUE target, changes no firewall rule (so nothing has to be
+// put back, and nothing races the firewall's own repair), and also frees
+// the packets already held when a stall began.
 //
-// While the heartbeats come, the watchdog still backs the Holder's deadline
-// up, from outside the daemon's scheduler (a daemon whose goroutines all
-// compete with a big restore wakes its releaser late): while the heartbeats
-// say packets are held, every WatchdogPoll it notes the queue's last id, and when the queue holds more packets than
-// arrived within the last DeadlineBackstop, some packet older than that is
-// still held, so it accepts every packet up to the id noted then. The
-// condition guarantees the batch verdict finds a packet (an empty batch is
-// an error reported to the daemon's socket).
+// Idle costs nothing, in either process: while nothing is held the Holder
+// sends no heartbeat, and the watchdog sleeps in epoll_wait(2) with the
+// queue's socket registered edge-triggered, so the kernel wakes it when a
+// packet is queued (a copy lands in the socket) whatever the daemon does.
+// It then looks at the queue every WatchdogPoll until it holds nothing:
+// - a packet held longer than DeadlineBackstop is accepted (the daemon's
+//   own releaser is late: a daemon whose goroutines all compete with a big
+//   restore wakes it late). Each look notes the queue's last id; when the
+//   queue holds more packets than arrived since a note DeadlineBackstop
+//   old, one older than that is held, so every packet up to the noted id
+//   is accepted (the condition guarantees the batch verdict finds a packet:
+//   an empty batch is an error reported to the daemon's socket);
+// - the daemon must say it serves the queue: its Holder beats when a packet
+//   comes to an empty queue and every BeatEvery while it holds packets.
+//   With no beat for the stall time since packets came (or since the last
+//   beat while the queue holds packets) the daemon is stalled: from then
+//   on every packet is accepted as soon as it is seen, until a beat comes.
+// Edge-triggered, the socket wakes the watchdog only for new data, never
+// for the copies a stopped daemon leaves unread.
 
 // Watchdog defaults.
 const (
-	DefaultStall = time.Second           // heartbeats missing this long: stalled
-	WatchdogPoll = 50 * time.Millisecond // how often the queue is looked at
+	DefaultStall = time.Second           // heartbeats missing this long while packets are held: stalled
+	WatchdogPoll = 50 * time.Millisecond // how often the queue is looked at while it holds packets
+	// IdleLook: how often an idle watchdog looks at the queue anyway: a
+	// daemon stopped after it read a packet and before it beat leaves no
+	// wake-up. Such a packet is released IdleLook + DeadlineBackstop to
+	// IdleLook + DeadlineBackstop + WatchdogPoll after it came.
+	IdleLook = 2 * time.Second
 	// DeadlineBackstop: the watchdog accepts packets held longer than this
 	// even while the heartbeats come. It notes the queue's last id at most
 	// one poll after a packet came, so a packet is released DeadlineBackstop
@@ -132,23 +146,12 @@ func StartWatchdog(q *Queue, exe string, stall time.Duration) (*Watchdog, error)
 	return w, nil
 }
 
-// Beat tells the watchdog the queue is served, and whether packets are
-// held (then the watchdog watches their age). It never blocks.
-func (w *Watchdog) Beat(holding bool) {
-	b := []byte{beatIdle}
-	if holding {
-		b[0] = beatHolding
-	}
-	if _, err := unix.Write(w.beat, b); err == nil {
+// Beat tells the watchdog the queue is served. It never blocks.
+func (w *Watchdog) Beat() {
+	if _, err := unix.Write(w.beat, []byte{1}); err == nil {
 		w.beats.Add(1)
 	}
 }
-
-// Heartbeat bytes.
-const (
-	beatIdle    = 1
-	beatHolding = 2
-)
 
 // Pid is the watchdog's process id.
 func (w *Watchdog) Pid() int { return w.proc.Pid }
@@ -202,30 +205,66 @@ func RunWatchdog(args []string, stderr io.Writer) int {
 	debug.SetGCPercent(10)
 	runtime.GOMAXPROCS(1)
 	d := &dog{num: uint16(*num), portid: nl.Pid, sock: sockFD, log: log, buf: make([]byte, 16<<10)}
-	// One thread that sleeps in poll(2) until a heartbeat comes or a
-	// timeout: no timers, no ticker, so an idle watchdog costs a wake-up
-	// (and a look at the queue) per heartbeat. It looks at the queue every
-	// WatchdogPoll while packets are held or the daemon is stalled.
-	last := time.Now()
-	holding := false
-	var since time.Time // start of the current stall
-	buf := make([]byte, 64)
-	fds := []unix.PollFd{{Fd: beatFD, Events: unix.POLLIN}}
-	for {
-		quiet := time.Since(last)
-		wait := *stall - quiet
-		if holding || !since.IsZero() || wait < 0 {
-			wait = min(max(wait, 0), WatchdogPoll)
-			if !since.IsZero() || wait == 0 {
-				wait = WatchdogPoll
-			}
+	ep, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	if err == nil {
+		err = unix.EpollCtl(ep, unix.EPOLL_CTL_ADD, beatFD, &unix.EpollEvent{Events: unix.EPOLLIN, Fd: beatFD})
+	}
+	if err != nil {
+		log.Error("epoll", "err", err)
+		return 1
+	}
+	// The socket is registered while the watchdog is idle (armed): the
+	// wake-up that a packet came. While watching, the looks every
+	// WatchdogPoll see what comes, and a flood wakes nobody.
+	armed := false
+	arm := func(on bool) {
+		op := unix.EPOLL_CTL_DEL
+		if on {
+			op = unix.EPOLL_CTL_ADD
 		}
-		n, err := unix.Poll(fds, int(wait.Milliseconds())+1)
+		if on == armed {
+			return
+		}
+		if err := unix.EpollCtl(ep, op, sockFD, &unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLET, Fd: sockFD}); err != nil {
+			log.Error("epoll on the queue's socket", "err", err)
+			return // idle then looks every IdleLook
+		}
+		armed = on
+	}
+	arm(true)
+	if _, err := d.queue(); err != nil { // the first note of the queue's last id
+		log.Warn("cannot read the queue's state", "err", err)
+	}
+	// One thread, no timers, no ticker: it sleeps in epoll_wait until a
+	// packet comes, a heartbeat comes or a timeout.
+	var (
+		watching  bool      // packets may be held: look every WatchdogPoll
+		watchFrom time.Time // when the current watch began
+		served    bool      // a heartbeat came since the current watch began
+		lastBeat  time.Time
+		nextLook  time.Time
+		since     time.Time // start of the current stall
+	)
+	buf := make([]byte, 64)
+	events := make([]unix.EpollEvent, 2)
+	for {
+		wait := IdleLook
+		if watching {
+			wait = max(time.Until(nextLook), 0)
+		}
+		n, err := unix.EpollWait(ep, events, int((wait+time.Millisecond-1)/time.Millisecond))
 		if err != nil && err != unix.EINTR {
-			log.Error("waiting for heartbeats", "err", err)
+			log.Error("waiting for packets and heartbeats", "err", err)
 			return 1
 		}
-		if n > 0 {
+		now := time.Now()
+		came := n == 0 // a timeout: look at the queue
+		beat := false
+		for _, ev := range events[:max(n, 0)] {
+			if ev.Fd == sockFD {
+				came = true
+				continue
+			}
 			r, err := unix.Read(beatFD, buf)
 			if err == unix.EINTR || err == unix.EAGAIN {
 				continue
@@ -236,29 +275,61 @@ func RunWatchdog(args []string, stderr io.Writer) int {
 				d.release()
 				return 0
 			}
-			last, holding = time.Now(), buf[r-1] == beatHolding
-		}
-		quiet = time.Since(last)
-		switch {
-		case quiet < *stall && since.IsZero():
-			// Looked at on every heartbeat too: a daemon too busy to read
-			// a reply cannot say it holds one.
-			held := d.backstop(time.Now())
-			if n > 0 {
-				holding = holding || held // a beat tells of a packet the daemon has read
-			} else {
-				holding = held
+			lastBeat, beat = now, true
+			if !since.IsZero() {
+				log.Info("connmgr serves its DNS queue again", "queue", d.num, "stalled", now.Sub(since).Round(time.Millisecond), "released", d.released)
+				since, d.released = time.Time{}, 0
 			}
-		case quiet >= *stall:
-			if since.IsZero() {
-				since = time.Now().Add(-quiet)
-				log.Warn("connmgr is not serving its DNS queue: releasing held DNS replies until it does", "queue", d.num, "silent", quiet.Round(time.Millisecond))
-			}
-			d.release()
-		default:
-			log.Info("connmgr serves its DNS queue again", "queue", d.num, "stalled", time.Since(since).Round(time.Millisecond), "released", d.released)
-			since, d.released = time.Time{}, 0
 		}
+		if !watching {
+			// A heartbeat while idle says a packet came too: the daemon
+			// read it (often before the socket's wake-up got here, and
+			// epoll reports a socket only while it has data).
+			if !came && !beat {
+				continue
+			}
+			prev := d.lastID
+			q, err := d.queue()
+			if err == nil && q.Total == 0 && q.LastID == prev {
+				continue // no packet came (an error report to the daemon, or the timeout)
+			}
+			// A beat read now came after the packet that woke the
+			// watchdog: the daemon read it.
+			watching, watchFrom, nextLook, served = true, now, now, beat
+			arm(false)
+		}
+		served = served || beat
+		if now.Before(nextLook) {
+			continue
+		}
+		nextLook = now.Add(WatchdogPoll)
+		// The daemon beats when a packet comes to its empty queue and then
+		// every BeatEvery while it holds packets.
+		ref := watchFrom
+		if served {
+			ref = lastBeat
+		}
+		if since.IsZero() && now.Sub(ref) >= *stall {
+			since = ref
+			log.Warn("connmgr is not serving its DNS queue: releasing held DNS replies until it does", "queue", d.num, "silent", now.Sub(ref).Round(time.Millisecond))
+		}
+		var held bool
+		if !since.IsZero() {
+			held = d.release()
+		} else {
+			held = d.backstop(now)
+		}
+		// Idle again once nothing is held and the daemon has said it
+		// serves the queue since packets came (or is known stalled).
+		if held || (since.IsZero() && !served) {
+			continue
+		}
+		arm(true)
+		if q, err := d.queue(); err == nil && q.Total > 0 { // came before the socket was armed
+			arm(false)
+			continue
+		}
+		watching = false
 	}
 }
 
@@ -275,6 +346,7 @@ type dog struct {
 	logged   time.Time // when the backstop last logged
 	proc     int       // /proc/net/netfilter/nfnetlink_queue, open; 0: not yet
 	buf      []byte
+	lastID   uint32 // the queue's last id when last looked at
 }
 
 // queue reads the queue's line of /proc/net/netfilter/nfnetlink_queue.
@@ -291,7 +363,11 @@ func (d *dog) queue() (QueueInfo, error) {
 	if err != nil {
 		return QueueInfo{}, fmt.Errorf("nfnetlink_queue: %w", err)
 	}
-	return FindQueue(d.buf[:n], d.num, d.portid)
+	q, err := FindQueue(d.buf[:n], d.num, d.portid)
+	if err == nil {
+		d.lastID = q.LastID
+	}
+	return q, err
 }
 
 type idAt struct {
@@ -333,11 +409,12 @@ func (d *dog) backstop(now time.Time) bool {
 
 // release accepts every packet the queue holds. A batch verdict for an
 // empty queue is an error the kernel reports to the socket's reader (the
-// parent), so the queue is looked at first.
-func (d *dog) release() {
+// parent), so the queue is looked at first. It says whether packets may
+// still be held (blind: the queue's state cannot be read).
+func (d *dog) release() bool {
 	q, err := d.queue()
 	if errors.Is(err, ErrNoQueue) {
-		return // unbound: the kernel holds nothing for this socket
+		return false // unbound: the kernel holds nothing for this socket
 	}
 	if err != nil {
 		if !d.warned {
@@ -347,13 +424,14 @@ func (d *dog) release() {
 		// Blind: up to half the id space past 0 and, next time, beyond.
 		d.batch(1 << 30)
 		d.batch(3 << 30)
-		return
+		return true
 	}
 	if q.Total == 0 {
-		return
+		return false
 	}
 	d.batch(q.LastID)
 	d.released += uint64(q.Total)
+	return false
 }
 
 func (d *dog) batch(id uint32) {
