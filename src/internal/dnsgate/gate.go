@@ -17,8 +17,9 @@
 // deadline of its own, those not judged in time; they are still judged, and
 // their addresses opened, when the handling gets to them (counted as
 // released_late). When the whole process stops (SIGSTOP, a hang), a
-// watchdog process (nfqueue.Watchdog, WatchdogExe) releases what the queue
-// holds once the holder's heartbeats have been missing for a second; the
+// watchdog process (nfqueue.Watchdog, WatchdogExe), woken by the reply
+// itself, releases what the queue has held for 150-200 ms, and everything
+// at once when replies came and no heartbeat followed for a second; the
 // copies wait in the queue's socket buffer and are judged, and their
 // addresses opened, when the process runs again.
 //
