@@ -517,10 +517,7 @@ func (f *famCtl) Capture(name, dev string, prefix netip.Prefix) {
 		return
 	}
 	u.captures[key] = stop
-	if f.fam == uplink.IPv4 {
-		// capture.WatchSent follows IPv4 segments only.
-		u.watchSent(key, dev, prefix)
-	}
+	u.watchSent(key, dev, []netip.Prefix{prefix})
 }
 
 func (f *famCtl) WakeAt(t time.Time) {
