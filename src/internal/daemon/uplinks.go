@@ -492,17 +492,17 @@ func (f *famCtl) StartProbe(name, dev string, src netip.Addr, timeout, hedge tim
 	}()
 }
 
-func (f *famCtl) Capture(name, dev string, prefix netip.Prefix) {
+func (f *famCtl) Capture(name, dev string, prefixes []netip.Prefix) {
 	u, key := f.u, captureKey{name: name, fam: f.fam}
 	if stop := u.captures[key]; stop != nil {
 		stop()
 		delete(u.captures, key)
 	}
-	if !prefix.IsValid() {
+	if len(prefixes) == 0 {
 		return
 	}
 	// One capture per uplink and family: a 464XLAT uplink's IPv4 runs on its clat device.
-	stop, err := u.net.capture(capture.Config{Device: dev, Prefixes: []netip.Prefix{prefix}, Period: capturePeriod,
+	stop, err := u.net.capture(capture.Config{Device: dev, Prefixes: prefixes, Period: capturePeriod,
 		OnAlive: func(a capture.Alive) {
 			// A sample may be dropped when the loop is busy (or stopping
 			// and closing this capture): the next one comes soon.
@@ -517,7 +517,7 @@ func (f *famCtl) Capture(name, dev string, prefix netip.Prefix) {
 		return
 	}
 	u.captures[key] = stop
-	u.watchSent(key, dev, []netip.Prefix{prefix})
+	u.watchSent(key, dev, prefixes)
 }
 
 func (f *famCtl) WakeAt(t time.Time) {
