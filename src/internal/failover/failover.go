@@ -60,6 +60,11 @@ type Settings struct {
 	// an address still there, before the uplink counts as down (0: at once). netifd deletes
 	// the old default route and adds the new one when a DHCP renew changes the gateway.
 	RouteGrace time.Duration
+	// Sharers, if set, says how many families' controllers now spend the
+	// uplink's probe budget (those in which it is up, this one among
+	// them): the budget is the uplink's, so each gets its share of it
+	// (nil, or less than 1: all of it).
+	Sharers func(name string) int
 }
 
 // DefaultRouteGrace is the daemon's RouteGrace: netifd's gap is a few hundred microseconds,
@@ -574,7 +579,7 @@ func (c *Controller) schedule(now time.Time) {
 }
 
 // floor is the least interval between the uplink's routine rounds that
-// keeps them within its budget of its current role.
+// keeps them within this family's share of its budget of its current role.
 func (c *Controller) floor(l *link) time.Duration {
 	budget := l.set.ProbeBudgetStandby
 	if l.set.Name == c.selected {
@@ -582,7 +587,18 @@ func (c *Controller) floor(l *link) time.Duration {
 	} else if l.limited {
 		return lastResortFloor
 	}
-	return uplink.BudgetFloor(l.set.ProbeCost, budget)
+	n := 1
+	if c.set.Sharers != nil {
+		n = max(c.set.Sharers(l.set.Name), 1)
+	}
+	return uplink.BudgetFloor(l.set.ProbeCost, budget/float64(n))
+}
+
+// Probed says whether the uplink is up in the controller's family: its
+// routine rounds then spend (a share of) the uplink's probe budget.
+func (c *Controller) Probed(name string) bool {
+	l := c.link(name)
+	return l != nil && l.m.State().Up()
 }
 
 // lastResortFloor keeps an uplink over its monthly limit from routine
