@@ -625,7 +625,7 @@ func (f *famCtl) Switched(from, to failover.UplinkSettings, kind, _ string) {
 func (u *uplinks) netifdServers(name string) []netip.Addr {
 	var networks []string
 	for network := range u.netifdDNS {
-		if network != name && parentUplink(network, []string{name}) != "" {
+		if network != name && u.d.uplinkOf(network, []string{name}) != "" {
 			networks = append(networks, network)
 		}
 	}
