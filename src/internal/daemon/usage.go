@@ -225,12 +225,14 @@ func (c *usageComponent) fillStatus(s *Status) {
 				continue
 			}
 			// Both families' rounds; the budgets are the uplink's, their interval the
-			// longest a family's rounds have now.
+			// longest a family in which the uplink is up has now.
 			u.ProbeRounds, u.ProbeBytes, u.BudgetIntervalS, u.LimitReached = 0, 0, 0, false
 			for _, v := range cu.Families {
 				u.ProbeRounds += v.ProbeRounds
 				u.ProbeBytes += v.ProbeBytes
-				u.BudgetIntervalS = max(u.BudgetIntervalS, int64(v.ProbeFloor/time.Second))
+				if v.State.Up() { // a family that is down has no rounds
+					u.BudgetIntervalS = max(u.BudgetIntervalS, int64(v.ProbeFloor/time.Second))
+				}
 				u.LimitReached = u.LimitReached || v.Limited
 			}
 			u.ProbeBudget = uint64(cu.Settings.ProbeBudget)
