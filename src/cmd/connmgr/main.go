@@ -119,6 +119,15 @@ func tuneGC() {
 	}
 }
 
+// usageLedger is $CONNMGR_USAGE_LEDGER when set (test worlds keep theirs inside the world),
+// else daemon.UsageLedgerPath().
+func usageLedger() string {
+	if p := os.Getenv("CONNMGR_USAGE_LEDGER"); p != "" {
+		return p
+	}
+	return daemon.UsageLedgerPath()
+}
+
 func runDaemon(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("connmgr", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
@@ -149,7 +158,7 @@ func runDaemon(args []string, stdout, stderr io.Writer) int {
 		WhitelistPath: *wlPath,
 		UbusSocket:    *socket,
 		NoFirewall:    *noFirewall,
-		UsageLedger:   daemon.UsageLedgerPath(),
+		UsageLedger:   usageLedger(),
 		Logger:        log,
 		Level:         level,
 	})

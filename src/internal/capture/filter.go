@@ -68,13 +68,7 @@ func filter(f uplink.Family, own []netip.Prefix) ([]bpf.Instruction, error) {
 // excludedPorts, with ACK and without SYN or RST.
 func ipFilter(f uplink.Family, own []netip.Prefix) ([]bpf.Instruction, error) {
 	var a asm
-	var err error
-	if f == uplink.IPv6 {
-		err = a.ip6(own)
-	} else {
-		err = a.ip4(own)
-	}
-	if err != nil {
+	if err := a.ipHeader(f, own, false); err != nil {
 		return nil, err
 	}
 	// The TCP header is at X.
@@ -92,11 +86,32 @@ func ipFilter(f uplink.Family, own []netip.Prefix) ([]bpf.Instruction, error) {
 	return a.program()
 }
 
-// ip4 checks the IPv4 header and leaves X at the TCP header.
-func (a *asm) ip4(own []netip.Prefix) error {
+// ipHeader checks the IP header of family f, the remote address outside
+// own (the source of a received packet, the destination of a sent one:
+// sent), and leaves X at the TCP header.
+func (a *asm) ipHeader(f uplink.Family, own []netip.Prefix, sent bool) error {
+	if f == uplink.IPv6 {
+		off := uint32(8)
+		if sent {
+			off = 24
+		}
+		return a.ip6(own, off)
+	}
+	off := uint32(12)
+	if sent {
+		off = 16
+	}
+	return a.ip4(own, off)
+}
+
+// ip4 checks the IPv4 header, the address at off outside own, and leaves
+// X at the TCP header.
+func (a *asm) ip4(own []netip.Prefix, off uint32) error {
 	a.add(bpf.LoadAbsolute{Off: 0, Size: 1}, bpf.ALUOpConstant{Op: bpf.ALUOpAnd, Val: 0xf0})
 	a.jumpIf(bpf.JumpNotEqual, 0x40, "drop", "")
-	if err := a.notFrom(uplink.IPv4, own, 12); err != nil {
+	a.add(bpf.LoadAbsolute{Off: 0, Size: 1}, bpf.ALUOpConstant{Op: bpf.ALUOpAnd, Val: 0x0f})
+	a.jumpIf(bpf.JumpLessThan, 5, "drop", "") // a header shorter than 20 bytes is no header
+	if err := a.notFrom(uplink.IPv4, own, off); err != nil {
 		return err
 	}
 	a.add(bpf.LoadAbsolute{Off: 6, Size: 2}) // fragment offset
@@ -107,14 +122,15 @@ func (a *asm) ip4(own []netip.Prefix) error {
 	return nil
 }
 
-// ip6 checks the IPv6 header, walks up to maxExtHeaders6 extension
-// headers and leaves X at the TCP header.
-func (a *asm) ip6(own []netip.Prefix) error {
+// ip6 checks the IPv6 header, the address at off neither link-local nor
+// inside own, walks up to maxExtHeaders6 extension headers and leaves X
+// at the TCP header.
+func (a *asm) ip6(own []netip.Prefix, off uint32) error {
 	a.add(bpf.LoadAbsolute{Off: 0, Size: 1}, bpf.ALUOpConstant{Op: bpf.ALUOpAnd, Val: 0xf0})
 	a.jumpIf(bpf.JumpNotEqual, 0x60, "drop", "")
-	a.add(bpf.LoadAbsolute{Off: 8, Size: 4}, bpf.ALUOpConstant{Op: bpf.ALUOpAnd, Val: 0xffc00000})
+	a.add(bpf.LoadAbsolute{Off: off, Size: 4}, bpf.ALUOpConstant{Op: bpf.ALUOpAnd, Val: 0xffc00000})
 	a.jumpIf(bpf.JumpEqual, 0xfe800000, "drop", "") // fe80::/10
-	if err := a.notFrom(uplink.IPv6, own, 8); err != nil {
+	if err := a.notFrom(uplink.IPv6, own, off); err != nil {
 		return err
 	}
 	a.add(bpf.LoadAbsolute{Off: 6, Size: 1}, bpf.LoadConstant{Dst: bpf.RegX, Val: 40})
@@ -152,8 +168,8 @@ func (a *asm) ip6(own []netip.Prefix) error {
 	return nil
 }
 
-// notFrom drops a packet whose source address (at offset off) is inside
-// one of the own prefixes of family f.
+// notFrom drops a packet whose address at offset off (the source, or a
+// sent packet's destination) is inside one of the own prefixes of family f.
 func (a *asm) notFrom(f uplink.Family, own []netip.Prefix, off uint32) error {
 	n := 0
 	for _, p := range own {
@@ -211,6 +227,12 @@ func (a *asm) jumpIf(cond bpf.JumpTest, val uint32, t, f string) {
 	a.add(bpf.JumpIf{Cond: cond, Val: val})
 }
 
+// jumpIfX is jumpIf comparing A with X.
+func (a *asm) jumpIfX(cond bpf.JumpTest, t, f string) {
+	a.jumps = append(a.jumps, jumpTo{len(a.prog), t, f})
+	a.add(bpf.JumpIfX{Cond: cond})
+}
+
 func (a *asm) jump(to string) {
 	a.jumps = append(a.jumps, jumpTo{len(a.prog), to, ""})
 	a.add(bpf.Jump{})
@@ -243,6 +265,12 @@ func (a *asm) program() ([]bpf.Instruction, error) {
 			ins.Skip = t
 			a.prog[j.at] = ins
 		case bpf.JumpIf:
+			if t > 255 || f > 255 {
+				return nil, fmt.Errorf("filter: jump from %d too far (%d, %d)", j.at, t, f)
+			}
+			ins.SkipTrue, ins.SkipFalse = uint8(t), uint8(f)
+			a.prog[j.at] = ins
+		case bpf.JumpIfX:
 			if t > 255 || f > 255 {
 				return nil, fmt.Errorf("filter: jump from %d too far (%d, %d)", j.at, t, f)
 			}

@@ -1,7 +1,6 @@
 package capture
 
 import (
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -19,8 +18,9 @@ import (
 )
 
 // This file is the other half of passive evidence: the hub's own traffic
-// that goes unanswered. A watcher samples TCP segments the hub sends
-// through the uplink that call for an answer (data, SYN or FIN) to an
+// that goes unanswered. A watcher (one per family: IPv4, or IPv6 with
+// the same extension-header walk as the capture) samples TCP segments the
+// hub sends through the uplink that call for an answer (data, SYN or FIN) to an
 // address beyond the uplink's subnet, notes the reply-direction packet
 // counter of the segment's conntrack entry, and looks again a bound
 // later: a counter that did not grow means the far end answered nothing
@@ -37,9 +37,11 @@ import (
 // SentConfig says what to watch.
 type SentConfig struct {
 	Device string
-	// Prefix is the uplink's own address and subnet: traffic to inside
-	// it (the gateway, neighbours) says nothing about the upstream.
-	Prefix netip.Prefix
+	// Prefixes are the uplink's own addresses with their subnets, all of
+	// one family, the one watched (at most 8): traffic to inside them
+	// (the gateway, neighbours) says nothing about the upstream, nor does
+	// IPv6 traffic to a link-local address.
+	Prefixes []netip.Prefix
 	// Bound is how long the far end may take to answer (default 500 ms).
 	Bound time.Duration
 	// Period is the least time between two samples (default 250 ms).
@@ -54,6 +56,7 @@ type SentConfig struct {
 // Sent is one running watcher; Close stops it.
 type Sent struct {
 	cfg        SentConfig
+	family     uplink.Family
 	f          *os.File
 	ct         *ctConn
 	samples    atomic.Uint64
@@ -63,97 +66,73 @@ type Sent struct {
 	once       sync.Once
 }
 
-// sentFilter is the kernel program: accept (the headers of) an IPv4
-// packet this host sends (PACKET_OUTGOING) that sentIPFilter wants.
-func sentFilter(prefix netip.Prefix) []bpf.Instruction {
+// sentFilter is the kernel program of family f: accept (the headers of)
+// a packet of the family this host sends (PACKET_OUTGOING) that
+// sentIPFilter wants.
+func sentFilter(f uplink.Family, own []netip.Prefix) ([]bpf.Instruction, error) {
+	ip, err := sentIPFilter(f, own)
+	if err != nil {
+		return nil, err
+	}
 	return append([]bpf.Instruction{
 		bpf.LoadExtension{Num: bpf.ExtType},
 		bpf.JumpIf{Cond: bpf.JumpEqual, Val: unix.PACKET_OUTGOING, SkipFalse: 3},
 		bpf.LoadExtension{Num: bpf.ExtProto},
-		bpf.JumpIf{Cond: bpf.JumpEqual, Val: unix.ETH_P_IP, SkipFalse: 1},
+		bpf.JumpIf{Cond: bpf.JumpEqual, Val: uint32(ethType[f]), SkipFalse: 1},
 		bpf.Jump{Skip: 1},
 		bpf.RetConstant{Val: 0},
-	}, sentIPFilter(prefix)...)
+	}, ip...), nil
 }
 
-// sentIPFilter accepts an IPv4 TCP segment, not a non-first fragment, to
-// outside prefix, to none of excludedPorts, without RST, that carries a
-// SYN, a FIN or data: a segment the far end must answer.
-func sentIPFilter(prefix netip.Prefix) []bpf.Instruction {
-	a := prefix.Addr().As4()
-	net := binary.BigEndian.Uint32(a[:])
-	mask := uint32(0)
-	if prefix.Bits() > 0 {
-		mask = ^uint32(0) << (32 - prefix.Bits())
+// sentIPFilter accepts a TCP segment of family f, not a non-first
+// fragment, to outside the own prefixes (and, for IPv6, not to a
+// link-local address), to none of excludedPorts, without RST, that
+// carries a SYN, a FIN or data: a segment the far end must answer.
+func sentIPFilter(f uplink.Family, own []netip.Prefix) ([]bpf.Instruction, error) {
+	var a asm
+	if err := a.ipHeader(f, own, true); err != nil {
+		return nil, err
 	}
-	// Jumps are written to labels and resolved below.
-	type label int
-	const (
-		drop label = iota + 1
-		accept
-	)
-	type jump struct {
-		cond    bpf.JumpTest
-		val     uint32
-		ifTrue  label
-		ifFalse label
-	}
-	steps := []any{
-		bpf.LoadAbsolute{Off: 0, Size: 1},
-		bpf.ALUOpConstant{Op: bpf.ALUOpAnd, Val: 0xf0},
-		jump{bpf.JumpNotEqual, 0x40, drop, 0},
-		bpf.LoadAbsolute{Off: 16, Size: 4}, // destination address
-		bpf.ALUOpConstant{Op: bpf.ALUOpAnd, Val: mask},
-		jump{bpf.JumpEqual, net & mask, drop, 0},
-		bpf.LoadAbsolute{Off: 6, Size: 2},
-		jump{bpf.JumpBitsSet, 0x1fff, drop, 0},
-		bpf.LoadAbsolute{Off: 9, Size: 1},
-		jump{bpf.JumpNotEqual, unix.IPPROTO_TCP, drop, 0},
-		bpf.LoadMemShift{Off: 0},          // X = IPv4 header length
-		bpf.LoadIndirect{Off: 2, Size: 2}, // destination port
-	}
+	// The TCP header is at X.
+	a.add(bpf.LoadIndirect{Off: 2, Size: 2}) // destination port
 	for _, p := range excludedPorts {
-		steps = append(steps, jump{bpf.JumpEqual, p, drop, 0})
+		a.jumpIf(bpf.JumpEqual, p, "drop", "")
 	}
-	steps = append(steps,
-		bpf.LoadIndirect{Off: 13, Size: 1}, // flags
-		jump{bpf.JumpBitsSet, 0x04, drop, 0},
-		jump{bpf.JumpBitsSet, 0x01 | 0x02, accept, 0},
-		// Payload: total length - IPv4 header - TCP header.
+	a.add(bpf.LoadIndirect{Off: 13, Size: 1}) // flags
+	a.jumpIf(bpf.JumpBitsSet, 0x04, "drop", "")
+	a.jumpIf(bpf.JumpBitsSet, 0x01|0x02, "accept", "")
+	// Data: the packet's end lies beyond the TCP header's.
+	a.add(
 		bpf.LoadIndirect{Off: 12, Size: 1},
 		bpf.ALUOpConstant{Op: bpf.ALUOpShiftRight, Val: 2},
 		bpf.ALUOpConstant{Op: bpf.ALUOpAnd, Val: 0x3c},
-		bpf.StoreScratch{Src: bpf.RegA, N: 0},
-		bpf.LoadAbsolute{Off: 2, Size: 2},
-		bpf.ALUOpX{Op: bpf.ALUOpSub},
-		bpf.LoadScratch{Dst: bpf.RegX, N: 0},
-		bpf.ALUOpX{Op: bpf.ALUOpSub},
-		jump{bpf.JumpGreaterThan, 0, accept, drop},
+		bpf.ALUOpX{Op: bpf.ALUOpAdd}, // A = the data's offset
+		bpf.StoreScratch{Src: bpf.RegA, N: 1},
 	)
-	end := len(steps)
-	at := map[label]int{drop: end, accept: end + 1}
-	prog := make([]bpf.Instruction, 0, end+2)
-	for i, s := range steps {
-		j, ok := s.(jump)
-		if !ok {
-			prog = append(prog, s.(bpf.Instruction))
-			continue
-		}
-		skip := func(l label) uint8 {
-			if l == 0 {
-				return 0
-			}
-			return uint8(at[l] - i - 1)
-		}
-		prog = append(prog, bpf.JumpIf{Cond: j.cond, Val: j.val, SkipTrue: skip(j.ifTrue), SkipFalse: skip(j.ifFalse)})
+	if f == uplink.IPv6 {
+		a.add(bpf.LoadAbsolute{Off: 4, Size: 2}, bpf.ALUOpConstant{Op: bpf.ALUOpAdd, Val: 40}) // payload length + header
+	} else {
+		a.add(bpf.LoadAbsolute{Off: 2, Size: 2}) // total length
 	}
-	return append(prog, bpf.RetConstant{Val: 0}, bpf.RetConstant{Val: snapLen4})
+	a.add(bpf.LoadScratch{Dst: bpf.RegX, N: 1})
+	a.jumpIfX(bpf.JumpGreaterThan, "accept", "drop")
+	a.label("drop")
+	a.add(bpf.RetConstant{Val: 0})
+	a.label("accept")
+	a.add(bpf.RetConstant{Val: uint32(snapLen(f))})
+	return a.program()
 }
 
 // WatchSent opens a watcher on cfg.Device and starts its goroutine.
 func WatchSent(cfg SentConfig) (*Sent, error) {
-	if !cfg.Prefix.Addr().Is4() {
-		return nil, fmt.Errorf("sent-traffic watch on %s: prefix %v is not IPv4", cfg.Device, cfg.Prefix)
+	if len(cfg.Prefixes) == 0 || !cfg.Prefixes[0].IsValid() {
+		return nil, fmt.Errorf("sent-traffic watch on %s: no prefix of the uplink's own", cfg.Device)
+	}
+	fam := uplink.FamilyOf(cfg.Prefixes[0].Addr())
+	for _, p := range cfg.Prefixes {
+		if !p.IsValid() || uplink.FamilyOf(p.Addr()) != fam {
+			return nil, fmt.Errorf("sent-traffic watch on %s: prefixes %v are not all of one family", cfg.Device, cfg.Prefixes)
+		}
 	}
 	if cfg.OnUnanswered == nil {
 		return nil, errors.New("sent-traffic watch: OnUnanswered not set")
@@ -164,7 +143,11 @@ func WatchSent(cfg SentConfig) (*Sent, error) {
 	if cfg.Period <= 0 {
 		cfg.Period = 250 * time.Millisecond
 	}
-	prog, err := assemble(sentFilter(cfg.Prefix))
+	ins, err := sentFilter(fam, cfg.Prefixes)
+	if err != nil {
+		return nil, fmt.Errorf("sent-traffic watch on %s: %w", cfg.Device, err)
+	}
+	prog, err := assemble(ins)
 	if err != nil {
 		return nil, err
 	}
@@ -177,7 +160,7 @@ func WatchSent(cfg SentConfig) (*Sent, error) {
 		ct.Close()
 		return nil, err
 	}
-	s := &Sent{cfg: cfg, f: f, ct: ct, stop: make(chan struct{}), done: make(chan struct{})}
+	s := &Sent{cfg: cfg, family: fam, f: f, ct: ct, stop: make(chan struct{}), done: make(chan struct{})}
 	go s.run()
 	return s, nil
 }
@@ -221,15 +204,15 @@ func openPacket(ns netns.NsHandle, device string, proto uint16, what string, pro
 
 func (s *Sent) run() {
 	defer close(s.done)
-	var b [snapLen4]byte
+	b := make([]byte, snapLen(s.family))
 	for {
-		n, err := s.f.Read(b[:])
+		n, err := s.f.Read(b)
 		if errors.Is(err, os.ErrClosed) {
 			return
 		}
 		if err == nil {
 			s.samples.Add(1)
-			if p, ok := packetTuple(uplink.IPv4, b[:n]); ok && !s.check(p, time.Now()) {
+			if p, ok := packetTuple(s.family, b[:n]); ok && !s.check(p, time.Now()) {
 				return
 			}
 		}
@@ -280,10 +263,10 @@ func (s *Sent) drain() {
 	if err != nil {
 		return
 	}
-	var b [snapLen4]byte
+	b := make([]byte, snapLen(s.family))
 	rc.Read(func(fd uintptr) bool {
 		for {
-			if _, _, err := unix.Recvfrom(int(fd), b[:], unix.MSG_DONTWAIT); err != nil {
+			if _, _, err := unix.Recvfrom(int(fd), b, unix.MSG_DONTWAIT); err != nil {
 				return true
 			}
 		}

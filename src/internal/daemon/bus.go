@@ -56,8 +56,10 @@ type bus struct {
 	outN   int // notices queued on out and not yet sent
 
 	mu       sync.Mutex
-	uplinks  []string   // configured uplink networks, for the netifd listener
-	conn     *ubus.Conn // the connection up now, nil while there is none
+	uplinks  []string            // configured uplink networks, for the netifd listener
+	devices  map[string][]string // their configured devices
+	aliases  map[string]string   // networks on an uplink's device (netifdAliases)
+	conn     *ubus.Conn          // the connection up now, nil while there is none
 	connects uint64
 
 	refusals  ubus.LogLimiter            // failed calls logged
@@ -132,7 +134,7 @@ func (b *bus) reload(old, cur *Loaded) {
 		names = append(names, u.Name)
 	}
 	for name := range b.netifd {
-		if parentUplink(name, names) == "" {
+		if b.d.uplinkOf(name, names) == "" {
 			delete(b.netifd, name)
 		}
 	}
@@ -169,8 +171,12 @@ func (b *bus) setUplinks(l *Loaded) {
 	for _, u := range l.Config.Uplinks {
 		names = append(names, u.Name)
 	}
+	devices := map[string][]string{}
+	for _, u := range l.Config.Uplinks {
+		devices[u.Name] = []string{u.Device}
+	}
 	b.mu.Lock()
-	b.uplinks = names
+	b.uplinks, b.devices = names, devices
 	b.mu.Unlock()
 }
 
@@ -185,7 +191,7 @@ func (b *bus) uplinkNames() []string {
 func (b *bus) isUplink(name string) bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	return parentUplink(name, b.uplinks) != ""
+	return uplinkOf(name, b.uplinks, b.aliases) != ""
 }
 
 // post hands ev to the loop from a bus goroutine, giving up when the bus stops (the loop may

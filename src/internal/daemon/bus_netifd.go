@@ -149,8 +149,14 @@ func addrField(t ubus.Table, key string) (netip.Addr, bool) {
 // onNetifdEvent receives netifd's network.interface events (in order, on the connection's
 // callback goroutine).
 func (b *bus) onNetifdEvent(_ string, data ubus.Table) {
-	if name, _ := data.String("interface"); b.isUplink(name) {
+	name, _ := data.String("interface")
+	switch action, _ := data.String("action"); {
+	case b.isUplink(name):
 		b.refreshNetifd(name)
+	case action == "ifup" && b.work != nil:
+		// A network not known to be an uplink's comes up: it may run on an uplink's device
+		// (wan6 on @wan), which only the dump tells.
+		b.work.Push(b.queryNetifdDynamic)
 	}
 }
 
@@ -217,10 +223,35 @@ func (b *bus) queryNetifdDynamic() {
 		b.d.log.Debug("netifd dump failed", "err", err)
 		return
 	}
-	uplinks := b.uplinkNames()
-	for _, e := range tables(t, "interface") {
+	entries := tables(t, "interface")
+	// The networks on an uplink's device under their own names (wan6 on @wan): the uplink's
+	// devices are the configured ones and what netifd says of the uplink itself.
+	ifaces := map[string]netifdDevice{}
+	for _, e := range entries {
 		name, _ := e.String("interface")
-		if parent := parentUplink(name, uplinks); parent == "" || parent == name {
+		dev, _ := e.String("device")
+		l3, _ := e.String("l3_device")
+		ifaces[name] = netifdDevice{device: dev, l3: l3}
+	}
+	b.mu.Lock()
+	uplinks, devices := slices.Clone(b.uplinks), map[string][]string{}
+	for _, u := range uplinks {
+		devices[u] = slices.Clone(b.devices[u])
+	}
+	b.mu.Unlock()
+	for _, u := range uplinks {
+		if nd, ok := ifaces[u]; ok {
+			devices[u] = append(devices[u], nd.device, nd.l3)
+		}
+	}
+	aliases := netifdAliases(ifaces, devices)
+	b.mu.Lock()
+	b.aliases = aliases
+	b.mu.Unlock()
+	b.post(aliasesEvent(aliases))
+	for _, e := range entries {
+		name, _ := e.String("interface")
+		if parent := uplinkOf(name, uplinks, aliases); parent == "" || parent == name {
 			continue // the uplinks themselves are asked one by one
 		}
 		info, err := ParseNetifdStatus(name, e)
@@ -230,6 +261,18 @@ func (b *bus) queryNetifdDynamic() {
 		}
 		b.post(netifdUpdate{b: b, network: name, info: &info})
 	}
+}
+
+// aliasesEvent gives the loop the networks on an uplink's device (before their updates).
+type aliasesEvent map[string]string
+
+func (e aliasesEvent) apply(d *Daemon) {
+	for network, u := range e {
+		if d.aliases[network] != u {
+			d.log.Info("netifd network on an uplink's device", "network", network, "uplink", u)
+		}
+	}
+	d.aliases = e
 }
 
 // netifdUpdate carries netifd's answer to the loop.
@@ -245,7 +288,7 @@ func (e netifdUpdate) apply(d *Daemon) {
 	for _, u := range d.cur.Config.Uplinks {
 		names = append(names, u.Name)
 	}
-	if parentUplink(e.network, names) == "" {
+	if d.uplinkOf(e.network, names) == "" {
 		return // no longer an uplink (reloaded meanwhile)
 	}
 	old, had := b.netifd[e.network]

@@ -165,3 +165,37 @@ func TestBusNetifdDynamic(t *testing.T) {
 		t.Errorf("locked down another network's device: %v", d)
 	}
 }
+
+// OpenWrt's IPv6 network of its own on the uplink's device (ethnet6 on '@ethnet', proto dhcpv6)
+// and its 464XLAT interface ethnet6_4, as netifd's dump reports them: found at connection and
+// attributed to uplink ethnet (the clat device locked down and carrying its IPv4); the LAN's
+// IPv6 network is not.
+func TestBusNetifdAliasNetwork(t *testing.T) {
+	bt := startBus(t, busOpts{noServer: true})
+	entry := func(name, proto, dev, l3 string) ubus.Table {
+		return ubus.Table{{Name: "interface", Value: name}, {Name: "up", Value: true}, {Name: "proto", Value: proto},
+			{Name: "device", Value: dev}, {Name: "l3_device", Value: l3}}
+	}
+	bt.startServerWith(func() {
+		obj := &ubus.Object{Name: "network.interface", Methods: []ubus.Method{{Name: "dump",
+			Handler: func(context.Context, *ubus.Request) (ubus.Table, error) {
+				return ubus.Table{{Name: "interface", Value: []any{
+					entry("ethnet", "dhcp", "eth0", "eth0"), entry("ethnet6", "dhcpv6", "@ethnet", "eth0"),
+					entry("ethnet6_4", "464xlat", "464-ethnet6_4", "464-ethnet6_4"),
+					entry("lan", "static", "br-lan", "br-lan"), entry("lan6", "dhcpv6", "@lan", "br-lan"),
+				}}}, nil
+			}}}}
+		if _, err := bt.conn.AddObject(bt.ctx, obj); err != nil {
+			t.Fatal(err)
+		}
+	})
+	bt.waitObject()
+	devs := func() []string { return bt.d.lockdownDevices(bt.d.cur.Config) } // on the loop
+	bt.eventually("ethnet6_4's clat device locked down", func() bool { return slices.Contains(devs(), "464-ethnet6_4") })
+	var clat string
+	var d []string
+	bt.loop(func() { clat, d = bt.d.clatDevice(*bt.d.cur.Config.Uplink("ethnet")), devs() })
+	if clat != "464-ethnet6_4" || slices.Contains(d, "br-lan") {
+		t.Errorf("ethnet's clat device %q; locked down %v", clat, d)
+	}
+}

@@ -82,6 +82,9 @@ type Daemon struct {
 	l3 map[string]string
 	// clat is, per 464XLAT network of an uplink, its clat device (see devices.go).
 	clat map[string]string
+	// aliases are the networks netifd runs on an uplink's device under their own name
+	// (wan6 on @wan): network -> uplink (netifdAliases, from netifd's dump).
+	aliases map[string]string
 }
 
 // New reads the configuration and prepares the daemon. A configuration error is returned as

@@ -67,7 +67,7 @@ func isClat(info *NetifdInterface) bool {
 func (d *Daemon) clatDevice(u config.Uplink) string {
 	best, dev := "", ""
 	for network, clat := range d.clat {
-		if network != u.Name && parentUplink(network, []string{u.Name}) != "" && (best == "" || network < best) {
+		if network != u.Name && d.uplinkOf(network, []string{u.Name}) != "" && (best == "" || network < best) {
 			best, dev = network, clat
 		}
 	}
@@ -135,7 +135,7 @@ func (d *Daemon) lockdownDevices(cfg *config.Config) []string {
 		}
 		devs := []string{u.Device}
 		for network, dev := range d.l3 {
-			if parentUplink(network, []string{u.Name}) != "" {
+			if d.uplinkOf(network, []string{u.Name}) != "" {
 				devs = append(devs, dev)
 			}
 		}
@@ -168,4 +168,60 @@ func parentUplink(network string, uplinks []string) string {
 		}
 	}
 	return ""
+}
+
+// uplinkOf is parentUplink, and for a network netifd runs on an uplink's device under a name
+// of its own (d.aliases: OpenWrt's wan6 on @wan) or one of its dynamic interfaces (wan6_4, the
+// 464XLAT of wan6), the uplink it belongs to. "" when none of uplinks.
+func (d *Daemon) uplinkOf(network string, uplinks []string) string {
+	if d == nil {
+		return parentUplink(network, uplinks) // a test's bare component
+	}
+	return uplinkOf(network, uplinks, d.aliases)
+}
+
+func uplinkOf(network string, uplinks []string, aliases map[string]string) string {
+	if u := parentUplink(network, uplinks); u != "" {
+		return u
+	}
+	best := ""
+	for alias, u := range aliases {
+		// The longest alias wins (wan6_4 is wan6's before it is wan's).
+		if slices.Contains(uplinks, u) && parentUplink(network, []string{alias}) != "" && len(alias) > len(best) {
+			best = alias
+		}
+	}
+	return aliases[best]
+}
+
+// netifdDevice is what netifd's dump says of one network's device: "device" as configured
+// (eth0, or @wan for an alias of network wan) and l3_device.
+type netifdDevice struct{ device, l3 string }
+
+// netifdAliases finds the networks netifd runs on an uplink's own device without naming them
+// after it, as OpenWrt does for IPv6: network wan6 (proto dhcpv6) with device '@wan' (an alias
+// of the uplink) or wan's device itself (eth0). ifaces are netifd's networks; devices are each
+// uplink's devices (configured, and netifd's for it). It returns network -> uplink; an uplink,
+// or a network named after one (wan_6), is no alias.
+func netifdAliases(ifaces map[string]netifdDevice, devices map[string][]string) map[string]string {
+	var uplinks []string
+	for u := range devices {
+		uplinks = append(uplinks, u)
+	}
+	slices.Sort(uplinks) // two uplinks on one device: the first name wins, every time
+	out := map[string]string{}
+	for network, nd := range ifaces {
+		if parentUplink(network, uplinks) != "" {
+			continue
+		}
+		for _, u := range uplinks {
+			if nd.device == "@"+u || slices.ContainsFunc(devices[u], func(dev string) bool {
+				return dev != "" && (dev == nd.device || dev == nd.l3)
+			}) {
+				out[network] = u
+				break
+			}
+		}
+	}
+	return out
 }

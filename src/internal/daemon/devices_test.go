@@ -140,3 +140,72 @@ func TestNetifdServersOfDynamicInterfaces(t *testing.T) {
 		t.Errorf("stanet's servers %v, want none", got)
 	}
 }
+
+// OpenWrt's usual layout (netifd's dump, as `ubus call network.interface dump` gives it): IPv6
+// on a network of its own, wan6 (proto dhcpv6) on device '@wan' (an alias) or on wan's own
+// device, and odhcp6c's 464XLAT interface wan6_4 on its clat device. All belong to uplink wan;
+// the LAN's networks and another uplink's do not.
+func TestNetifdAliases(t *testing.T) {
+	uplinks := []string{"wan", "wwan"}
+	cases := []struct {
+		name   string
+		ifaces map[string]netifdDevice
+		want   map[string]string // network -> uplink, for each network of ifaces
+	}{
+		{"wan6 on @wan", map[string]netifdDevice{
+			"wan": {"eth0", "eth0"}, "wan6": {"@wan", "eth0"}, "wan6_4": {"464-wan6_4", "464-wan6_4"},
+			"lan": {"br-lan", "br-lan"}, "wwan": {"wwan0", "wwan0"}, "wwan_6": {"wwan0", "wwan0"},
+		}, map[string]string{"wan": "wan", "wan6": "wan", "wan6_4": "wan", "lan": "", "wwan": "wwan", "wwan_6": "wwan"}},
+		{"wan6 on wan's device", map[string]netifdDevice{
+			"wan": {"eth0", "eth0"}, "wan6": {"eth0", "eth0"}, "wan6_4": {"464-wan6_4", "464-wan6_4"}, "lan6": {"br-lan", "br-lan"},
+		}, map[string]string{"wan6": "wan", "wan6_4": "wan", "lan6": ""}},
+		{"PPPoE: wan6 on @wan, both on pppoe-wan", map[string]netifdDevice{
+			"wan": {"eth0", "pppoe-wan"}, "wan6": {"@wan", "pppoe-wan"},
+		}, map[string]string{"wan6": "wan"}},
+		{"wan6 down: no l3_device, its alias still says whose", map[string]netifdDevice{
+			"wan6": {"@wan", ""}, "wan6_4": {"", ""},
+		}, map[string]string{"wan6": "wan", "wan6_4": "wan"}},
+		{"an alias of a network that is no uplink", map[string]netifdDevice{
+			"guest6": {"@guest", "br-guest"}, "guest": {"br-guest", "br-guest"},
+		}, map[string]string{"guest6": "", "guest": ""}},
+	}
+	for _, tc := range cases {
+		devices := map[string][]string{"wan": {"eth0"}, "wwan": {"wwan0"}}
+		for _, u := range uplinks {
+			if nd, ok := tc.ifaces[u]; ok {
+				devices[u] = append(devices[u], nd.device, nd.l3)
+			}
+		}
+		aliases := netifdAliases(tc.ifaces, devices)
+		for network, want := range tc.want {
+			if got := uplinkOf(network, uplinks, aliases); got != want {
+				t.Errorf("%s: %s belongs to %q, want %q (aliases %v)", tc.name, network, got, want, aliases)
+			}
+		}
+	}
+}
+
+// An uplink's resolvers and clat device from its IPv6 network wan6 (and wan6_4): the probes use
+// wan6's DNS servers, IPv4 goes through wan6_4's clat device, and both devices are locked down.
+func TestNetifdAliasedUplink(t *testing.T) {
+	d := &Daemon{log: logline.Discard(), l3: map[string]string{}, aliases: map[string]string{"wan6": "wan"}}
+	u := &uplinks{d: d, netifdDNS: map[string][]netip.Addr{
+		"wan":  {netip.MustParseAddr("198.18.10.53")},
+		"wan6": {netip.MustParseAddr("2001:db8:10::53")},
+		"lan6": {netip.MustParseAddr("2001:db8:99::53")},
+	}}
+	want := []netip.Addr{netip.MustParseAddr("198.18.10.53"), netip.MustParseAddr("2001:db8:10::53")}
+	if got := u.netifdServers("wan"); !slices.Equal(got, want) {
+		t.Errorf("wan's servers %v, want %v", got, want)
+	}
+	cfg := &config.Config{Uplinks: []config.Uplink{{Name: "wan", Device: "eth0", Enabled: true}}}
+	d.noteL3("wan", &NetifdInterface{Network: "wan", Up: true, L3Device: "eth0"})
+	d.noteL3("wan6", &NetifdInterface{Network: "wan6", Up: true, L3Device: "eth0", Proto: "dhcpv6"})
+	d.noteL3("wan6_4", &NetifdInterface{Network: "wan6_4", Up: true, L3Device: "464-wan6_4", Proto: "464xlat"})
+	if got := d.clatDevice(cfg.Uplinks[0]); got != "464-wan6_4" {
+		t.Errorf("wan's clat device %q, want 464-wan6_4", got)
+	}
+	if got, want := d.lockdownDevices(cfg), []string{"464-wan6_4", "eth0"}; !slices.Equal(got, want) {
+		t.Errorf("locked down %v, want %v", got, want)
+	}
+}

@@ -17,13 +17,13 @@ const sentBound = 500 * time.Millisecond
 // watchSent runs the sent-traffic watch (capture.WatchSent) beside an
 // uplink's passive liveness of one family (key); the capture's stop
 // function stops both.
-func (u *uplinks) watchSent(key captureKey, dev string, prefix netip.Prefix) {
+func (u *uplinks) watchSent(key captureKey, dev string, prefixes []netip.Prefix) {
 	name := key.name
 	w, ok := u.net.(sentWatcher)
 	if !ok {
 		return // a test's fake network
 	}
-	closeSent, err := w.watchSent(capture.SentConfig{Device: dev, Prefix: prefix, Bound: sentBound, Period: capturePeriod,
+	closeSent, err := w.watchSent(capture.SentConfig{Device: dev, Prefixes: prefixes, Bound: sentBound, Period: capturePeriod,
 		OnUnanswered: func(sent, _ time.Time) {
 			select {
 			case u.d.events <- unansweredEvent{fam: key.fam, name: name, sent: sent}:

@@ -158,6 +158,7 @@ func failoverSettings(c *config.Config, f uplink.Family) failover.Settings {
 // own default routes, as before connmgr knew the family.
 func (u *uplinks) settings(cfg *config.Config, f uplink.Family) failover.Settings {
 	s := failoverSettings(u.d.familyDevices(cfg, f), f)
+	s.Sharers = u.budgetSharers
 	why := ""
 	if err := u.prober.Supports(f); err != nil {
 		why = err.Error()
@@ -340,6 +341,18 @@ func (u *uplinks) family(f uplink.Family) *famCtl {
 	return nil
 }
 
+// budgetSharers counts the families in which uplink name is up: their routine rounds share
+// its probe budget (failover.Settings.Sharers), which holds per uplink.
+func (u *uplinks) budgetSharers(name string) int {
+	n := 0
+	for _, fc := range u.fams {
+		if fc.ctrl != nil && fc.ctrl.Probed(name) {
+			n++
+		}
+	}
+	return n
+}
+
 // selections returns each family's selected uplink ("" for a family without a controller).
 func (u *uplinks) selections() (v4, v6 string) {
 	if fc := u.family(uplink.IPv4); fc != nil {
@@ -492,17 +505,17 @@ func (f *famCtl) StartProbe(name, dev string, src netip.Addr, timeout, hedge tim
 	}()
 }
 
-func (f *famCtl) Capture(name, dev string, prefix netip.Prefix) {
+func (f *famCtl) Capture(name, dev string, prefixes []netip.Prefix) {
 	u, key := f.u, captureKey{name: name, fam: f.fam}
 	if stop := u.captures[key]; stop != nil {
 		stop()
 		delete(u.captures, key)
 	}
-	if !prefix.IsValid() {
+	if len(prefixes) == 0 {
 		return
 	}
 	// One capture per uplink and family: a 464XLAT uplink's IPv4 runs on its clat device.
-	stop, err := u.net.capture(capture.Config{Device: dev, Prefixes: []netip.Prefix{prefix}, Period: capturePeriod,
+	stop, err := u.net.capture(capture.Config{Device: dev, Prefixes: prefixes, Period: capturePeriod,
 		OnAlive: func(a capture.Alive) {
 			// A sample may be dropped when the loop is busy (or stopping
 			// and closing this capture): the next one comes soon.
@@ -517,10 +530,7 @@ func (f *famCtl) Capture(name, dev string, prefix netip.Prefix) {
 		return
 	}
 	u.captures[key] = stop
-	if f.fam == uplink.IPv4 {
-		// capture.WatchSent follows IPv4 segments only.
-		u.watchSent(key, dev, prefix)
-	}
+	u.watchSent(key, dev, prefixes)
 }
 
 func (f *famCtl) WakeAt(t time.Time) {
@@ -542,12 +552,21 @@ func (f *famCtl) Log(msg string, args ...any) {
 // family's state (its state_num is the uplink's combined state, old_state_num the combined
 // state before, family the family that changed), connmgr.wifi when the combined state of the
 // Wi-Fi uplink changed.
-func (f *famCtl) StateChanged(s failover.UplinkSettings, from, _ uplink.State, _ string) {
+func (f *famCtl) StateChanged(s failover.UplinkSettings, from, to uplink.State, _ string) {
 	if f.ctrl == nil {
 		// failover.New applies the configuration before it returns (a
 		// disabled uplink changes state there): nothing to announce yet,
 		// and status reads the state once start has set the controller.
 		return
+	}
+	if from.Up() != to.Up() {
+		// The other families' share of the uplink's probe budget changed:
+		// they reschedule (a larger share may bring their next round nearer).
+		for _, o := range f.u.fams {
+			if o != f && o.ctrl != nil {
+				o.WakeAt(f.u.d.clock.Now())
+			}
+		}
 	}
 	for _, cu := range f.u.combined() {
 		if cu.Settings.Name != s.Name {
@@ -606,7 +625,7 @@ func (f *famCtl) Switched(from, to failover.UplinkSettings, kind, _ string) {
 func (u *uplinks) netifdServers(name string) []netip.Addr {
 	var networks []string
 	for network := range u.netifdDNS {
-		if network != name && parentUplink(network, []string{name}) != "" {
+		if network != name && u.d.uplinkOf(network, []string{name}) != "" {
 			networks = append(networks, network)
 		}
 	}

@@ -357,3 +357,27 @@ func TestUplinksWithoutIPv6(t *testing.T) {
 		t.Errorf("IPv6-only cellular without IPv6: %+v, IPv6 in use %q", m, s.InUseIPv6)
 	}
 }
+
+// The daemon's two controllers share an uplink's probe budget: a dual-stack cellular uplink
+// in use (50K/h by default, 870 bytes a round) gets a round every 126 s in each family; when
+// its IPv6 goes, IPv4 alone gets the whole budget again (63 s).
+func TestUplinksShareProbeBudget(t *testing.T) {
+	wwanDual := dualDev("198.18.30.2/24", "198.18.30.1", "2001:db8:30::2/64", "fe80::30")
+	r := startFamilyRig(t, map[string]uplink.Device{"eth0": {}, "wlan0": {}, "wwan0": wwanDual}, nil)
+	interval := func(s Status) int64 { return byNetwork(s, "modemnet").BudgetIntervalS }
+	s := r.wait("both families of the cellular uplink up", func(s Status) bool {
+		m := byNetwork(s, "modemnet")
+		return m.IPv4 != nil && m.IPv4.StateNum >= 3 && m.IPv6 != nil && m.IPv6.StateNum >= 3
+	})
+	if got := interval(s); got != 126 {
+		t.Fatalf("dual-stack: budget interval %d s, want 126 (half the budget each)", got)
+	}
+	r.net.mu.Lock()
+	v4only := wwanDual
+	v4only.Addrs, v4only.HasDefault6 = v4only.Addrs[:1], false
+	r.net.devs["wwan0"] = v4only
+	notify := r.net.notify
+	r.net.mu.Unlock()
+	notify(netmon.Update{Devices: map[string]uplink.Device{"wwan0": v4only}})
+	r.wait("IPv6 gone: IPv4 gets the whole budget", func(s Status) bool { return interval(s) == 63 })
+}

@@ -7,8 +7,12 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/afero/af-conn/internal/usage"
 )
@@ -51,12 +55,34 @@ func UsageLedgerPath() string {
 	return DefaultUsageLedger + "." + strings.Trim(strings.TrimPrefix(self, "net:"), "[]")
 }
 
+// soNetnsCookie is SO_NETNS_COOKIE (Linux 5.14; 71 on the architectures OpenWrt runs on).
+const soNetnsCookie = 71
+
+// netnsCookie is this network namespace's cookie: unique within a boot and never reused (an
+// inode is, once the namespace is gone). "" when the kernel has none (older than 5.14): then
+// the boot alone tells ledgers apart.
+func netnsCookie() string {
+	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return ""
+	}
+	defer unix.Close(fd)
+	var v uint64
+	l := uint32(unsafe.Sizeof(v))
+	if _, _, e := unix.Syscall6(unix.SYS_GETSOCKOPT, uintptr(fd), unix.SOL_SOCKET, soNetnsCookie,
+		uintptr(unsafe.Pointer(&v)), uintptr(unsafe.Pointer(&l)), 0); e != 0 || l != 8 {
+		return ""
+	}
+	return strconv.FormatUint(v, 10)
+}
+
 func (c *usageComponent) start(context.Context) error {
 	boot := "unknown"
 	if b, err := os.ReadFile("/proc/sys/kernel/random/boot_id"); err == nil {
 		boot = strings.TrimSpace(string(b))
 	}
 	c.ledger = usage.NewLedger(boot)
+	c.ledger.Netns = netnsCookie()
 	if c.path != "" {
 		b, err := os.ReadFile(c.path)
 		switch {
@@ -68,8 +94,11 @@ func (c *usageComponent) start(context.Context) error {
 			switch {
 			case err != nil:
 				c.d.log.Warn("usage ledger invalid; counting afresh", "err", err)
-			case l.Boot != boot:
-				c.d.log.Info("usage ledger of an earlier boot; counting afresh", "file", c.path)
+			case !l.Of(boot, c.ledger.Netns):
+				// Another boot's, or another network namespace's that had the same
+				// inode (test worlds, containers): its bytes are not this one's.
+				c.d.log.Info("usage ledger of an earlier boot or another network namespace; counting afresh",
+					"file", c.path, "boot", l.Boot, "netns", l.Netns)
 			default:
 				c.ledger = l
 			}
@@ -196,12 +225,14 @@ func (c *usageComponent) fillStatus(s *Status) {
 				continue
 			}
 			// Both families' rounds; the budgets are the uplink's, their interval the
-			// longest a family's rounds have now.
+			// longest a family in which the uplink is up has now.
 			u.ProbeRounds, u.ProbeBytes, u.BudgetIntervalS, u.LimitReached = 0, 0, 0, false
 			for _, v := range cu.Families {
 				u.ProbeRounds += v.ProbeRounds
 				u.ProbeBytes += v.ProbeBytes
-				u.BudgetIntervalS = max(u.BudgetIntervalS, int64(v.ProbeFloor/time.Second))
+				if v.State.Up() { // a family that is down has no rounds
+					u.BudgetIntervalS = max(u.BudgetIntervalS, int64(v.ProbeFloor/time.Second))
+				}
 				u.LimitReached = u.LimitReached || v.Limited
 			}
 			u.ProbeBudget = uint64(cu.Settings.ProbeBudget)

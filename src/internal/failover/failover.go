@@ -60,6 +60,11 @@ type Settings struct {
 	// an address still there, before the uplink counts as down (0: at once). netifd deletes
 	// the old default route and adds the new one when a DHCP renew changes the gateway.
 	RouteGrace time.Duration
+	// Sharers, if set, says how many families' controllers now spend the
+	// uplink's probe budget (those in which it is up, this one among
+	// them): the budget is the uplink's, so each gets its share of it
+	// (nil, or less than 1: all of it).
+	Sharers func(name string) int
 }
 
 // DefaultRouteGrace is the daemon's RouteGrace: netifd's gap is a few hundred microseconds,
@@ -79,10 +84,11 @@ type Env interface {
 	// StartProbe starts a probe round on the uplink in the background;
 	// its result comes back through Controller.ProbeDone.
 	StartProbe(name, device string, src netip.Addr, timeout, hedge time.Duration)
-	// Capture starts (prefix valid) or stops (prefix invalid) passive
-	// liveness on the uplink's device; samples come back through
-	// Controller.Alive.
-	Capture(name, device string, prefix netip.Prefix)
+	// Capture starts (prefixes given: the uplink's own addresses of the
+	// family, at most MaxCapturePrefixes) or stops (none) passive
+	// liveness and the unanswered-traffic watch on the uplink's device;
+	// samples come back through Controller.Alive and Unanswered.
+	Capture(name, device string, prefixes []netip.Prefix)
 	// WakeAt asks for Controller.Tick at (or soon after) t; a later call
 	// replaces an earlier one.
 	WakeAt(t time.Time)
@@ -101,7 +107,7 @@ type link struct {
 	m         *uplink.Machine
 	probing   bool      // a round is out
 	lastStart time.Time // start of the last round
-	capture   netip.Prefix
+	capture   []netip.Prefix
 	// held is a snapshot without the default route kept from the machine until heldUntil
 	// (RouteGrace), nil when none is held.
 	held      *uplink.Device
@@ -387,24 +393,46 @@ func (c *Controller) runFlushes() {
 	c.flushes = c.flushes[:0]
 }
 
-// syncCapture runs passive liveness while the uplink is up, on its
-// current subnet.
+// syncCapture runs passive liveness while the uplink is up, on all its
+// current subnets of the family (an IPv6 uplink often has several: a
+// delegated and an RA prefix, a ULA): traffic from or to any of them is
+// the uplink's neighbourhood, not the upstream.
 func (c *Controller) syncCapture(l *link) {
-	var want netip.Prefix
+	var want []netip.Prefix
 	if l.m.State().Up() {
-		want, _ = firstAddr(l.m.Snapshot().Device)
+		want = capturePrefixes(l.m.Snapshot().Device)
 	}
-	if want == l.capture {
+	if slices.Equal(want, l.capture) {
 		return
 	}
 	l.capture = want
 	c.env.Capture(l.set.Name, l.set.Device, want)
 }
 
+// MaxCapturePrefixes is how many prefixes of a family the capture takes
+// (capture.Config.Prefixes).
+const MaxCapturePrefixes = 8
+
+// capturePrefixes are the family view's addresses, the first
+// MaxCapturePrefixes of them (lowest first, as the machine sorts them),
+// without repeats of one subnet.
+func capturePrefixes(d uplink.Device) []netip.Prefix {
+	var out []netip.Prefix
+	for _, p := range d.Addrs {
+		if len(out) == MaxCapturePrefixes {
+			break
+		}
+		if !slices.ContainsFunc(out, func(o netip.Prefix) bool { return o.Masked() == p.Masked() }) {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
 func (c *Controller) stopCapture(l *link) {
-	if l.capture.IsValid() {
-		l.capture = netip.Prefix{}
-		c.env.Capture(l.set.Name, l.set.Device, netip.Prefix{})
+	if len(l.capture) > 0 {
+		l.capture = nil
+		c.env.Capture(l.set.Name, l.set.Device, nil)
 	}
 }
 
@@ -551,7 +579,7 @@ func (c *Controller) schedule(now time.Time) {
 }
 
 // floor is the least interval between the uplink's routine rounds that
-// keeps them within its budget of its current role.
+// keeps them within this family's share of its budget of its current role.
 func (c *Controller) floor(l *link) time.Duration {
 	budget := l.set.ProbeBudgetStandby
 	if l.set.Name == c.selected {
@@ -559,7 +587,18 @@ func (c *Controller) floor(l *link) time.Duration {
 	} else if l.limited {
 		return lastResortFloor
 	}
-	return uplink.BudgetFloor(l.set.ProbeCost, budget)
+	n := 1
+	if c.set.Sharers != nil {
+		n = max(c.set.Sharers(l.set.Name), 1)
+	}
+	return uplink.BudgetFloor(l.set.ProbeCost, budget/float64(n))
+}
+
+// Probed says whether the uplink is up in the controller's family: its
+// routine rounds then spend (a share of) the uplink's probe budget.
+func (c *Controller) Probed(name string) bool {
+	l := c.link(name)
+	return l != nil && l.m.State().Up()
 }
 
 // lastResortFloor keeps an uplink over its monthly limit from routine

@@ -25,7 +25,7 @@ type sim struct {
 	routes   route.Desired
 	applies  int
 	flushed  []netip.Addr
-	capture  map[string]netip.Prefix
+	capture  map[string][]netip.Prefix
 	log      []string
 	started  map[string]int // rounds started per uplink
 	states   []string       // StateChanged calls, network:state
@@ -49,8 +49,8 @@ func (s *sim) StartProbe(name, dev string, src netip.Addr, timeout, hedge time.D
 	}
 	s.pending[name] = p
 }
-func (s *sim) Capture(name, dev string, p netip.Prefix) { s.capture[name] = p }
-func (s *sim) WakeAt(t time.Time)                       { s.wake = t }
+func (s *sim) Capture(name, dev string, p []netip.Prefix) { s.capture[name] = p }
+func (s *sim) WakeAt(t time.Time)                         { s.wake = t }
 func (s *sim) Log(msg string, args ...any) {
 	s.log = append(s.log, fmt.Sprint(s.now.Sub(t0).Round(time.Millisecond), " ", msg, " ", args))
 }
@@ -142,7 +142,7 @@ func settings() Settings {
 }
 
 func newSim(t *testing.T) *sim {
-	s := &sim{t: t, now: t0, pending: map[string]pendingProbe{}, capture: map[string]netip.Prefix{}, started: map[string]int{},
+	s := &sim{t: t, now: t0, pending: map[string]pendingProbe{}, capture: map[string][]netip.Prefix{}, started: map[string]int{},
 		healthy: map[string]bool{"ethnet": true, "stanet": true, "modemnet": true}}
 	s.c = New(s, s, settings())
 	s.c.DeviceUpdate(map[string]uplink.Device{"eth0": ethDev, "wlan0": wlanDev, "wwan0": wwanDev})
@@ -162,7 +162,7 @@ func TestStartupSelectsEthernet(t *testing.T) {
 	if s.routes.Selected != "ethnet" || len(s.routes.Uplinks) != 3 {
 		t.Fatalf("routes %+v", s.routes)
 	}
-	if !s.capture["ethnet"].IsValid() || !s.capture["modemnet"].IsValid() {
+	if len(s.capture["ethnet"]) != 1 || len(s.capture["modemnet"]) != 1 {
 		t.Fatalf("captures %v", s.capture)
 	}
 	if got := s.c.NetworkType(); got != 0 {
@@ -191,7 +191,7 @@ func TestCarrierLossSwitchesAtOnce(t *testing.T) {
 	if len(s.flushed) != 1 || s.flushed[0] != netip.MustParseAddr("198.18.10.2") {
 		t.Fatalf("flushed %v", s.flushed)
 	}
-	if s.capture["ethnet"].IsValid() {
+	if len(s.capture["ethnet"]) > 0 {
 		t.Fatal("capture still running on a down uplink")
 	}
 }
@@ -324,7 +324,7 @@ func TestReloadKeepsState(t *testing.T) {
 	if s.routes.Selected != "ethnet" || len(s.c.Views()) != 2 || s.c.Views()[0].State != uplink.ItfUpSS {
 		t.Fatalf("after reload: %+v", s.c.Views())
 	}
-	if s.capture["modemnet"].IsValid() {
+	if len(s.capture["modemnet"]) > 0 {
 		t.Fatal("capture of removed uplink still running")
 	}
 	st.Uplinks[0].Enabled = false

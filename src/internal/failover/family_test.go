@@ -1,6 +1,7 @@
 package failover
 
 import (
+	"fmt"
 	"net/netip"
 	"slices"
 	"testing"
@@ -146,7 +147,7 @@ var (
 )
 
 func newFamSim(t *testing.T, f uplink.Family, devs map[string]uplink.Device) *famSim {
-	s := &famSim{sim: &sim{t: t, now: t0, pending: map[string]pendingProbe{}, capture: map[string]netip.Prefix{}, started: map[string]int{},
+	s := &famSim{sim: &sim{t: t, now: t0, pending: map[string]pendingProbe{}, capture: map[string][]netip.Prefix{}, started: map[string]int{},
 		healthy: map[string]bool{"ethnet": true, "stanet": true, "modemnet": true}}, srcs: map[string]netip.Addr{}}
 	st := settings()
 	st.Family = f
@@ -170,7 +171,7 @@ func TestIPv6ControllerUsesIPv6(t *testing.T) {
 		if src := s.srcs[v.Settings.Name]; src != v.Device.Addrs[0].Addr() {
 			t.Errorf("%s probed from %v", v.Settings.Name, src)
 		}
-		if p := s.capture[v.Settings.Name]; !p.Addr().Is6() {
+		if p := s.capture[v.Settings.Name]; len(p) != 1 || !p[0].Addr().Is6() {
 			t.Errorf("%s captured on %v", v.Settings.Name, p)
 		}
 	}
@@ -259,5 +260,45 @@ func TestIPv6SeveralAddresses(t *testing.T) {
 	s.c.DeviceUpdate(map[string]uplink.Device{"eth0": down})
 	if want := []netip.Addr{netip.MustParseAddr("2001:db8:10::2"), netip.MustParseAddr("2001:db8:11::9")}; !slices.Equal(s.flushed, want) {
 		t.Fatalf("flushed %v, want %v", s.flushed, want)
+	}
+}
+
+// An uplink with IPv6 addresses in several prefixes (an RA's, a delegated one, a ULA): the
+// capture is given every one of the family's subnets (once each, at most
+// MaxCapturePrefixes), so traffic from or to any of them counts as the neighbourhood; when
+// the addresses change it is given the new set; the IPv4 controller gives only IPv4's.
+func TestCaptureGetsEveryPrefix(t *testing.T) {
+	pfx := func(ss ...string) []netip.Prefix {
+		var out []netip.Prefix
+		for _, s := range ss {
+			out = append(out, netip.MustParsePrefix(s))
+		}
+		return out
+	}
+	eth := ethDual
+	eth.Addrs = append(slices.Clone(eth.Addrs), pfx("2001:db8:11::5/64", "2001:db8:10::99/64", "fd00:db8::2/48")...)
+	devs := map[string]uplink.Device{"eth0": eth, "wlan0": wlanDual, "wwan0": wwanV6}
+	s6, s4 := newFamSim(t, uplink.IPv6, devs), newFamSim(t, uplink.IPv4, devs)
+	if got, want := s6.capture["ethnet"], pfx("2001:db8:10::2/64", "2001:db8:11::5/64", "fd00:db8::2/48"); !slices.Equal(got, want) {
+		t.Errorf("IPv6 capture on %v, want %v", got, want)
+	}
+	if got, want := s4.capture["ethnet"], pfx("198.18.10.2/24"); !slices.Equal(got, want) {
+		t.Errorf("IPv4 capture on %v, want %v", got, want)
+	}
+	// Twelve prefixes: the first eight.
+	many := ethDual
+	var want []netip.Prefix
+	for i := range 12 {
+		p := netip.MustParsePrefix(fmt.Sprintf("2001:db8:%x::2/64", 0x100+i))
+		many.Addrs = append(many.Addrs, p)
+		if i < MaxCapturePrefixes-1 {
+			want = append(want, p)
+		}
+	}
+	want = append(want, netip.MustParsePrefix("2001:db8:10::2/64"))
+	slices.SortFunc(want, func(a, b netip.Prefix) int { return a.Addr().Compare(b.Addr()) })
+	s6.c.DeviceUpdate(map[string]uplink.Device{"eth0": many})
+	if got := s6.capture["ethnet"]; !slices.Equal(got, want) {
+		t.Errorf("12 prefixes: capture on %v, want %v", got, want)
 	}
 }

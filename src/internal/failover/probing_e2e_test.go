@@ -27,22 +27,7 @@ func TestE2EUnansweredKeepaliveSwitches(t *testing.T) {
 	r := newRigArgs(t, "")
 	c := dialEcho(t, r.w)
 	go io.Copy(io.Discard, c)
-	sent := make(chan time.Time, 100)
-	stop := make(chan struct{})
-	defer close(stop)
-	go func() {
-		for {
-			select {
-			case <-stop:
-				return
-			case <-time.After(3 * time.Second):
-			}
-			at := time.Now()
-			c.SetWriteDeadline(time.Now().Add(time.Second))
-			c.Write([]byte("keepalive\n"))
-			sent <- at
-		}
-	}()
+	sent := keepalives(t, c, 3*time.Second)
 	const runs = 3
 	var worst, worstBack time.Duration
 	for i := range runs {
@@ -78,6 +63,28 @@ func TestE2EUnansweredKeepaliveSwitches(t *testing.T) {
 	if n := strings.Count(r.p.Log(), "traffic sent went unanswered: probing now"); n < runs {
 		t.Errorf("%d rounds started by unanswered traffic in %d runs", n, runs)
 	}
+}
+
+// keepalives writes a keepalive on c every period until the test ends, and sends on the
+// channel when it wrote each.
+func keepalives(t *testing.T, c echoConn, every time.Duration) <-chan time.Time {
+	sent := make(chan time.Time, 100)
+	stop := make(chan struct{})
+	t.Cleanup(func() { close(stop) })
+	go func() {
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(every):
+			}
+			at := time.Now()
+			c.SetWriteDeadline(time.Now().Add(time.Second))
+			c.Write([]byte("keepalive\n"))
+			sent <- at
+		}
+	}()
+	return sent
 }
 
 // An idle hub: the in-use uplink is probed at its configured rate, the

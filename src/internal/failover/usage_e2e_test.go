@@ -28,16 +28,10 @@ func deviceCounters(t testing.TB, w *testbed.World) map[string]usage.Bytes {
 	return m
 }
 
-// ledgerOf is the usage ledger connmgr keeps for the rig's device namespace (beside the
-// default one: it runs outside init's namespace), removed when the test ends.
+// ledgerOf is the usage ledger connmgr keeps for the rig: inside its world (the test bed sets
+// CONNMGR_USAGE_LEDGER), gone with it.
 func ledgerOf(t *testing.T, r *rig) string {
-	var nsLink string
-	if err := r.w.Device.Do(func() (err error) { nsLink, err = os.Readlink("/proc/thread-self/ns/net"); return }); err != nil {
-		t.Fatal(err)
-	}
-	ledger := daemon.DefaultUsageLedger + "." + strings.Trim(strings.TrimPrefix(nsLink, "net:"), "[]")
-	t.Cleanup(func() { os.Remove(ledger) })
-	return ledger
+	return r.w.UsageLedger()
 }
 
 // uplinkUsage calls ubus status and returns each uplink's counters: kernel and month.
@@ -176,4 +170,44 @@ func TestE2EMonthlyLimitOff(t *testing.T) {
 	}
 	r.waitDefault("wlan0", 5*time.Second)
 	r.waitState("ethnet", "ITFNOTSUPP_SX", 5*time.Second)
+}
+
+// A ledger left in the world's place by another network namespace of this boot (a test world
+// that reused the namespace's inode, a container's): connmgr does not take its bytes as this
+// namespace's, and the month matches the kernel's counters.
+func TestE2EUsageStaleLedger(t *testing.T) {
+	r := newRigWith(t, rigOptions{ubus: true, args: []string{"-d"}})
+	ledger := ledgerOf(t, r)
+	if err := r.p.Stop(10 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(ledger)
+	if err != nil {
+		t.Fatalf("no ledger after a stop: %v", err)
+	}
+	l, err := usage.ParseLedger(ledger, b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Another namespace's: same boot, its own namespace (none named, as before the cookie),
+	// its devices' bytes from earlier lives.
+	l.Netns = ""
+	for _, lk := range l.Links {
+		lk.Earlier = usage.Bytes{Rx: 1 << 30, Tx: 1 << 30}
+	}
+	if err := os.WriteFile(ledger, l.Marshal(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Dir(r.sock)
+	r.p = r.w.StartConnmgr(t, "-d", "-c", dir, "-w", filepath.Join(dir, "whitelist"), "-s", r.sock)
+	r.waitState("stanet", "ITFUP_SS", 15*time.Second)
+	kernel, month, _ := uplinkUsage(t, r.sock)
+	for _, dev := range []string{"eth0", "wlan0", "wwan0"} {
+		if month[dev].Rx >= 1<<30 || month[dev].Tx >= 1<<30 {
+			t.Errorf("%s: month %+v (kernel %+v): another namespace's ledger was taken as this one's", dev, month[dev], kernel[dev])
+		}
+	}
+	if !strings.Contains(r.p.Log(), "another network namespace; counting afresh") {
+		t.Errorf("no word of the stale ledger in the log:\n%s", r.p.Log())
+	}
 }

@@ -19,6 +19,8 @@ import (
 // NS is one named network namespace (/run/netns/NAME).
 type NS struct {
 	Name string
+	// Env is added to the environment of the commands run inside (Command).
+	Env []string
 }
 
 func newNS(name string) (*NS, error) {
@@ -143,7 +145,11 @@ func bindControl(dev string) func(string, string, syscall.RawConn) error {
 // Command prepares a command that runs inside the namespace (`ip netns exec`, which also
 // bind-mounts /etc/netns/NAME/* over /etc).
 func (n *NS) Command(name string, args ...string) *exec.Cmd {
-	return exec.Command("ip", append([]string{"netns", "exec", n.Name, name}, args...)...)
+	cmd := exec.Command("ip", append([]string{"netns", "exec", n.Name, name}, args...)...)
+	if len(n.Env) > 0 {
+		cmd.Env = append(os.Environ(), n.Env...)
+	}
+	return cmd
 }
 
 // Run runs a command inside the namespace and returns its combined output.

@@ -52,7 +52,7 @@ func register(w *World) func() {
 // sweepStale removes namespaces left by runs whose process is gone (killed with SIGKILL, or a
 // crashed test binary). Namespaces of live processes, other test runs among them, stay.
 func sweepStale() {
-	for _, dir := range []string{"/run/netns", "/etc/netns"} {
+	for _, dir := range []string{"/run/netns", "/etc/netns", runDir} {
 		entries, err := os.ReadDir(dir)
 		if err != nil {
 			continue
@@ -64,6 +64,7 @@ func sweepStale() {
 			}
 			(&NS{Name: e.Name()}).remove()
 			os.RemoveAll(filepath.Join("/etc/netns", e.Name()))
+			os.RemoveAll(filepath.Join(runDir, e.Name()))
 		}
 	}
 }

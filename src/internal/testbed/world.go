@@ -88,6 +88,9 @@ type World struct {
 	// EtcDir is /etc/netns/<device ns>: files here (resolv.conf) are bind-mounted over /etc
 	// for processes started with Device.Command.
 	EtcDir string
+	// RunDir is the world's own state directory (runDir/<device ns>): connmgr's usage ledger
+	// (UsageLedger) is kept there. Removed when the world closes.
+	RunDir string
 
 	opt Options
 
@@ -102,6 +105,12 @@ type World struct {
 	closeOnce sync.Once
 	closeErr  error
 }
+
+// runDir holds the worlds' state directories.
+const runDir = "/run/af-conn-test"
+
+// UsageLedger is the usage ledger of connmgr started in the world's device namespace.
+func (w *World) UsageLedger() string { return filepath.Join(w.RunDir, "usage") }
 
 // Build creates a world. The caller must Close it; tests use New instead.
 func Build(opt Options) (_ *World, err error) {
@@ -145,6 +154,14 @@ func Build(opt Options) (_ *World, err error) {
 		return nil, fmt.Errorf("testbed: %w", err)
 	}
 	w.closers = append(w.closers, func() error { return os.RemoveAll(w.EtcDir) })
+	// connmgr's usage ledger lives in the world (CONNMGR_USAGE_LEDGER), not in the host's
+	// /var/run/connmgr, and goes with it.
+	w.RunDir = filepath.Join(runDir, w.Device.Name)
+	if err := os.MkdirAll(w.RunDir, 0o755); err != nil {
+		return nil, fmt.Errorf("testbed: %w", err)
+	}
+	w.closers = append(w.closers, func() error { return os.RemoveAll(w.RunDir) })
+	w.Device.Env = append(w.Device.Env, "CONNMGR_USAGE_LEDGER="+w.UsageLedger())
 	resolv := "nameserver " + DNSAddr.String() + "\n"
 	if w.dualStack() {
 		resolv += "nameserver " + DNS6Addr.String() + "\n"

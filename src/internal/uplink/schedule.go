@@ -1,6 +1,9 @@
 package uplink
 
-import "time"
+import (
+	"math"
+	"time"
+)
 
 // Intervals configure how often uplinks are probed.
 type Intervals struct {
@@ -109,7 +112,8 @@ func BudgetFloor(cost int, perHour float64) time.Duration {
 	if f > float64(maxFloor) {
 		return maxFloor // a budget of a few bytes a month: about never
 	}
-	return time.Duration(f).Round(time.Second)
+	// Up to the second: rounding down would spend a little over the budget.
+	return time.Duration(math.Ceil(f/float64(time.Second))) * time.Second
 }
 
 // maxFloor bounds BudgetFloor (a Duration holds about 292 years).

@@ -107,7 +107,8 @@ func TestBudgetFloor(t *testing.T) {
 		want    time.Duration
 	}{
 		{565, 50_000, 41 * time.Second},
-		{565, 1_000_000.0 / 720, 1464 * time.Second},
+		{565, 1_000_000.0 / 720, 1465 * time.Second}, // 1464.48 s: up, within the budget
+		{870, 25_000, 126 * time.Second},             // 125.28 s: 125 would spend 25,056 bytes an hour
 		{565, 0, 0},
 		{0, 100, 0},
 		{1000, 1e-12, maxFloor},

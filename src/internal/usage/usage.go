@@ -86,10 +86,18 @@ func (l *Link) Month() Bytes { return l.Earlier.add(l.Last.sub(l.Base)) }
 
 // Ledger is every uplink's account in one boot.
 type Ledger struct {
-	Boot  string // /proc/sys/kernel/random/boot_id
+	Boot string // /proc/sys/kernel/random/boot_id
+	// Netns is the network namespace's cookie (unique within a boot,
+	// never reused, unlike its inode): a ledger left by another namespace
+	// that had the same inode, or the same file name, is not this one's.
+	Netns string
 	Month string // "2006-01", UTC
 	Links map[string]*Link
 }
+
+// Of says whether the ledger is the one of this boot and network
+// namespace (a ledger of another boot or namespace counts nothing here).
+func (l *Ledger) Of(boot, netns string) bool { return l.Boot == boot && l.Netns == netns }
 
 // NewLedger returns an empty ledger of boot.
 func NewLedger(boot string) *Ledger { return &Ledger{Boot: boot, Links: map[string]*Link{}} }
@@ -132,6 +140,9 @@ func (l *Ledger) Marshal() []byte {
 	if l.Boot != "" {
 		fmt.Fprintf(&b, "boot %s\n", l.Boot)
 	}
+	if l.Netns != "" {
+		fmt.Fprintf(&b, "netns %s\n", l.Netns)
+	}
 	if l.Month != "" {
 		fmt.Fprintf(&b, "month %s\n", l.Month)
 	}
@@ -158,6 +169,8 @@ func ParseLedger(path string, b []byte) (*Ledger, error) {
 			}
 		case len(f) == 2 && f[0] == "boot":
 			l.Boot = f[1]
+		case len(f) == 2 && f[0] == "netns":
+			l.Netns = f[1]
 		case len(f) == 2 && f[0] == "month":
 			if _, err := time.Parse("2006-01", f[1]); err != nil {
 				return nil, bad("month " + strconv.Quote(f[1]) + " is not YYYY-MM")

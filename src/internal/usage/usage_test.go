@@ -42,6 +42,7 @@ var day = time.Date(2026, 12, 2, 10, 0, 0, 0, time.UTC)
 
 func TestLedger(t *testing.T) {
 	l := NewLedger("boot-a")
+	l.Netns = "4096"
 	step := func(at time.Time, dev string, idx int, rx, tx uint64, want Bytes) {
 		t.Helper()
 		l.Observe(at, "modemnet", dev, idx, Bytes{rx, tx})
@@ -60,7 +61,7 @@ func TestLedger(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if back.Boot != "boot-a" || back.Month != "2027-01" || *back.Links["modemnet"] != *l.Links["modemnet"] {
+	if !back.Of("boot-a", "4096") || back.Of("boot-a", "8192") || back.Of("boot-b", "4096") || back.Month != "2027-01" || *back.Links["modemnet"] != *l.Links["modemnet"] {
 		t.Fatalf("read back %+v %+v, wrote %+v", back, back.Links["modemnet"], l.Links["modemnet"])
 	}
 	l = back
