@@ -31,7 +31,7 @@ func newDualRigMode(t *testing.T, mode testbed.V6Mode, args ...string) *rig {
 		args = []string{"-d"}
 	}
 	// probe_interval 1s, as the tests written before issue 13: their subject is each family's
-	// failover, not the idle rhythm (and unanswered traffic is watched for IPv4 only so far).
+	// failover, not the idle rhythm.
 	r := newRigWith(t, rigOptions{extra: fastProbes, args: args, world: testbed.Options{IPv6: mode}, records: testbed.DefaultRecords6()})
 	r.waitDefault6("eth0", 15*time.Second)
 	return r
