@@ -74,8 +74,9 @@ func deadHostRig(t *testing.T) (*rig, func() int) {
 // stay near the uplink's probe budget (50K/h: about one round a minute), and
 // the route must stay on Ethernet.
 //
-// Fails at 0c65d71: every unanswered SYN sampled (one per ~0.6 s) starts a
-// round, ~40 rounds in 30 s on an uplink whose budget allows one.
+// Failed at 0c65d71: every unanswered SYN sampled (one per ~0.6 s) started a
+// round, 45 rounds in 30 s on an uplink whose budget allows one; with the
+// false-alarm hold (failover.unansweredHoldFor) 4.
 func TestE2ERedTeamUnansweredSYNsStayInBudget(t *testing.T) {
 	r, probes := deadHostRig(t)
 	changes := r.watch.count()
@@ -110,7 +111,9 @@ func TestE2ERedTeamUnansweredSYNsStayInBudget(t *testing.T) {
 // A stock application connecting once to a server that is down: the kernel
 // sends the SYN and its retransmissions (1, 3, 7, 15 s later). Each is an
 // unanswered segment; the uplink is fine. How many rounds does one failed
-// connect cost, and is the route left alone?
+// connect cost, and is the route left alone? Still fails: 8 rounds at
+// 0c65d71, 4 with the false-alarm hold (2, 4, 8 s between them), as each
+// retransmission of the same connection is new evidence.
 func TestE2ERedTeamOneDeadConnect(t *testing.T) {
 	r, probes := deadHostRig(t)
 	changes := r.watch.count()
