@@ -117,9 +117,9 @@ type link struct {
 	byUnanswered   bool
 	falseAlarms    int
 	unansweredHold time.Time
-	rounds     uint64    // probe rounds started
-	suspect    time.Time // when the current streak of failed rounds began (zero: none)
-	limited    bool      // over its monthly limit (SetLimited)
+	rounds         uint64    // probe rounds started
+	suspect        time.Time // when the current streak of failed rounds began (zero: none)
+	limited        bool      // over its monthly limit (SetLimited)
 }
 
 // Counters count decisions.
