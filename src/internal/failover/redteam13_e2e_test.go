@@ -3,6 +3,7 @@ package failover_test
 import (
 	"context"
 	"net"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -170,5 +171,59 @@ func TestE2ERedTeamUDPOnlyBlackhole(t *testing.T) {
 	t.Logf("UDP-only hub: black hole on eth0 -> switched to wlan0 in %v", took.Round(time.Millisecond))
 	if took > 17*time.Second {
 		t.Errorf("switched %v after the black hole, README's bound is probe_interval 15 s + fail_count rounds", took)
+	}
+}
+
+// A modem reset while connmgr is stopped: wwan0 is deleted and created anew
+// (its kernel counters start again at zero, under a new interface index),
+// with traffic before and after. Restarted, connmgr's month for the uplink is
+// the ledger's month before the reset plus the new device's counters.
+func TestE2ERedTeamUsageDeviceRecreatedWhileStopped(t *testing.T) {
+	r := newRigWith(t, rigOptions{ubus: true, args: []string{"-d"}})
+	ledgerOf(t, r)
+	send := func() {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		c, err := r.w.Device.DialVia(ctx, "wwan0", "tcp", testbed.EchoURL())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		if err := (echoConn{c}).works(2 * time.Second); err != nil {
+			t.Fatal(err)
+		}
+		c.Write([]byte(strings.Repeat("x", 20000) + "\n"))
+		time.Sleep(300 * time.Millisecond)
+	}
+	send()
+	if err := r.p.Stop(10 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	old := deviceCounters(t, r.w)["wwan0"] // the ledger's last look was at the stop
+	u := r.w.Uplink("wwan0")
+	if err := r.w.Device.IP("link del wwan0",
+		"link add wwan0 type veth peer name todev netns "+u.Router.Name); err != nil {
+		t.Fatal(err)
+	}
+	if err := u.Router.IP("addr add "+u.Gateway.String()+"/24 dev todev", "link set todev up"); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.w.Device.IP("link set wwan0 up", "addr add "+u.Addr.String()+"/24 dev wwan0",
+		"route add default via "+u.Gateway.String()+" dev wwan0 metric 50"); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(500 * time.Millisecond)
+	send()
+	dir := filepath.Dir(r.sock)
+	r.p = r.w.StartConnmgr(t, "-d", "-c", dir, "-w", filepath.Join(dir, "whitelist"), "-s", r.sock)
+	r.waitState("modemnet", "ITFUP_SS", 15*time.Second)
+	before := deviceCounters(t, r.w)["wwan0"]
+	_, month, _ := uplinkUsage(t, r.sock)
+	after := deviceCounters(t, r.w)["wwan0"]
+	m := month["wwan0"]
+	t.Logf("before the reset %+v; new device %+v..%+v; month %+v", old, before, after, m)
+	if m.Total() < old.Total()+before.Total() || m.Total() > old.Total()+after.Total() {
+		t.Errorf("month %d bytes, want the old device's %d + the new one's %d..%d", m.Total(), old.Total(), before.Total(), after.Total())
 	}
 }
