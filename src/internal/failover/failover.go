@@ -462,7 +462,7 @@ func (c *Controller) candidates() []selector.Candidate {
 	out := make([]selector.Candidate, 0, len(c.links))
 	for _, l := range c.links {
 		s := l.m.Snapshot()
-		out = append(out, selector.Candidate{Name: l.set.Name, Kind: l.set.Kind, Priority: l.set.Priority,
+		out = append(out, selector.Candidate{Name: l.set.Name, Kind: l.set.Kind, Priority: c.priority(l),
 			State: s.State, Successes: s.Successes, Fresh: s.State == uplink.ItfUpSU && s.Fails == 0})
 	}
 	return out
@@ -569,7 +569,7 @@ func (c *Controller) schedule(now time.Time) {
 			iv.InUse = l.set.ProbeInterval
 		}
 		role := uplink.Role{Kind: l.set.Kind, InUse: l == cur,
-			WantsBack:  cur != nil && l != cur && l.set.Priority < cur.set.Priority,
+			WantsBack:  cur != nil && l != cur && c.priority(l) < c.priority(cur),
 			Floor:      c.floor(l),
 			Unanswered: l.unanswered}
 		if l != cur {
@@ -611,6 +611,19 @@ func (c *Controller) floor(l *link) time.Duration {
 	}
 	return uplink.BudgetFloor(l.set.ProbeCost, budget)
 }
+
+// priority is the uplink's priority for the selector: an uplink over its monthly limit
+// (limit_action last_resort) comes after every other, so it carries the traffic only
+// while nothing else of its tier (proven, unknown, failing) is up.
+func (c *Controller) priority(l *link) int {
+	if l.limited {
+		return l.set.Priority + lastResortPriority
+	}
+	return l.set.Priority
+}
+
+// lastResortPriority is above every configurable priority (1-99).
+const lastResortPriority = 1000
 
 // lastResortFloor keeps an uplink over its monthly limit from routine
 // rounds while it is not in use: it keeps the state its last rounds gave
