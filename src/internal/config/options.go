@@ -67,7 +67,7 @@ var mainRows = []row[Main]{
 		}},
 	durRow("probe_timeout", "500ms", 50*time.Millisecond, time.Minute, "how long a probe round waits for its answer (longer on a link whose RTT needs it); no answer is a failure.",
 		func(m *Main) *time.Duration { return &m.ProbeTimeout }),
-	durRow("probe_interval", "15s", 100*time.Millisecond, 24*time.Hour, "probe interval of the uplink in use while it is idle (an uplink's own probe_interval overrides it; its probe_budget may make it longer). Traffic the hub sends that goes unanswered starts a round at once, whatever the interval.",
+	durRow("probe_interval", "15s", 100*time.Millisecond, 24*time.Hour, "probe interval of the uplink in use while it is idle (an uplink's own probe_interval overrides it; its probe_budget may make it longer). Traffic the hub sends that goes unanswered starts a round at once, whatever the interval (held back a while when such rounds keep finding nothing wrong).",
 		func(m *Main) *time.Duration { return &m.ProbeInterval }),
 	durRow("probe_interval_standby", "10m", 100*time.Millisecond, 24*time.Hour, "probe interval of a working uplink that is not in use (cellular: cellular_probe_interval); a standby is also probed once as soon as the uplink in use fails a round.",
 		func(m *Main) *time.Duration { return &m.ProbeIntervalStandby }),

@@ -3,12 +3,15 @@ package daemon
 import (
 	"context"
 	"errors"
+	"fmt"
+	"io"
 	"io/fs"
 	"net"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 	"unsafe"
 
@@ -81,31 +84,37 @@ func (c *usageComponent) start(context.Context) error {
 	if b, err := os.ReadFile("/proc/sys/kernel/random/boot_id"); err == nil {
 		boot = strings.TrimSpace(string(b))
 	}
-	c.ledger = usage.NewLedger(boot)
-	c.ledger.Netns = netnsCookie()
-	if c.path != "" {
-		b, err := os.ReadFile(c.path)
-		switch {
-		case errors.Is(err, fs.ErrNotExist):
-		case err != nil:
-			c.d.log.Warn("usage ledger unreadable; counting afresh", "file", c.path, "err", err)
-		default:
-			l, err := usage.ParseLedger(c.path, b)
-			switch {
-			case err != nil:
-				c.d.log.Warn("usage ledger invalid; counting afresh", "err", err)
-			case !l.Of(boot, c.ledger.Netns):
-				// Another boot's, or another network namespace's that had the same
-				// inode (test worlds, containers): its bytes are not this one's.
-				c.d.log.Info("usage ledger of an earlier boot or another network namespace; counting afresh",
-					"file", c.path, "boot", l.Boot, "netns", l.Netns)
-			default:
-				c.ledger = l
-			}
-		}
-	}
+	c.load(boot)
 	c.sample()
 	return nil
+}
+
+// load takes the ledger file of this boot, if there is one, else starts afresh.
+func (c *usageComponent) load(boot string) {
+	c.ledger = usage.NewLedger(boot)
+	c.ledger.Netns = netnsCookie()
+	if c.path == "" {
+		return
+	}
+	b, err := readLedgerFile(c.path)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+	case err != nil:
+		c.d.log.Warn("usage ledger unreadable; counting afresh", "file", c.path, "err", err)
+	default:
+		l, err := usage.ParseLedger(c.path, b)
+		switch {
+		case err != nil:
+			c.d.log.Warn("usage ledger invalid; counting afresh", "err", err)
+		case !l.Of(boot, c.ledger.Netns):
+			// Another boot's, or another network namespace's that had the same
+			// inode (test worlds, containers): its bytes are not this one's.
+			c.d.log.Info("usage ledger of an earlier boot or another network namespace; counting afresh",
+				"file", c.path, "boot", l.Boot, "netns", l.Netns)
+		default:
+			c.ledger = l
+		}
+	}
 }
 
 func (c *usageComponent) reload(_, _ *Loaded) { c.sample() }
@@ -200,16 +209,81 @@ func (c *usageComponent) write() {
 	if c.path == "" {
 		return
 	}
-	err := os.MkdirAll(filepath.Dir(c.path), 0o755)
-	if err == nil {
-		tmp := c.path + ".new"
-		if err = os.WriteFile(tmp, c.ledger.Marshal(), 0o644); err == nil {
-			err = os.Rename(tmp, c.path)
-		}
-	}
-	if err != nil {
+	if err := writeLedgerFile(c.path, c.ledger.Marshal()); err != nil {
 		c.d.log.Warn("usage ledger not written", "file", c.path, "err", err)
 	}
+}
+
+// The ledger's directory is written by root (connmgr), so nothing in it may be a
+// link someone else planted: a link at the temporary file would make connmgr
+// overwrite its target. The directory must be connmgr's own and writable by it
+// alone; the files are opened without following links, the temporary one
+// created afresh (O_EXCL), so a link that appears meanwhile fails the write.
+
+// writeLedgerFile writes data to path by way of path.new and a rename.
+func writeLedgerFile(path string, data []byte) error {
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	if err := ownDir(dir); err != nil {
+		return err
+	}
+	tmp := path + ".new"
+	if err := os.Remove(tmp); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL|unix.O_NOFOLLOW, 0o644)
+	if err != nil {
+		return err
+	}
+	_, err = f.Write(data)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err != nil {
+		os.Remove(tmp)
+	}
+	return err
+}
+
+// readLedgerFile reads the ledger at path, not through a link, from a directory
+// that is connmgr's own.
+func readLedgerFile(path string) ([]byte, error) {
+	if err := ownDir(filepath.Dir(path)); err != nil {
+		return nil, err
+	}
+	f, err := os.OpenFile(path, os.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	if fi, err := f.Stat(); err != nil || !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("%s: not a regular file", path)
+	}
+	return io.ReadAll(io.LimitReader(f, 1<<20))
+}
+
+// ownDir checks that dir is a directory (not a link) owned by this process's user that
+// no one else may write to.
+func ownDir(dir string) error {
+	fi, err := os.Lstat(dir)
+	if err != nil {
+		return err
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	switch {
+	case !fi.IsDir():
+		return fmt.Errorf("%s is not a directory (%v)", dir, fi.Mode().Type())
+	case ok && int(st.Uid) != os.Geteuid():
+		return fmt.Errorf("%s belongs to uid %d, not connmgr's %d", dir, st.Uid, os.Geteuid())
+	case fi.Mode().Perm()&0o022 != 0:
+		return fmt.Errorf("%s may be written by others (mode %v)", dir, fi.Mode().Perm())
+	}
+	return nil
 }
 
 func (c *usageComponent) fillStatus(s *Status) {

@@ -116,9 +116,16 @@ type link struct {
 	// (zero: none pending); lastEnd is when the last round ended.
 	unanswered time.Time
 	lastEnd    time.Time
-	rounds     uint64    // probe rounds started
-	suspect    time.Time // when the current streak of failed rounds began (zero: none)
-	limited    bool      // over its monthly limit (SetLimited)
+	// byUnanswered says the round out was started by unanswered traffic;
+	// falseAlarms counts such rounds in a row that found the uplink fine,
+	// and unansweredHold is when the next such round may start (see
+	// unansweredHoldFor).
+	byUnanswered   bool
+	falseAlarms    int
+	unansweredHold time.Time
+	rounds         uint64    // probe rounds started
+	suspect        time.Time // when the current streak of failed rounds began (zero: none)
+	limited        bool      // over its monthly limit (SetLimited)
 }
 
 // Counters count decisions.
@@ -268,7 +275,8 @@ func (c *Controller) Alive(name string, since, at time.Time) {
 
 // Unanswered records that a TCP segment the hub sent through the uplink at
 // sent got no answer within its bound: unless a round or replies since
-// cover it, a round starts at once. The probe rounds' own segments are no
+// cover it, a round starts at once, or once the hold after earlier false
+// alarms ends (unansweredHoldFor). The probe rounds' own segments are no
 // evidence (a dead uplink's round would start the next one, and so on).
 func (c *Controller) Unanswered(name string, sent time.Time) {
 	l := c.link(name)
@@ -278,11 +286,42 @@ func (c *Controller) Unanswered(name string, sent time.Time) {
 	if !l.lastStart.IsZero() && !sent.Before(l.lastStart) && (l.probing || !sent.After(l.lastEnd.Add(ownSegmentsSlack))) {
 		return // sent during a round: possibly its own segment, and the round judges
 	}
+	now := c.env.Now()
+	if l.falseAlarms > 0 && now.Sub(l.unansweredHold) > c.unansweredHoldMax(l) {
+		l.falseAlarms = 0 // no unanswered traffic for a long hold: take it at once again
+	}
+	if sent.Before(l.unansweredHold) {
+		sent = l.unansweredHold
+	}
 	if sent.After(l.unanswered) {
 		l.unanswered = sent
 	}
-	c.schedule(c.env.Now())
+	c.schedule(now)
 }
+
+// Unanswered traffic that a round then finds no fault behind (an
+// application retrying a server that is down, a LAN client sending to dead
+// hosts on purpose) must not buy a round per segment: each such round in a
+// row doubles the hold before the next, from unansweredHoldMin up to the
+// uplink's routine interval (its probe_interval in use, or longer by its
+// budget), so rounds started by unanswered traffic cost at most about as
+// much as the routine ones. A failed round, or no unanswered traffic for a
+// whole hold, ends the streak: a silent death is still caught at the next
+// send, later by at most the hold while false alarms go on.
+func (c *Controller) unansweredHoldFor(l *link) time.Duration {
+	return min(unansweredHoldMin<<min(l.falseAlarms-1, 20), c.unansweredHoldMax(l))
+}
+
+func (c *Controller) unansweredHoldMax(l *link) time.Duration {
+	every := c.set.Intervals.InUse
+	if l.set.ProbeInterval > 0 {
+		every = l.set.ProbeInterval
+	}
+	return max(every, c.floor(l), unansweredHoldMin)
+}
+
+// unansweredHoldMin is the hold after one false alarm.
+const unansweredHoldMin = 2 * time.Second
 
 // ownSegmentsSlack is how long after a round's end its connection's last
 // segments (the FIN of a closed echo connection) may still be sent.
@@ -297,6 +336,17 @@ func (c *Controller) ProbeDone(name string, r uplink.ProbeResult) {
 	l.probing = false
 	now := c.env.Now()
 	l.lastEnd = now
+	// A false alarm is a round started by unanswered traffic on an uplink
+	// that was proven and had no failure, and that found it fine.
+	before := l.m.Snapshot()
+	switch {
+	case !r.OK || before.State != uplink.ItfUpSS || before.Fails > 0:
+		l.falseAlarms, l.unansweredHold = 0, time.Time{}
+	case l.byUnanswered:
+		l.falseAlarms++
+		l.unansweredHold = now.Add(c.unansweredHoldFor(l))
+	}
+	l.byUnanswered = false
 	c.apply(l, now, uplink.ProbeEvent{Result: r})
 	c.decide(now, "probe")
 }
@@ -440,7 +490,7 @@ func (c *Controller) candidates() []selector.Candidate {
 	out := make([]selector.Candidate, 0, len(c.links))
 	for _, l := range c.links {
 		s := l.m.Snapshot()
-		out = append(out, selector.Candidate{Name: l.set.Name, Kind: l.set.Kind, Priority: l.set.Priority,
+		out = append(out, selector.Candidate{Name: l.set.Name, Kind: l.set.Kind, Priority: c.priority(l),
 			State: s.State, Successes: s.Successes, Fresh: s.State == uplink.ItfUpSU && s.Fails == 0})
 	}
 	return out
@@ -547,7 +597,7 @@ func (c *Controller) schedule(now time.Time) {
 			iv.InUse = l.set.ProbeInterval
 		}
 		role := uplink.Role{Kind: l.set.Kind, InUse: l == cur,
-			WantsBack:  cur != nil && l != cur && l.set.Priority < cur.set.Priority,
+			WantsBack:  cur != nil && l != cur && c.priority(l) < c.priority(cur),
 			Floor:      c.floor(l),
 			Unanswered: l.unanswered}
 		if l != cur {
@@ -601,6 +651,19 @@ func (c *Controller) Probed(name string) bool {
 	return l != nil && l.m.State().Up()
 }
 
+// priority is the uplink's priority for the selector: an uplink over its monthly limit
+// (limit_action last_resort) comes after every other, so it carries the traffic only
+// while nothing else of its tier (proven, unknown, failing) is up.
+func (c *Controller) priority(l *link) int {
+	if l.limited {
+		return l.set.Priority + lastResortPriority
+	}
+	return l.set.Priority
+}
+
+// lastResortPriority is above every configurable priority (1-99).
+const lastResortPriority = 1000
+
 // lastResortFloor keeps an uplink over its monthly limit from routine
 // rounds while it is not in use: it keeps the state its last rounds gave
 // it, and is proven afresh only when the in-use uplink fails a round.
@@ -633,6 +696,7 @@ func (c *Controller) startProbe(l *link, now time.Time) {
 		c.env.Log("traffic sent went unanswered: probing now", "network", l.set.Name, "device", l.set.Device,
 			"sent_ago", now.Sub(l.unanswered).Round(time.Millisecond).String())
 		l.unanswered = time.Time{} // this round judges it
+		l.byUnanswered = true
 	}
 	l.probing, l.lastStart = true, now
 	l.rounds++

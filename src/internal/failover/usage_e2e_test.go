@@ -118,7 +118,26 @@ func TestE2EUsageMatchesKernel(t *testing.T) {
 // A monthly limit reached: connmgr sends connmgr.usage, and with limit_action 'off' the uplink
 // is not used any more (ITFNOTSUPP_SX): the route leaves Ethernet for Wi-Fi.
 func TestE2EMonthlyLimitOff(t *testing.T) {
-	dirExtra := "\nconfig uplink 'ethnet'\n\toption type 'ethernet'\n\toption monthly_limit '50K'\n\toption limit_action 'off'\n" +
+	r := monthlyLimitReached(t, "off")
+	r.waitDefault("wlan0", 5*time.Second)
+	r.waitState("ethnet", "ITFNOTSUPP_SX", 5*time.Second)
+}
+
+// With limit_action 'last_resort' Ethernet over its limit is used only while nothing else is
+// up: the route leaves it for the proven Wi-Fi (it stayed on Ethernet at 0c65d71), and comes
+// back when Wi-Fi and cellular fail.
+func TestE2EMonthlyLimitLastResort(t *testing.T) {
+	r := monthlyLimitReached(t, "last_resort")
+	r.waitDefault("wlan0", 5*time.Second)
+	r.fault("wlan0", testbed.Fault{Blackhole: true})
+	r.fault("wwan0", testbed.Fault{Blackhole: true})
+	r.waitDefault("eth0", 20*time.Second)
+}
+
+// monthlyLimitReached runs a rig whose Ethernet has a 50K monthly limit with action, passes
+// the limit and checks the connmgr.usage event.
+func monthlyLimitReached(t *testing.T, action string) *rig {
+	dirExtra := "\nconfig uplink 'ethnet'\n\toption type 'ethernet'\n\toption monthly_limit '50K'\n\toption limit_action '" + action + "'\n" +
 		"\nconfig uplink 'stanet'\n\toption type 'wifi'\n\nconfig uplink 'modemnet'\n\toption type 'cellular'\n"
 	r := newRigWith(t, rigOptions{ubus: true, args: []string{"-d"}, extra: dirExtra})
 	ledgerOf(t, r)
@@ -168,8 +187,7 @@ func TestE2EMonthlyLimitOff(t *testing.T) {
 	case <-ctx.Done():
 		t.Fatalf("no %s event\nlog:\n%s", daemon.NoticeUsage, r.p.Log())
 	}
-	r.waitDefault("wlan0", 5*time.Second)
-	r.waitState("ethnet", "ITFNOTSUPP_SX", 5*time.Second)
+	return r
 }
 
 // A ledger left in the world's place by another network namespace of this boot (a test world
