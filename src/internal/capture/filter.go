@@ -285,26 +285,40 @@ func (a *asm) program() ([]bpf.Instruction, error) {
 // accepted (any bytes: false when they hold no TCP ports where the
 // filter would have found them).
 func packetTuple(f uplink.Family, b []byte) (tuple, bool) {
+	t, _, ok := packetTCP(f, b)
+	return t, ok
+}
+
+// packetTCP is packetTuple that also returns the offset of the TCP header.
+func packetTCP(f uplink.Family, b []byte) (tuple, int, bool) {
 	if f == uplink.IPv6 {
 		return packetTuple6(b)
 	}
 	if len(b) < 20 || b[0]>>4 != 4 {
-		return tuple{}, false
+		return tuple{}, 0, false
 	}
 	ihl := int(b[0]&0x0f) * 4
 	if ihl < 20 || len(b) < ihl+4 {
-		return tuple{}, false
+		return tuple{}, 0, false
 	}
 	return tuple{
 		src: netip.AddrFrom4([4]byte(b[12:16])), dst: netip.AddrFrom4([4]byte(b[16:20])),
 		srcPort: binary.BigEndian.Uint16(b[ihl:]), dstPort: binary.BigEndian.Uint16(b[ihl+2:]),
-	}, true
+	}, ihl, true
+}
+
+// tcpSeq is the sequence number of the TCP header at off in b, if b holds it.
+func tcpSeq(b []byte, off int) (uint32, bool) {
+	if off < 0 || len(b) < off+8 {
+		return 0, false
+	}
+	return binary.BigEndian.Uint32(b[off+4:]), true
 }
 
 // packetTuple6 walks the extension headers as the filter does.
-func packetTuple6(b []byte) (tuple, bool) {
+func packetTuple6(b []byte) (tuple, int, bool) {
 	if len(b) < 40 || b[0]>>4 != 6 {
-		return tuple{}, false
+		return tuple{}, 0, false
 	}
 	next, off := b[6], 40
 	for range maxExtHeaders6 {
@@ -316,18 +330,18 @@ func packetTuple6(b []byte) (tuple, bool) {
 			next, off = b[off], off+(int(b[off+1])+1)*8
 		case unix.IPPROTO_FRAGMENT:
 			if binary.BigEndian.Uint16(b[off+2:])&0xfff8 != 0 {
-				return tuple{}, false
+				return tuple{}, 0, false
 			}
 			next, off = b[off], off+8
 		default:
-			return tuple{}, false
+			return tuple{}, 0, false
 		}
 	}
 	if next != unix.IPPROTO_TCP || off > maxTCPOffset6 || len(b) < off+4 {
-		return tuple{}, false
+		return tuple{}, 0, false
 	}
 	return tuple{
 		src: netip.AddrFrom16([16]byte(b[8:24])), dst: netip.AddrFrom16([16]byte(b[24:40])),
 		srcPort: binary.BigEndian.Uint16(b[off:]), dstPort: binary.BigEndian.Uint16(b[off+2:]),
-	}, true
+	}, off, true
 }

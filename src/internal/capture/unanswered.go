@@ -61,9 +61,13 @@ type Sent struct {
 	ct         *ctConn
 	samples    atomic.Uint64
 	unanswered atomic.Uint64
-	stop       chan struct{}
-	done       chan struct{}
-	once       sync.Once
+	// reported holds the segments (sent-direction tuple and sequence number) reported
+	// unanswered within the last RepeatQuiet: their retransmissions are no new evidence.
+	// Only the run goroutine touches it.
+	reported map[segment]time.Time
+	stop     chan struct{}
+	done     chan struct{}
+	once     sync.Once
 }
 
 // sentFilter is the kernel program of family f: accept (the headers of)
@@ -160,7 +164,7 @@ func WatchSent(cfg SentConfig) (*Sent, error) {
 		ct.Close()
 		return nil, err
 	}
-	s := &Sent{cfg: cfg, family: fam, f: f, ct: ct, stop: make(chan struct{}), done: make(chan struct{})}
+	s := &Sent{cfg: cfg, family: fam, f: f, ct: ct, reported: map[segment]time.Time{}, stop: make(chan struct{}), done: make(chan struct{})}
 	go s.run()
 	return s, nil
 }
@@ -212,8 +216,11 @@ func (s *Sent) run() {
 		}
 		if err == nil {
 			s.samples.Add(1)
-			if p, ok := packetTuple(s.family, b[:n]); ok && !s.check(p, time.Now()) {
-				return
+			if p, off, ok := packetTCP(s.family, b[:n]); ok {
+				seq, _ := tcpSeq(b[:n], off)
+				if !s.check(segment{p, seq}, time.Now()) {
+					return
+				}
 			}
 		}
 		if !s.pause(s.cfg.Period) {
@@ -223,8 +230,43 @@ func (s *Sent) run() {
 	}
 }
 
+// segment is one sent TCP segment: its connection and sequence number (a
+// retransmission has the same, a new keepalive or SYN another).
+type segment struct {
+	t   tuple
+	seq uint32
+}
+
+// RepeatQuiet is how long a segment reported unanswered is not reported
+// again. The kernel retransmits an unanswered SYN after 1, 3, 7, 15, 31 and
+// 63 s (and data on a similar rhythm): each retransmission would otherwise
+// start a round of its own, a failed connect to a dead host four or more. A
+// round that fails goes on by itself (fail_count rounds), so a dead
+// upstream loses nothing; new segments (the next keepalive) are reported.
+const RepeatQuiet = 2 * time.Minute
+
+// repeated tells whether p was reported within RepeatQuiet of at,
+// forgetting what is older.
+func (s *Sent) repeated(p segment, at time.Time) bool {
+	if last, ok := s.reported[p]; ok && at.Sub(last) < RepeatQuiet {
+		return true
+	}
+	if len(s.reported) >= 64 {
+		for k, t := range s.reported {
+			if at.Sub(t) >= RepeatQuiet {
+				delete(s.reported, k)
+			}
+		}
+	}
+	return false
+}
+
 // check follows one sent segment p: it returns false when stopped.
-func (s *Sent) check(p tuple, sent time.Time) bool {
+func (s *Sent) check(seg segment, sent time.Time) bool {
+	if s.repeated(seg, sent) {
+		return true
+	}
+	p := seg.t
 	// The answer's tuple: the reply direction of a connection opened
 	// from this side (masqueraded ones included).
 	r := tuple{src: p.dst, dst: p.src, srcPort: p.dstPort, dstPort: p.srcPort}
@@ -240,6 +282,9 @@ func (s *Sent) check(p tuple, sent time.Time) bool {
 		return true // gone (closed, reset, flushed): nothing to judge
 	}
 	if later.replyPackets == e.replyPackets {
+		if len(s.reported) < 1024 { // bounded: a flood of new connections forgets nothing it needs
+			s.reported[seg] = sent
+		}
 		s.unanswered.Add(1)
 		s.cfg.OnUnanswered(sent, time.Now())
 	}
