@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+
+	"github.com/afero/af-conn/internal/checksum"
 )
 
 // Errors of DecodePacket.
@@ -23,6 +25,7 @@ type Packet struct {
 	Src     netip.AddrPort
 	Dst     netip.AddrPort
 	Payload []byte
+	l4      []byte // the transport header and data, for ChecksumOK
 }
 
 // DecodePacket decodes an IPv4 or IPv6 packet starting at the network
@@ -97,7 +100,28 @@ func DecodePacket(b []byte) (Packet, error) {
 	default:
 		return Packet{}, fmt.Errorf("ip protocol %d: %w", pk.Proto, ErrTransport)
 	}
+	pk.l4 = l4
 	pk.Src = netip.AddrPortFrom(src, binary.BigEndian.Uint16(l4[0:]))
 	pk.Dst = netip.AddrPortFrom(dst, binary.BigEndian.Uint16(l4[2:]))
 	return pk, nil
+}
+
+// ChecksumOK says whether the packet's UDP or TCP checksum is right (an IPv4 UDP checksum of 0
+// means none was computed). A packet with a wrong one is dropped by the host's own stack, so
+// what it says must not be believed either; the caller asks only when the kernel has not
+// already vouched for the packet (see dnscap.Frame.ChecksumTrusted).
+func (pk Packet) ChecksumOK() bool {
+	if len(pk.l4) < 8 {
+		return false
+	}
+	if pk.Proto == ProtoUDP && pk.Src.Addr().Is4() && binary.BigEndian.Uint16(pk.l4[6:]) == 0 {
+		return true
+	}
+	src, dst := pk.Src.Addr().AsSlice(), pk.Dst.Addr().AsSlice()
+	pseudo := make([]byte, 0, 2*len(src)+8+len(pk.l4))
+	pseudo = append(pseudo, src...)
+	pseudo = append(pseudo, dst...)
+	pseudo = binary.BigEndian.AppendUint32(pseudo, uint32(len(pk.l4)))
+	pseudo = append(pseudo, 0, 0, 0, pk.Proto)
+	return checksum.Internet(append(pseudo, pk.l4...)) == 0
 }

@@ -1,0 +1,116 @@
+package daemon_test
+
+import (
+	"encoding/binary"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/miekg/dns"
+
+	"github.com/afero/af-conn/internal/checksum"
+)
+
+// Red-team tests of DNS extraction (issue 9 follow-up), with the real binary: what the gate
+// believes that the hub's own stack throws away.
+//
+// A reply whose UDP checksum is wrong never reaches the asking process: the kernel drops it in
+// udp_rcv, and in hold mode conntrack already calls it invalid, so the lock-down drops it before
+// the queue. In capture mode the gate reads it from its AF_PACKET socket before any of that, and
+// judges it as a reply. A forger who can see or guess the query's port and ID then (1) opens an
+// address of its choice that no process on the hub was ever told about, and (2) uses up the
+// query, so that the resolver's genuine answer, which the client does get and use, opens
+// nothing ("unsolicited"): the hub's cloud connection is dropped by its own lock-down.
+func TestE2ERedTeamBadChecksum(t *testing.T) {
+	e := newE2E(t, "nftables")
+	for _, mode := range []string{"hold", "capture"} {
+		if mode == "capture" {
+			mark := e.p.Mark()
+			if err := os.WriteFile(filepath.Join(e.dir, "connmgr"), []byte(e2eConnmgr(e.backend, "0")), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			if err := e.p.Signal(syscall.SIGHUP); err != nil {
+				t.Fatal(err)
+			}
+			e.waitLog(mark, `msg="DNS extraction running" mode=capture`)
+		}
+		forged, genuine := "198.18.200.63", "198.18.200.64"
+		if mode == "capture" {
+			forged, genuine = "198.18.200.61", "198.18.200.62"
+		}
+		f := e.newForger()
+		f.ask()
+		// The forgery: right resolver, right port, right ID, right question; a bad UDP checksum.
+		m := new(dns.Msg)
+		m.SetReply(f.query)
+		rr, _ := dns.NewRR("silent.afero.io. 3600 IN A " + forged)
+		m.Answer = []dns.RR{rr}
+		payload, _ := m.Pack()
+		src := netip.MustParseAddr(silentDNS)
+		dst, _ := netip.AddrFromSlice(f.from.IP.To4())
+		seg := udpSegment(src, dst, 53, uint16(f.from.Port), payload)
+		sum := binary.BigEndian.Uint16(seg[6:])
+		binary.BigEndian.PutUint16(seg[6:], sum+1|1) // never the right one (nor 0, "no checksum")
+		raw, err := e.w.Cloud.ListenPacket("ip4:udp", silentDNS)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := raw.WriteTo(seg, &net.IPAddr{IP: dst.AsSlice()}); err != nil {
+			t.Fatal(err)
+		}
+		raw.Close()
+		select {
+		case got := <-f.got:
+			t.Fatalf("%s: the bad-checksum reply reached the client (%v): the test's premise is wrong", mode, got)
+		case <-time.After(time.Second):
+		}
+		if slices.Contains(e.learned(), forged) {
+			t.Errorf("%s mode: a reply the hub's kernel discarded (bad UDP checksum) opened %s", mode, forged)
+		}
+		// The resolver's genuine answer, which the client does receive.
+		m = new(dns.Msg)
+		m.SetReply(f.query)
+		rr, _ = dns.NewRR("silent.afero.io. 3600 IN A " + genuine)
+		m.Answer = []dns.RR{rr}
+		b, _ := m.Pack()
+		if _, err := f.right.WriteTo(b, f.from); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case <-f.got:
+		case <-time.After(5 * time.Second):
+			t.Fatalf("%s: the genuine reply never reached the client", mode)
+		}
+		deadline := time.Now().Add(3 * time.Second)
+		for !slices.Contains(e.learned(), genuine) {
+			if time.Now().After(deadline) {
+				t.Errorf("%s mode: the genuine answer the client got did not open %s (learned %v)", mode, genuine, e.learned())
+				break
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		f.close()
+	}
+}
+
+// udpSegment is a UDP header (with its right checksum over the IPv4 pseudo-header) and payload.
+func udpSegment(src, dst netip.Addr, sport, dport uint16, payload []byte) []byte {
+	seg := make([]byte, 8+len(payload))
+	binary.BigEndian.PutUint16(seg[0:], sport)
+	binary.BigEndian.PutUint16(seg[2:], dport)
+	binary.BigEndian.PutUint16(seg[4:], uint16(len(seg)))
+	copy(seg[8:], payload)
+	s4, d4 := src.As4(), dst.As4()
+	pseudo := append(append(s4[:], d4[:]...), 0, syscall.IPPROTO_UDP, byte(len(seg)>>8), byte(len(seg)))
+	c := checksum.Internet(append(pseudo, seg...))
+	if c == 0 {
+		c = 0xffff
+	}
+	binary.BigEndian.PutUint16(seg[6:], c)
+	return seg
+}
