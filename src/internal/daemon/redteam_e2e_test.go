@@ -30,14 +30,7 @@ func TestE2ERedTeamBadChecksum(t *testing.T) {
 	e := newE2E(t, "nftables")
 	for _, mode := range []string{"hold", "capture"} {
 		if mode == "capture" {
-			mark := e.p.Mark()
-			if err := os.WriteFile(filepath.Join(e.dir, "connmgr"), []byte(e2eConnmgr(e.backend, "0")), 0o644); err != nil {
-				t.Fatal(err)
-			}
-			if err := e.p.Signal(syscall.SIGHUP); err != nil {
-				t.Fatal(err)
-			}
-			e.waitLog(mark, `msg="DNS extraction running" mode=capture`)
+			redTeamToCapture(e)
 		}
 		forged, genuine := "198.18.200.63", "198.18.200.64"
 		if mode == "capture" {
@@ -105,12 +98,108 @@ func udpSegment(src, dst netip.Addr, sport, dport uint16, payload []byte) []byte
 	binary.BigEndian.PutUint16(seg[2:], dport)
 	binary.BigEndian.PutUint16(seg[4:], uint16(len(seg)))
 	copy(seg[8:], payload)
-	s4, d4 := src.As4(), dst.As4()
-	pseudo := append(append(s4[:], d4[:]...), 0, syscall.IPPROTO_UDP, byte(len(seg)>>8), byte(len(seg)))
-	c := checksum.Internet(append(pseudo, seg...))
+	c := l4Checksum(src, dst, syscall.IPPROTO_UDP, seg)
 	if c == 0 {
 		c = 0xffff
 	}
 	binary.BigEndian.PutUint16(seg[6:], c)
 	return seg
+}
+
+// l4Checksum is the UDP/TCP checksum of seg (its checksum field 0) over the IPv4 pseudo-header.
+func l4Checksum(src, dst netip.Addr, proto byte, seg []byte) uint16 {
+	s4, d4 := src.As4(), dst.As4()
+	pseudo := append(append(s4[:], d4[:]...), 0, proto, byte(len(seg)>>8), byte(len(seg)))
+	return checksum.Internet(append(pseudo, seg...))
+}
+
+// redTeamToCapture switches the daemon to capture mode (dns_hold '0', by SIGHUP).
+func redTeamToCapture(e *e2e) {
+	e.t.Helper()
+	mark := e.p.Mark()
+	if err := os.WriteFile(filepath.Join(e.dir, "connmgr"), []byte(e2eConnmgr(e.backend, "0")), 0o644); err != nil {
+		e.t.Fatal(err)
+	}
+	if err := e.p.Signal(syscall.SIGHUP); err != nil {
+		e.t.Fatal(err)
+	}
+	e.waitLog(mark, `msg="DNS extraction running" mode=capture`)
+}
+
+// In capture mode a TCP "reply" was judged from one segment, without its sequence number: a
+// forger who knows the connection's ports and the query's ID, but not the 32 bits TCP's
+// sequence numbers add, opens an address of its choice, though the hub's stack drops the
+// segment (out of window) and no client ever reads it. (Hold mode: conntrack calls such a
+// segment invalid and the lock-down drops it before the queue.)
+func TestE2ERedTeamTCPSequence(t *testing.T) {
+	e := newE2E(t, "nftables")
+	redTeamToCapture(e)
+	ln, err := e.w.Cloud.Listen("tcp4", silentDNS+":53")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	got := make(chan []byte, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		buf := make([]byte, 512)
+		n, _ := c.Read(buf)
+		got <- buf[:n]
+		time.Sleep(30 * time.Second) // never answers
+	}()
+	var conn net.Conn
+	if err := e.w.Device.Do(func() (err error) {
+		conn, err = net.DialTimeout("tcp4", silentDNS+":53", 5*time.Second)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	q := new(dns.Msg)
+	q.SetQuestion("silent.afero.io.", dns.TypeA)
+	qb, _ := q.Pack()
+	if _, err := conn.Write(append(binary.BigEndian.AppendUint16(nil, uint16(len(qb))), qb...)); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-got:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the TCP query never reached the resolver")
+	}
+	m := new(dns.Msg)
+	m.SetReply(q)
+	rr, _ := dns.NewRR("silent.afero.io. 3600 IN A 198.18.200.65")
+	m.Answer = []dns.RR{rr}
+	rb, _ := m.Pack()
+	local := conn.LocalAddr().(*net.TCPAddr)
+	dst, _ := netip.AddrFromSlice(local.IP.To4())
+	seg := make([]byte, 20, 22+len(rb))
+	binary.BigEndian.PutUint16(seg[0:], 53)
+	binary.BigEndian.PutUint16(seg[2:], uint16(local.Port))
+	binary.BigEndian.PutUint32(seg[4:], 0x5eed5eed) // a guessed sequence number
+	binary.BigEndian.PutUint32(seg[8:], 0x0acc0acc) // and acknowledgement
+	seg[12] = 5 << 4
+	seg[13] = 0x18 // PSH|ACK
+	binary.BigEndian.PutUint16(seg[14:], 65535)
+	seg = append(binary.BigEndian.AppendUint16(seg, uint16(len(rb))), rb...)
+	binary.BigEndian.PutUint16(seg[16:], l4Checksum(netip.MustParseAddr(silentDNS), dst, syscall.IPPROTO_TCP, seg))
+	raw, err := e.w.Cloud.ListenPacket("ip4:tcp", silentDNS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := raw.WriteTo(seg, &net.IPAddr{IP: dst.AsSlice()}); err != nil {
+		t.Fatal(err)
+	}
+	raw.Close()
+	conn.SetReadDeadline(time.Now().Add(time.Second))
+	if n, err := conn.Read(make([]byte, 512)); err == nil {
+		t.Fatalf("the out-of-window segment reached the client (%d bytes): the test's premise is wrong", n)
+	}
+	if slices.Contains(e.learned(), "198.18.200.65") {
+		t.Errorf("capture mode: a TCP segment the hub's stack dropped (wrong sequence number) opened 198.18.200.65")
+	}
 }

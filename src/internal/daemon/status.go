@@ -40,7 +40,7 @@ type FirewallStatus struct {
 	DNSFallback string `json:"dns_fallback,omitempty"`
 	// DNSRejected counts the DNS replies not trusted, by reason: untrusted_resolver (not a
 	// resolver of an uplink), unsolicited, wrong_source, wrong_port, wrong_id, wrong_question,
-	// bad_checksum (capture mode; their sum is Counters.ForgedReplies).
+	// wrong_sequence (TCP), bad_checksum (capture mode; their sum is Counters.ForgedReplies).
 	DNSRejected map[string]uint64 `json:"dns_rejected,omitempty"`
 	// DNSTrustedResolvers are the resolvers whose replies may open the firewall.
 	DNSTrustedResolvers []string `json:"dns_trusted_resolvers,omitempty"`

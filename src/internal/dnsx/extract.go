@@ -141,6 +141,9 @@ func (x *Extractor) query(pk Packet, kind queryKind) error {
 		return fmt.Errorf("query %s -> %s: qr %v opcode %d: %w", pk.Src, pk.Dst, h.Response, h.Opcode, ErrNotQuery)
 	}
 	e := Exchange{Proto: pk.Proto, Client: pk.Src, Resolver: pk.Dst, ID: h.ID, Question: q}
+	if pk.Proto == ProtoTCP {
+		e.Seq, e.Ack = pk.Seq+uint32(2+len(pk.Payload)), pk.Ack
+	}
 	switch kind {
 	case queryLAN:
 		x.tr.QueryLAN(e)
@@ -184,7 +187,7 @@ func (x *Extractor) Reply(pk Packet) (Result, error) {
 		x.stats.Malformed++
 		return Result{}, fmt.Errorf("reply %s -> %s: %w", pk.Src, pk.Dst, ErrNotResponse)
 	}
-	res := Result{Exchange: Exchange{Proto: pk.Proto, Client: pk.Dst, Resolver: pk.Src, ID: m.ID, Question: m.Question}}
+	res := Result{Exchange: Exchange{Proto: pk.Proto, Client: pk.Dst, Resolver: pk.Src, ID: m.ID, Question: m.Question, Seq: pk.Seq, Ack: pk.Ack}}
 	match := x.tr.ReplyMatch(res.Exchange)
 	res.Reason, res.LAN = match.Reason, match.LAN
 	if res.Reason != Trusted || m.Opcode != 0 || m.RCode != 0 {

@@ -25,7 +25,9 @@ type Packet struct {
 	Src     netip.AddrPort
 	Dst     netip.AddrPort
 	Payload []byte
-	l4      []byte // the transport header and data, for ChecksumOK
+	// Seq and Ack are a TCP segment's sequence and acknowledgement numbers (0 for UDP).
+	Seq, Ack uint32
+	l4       []byte // the transport header and data, for ChecksumOK
 }
 
 // DecodePacket decodes an IPv4 or IPv6 packet starting at the network
@@ -97,6 +99,7 @@ func DecodePacket(b []byte) (Packet, error) {
 			return Packet{}, fmt.Errorf("tcp payload of %d bytes: %w", len(data), ErrTCPSegment)
 		}
 		pk.Payload = data[2:]
+		pk.Seq, pk.Ack = binary.BigEndian.Uint32(l4[4:]), binary.BigEndian.Uint32(l4[8:])
 	default:
 		return Packet{}, fmt.Errorf("ip protocol %d: %w", pk.Proto, ErrTransport)
 	}

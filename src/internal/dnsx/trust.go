@@ -21,6 +21,11 @@ type Exchange struct {
 	Resolver netip.AddrPort
 	ID       uint16
 	Question Question
+	// TCP only: for a query, Seq is the client's sequence number after the query and Ack the
+	// resolver's next one it expects; for a reply, the segment's own numbers. A reply must
+	// acknowledge the query and follow the resolver's earlier bytes, within tcpWindow: what
+	// TCP itself checks, which capture mode would otherwise skip.
+	Seq, Ack uint32
 }
 
 // Reason says why a reply was or was not trusted. The values index Counts.
@@ -34,10 +39,11 @@ const (
 	WrongPort                // ... to that address, none from the reply's source port
 	WrongID                  // ... none with the reply's DNS ID
 	WrongQuestion            // ... none with the reply's question (name, type, class)
+	WrongSequence            // ... none on the TCP stream where the reply's segment lies
 	NumReasons
 )
 
-var reasonNames = [NumReasons]string{"trusted", "untrusted_resolver", "unsolicited", "wrong_source", "wrong_port", "wrong_id", "wrong_question"}
+var reasonNames = [NumReasons]string{"trusted", "untrusted_resolver", "unsolicited", "wrong_source", "wrong_port", "wrong_id", "wrong_question", "wrong_sequence"}
 
 func (r Reason) String() string {
 	if r < NumReasons {
@@ -62,6 +68,10 @@ const (
 	// forwarded copy (leaving an uplink after source NAT) is recognised by
 	// ID, question and resolver when NAT changed the source port.
 	natWindow = 2 * time.Second
+	// tcpWindow: how far past the query's end a TCP reply may acknowledge, and past the
+	// resolver's next byte at the query it may start (replies to earlier pipelined queries):
+	// a blind forger hits it once in 2^24 tries, on top of the port and the ID.
+	tcpWindow = 1 << 20
 	// graveFactor: how many evicted LAN queries per LAN table entry are
 	// remembered until their copies leave (a burst queued on a slow uplink).
 	graveFactor = 4
@@ -94,6 +104,7 @@ type pending struct {
 	resolver  netip.AddrPort
 	id        uint16
 	q         Question
+	seq, ack  uint32 // TCP: see Exchange
 	added     time.Time
 	expires   time.Time
 	done      bool // answered, expired or evicted: lazily dropped from the queues
@@ -324,6 +335,8 @@ func (t *Tracker) add(x Exchange, now time.Time, lan bool) *pending {
 		resolver: x.Resolver,
 		id:       x.ID,
 		q:        x.Question,
+		seq:      x.Seq,
+		ack:      x.Ack,
 		added:    now,
 		expires:  now.Add(t.ttl),
 	}
@@ -441,6 +454,8 @@ func (t *Tracker) match(x Exchange) Match {
 			r = WrongID
 		case p.q != x.Question:
 			r = WrongQuestion
+		case x.Proto == ProtoTCP && (x.Ack-p.seq >= tcpWindow || x.Seq-p.ack >= tcpWindow):
+			r = WrongSequence
 		default:
 			t.remove(p)
 			return Match{Reason: Trusted, LAN: p.lan && !p.rewritten}
