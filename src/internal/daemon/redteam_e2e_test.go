@@ -4,8 +4,6 @@ import (
 	"encoding/binary"
 	"net"
 	"net/netip"
-	"os"
-	"path/filepath"
 	"slices"
 	"syscall"
 	"testing"
@@ -27,10 +25,16 @@ import (
 // query, so that the resolver's genuine answer, which the client does get and use, opens
 // nothing ("unsolicited"): the hub's cloud connection is dropped by its own lock-down.
 func TestE2ERedTeamBadChecksum(t *testing.T) {
-	e := newE2E(t, "nftables")
+	for _, backend := range []string{"nftables", "iptables"} {
+		t.Run(backend, func(t *testing.T) { redTeamBadChecksum(t, backend) })
+	}
+}
+
+func redTeamBadChecksum(t *testing.T, backend string) {
+	e := newE2E(t, backend)
 	for _, mode := range []string{"hold", "capture"} {
 		if mode == "capture" {
-			redTeamToCapture(e)
+			e.switchToCapture()
 		}
 		forged, genuine := "198.18.200.63", "198.18.200.64"
 		if mode == "capture" {
@@ -113,19 +117,6 @@ func l4Checksum(src, dst netip.Addr, proto byte, seg []byte) uint16 {
 	return checksum.Internet(append(pseudo, seg...))
 }
 
-// redTeamToCapture switches the daemon to capture mode (dns_hold '0', by SIGHUP).
-func redTeamToCapture(e *e2e) {
-	e.t.Helper()
-	mark := e.p.Mark()
-	if err := os.WriteFile(filepath.Join(e.dir, "connmgr"), []byte(e2eConnmgr(e.backend, "0")), 0o644); err != nil {
-		e.t.Fatal(err)
-	}
-	if err := e.p.Signal(syscall.SIGHUP); err != nil {
-		e.t.Fatal(err)
-	}
-	e.waitLog(mark, `msg="DNS extraction running" mode=capture`)
-}
-
 // In capture mode a TCP "reply" was judged from one segment, without its sequence number: a
 // forger who knows the connection's ports and the query's ID, but not the 32 bits TCP's
 // sequence numbers add, opens an address of its choice, though the hub's stack drops the
@@ -133,7 +124,7 @@ func redTeamToCapture(e *e2e) {
 // segment invalid and the lock-down drops it before the queue.)
 func TestE2ERedTeamTCPSequence(t *testing.T) {
 	e := newE2E(t, "nftables")
-	redTeamToCapture(e)
+	e.switchToCapture()
 	ln, err := e.w.Cloud.Listen("tcp4", silentDNS+":53")
 	if err != nil {
 		t.Fatal(err)
