@@ -4,7 +4,11 @@ import (
 	"encoding/binary"
 	"net"
 	"net/netip"
+	"os"
+	"path/filepath"
+	"regexp"
 	"slices"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -12,6 +16,7 @@ import (
 	"github.com/miekg/dns"
 
 	"github.com/afero/af-conn/internal/checksum"
+	"github.com/afero/af-conn/internal/testbed"
 )
 
 // Red-team tests of DNS extraction (issue 9 follow-up), with the real binary: what the gate
@@ -192,5 +197,116 @@ func TestE2ERedTeamTCPSequence(t *testing.T) {
 	}
 	if slices.Contains(e.learned(), "198.18.200.65") {
 		t.Errorf("capture mode: a TCP segment the hub's stack dropped (wrong sequence number) opened 198.18.200.65")
+	}
+}
+
+// A LAN client's query must never open the device itself (README, "directions and scope"). In
+// hold mode the gate tells a LAN client's answer from the hub's by where the reply goes. Over
+// IPv6 there is no NAT and Linux forwards a packet whose source is one of the router's own
+// addresses (IPv4 calls that a martian and drops it): a LAN client that sends its query to the
+// uplink's resolver with the hub's uplink address as source gets the reply delivered to the
+// hub, and its answer was opened for the device (allow6) as if the hub had asked.
+func TestE2ERedTeamLANSpoofsHubV6(t *testing.T) {
+	slow6DNS := netip.MustParseAddr("2001:db8:ff::54")
+	w := testbed.New(t, testbed.Options{IPv6: testbed.V6Static})
+	spoofed := netip.MustParseAddr("2001:db8:ff::77")
+	recs := append(testbed.DefaultRecords(), testbed.Record{Name: "lan6.afero.io", TTL: 60, Addr: spoofed})
+	if _, err := w.StartDNS(recs); err != nil {
+		t.Fatal(err)
+	}
+	resolv := "nameserver " + testbed.DNSAddr.String() + "\nnameserver " + testbed.DNS6Addr.String() + "\n"
+	if err := os.WriteFile(filepath.Join(w.EtcDir, "resolv.conf"), []byte(resolv), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	lan, err := w.AddLAN("wlan0-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := startE2E(t, w, "nftables", map[string]string{
+		"network":   e2eNetwork + "\nconfig interface 'apnet'\n\toption proto 'static'\n",
+		"wireless":  advWireless,
+		"connmgr":   e2eConnmgr("nftables", "1") + "\tlist trusted_resolver '" + slow6DNS.String() + "'\n",
+		"whitelist": "*.afero.io\n",
+	}, nil)
+	// The hub's global IPv6 address on eth0, which the client claims.
+	out, err := w.Device.Run("ip", "-6", "-o", "addr", "show", "dev", "eth0", "scope", "global")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile(`inet6 (2001:db8:[0-9a-f:]+)/`).FindStringSubmatch(out)
+	if m == nil {
+		t.Fatalf("no global IPv6 address on the device's eth0: %q", out)
+	}
+	hub := netip.MustParseAddr(m[1])
+	for _, s := range []struct{ k, v string }{{"net.ipv6.conf.eth0.accept_ra", "2"}, {"net.ipv6.conf.all.forwarding", "1"}} {
+		if err := w.Device.Sysctl(s.k, s.v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := w.Device.IP("addr add 2001:db8:100::1/64 dev wlan0-1 nodad"); err != nil {
+		t.Fatal(err)
+	}
+	if err := lan.NS.IP("addr add 2001:db8:100::2/64 dev eth0 nodad", "addr add "+hub.String()+"/128 dev eth0 nodad",
+		"route add "+slow6DNS.String()+"/128 via 2001:db8:100::1 src "+hub.String()); err != nil {
+		t.Fatal(err)
+	}
+	// A trusted resolver 50 ms away, as real ones are (the gate reads the LAN query before the
+	// reply comes; the world's own resolver answers within a millisecond, which races it).
+	if err := w.Cloud.IP("addr add " + slow6DNS.String() + "/128 dev lo nodad"); err != nil {
+		t.Fatal(err)
+	}
+	slow, err := w.Cloud.ListenPacket("udp6", netip.AddrPortFrom(slow6DNS, 53).String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer slow.Close()
+	go func() {
+		buf := make([]byte, 2048)
+		for {
+			n, from, err := slow.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			q := new(dns.Msg)
+			if q.Unpack(buf[:n]) != nil {
+				continue
+			}
+			m := new(dns.Msg)
+			m.SetReply(q)
+			rr, _ := dns.NewRR("lan6.afero.io. 60 IN AAAA " + spoofed.String())
+			m.Answer = []dns.RR{rr}
+			b, _ := m.Pack()
+			time.Sleep(50 * time.Millisecond)
+			slow.WriteTo(b, from)
+		}
+	}()
+	mark := e.p.Mark()
+	q := new(dns.Msg)
+	q.SetQuestion("lan6.afero.io.", dns.TypeAAAA)
+	qb, _ := q.Pack()
+	if err := lan.NS.Do(func() error {
+		c, err := net.DialUDP("udp6", net.UDPAddrFromAddrPort(netip.AddrPortFrom(hub, 40053)),
+			net.UDPAddrFromAddrPort(netip.AddrPortFrom(slow6DNS, 53)))
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		_, err = c.Write(qb)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	// The premise: the hub forwarded the query and the resolver's answer was judged.
+	e.waitLog(mark, `DNS reply".* name=lan6\.afero\.io`)
+	time.Sleep(200 * time.Millisecond)
+	set := func(name string) string {
+		out, _ := w.Device.Run("nft", "list", "set", "inet", "afconn", name)
+		return out
+	}
+	if strings.Contains(set("allow6"), spoofed.String()) {
+		t.Errorf("a LAN client's query (source: the hub's own address) opened %s for the device (allow6): %s", spoofed, set("allow6"))
+	}
+	if !strings.Contains(set("fwd6"), spoofed.String()) {
+		t.Errorf("the trusted answer to a LAN client's query did not open %s for forwarding (fwd6): %s", spoofed, set("fwd6"))
 	}
 }

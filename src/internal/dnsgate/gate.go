@@ -442,8 +442,10 @@ func (g *Gate) reply(pk dnsx.Packet, seen time.Time) {
 	// (res.LAN). In hold mode the reply is judged after NAT was undone, so its
 	// destination says it exactly: the host's own address or a client's.
 	ev.Forward = res.LAN
+	// A query seen arriving from the LAN is a LAN client's whatever its source: over IPv6
+	// (no NAT) a client may claim the host's own address, and Linux forwards that.
 	if g.mode == ModeHold && g.cfg.IsLocal != nil && res.Exchange.Client.IsValid() {
-		ev.Forward = !g.cfg.IsLocal(res.Exchange.Client.Addr())
+		ev.Forward = res.SeenOnLAN || !g.cfg.IsLocal(res.Exchange.Client.Addr())
 	}
 	if len(res.Revoke) > 0 {
 		if ferr := g.cfg.Opener.Forget(res.Revoke); ferr != nil {

@@ -28,8 +28,9 @@ type Result struct {
 	Reason   Reason   // trust verdict
 	Exchange Exchange // who answered whom, and the question
 	Chain    Chain    // walked only for trusted replies
-	// LAN: the reply answers a LAN client's query.
-	LAN bool
+	// LAN: the reply answers a LAN client's query. SeenOnLAN: that query was seen
+	// arriving from the LAN (see Match).
+	LAN, SeenOnLAN bool
 	// Pinholes holds the addresses to open: only for a trusted, successful
 	// reply whose chain is whitelisted, within the Limits.
 	Pinholes []Pinhole
@@ -189,7 +190,7 @@ func (x *Extractor) Reply(pk Packet) (Result, error) {
 	}
 	res := Result{Exchange: Exchange{Proto: pk.Proto, Client: pk.Dst, Resolver: pk.Src, ID: m.ID, Question: m.Question, Seq: pk.Seq, Ack: pk.Ack}}
 	match := x.tr.ReplyMatch(res.Exchange)
-	res.Reason, res.LAN = match.Reason, match.LAN
+	res.Reason, res.LAN, res.SeenOnLAN = match.Reason, match.LAN, match.SeenOnLAN
 	if res.Reason != Trusted || m.Opcode != 0 || m.RCode != 0 {
 		return res, nil
 	}

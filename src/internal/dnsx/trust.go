@@ -105,6 +105,7 @@ type pending struct {
 	id        uint16
 	q         Question
 	seq, ack  uint32 // TCP: see Exchange
+	seenOnLAN bool   // QueryLAN: arrived from a LAN interface
 	added     time.Time
 	expires   time.Time
 	done      bool // answered, expired or evicted: lazily dropped from the queues
@@ -322,6 +323,7 @@ func (t *Tracker) addLAN(x Exchange, now time.Time, nat bool) {
 		t.stats.LANEvicted++
 	}
 	p := t.add(x, now, true)
+	p.seenOnLAN = nat
 	if nat {
 		nk := natKey{x.Proto, x.Resolver, x.ID, x.Question}
 		t.nat[nk] = append(t.nat[nk], p)
@@ -416,6 +418,10 @@ type Match struct {
 	// LAN: the reply answers a LAN client's query (whichever address view
 	// it was seen in).
 	LAN bool
+	// SeenOnLAN: the query was seen arriving from a LAN interface. The host's own
+	// queries never arrive there, whatever their source address says: an IPv6
+	// client may send one with the host's own address, which Linux forwards.
+	SeenOnLAN bool
 }
 
 // Reply checks a reply against the pending queries. Trusted consumes the
@@ -458,7 +464,7 @@ func (t *Tracker) match(x Exchange) Match {
 			r = WrongSequence
 		default:
 			t.remove(p)
-			return Match{Reason: Trusted, LAN: p.lan && !p.rewritten}
+			return Match{Reason: Trusted, LAN: p.lan && !p.rewritten, SeenOnLAN: p.seenOnLAN}
 		}
 		best = max(best, r)
 	}
