@@ -218,16 +218,7 @@ func TestE2ERedTeamLANSpoofsHubV6(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(w.EtcDir, "resolv.conf"), []byte(resolv), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	lan, err := w.AddLAN("wlan0-1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	e := startE2E(t, w, "nftables", map[string]string{
-		"network":   e2eNetwork + "\nconfig interface 'apnet'\n\toption proto 'static'\n",
-		"wireless":  advWireless,
-		"connmgr":   e2eConnmgr("nftables", "1") + "\tlist trusted_resolver '" + slow6DNS.String() + "'\n",
-		"whitelist": "*.afero.io\n",
-	}, nil)
+	lan, e := startWithAP(t, w, e2eConnmgr("nftables", "1")+"\tlist trusted_resolver '"+slow6DNS.String()+"'\n")
 	// The hub's global IPv6 address on eth0, which the client claims.
 	out, err := w.Device.Run("ip", "-6", "-o", "addr", "show", "dev", "eth0", "scope", "global")
 	if err != nil {
@@ -309,4 +300,20 @@ func TestE2ERedTeamLANSpoofsHubV6(t *testing.T) {
 	if !strings.Contains(set("fwd6"), spoofed.String()) {
 		t.Errorf("the trusted answer to a LAN client's query did not open %s for forwarding (fwd6): %s", spoofed, set("fwd6"))
 	}
+}
+
+// startWithAP adds an access point's LAN (wlan0-1, network apnet) to w and starts connmgr with
+// the given /etc/config/connmgr (nftables backend) and the whitelist *.afero.io.
+func startWithAP(t *testing.T, w *testbed.World, connmgr string) (*testbed.LAN, *e2e) {
+	t.Helper()
+	lan, err := w.AddLAN("wlan0-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return lan, startE2E(t, w, "nftables", map[string]string{
+		"network":   e2eNetwork + "\nconfig interface 'apnet'\n\toption proto 'static'\n",
+		"wireless":  advWireless,
+		"connmgr":   connmgr,
+		"whitelist": "*.afero.io\n",
+	}, nil)
 }
