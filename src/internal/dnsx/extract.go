@@ -144,6 +144,10 @@ func (x *Extractor) query(pk Packet, kind queryKind) error {
 	e := Exchange{Proto: pk.Proto, Client: pk.Src, Resolver: pk.Dst, ID: h.ID, Question: q}
 	if pk.Proto == ProtoTCP {
 		e.Seq, e.Ack = pk.Seq+uint32(2+len(pk.Payload)), pk.Ack
+		if pk.Flags&TCPFlagSYN != 0 {
+			e.Seq++ // data on a SYN (TCP Fast Open) starts after it
+		}
+		e.AckUnknown = pk.Flags&TCPFlagACK == 0
 	}
 	switch kind {
 	case queryLAN:

@@ -122,5 +122,6 @@ func tcpNumbers(b []byte, seq, ack uint32) []byte {
 	}
 	binary.BigEndian.PutUint32(l4[4:], seq)
 	binary.BigEndian.PutUint32(l4[8:], ack)
+	l4[13] |= TCPFlagACK
 	return b
 }

@@ -18,6 +18,12 @@ var (
 	ErrPacketShort = errors.New("packet truncated")
 )
 
+// TCP flags of Packet.Flags.
+const (
+	TCPFlagSYN = 0x02
+	TCPFlagACK = 0x10
+)
+
 // Packet is an IP packet carrying DNS: its transport, source and
 // destination, and the DNS message (for TCP without the length prefix).
 type Packet struct {
@@ -25,8 +31,10 @@ type Packet struct {
 	Src     netip.AddrPort
 	Dst     netip.AddrPort
 	Payload []byte
-	// Seq and Ack are a TCP segment's sequence and acknowledgement numbers (0 for UDP).
+	// Seq and Ack are a TCP segment's sequence and acknowledgement numbers and Flags its
+	// flags (0 for UDP).
 	Seq, Ack uint32
+	Flags    uint8
 	l4       []byte // the transport header and data, for ChecksumOK
 }
 
@@ -99,7 +107,7 @@ func DecodePacket(b []byte) (Packet, error) {
 			return Packet{}, fmt.Errorf("tcp payload of %d bytes: %w", len(data), ErrTCPSegment)
 		}
 		pk.Payload = data[2:]
-		pk.Seq, pk.Ack = binary.BigEndian.Uint32(l4[4:]), binary.BigEndian.Uint32(l4[8:])
+		pk.Seq, pk.Ack, pk.Flags = binary.BigEndian.Uint32(l4[4:]), binary.BigEndian.Uint32(l4[8:]), l4[13]
 	default:
 		return Packet{}, fmt.Errorf("ip protocol %d: %w", pk.Proto, ErrTransport)
 	}

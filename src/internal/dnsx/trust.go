@@ -26,6 +26,9 @@ type Exchange struct {
 	// acknowledge the query and follow the resolver's earlier bytes, within tcpWindow: what
 	// TCP itself checks, which capture mode would otherwise skip.
 	Seq, Ack uint32
+	// AckUnknown: the query's segment acknowledged nothing (its data rode on the SYN, TCP
+	// Fast Open), so where the resolver's bytes start is not known and not checked.
+	AckUnknown bool
 }
 
 // Reason says why a reply was or was not trusted. The values index Counts.
@@ -99,16 +102,17 @@ type pending struct {
 	// recognised by ID, question and resolver alone; the hub's own query
 	// may look the same (a LAN client can send its queries with every ID),
 	// so the answer is not told to be a LAN client's.
-	rewritten bool
-	grave     bool // evicted before its NAT copy was seen: kept in nat to absorb it
-	resolver  netip.AddrPort
-	id        uint16
-	q         Question
-	seq, ack  uint32 // TCP: see Exchange
-	seenOnLAN bool   // QueryLAN: arrived from a LAN interface
-	added     time.Time
-	expires   time.Time
-	done      bool // answered, expired or evicted: lazily dropped from the queues
+	rewritten  bool
+	grave      bool // evicted before its NAT copy was seen: kept in nat to absorb it
+	resolver   netip.AddrPort
+	id         uint16
+	q          Question
+	seq, ack   uint32 // TCP: see Exchange
+	ackUnknown bool
+	seenOnLAN  bool // QueryLAN: arrived from a LAN interface
+	added      time.Time
+	expires    time.Time
+	done       bool // answered, expired or evicted: lazily dropped from the queues
 }
 
 // fifo is a queue of pending queries in insertion order (which is also
@@ -332,15 +336,16 @@ func (t *Tracker) addLAN(x Exchange, now time.Time, nat bool) {
 
 func (t *Tracker) add(x Exchange, now time.Time, lan bool) *pending {
 	p := &pending{
-		key:      flowKey{x.Proto, x.Client},
-		lan:      lan,
-		resolver: x.Resolver,
-		id:       x.ID,
-		q:        x.Question,
-		seq:      x.Seq,
-		ack:      x.Ack,
-		added:    now,
-		expires:  now.Add(t.ttl),
+		key:        flowKey{x.Proto, x.Client},
+		lan:        lan,
+		resolver:   x.Resolver,
+		id:         x.ID,
+		q:          x.Question,
+		seq:        x.Seq,
+		ack:        x.Ack,
+		ackUnknown: x.AckUnknown,
+		added:      now,
+		expires:    now.Add(t.ttl),
 	}
 	t.flows[p.key] = append(t.flows[p.key], p)
 	t.stats.Queries++
@@ -460,7 +465,7 @@ func (t *Tracker) match(x Exchange) Match {
 			r = WrongID
 		case p.q != x.Question:
 			r = WrongQuestion
-		case x.Proto == ProtoTCP && (x.Ack-p.seq >= tcpWindow || x.Seq-p.ack >= tcpWindow):
+		case x.Proto == ProtoTCP && (x.Ack-p.seq >= tcpWindow || !p.ackUnknown && x.Seq-p.ack >= tcpWindow):
 			r = WrongSequence
 		default:
 			t.remove(p)
