@@ -288,7 +288,9 @@ func TestE2ERedTeamLANSpoofsHubV6(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The premise: the hub forwarded the query and the resolver's answer was judged.
-	e.waitLog(mark, `DNS reply".* name=lan6\.afero\.io`)
+	// (Logged once the answer is opened; an "untrusted DNS reply ... unsolicited" instead means
+	// the gate had not read the query yet: the premise failed, not the lock-down.)
+	e.waitLog(mark, `msg="DNS reply" name=lan6\.afero\.io`)
 	time.Sleep(200 * time.Millisecond)
 	set := func(name string) string {
 		out, _ := w.Device.Run("nft", "list", "set", "inet", "afconn", name)
