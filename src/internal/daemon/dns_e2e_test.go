@@ -532,6 +532,16 @@ func logOffset(p *testbed.Process, mark int) int {
 // Capture mode (dns_hold '0', by SIGHUP) opens whitelisted answers too, racing the reply.
 func (e *e2e) toCapture() {
 	e.t.Helper()
+	e.switchToCapture()
+	mark := e.p.Mark()
+	e.resolve("short.afero.io")
+	e.waitLog(mark, `msg="DNS reply" name=short.afero.io matched=short.afero.io opened=198\.18\.200\.4/3s`)
+	e.waitLearned("198.18.200.1", "198.18.200.2", "198.18.200.4")
+}
+
+// switchToCapture switches the daemon to capture mode (dns_hold '0', by SIGHUP) and waits for it.
+func (e *e2e) switchToCapture() {
+	e.t.Helper()
 	mark := e.p.Mark()
 	if err := os.WriteFile(filepath.Join(e.dir, "connmgr"), []byte(e2eConnmgr(e.backend, "0")), 0o644); err != nil {
 		e.t.Fatal(err)
@@ -540,9 +550,6 @@ func (e *e2e) toCapture() {
 		e.t.Fatal(err)
 	}
 	e.waitLog(mark, `msg="DNS extraction running" mode=capture`)
-	e.resolve("short.afero.io")
-	e.waitLog(mark, `msg="DNS reply" name=short.afero.io matched=short.afero.io opened=198\.18\.200\.4/3s`)
-	e.waitLearned("198.18.200.1", "198.18.200.2", "198.18.200.4")
 }
 
 // mustDropQuick is mustDrop with a short timeout, for many addresses.

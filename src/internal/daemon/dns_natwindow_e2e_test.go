@@ -30,16 +30,7 @@ func TestE2EDNSHubQueryNotTakenForLANCopy(t *testing.T) {
 		t.Fatal(err)
 	}
 	serveCloudTCP(t, w)
-	lan, err := w.AddLAN("wlan0-1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	e := startE2E(t, w, "nftables", map[string]string{
-		"network":   e2eNetwork + "\nconfig interface 'apnet'\n\toption proto 'static'\n",
-		"wireless":  advWireless,
-		"connmgr":   e2eConnmgr("nftables", "0"),
-		"whitelist": "*.afero.io\n",
-	}, nil)
+	lan, e := startWithAP(t, w, e2eConnmgr("nftables", "0"))
 	name, addr := "h-1.afero.io", hubAddr(1).String()
 	const hubID = 0x4242
 	lan.NS.MustDo(t, func() {
@@ -65,7 +56,7 @@ func TestE2EDNSHubQueryNotTakenForLANCopy(t *testing.T) {
 	q := new(dns.Msg)
 	q.SetQuestion(dns.Fqdn(name), dns.TypeA)
 	q.Id = hubID
-	err = w.Device.Do(func() error {
+	err := w.Device.Do(func() error {
 		m, _, err := (&dns.Client{Timeout: 5 * time.Second}).Exchange(q, net.JoinHostPort(testbed.DNSAddr.String(), "53"))
 		if err == nil && len(m.Answer) == 0 {
 			err = fmt.Errorf("no answer")

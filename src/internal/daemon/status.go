@@ -39,8 +39,8 @@ type FirewallStatus struct {
 	// DNSFallback says why DNS extraction is not in hold mode ("" in hold mode).
 	DNSFallback string `json:"dns_fallback,omitempty"`
 	// DNSRejected counts the DNS replies not trusted, by reason: untrusted_resolver (not a
-	// resolver of an uplink), unsolicited, wrong_source, wrong_port, wrong_id, wrong_question
-	// (their sum is Counters.ForgedReplies).
+	// resolver of an uplink), unsolicited, wrong_source, wrong_port, wrong_id, wrong_question,
+	// wrong_sequence (TCP), bad_checksum (capture mode; their sum is Counters.ForgedReplies).
 	DNSRejected map[string]uint64 `json:"dns_rejected,omitempty"`
 	// DNSTrustedResolvers are the resolvers whose replies may open the firewall.
 	DNSTrustedResolvers []string `json:"dns_trusted_resolvers,omitempty"`

@@ -7,12 +7,14 @@
 package dnscap
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
 	"sync"
 	"sync/atomic"
 	"syscall"
+	"unsafe"
 
 	"golang.org/x/net/bpf"
 	"golang.org/x/sys/unix"
@@ -39,6 +41,11 @@ type Frame struct {
 	Ifindex int
 	Dir     Direction
 	Data    []byte
+	// ChecksumTrusted: the kernel vouches for the transport checksum (the device checked
+	// it, or the packet was made on this host or a virtual link and carries none yet).
+	// Otherwise it is unchecked: the stack checks it only after capture, and drops the
+	// packet if it is wrong.
+	ChecksumTrusted bool
 }
 
 // Config says what to capture.
@@ -66,6 +73,7 @@ type Socket struct {
 	file    *os.File
 	rc      syscall.RawConn
 	buf     []byte
+	oob     []byte
 	closed  atomic.Bool
 	frames  atomic.Uint64
 	drops   atomic.Uint64 // frames the kernel dropped (PACKET_STATISTICS)
@@ -94,10 +102,15 @@ func Open(c Config, handler func(Frame)) (*Socket, error) {
 	if err != nil {
 		return nil, fmt.Errorf("dns capture: packet socket: %w", err)
 	}
-	s := &Socket{handler: handler, buf: make([]byte, 0x10000), filterB: prog}
+	s := &Socket{handler: handler, buf: make([]byte, 0x10000), oob: make([]byte, unix.CmsgSpace(int(unsafe.Sizeof(unix.TpacketAuxdata{})))), filterB: prog}
 	if err := attach(fd, prog); err != nil {
 		unix.Close(fd)
 		return nil, err
+	}
+	// The aux data says whether the kernel vouches for a frame's checksum.
+	if err := unix.SetsockoptInt(fd, unix.SOL_PACKET, unix.PACKET_AUXDATA, 1); err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("dns capture: PACKET_AUXDATA: %w", err)
 	}
 	rcvbuf := c.RcvBuf
 	if rcvbuf <= 0 {
@@ -173,7 +186,7 @@ func (s *Socket) Drain() {
 // error that stopped it. nil is never returned.
 func (s *Socket) drain(fd int) error {
 	for {
-		n, from, err := unix.Recvfrom(fd, s.buf, unix.MSG_TRUNC)
+		n, oobn, _, from, err := unix.Recvmsg(fd, s.buf, s.oob, unix.MSG_TRUNC)
 		if err == unix.EINTR {
 			continue
 		}
@@ -192,7 +205,7 @@ func (s *Socket) drain(fd int) error {
 			dir = Outgoing
 		}
 		s.frames.Add(1)
-		s.handler(Frame{Ifindex: ll.Ifindex, Dir: dir, Data: s.buf[:min(n, len(s.buf))]})
+		s.handler(Frame{Ifindex: ll.Ifindex, Dir: dir, Data: s.buf[:min(n, len(s.buf))], ChecksumTrusted: checksumTrusted(s.oob[:oobn])})
 	}
 }
 
@@ -343,4 +356,20 @@ func (a *asm) assemble() ([]bpf.RawInstruction, error) {
 		a.ins[at] = j
 	}
 	return bpf.Assemble(a.ins)
+}
+
+// checksumTrusted reads the frame's tpacket_auxdata: TP_STATUS_CSUM_VALID (the device checked
+// the checksum) or TP_STATUS_CSUMNOTREADY (made here or on a virtual link, completed later).
+func checksumTrusted(oob []byte) bool {
+	msgs, err := unix.ParseSocketControlMessage(oob)
+	if err != nil {
+		return false
+	}
+	for _, m := range msgs {
+		if m.Header.Level == unix.SOL_PACKET && m.Header.Type == unix.PACKET_AUXDATA && len(m.Data) >= 4 {
+			st := binary.NativeEndian.Uint32(m.Data)
+			return st&(unix.TP_STATUS_CSUM_VALID|unix.TP_STATUS_CSUMNOTREADY) != 0
+		}
+	}
+	return false
 }

@@ -174,9 +174,10 @@ type Gate struct {
 	dog  *nfqueue.Watchdog
 	wg   sync.WaitGroup
 
-	allowErrs atomic.Uint64
-	opened    atomic.Uint64
-	closed    atomic.Bool
+	allowErrs   atomic.Uint64
+	badChecksum atomic.Uint64 // capture mode: replies the stack drops, not judged
+	opened      atomic.Uint64
+	closed      atomic.Bool
 }
 
 // Start opens the capture (and the queue in hold mode) and starts serving.
@@ -398,6 +399,14 @@ func (g *Gate) frame(f dnscap.Frame) {
 		g.mu.Unlock()
 	case up && f.Dir == dnscap.Incoming && pk.Src.Port() == 53 && g.mode == ModeCapture:
 		g.mu.Unlock()
+		if !f.ChecksumTrusted && !pk.ChecksumOK() {
+			// The stack drops it after capture: no client ever sees it, so it must
+			// neither open anything nor use up the query the genuine reply answers.
+			// (Hold mode never sees one: conntrack calls it invalid, the lock-down drops it.)
+			g.badChecksum.Add(1)
+			g.log.Debug("DNS reply with a wrong checksum ignored", "from", pk.Src, "to", pk.Dst)
+			return
+		}
 		pk.Src = onLink(pk.Src, f.Ifindex)
 		if g.hub != nil {
 			g.hub.Drain() // the host's queries sent before this reply came
@@ -434,8 +443,10 @@ func (g *Gate) reply(pk dnsx.Packet, seen time.Time) {
 	// (res.LAN). In hold mode the reply is judged after NAT was undone, so its
 	// destination says it exactly: the host's own address or a client's.
 	ev.Forward = res.LAN
+	// A query seen arriving from the LAN is a LAN client's whatever its source: over IPv6
+	// (no NAT) a client may claim the host's own address, and Linux forwards that.
 	if g.mode == ModeHold && g.cfg.IsLocal != nil && res.Exchange.Client.IsValid() {
-		ev.Forward = !g.cfg.IsLocal(res.Exchange.Client.Addr())
+		ev.Forward = res.SeenOnLAN || !g.cfg.IsLocal(res.Exchange.Client.Addr())
 	}
 	if len(res.Revoke) > 0 {
 		if ferr := g.cfg.Opener.Forget(res.Revoke); ferr != nil {
@@ -548,6 +559,8 @@ func (g *Gate) Status() Status {
 	for r := dnsx.Reason(1); r < dnsx.NumReasons; r++ {
 		st.Rejected[r.String()] = st.Stats.Tracker.Verdicts[r]
 	}
+	// Counted with the forgeries: a reply with a wrong checksum is one the stack discards.
+	st.Rejected["bad_checksum"] = g.badChecksum.Load()
 	st.Bounds = BoundCounters(st.Stats)
 	// Frames the kernel dropped because the capture socket was full: a query lost this way
 	// leaves its reply untrusted.

@@ -28,8 +28,9 @@ type Result struct {
 	Reason   Reason   // trust verdict
 	Exchange Exchange // who answered whom, and the question
 	Chain    Chain    // walked only for trusted replies
-	// LAN: the reply answers a LAN client's query.
-	LAN bool
+	// LAN: the reply answers a LAN client's query. SeenOnLAN: that query was seen
+	// arriving from the LAN (see Match).
+	LAN, SeenOnLAN bool
 	// Pinholes holds the addresses to open: only for a trusted, successful
 	// reply whose chain is whitelisted, within the Limits.
 	Pinholes []Pinhole
@@ -141,6 +142,13 @@ func (x *Extractor) query(pk Packet, kind queryKind) error {
 		return fmt.Errorf("query %s -> %s: qr %v opcode %d: %w", pk.Src, pk.Dst, h.Response, h.Opcode, ErrNotQuery)
 	}
 	e := Exchange{Proto: pk.Proto, Client: pk.Src, Resolver: pk.Dst, ID: h.ID, Question: q}
+	if pk.Proto == ProtoTCP {
+		e.Seq, e.Ack = pk.Seq+uint32(2+len(pk.Payload)), pk.Ack
+		if pk.Flags&TCPFlagSYN != 0 {
+			e.Seq++ // data on a SYN (TCP Fast Open) starts after it
+		}
+		e.AckUnknown = pk.Flags&TCPFlagACK == 0
+	}
 	switch kind {
 	case queryLAN:
 		x.tr.QueryLAN(e)
@@ -184,9 +192,9 @@ func (x *Extractor) Reply(pk Packet) (Result, error) {
 		x.stats.Malformed++
 		return Result{}, fmt.Errorf("reply %s -> %s: %w", pk.Src, pk.Dst, ErrNotResponse)
 	}
-	res := Result{Exchange: Exchange{Proto: pk.Proto, Client: pk.Dst, Resolver: pk.Src, ID: m.ID, Question: m.Question}}
+	res := Result{Exchange: Exchange{Proto: pk.Proto, Client: pk.Dst, Resolver: pk.Src, ID: m.ID, Question: m.Question, Seq: pk.Seq, Ack: pk.Ack}}
 	match := x.tr.ReplyMatch(res.Exchange)
-	res.Reason, res.LAN = match.Reason, match.LAN
+	res.Reason, res.LAN, res.SeenOnLAN = match.Reason, match.LAN, match.SeenOnLAN
 	if res.Reason != Trusted || m.Opcode != 0 || m.RCode != 0 {
 		return res, nil
 	}

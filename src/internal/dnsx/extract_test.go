@@ -1,6 +1,7 @@
 package dnsx
 
 import (
+	"encoding/binary"
 	"errors"
 	"net/netip"
 	"reflect"
@@ -140,10 +141,32 @@ func TestExtractorOutcomes(t *testing.T) {
 	// TCP, IPv6, AAAA.
 	c6 := netip.MustParseAddrPort("[2001:db8::2]:41000")
 	r6 := netip.MustParseAddrPort("[2001:db8::53]:53")
-	if err := x.Query(decode(t, ipPacket(ProtoTCP, c6, r6, query(t, 5, "api.afero.io.", dns.TypeAAAA)))); err != nil {
+	q6 := query(t, 5, "api.afero.io.", dns.TypeAAAA)
+	if err := x.Query(decode(t, tcpNumbers(ipPacket(ProtoTCP, c6, r6, q6), 1000, 5000))); err != nil {
 		t.Fatal(err)
 	}
-	res, err = x.Reply(decode(t, ipPacket(ProtoTCP, r6, c6, reply(t, 5, "api.afero.io.", dns.TypeAAAA, "api.afero.io. 3600 IN AAAA 2001:db8::80"))))
+	r6msg := reply(t, 5, "api.afero.io.", dns.TypeAAAA, "api.afero.io. 3600 IN AAAA 2001:db8::80")
+	// A segment off the stream (a blind forger's guess) is no reply and leaves the query
+	// to the real one.
+	for _, n := range [][2]uint32{{5000, 1000}, {5000 - 1, 1002 + uint32(len(q6))}, {5000 + 1<<21, 1002 + uint32(len(q6))}} {
+		res, err = x.Reply(decode(t, tcpNumbers(ipPacket(ProtoTCP, r6, c6, r6msg), n[0], n[1])))
+		if err != nil || res.Reason != WrongSequence || len(res.Pinholes) != 0 {
+			t.Fatalf("tcp6 seq %d ack %d: %+v %v", n[0], n[1], res, err)
+		}
+	}
+	res, err = x.Reply(decode(t, tcpNumbers(ipPacket(ProtoTCP, r6, c6, r6msg), 5000, 1002+uint32(len(q6)))))
+	if err != nil || res.Reason != Trusted {
+		t.Fatalf("tcp6: %+v %v", res, err)
+	}
+	// TCP Fast Open: the query rides on the SYN (which acknowledges nothing); the reply
+	// acknowledges the SYN and the query.
+	syn := ipPacket(ProtoTCP, c6, r6, q6)
+	binary.BigEndian.PutUint32(syn[40+4:], 7000)
+	syn[40+13] = 0x02
+	if err := x.Query(decode(t, syn)); err != nil {
+		t.Fatal(err)
+	}
+	res, err = x.Reply(decode(t, tcpNumbers(ipPacket(ProtoTCP, r6, c6, r6msg), 0x9abcdef0, 7003+uint32(len(q6)))))
 	want := []Pinhole{{netip.MustParseAddr("2001:db8::80"), 3610 * time.Second, "api.afero.io", false}}
 	if err != nil || res.Reason != Trusted || !reflect.DeepEqual(res.Pinholes, want) {
 		t.Fatalf("tcp6: %+v %v", res, err)
@@ -158,7 +181,8 @@ func TestExtractorOutcomes(t *testing.T) {
 	}
 
 	s := x.Stats()
-	want2 := Stats{Queries: 6, Replies: 6, Malformed: 2, BadChain: 1, NotWhitelisted: 1, Whitelisted: 2, Pinholes: 2, Bounds: BoundStats{Live: 2}}
+	want2 := Stats{Queries: 7, Replies: 10, // 3 replies off the TCP stream; 1 Fast Open query
+		Malformed: 2, BadChain: 1, NotWhitelisted: 1, Whitelisted: 3, Pinholes: 3, Bounds: BoundStats{Live: 2}}
 	s.Tracker = TrackerStats{}
 	if s != want2 {
 		t.Errorf("stats %+v\nwant  %+v", s, want2)

@@ -113,3 +113,15 @@ func netipFrom(ip []byte) (netip.Addr, bool) {
 	}
 	return netip.AddrFromSlice(ip)
 }
+
+// tcpNumbers sets the sequence and acknowledgement numbers of an ipPacket TCP segment.
+func tcpNumbers(b []byte, seq, ack uint32) []byte {
+	l4 := b[20:]
+	if b[0]>>4 == 6 {
+		l4 = b[40:]
+	}
+	binary.BigEndian.PutUint32(l4[4:], seq)
+	binary.BigEndian.PutUint32(l4[8:], ack)
+	l4[13] |= TCPFlagACK
+	return b
+}

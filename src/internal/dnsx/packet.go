@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+
+	"github.com/afero/af-conn/internal/checksum"
 )
 
 // Errors of DecodePacket.
@@ -16,6 +18,12 @@ var (
 	ErrPacketShort = errors.New("packet truncated")
 )
 
+// TCP flags of Packet.Flags.
+const (
+	TCPFlagSYN = 0x02
+	TCPFlagACK = 0x10
+)
+
 // Packet is an IP packet carrying DNS: its transport, source and
 // destination, and the DNS message (for TCP without the length prefix).
 type Packet struct {
@@ -23,6 +31,11 @@ type Packet struct {
 	Src     netip.AddrPort
 	Dst     netip.AddrPort
 	Payload []byte
+	// Seq and Ack are a TCP segment's sequence and acknowledgement numbers and Flags its
+	// flags (0 for UDP).
+	Seq, Ack uint32
+	Flags    uint8
+	l4       []byte // the transport header and data, for ChecksumOK
 }
 
 // DecodePacket decodes an IPv4 or IPv6 packet starting at the network
@@ -94,10 +107,32 @@ func DecodePacket(b []byte) (Packet, error) {
 			return Packet{}, fmt.Errorf("tcp payload of %d bytes: %w", len(data), ErrTCPSegment)
 		}
 		pk.Payload = data[2:]
+		pk.Seq, pk.Ack, pk.Flags = binary.BigEndian.Uint32(l4[4:]), binary.BigEndian.Uint32(l4[8:]), l4[13]
 	default:
 		return Packet{}, fmt.Errorf("ip protocol %d: %w", pk.Proto, ErrTransport)
 	}
+	pk.l4 = l4
 	pk.Src = netip.AddrPortFrom(src, binary.BigEndian.Uint16(l4[0:]))
 	pk.Dst = netip.AddrPortFrom(dst, binary.BigEndian.Uint16(l4[2:]))
 	return pk, nil
+}
+
+// ChecksumOK says whether the packet's UDP or TCP checksum is right (an IPv4 UDP checksum of 0
+// means none was computed). A packet with a wrong one is dropped by the host's own stack, so
+// what it says must not be believed either; the caller asks only when the kernel has not
+// already vouched for the packet (see dnscap.Frame.ChecksumTrusted).
+func (pk Packet) ChecksumOK() bool {
+	if len(pk.l4) < 8 {
+		return false
+	}
+	if pk.Proto == ProtoUDP && pk.Src.Addr().Is4() && binary.BigEndian.Uint16(pk.l4[6:]) == 0 {
+		return true
+	}
+	src, dst := pk.Src.Addr().AsSlice(), pk.Dst.Addr().AsSlice()
+	pseudo := make([]byte, 0, 2*len(src)+8+len(pk.l4))
+	pseudo = append(pseudo, src...)
+	pseudo = append(pseudo, dst...)
+	pseudo = binary.BigEndian.AppendUint32(pseudo, uint32(len(pk.l4)))
+	pseudo = append(pseudo, 0, 0, 0, pk.Proto)
+	return checksum.Internet(append(pseudo, pk.l4...)) == 0
 }

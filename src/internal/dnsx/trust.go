@@ -21,6 +21,14 @@ type Exchange struct {
 	Resolver netip.AddrPort
 	ID       uint16
 	Question Question
+	// TCP only: for a query, Seq is the client's sequence number after the query and Ack the
+	// resolver's next one it expects; for a reply, the segment's own numbers. A reply must
+	// acknowledge the query and follow the resolver's earlier bytes, within tcpWindow: what
+	// TCP itself checks, which capture mode would otherwise skip.
+	Seq, Ack uint32
+	// AckUnknown: the query's segment acknowledged nothing (its data rode on the SYN, TCP
+	// Fast Open), so where the resolver's bytes start is not known and not checked.
+	AckUnknown bool
 }
 
 // Reason says why a reply was or was not trusted. The values index Counts.
@@ -34,10 +42,11 @@ const (
 	WrongPort                // ... to that address, none from the reply's source port
 	WrongID                  // ... none with the reply's DNS ID
 	WrongQuestion            // ... none with the reply's question (name, type, class)
+	WrongSequence            // ... none on the TCP stream where the reply's segment lies
 	NumReasons
 )
 
-var reasonNames = [NumReasons]string{"trusted", "untrusted_resolver", "unsolicited", "wrong_source", "wrong_port", "wrong_id", "wrong_question"}
+var reasonNames = [NumReasons]string{"trusted", "untrusted_resolver", "unsolicited", "wrong_source", "wrong_port", "wrong_id", "wrong_question", "wrong_sequence"}
 
 func (r Reason) String() string {
 	if r < NumReasons {
@@ -62,6 +71,10 @@ const (
 	// forwarded copy (leaving an uplink after source NAT) is recognised by
 	// ID, question and resolver when NAT changed the source port.
 	natWindow = 2 * time.Second
+	// tcpWindow: how far past the query's end a TCP reply may acknowledge, and past the
+	// resolver's next byte at the query it may start (replies to earlier pipelined queries):
+	// a blind forger hits it once in 2^24 tries, on top of the port and the ID.
+	tcpWindow = 1 << 20
 	// graveFactor: how many evicted LAN queries per LAN table entry are
 	// remembered until their copies leave (a burst queued on a slow uplink).
 	graveFactor = 4
@@ -89,14 +102,17 @@ type pending struct {
 	// recognised by ID, question and resolver alone; the hub's own query
 	// may look the same (a LAN client can send its queries with every ID),
 	// so the answer is not told to be a LAN client's.
-	rewritten bool
-	grave     bool // evicted before its NAT copy was seen: kept in nat to absorb it
-	resolver  netip.AddrPort
-	id        uint16
-	q         Question
-	added     time.Time
-	expires   time.Time
-	done      bool // answered, expired or evicted: lazily dropped from the queues
+	rewritten  bool
+	grave      bool // evicted before its NAT copy was seen: kept in nat to absorb it
+	resolver   netip.AddrPort
+	id         uint16
+	q          Question
+	seq, ack   uint32 // TCP: see Exchange
+	ackUnknown bool
+	seenOnLAN  bool // QueryLAN: arrived from a LAN interface
+	added      time.Time
+	expires    time.Time
+	done       bool // answered, expired or evicted: lazily dropped from the queues
 }
 
 // fifo is a queue of pending queries in insertion order (which is also
@@ -311,6 +327,7 @@ func (t *Tracker) addLAN(x Exchange, now time.Time, nat bool) {
 		t.stats.LANEvicted++
 	}
 	p := t.add(x, now, true)
+	p.seenOnLAN = nat
 	if nat {
 		nk := natKey{x.Proto, x.Resolver, x.ID, x.Question}
 		t.nat[nk] = append(t.nat[nk], p)
@@ -319,13 +336,16 @@ func (t *Tracker) addLAN(x Exchange, now time.Time, nat bool) {
 
 func (t *Tracker) add(x Exchange, now time.Time, lan bool) *pending {
 	p := &pending{
-		key:      flowKey{x.Proto, x.Client},
-		lan:      lan,
-		resolver: x.Resolver,
-		id:       x.ID,
-		q:        x.Question,
-		added:    now,
-		expires:  now.Add(t.ttl),
+		key:        flowKey{x.Proto, x.Client},
+		lan:        lan,
+		resolver:   x.Resolver,
+		id:         x.ID,
+		q:          x.Question,
+		seq:        x.Seq,
+		ack:        x.Ack,
+		ackUnknown: x.AckUnknown,
+		added:      now,
+		expires:    now.Add(t.ttl),
 	}
 	t.flows[p.key] = append(t.flows[p.key], p)
 	t.stats.Queries++
@@ -403,6 +423,10 @@ type Match struct {
 	// LAN: the reply answers a LAN client's query (whichever address view
 	// it was seen in).
 	LAN bool
+	// SeenOnLAN: the query was seen arriving from a LAN interface. The host's own
+	// queries never arrive there, whatever their source address says: an IPv6
+	// client may send one with the host's own address, which Linux forwards.
+	SeenOnLAN bool
 }
 
 // Reply checks a reply against the pending queries. Trusted consumes the
@@ -441,9 +465,11 @@ func (t *Tracker) match(x Exchange) Match {
 			r = WrongID
 		case p.q != x.Question:
 			r = WrongQuestion
+		case x.Proto == ProtoTCP && (x.Ack-p.seq >= tcpWindow || !p.ackUnknown && x.Seq-p.ack >= tcpWindow):
+			r = WrongSequence
 		default:
 			t.remove(p)
-			return Match{Reason: Trusted, LAN: p.lan && !p.rewritten}
+			return Match{Reason: Trusted, LAN: p.lan && !p.rewritten, SeenOnLAN: p.seenOnLAN}
 		}
 		best = max(best, r)
 	}
