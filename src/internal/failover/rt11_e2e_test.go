@@ -1,6 +1,7 @@
 package failover_test
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -47,5 +48,91 @@ func TestE2EDeprecatedAddressKeepsSourceRule(t *testing.T) {
 	}
 	if dev := r.routeGet6("2001:db8:20::3"); dev != "wlan0" {
 		t.Fatalf("traffic from wlan0's new address leaves through %s, want wlan0", dev)
+	}
+}
+
+// An admin deletes connmgr's IPv6 default route and a source rule of an uplink with 50 IPv6
+// addresses (privacy addresses and further prefixes): both come back; on SIGTERM nothing of
+// connmgr's is left in either family, and the kernel's own RA routes stay.
+func TestE2EIPv6RoutesRestoredAndRemoved(t *testing.T) {
+	r := newDualRig(t)
+	ip := func(args ...string) string {
+		t.Helper()
+		return r.w.Device.MustRun(t, append([]string{"ip"}, args...)...)
+	}
+	for i := range 40 { // privacy-style addresses in the uplink's prefix
+		ip("-6", "addr", "add", fmt.Sprintf("2001:db8:10::%x/64", 0x100+i), "dev", "eth0", "nodad")
+	}
+	for i := range 10 { // further prefixes (one subnet route each in the uplink's table)
+		ip("-6", "addr", "add", fmt.Sprintf("2001:db8:10:%x::2/64", i+1), "dev", "eth0", "nodad")
+	}
+	countRules := func() int { return strings.Count(ip("-6", "rule", "show"), "lookup 240") }
+	waitFor := func(what string, ok func() bool) {
+		t.Helper()
+		deadline := time.Now().Add(5 * time.Second)
+		for !ok() {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s\nrules:\n%s\nroutes:\n%s\nlog:\n%s", what, ip("-6", "rule", "show"),
+					ip("-6", "route", "show", "table", "all", "proto", "175"), r.p.Log())
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	waitFor("eth0's 51 IPv6 addresses do not all get a source rule", func() bool { return countRules() == 51 })
+	waitFor("eth0's 11 IPv6 subnets are not all on-link in its table", func() bool {
+		return strings.Count("\n"+ip("-6", "route", "show", "table", "240", "proto", "175"), "\n2001:db8:10:") == 11
+	})
+	ip("-6", "route", "del", "default", "proto", "175", "metric", "1")
+	waitFor("IPv6 default route not restored", func() bool {
+		return strings.Contains(ip("-6", "route", "show", "default", "proto", "175"), "dev eth0")
+	})
+	ip("-6", "rule", "del", "from", "2001:db8:10::105", "pref", "9000")
+	waitFor("IPv6 source rule not restored", func() bool { return countRules() == 51 })
+	if err := r.p.Stop(10 * time.Second); err != nil {
+		t.Fatalf("connmgr did not stop cleanly: %v", err)
+	}
+	for _, fam := range []string{"-4", "-6"} {
+		if out := ip(fam, "route", "show", "table", "all", "proto", "175"); out != "" {
+			t.Fatalf("%s routes left after exit:\n%s", fam, out)
+		}
+		if out := ip(fam, "rule", "show"); strings.Contains(out, "lookup 24") {
+			t.Fatalf("%s rules left after exit:\n%s", fam, out)
+		}
+	}
+	if out := ip("-6", "route", "show", "default"); strings.Count(out, "proto ra") != 3 {
+		t.Fatalf("the kernel's RA default routes changed:\n%s", out)
+	}
+}
+
+// IPv6 disabled on the in-use uplink at runtime (sysctl disable_ipv6=1: the kernel removes its
+// IPv6 addresses, and its routes without a message for each): IPv6 moves to Wi-Fi at once,
+// IPv4 stays, and nothing of connmgr's IPv6 state names eth0 any more.
+func TestE2EDisableIPv6OnUplink(t *testing.T) {
+	r := newDualRig(t)
+	before := r.watch.count()
+	start := time.Now()
+	if err := r.w.Device.Sysctl("net.ipv6.conf.eth0.disable_ipv6", "1"); err != nil {
+		t.Fatal(err)
+	}
+	at := r.waitDefault6("wlan0", 5*time.Second)
+	t.Logf("disable_ipv6 -> IPv6 switched in %v", at.Sub(start))
+	r.echo6("wlan0")
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		routes := r.w.Device.MustRun(t, "ip", "-6", "route", "show", "table", "all", "proto", "175")
+		rules := r.w.Device.MustRun(t, "ip", "-6", "rule", "show")
+		if !strings.Contains(routes, "eth0") && !strings.Contains(rules, "lookup 240") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("connmgr's IPv6 state still names eth0:\n%s%s\nlog:\n%s", routes, rules, r.p.Log())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if err := dialEcho(t, r.w).works(5 * time.Second); err != nil {
+		t.Fatalf("IPv4 over eth0 broken: %v", err)
+	}
+	if n := r.watch.count() - before; n != 0 {
+		t.Fatalf("the IPv4 default route changed %d times when eth0's IPv6 was disabled\nlog:\n%s", n, r.p.Log())
 	}
 }
