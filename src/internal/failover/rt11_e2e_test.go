@@ -136,3 +136,77 @@ func TestE2EDisableIPv6OnUplink(t *testing.T) {
 		t.Fatalf("the IPv4 default route changed %d times when eth0's IPv6 was disabled\nlog:\n%s", n, r.p.Log())
 	}
 }
+
+// An IPv6-only hub (every uplink without IPv4, as on IPv6-only SIMs and NAT64 networks):
+// attribute 65008 and in_use follow the IPv6 selection (README: "on an IPv6-only hub it reads
+// the type of the uplink carrying IPv6"), and move with it.
+func TestE2EIPv6OnlyHubNetworkType(t *testing.T) {
+	o := rigOptions{extra: fastProbes, args: []string{"-d"}, ubus: true, noWait: true,
+		world:   testbed.Options{IPv6: testbed.V6RA, IPv6Only: []string{"eth0", "wlan0", "wwan0"}, DNS64: true},
+		records: testbed.DefaultRecords6()}
+	r := newRigWith(t, o)
+	r.waitDefault6("eth0", 15*time.Second)
+	if _, err := r.p.WaitLog(uplinkUp("ethnet", "ipv6"), 10*time.Second); err != nil {
+		t.Fatalf("ethnet not proven over IPv6: %v", err)
+	}
+	check := func(network string, typ int) {
+		t.Helper()
+		deadline := time.Now().Add(5 * time.Second)
+		for {
+			st := r.status()
+			if st.NetworkType == typ && st.InUse == network && st.InUseIPv6 == network && st.InUseIPv4 == "" {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("status: network_type %d in_use %q in_use_ipv4 %q in_use_ipv6 %q; want %d, %q, \"\", %q\nlog:\n%s",
+					st.NetworkType, st.InUse, st.InUseIPv4, st.InUseIPv6, typ, network, network, r.p.Log())
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+	check("ethnet", 0)
+	r.carrier("eth0", false)
+	r.waitDefault6("wlan0", 5*time.Second)
+	check("stanet", 1)
+	if out, _ := r.w.Device.Run("ip", "-4", "route", "show", "table", "all", "proto", "175"); out != "" {
+		t.Fatalf("IPv4 routes of connmgr's on an IPv6-only hub:\n%s", out)
+	}
+}
+
+// IPv6 disabled on the whole box at runtime (net.ipv6.conf.all.disable_ipv6=1, as an admin
+// does on a hub whose networks have no IPv6): connmgr drops its IPv6 routes and rules, keeps
+// IPv4 where it was, and does not spin on route errors (a few while the devices go one by one:
+// the kernel refuses an IPv6 route with EACCES on a device whose IPv6 is off; one retry a second).
+func TestE2EDisableIPv6OnBox(t *testing.T) {
+	r := newDualRig(t)
+	before := r.watch.count()
+	mark := r.p.Mark()
+	for _, k := range []string{"all", "default", "eth0", "wlan0", "wwan0"} {
+		if err := r.w.Device.Sysctl("net.ipv6.conf."+k+".disable_ipv6", "1"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		routes := r.w.Device.MustRun(t, "ip", "-6", "route", "show", "table", "all", "proto", "175")
+		rules := r.w.Device.MustRun(t, "ip", "-6", "rule", "show")
+		if routes == "" && !strings.Contains(rules, "lookup 24") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("connmgr's IPv6 state left with IPv6 disabled:\n%s%s\nlog:\n%s", routes, rules, r.p.Log())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	time.Sleep(3 * time.Second)
+	if err := dialEcho(t, r.w).works(5 * time.Second); err != nil {
+		t.Fatalf("IPv4 broken with IPv6 disabled: %v", err)
+	}
+	if n := r.watch.count() - before; n != 0 {
+		t.Fatalf("the IPv4 default route changed %d times when IPv6 was disabled\nlog:\n%s", n, r.p.Log())
+	}
+	after := strings.Join(strings.Split(r.p.Log(), "\n")[mark:], "\n")
+	if n := strings.Count(after, "route update failed"); n > 5 {
+		t.Fatalf("%d route update failures with IPv6 disabled\nlog since:\n%s", n, after)
+	}
+}
