@@ -210,3 +210,35 @@ func TestE2EDisableIPv6OnBox(t *testing.T) {
 		t.Fatalf("%d route update failures with IPv6 disabled\nlog since:\n%s", n, after)
 	}
 }
+
+// Ethernet's router is swapped (a new CPE: new MAC address, new link-local address) without a
+// word from the old one (no final RA): the new router's RA route comes while the old one's lives
+// on, gatewayless in fact, until its router lifetime ends (30 minutes). connmgr must follow the
+// live router, not pin Ethernet's IPv6 to the dead one and fail it over for half an hour, also
+// after a re-read of the routes (an address gone, a lifetime due, a resync). fe80::9 sorts
+// after fe80::1, of which netmon takes the lowest among equal routes. (The link-local address
+// alone changing is harmless: the device reaches the same MAC address, and TCP's progress keeps
+// confirming the neighbour.)
+func TestE2EIPv6RouterSwapped(t *testing.T) {
+	r := newDualRig(t)
+	router := r.w.MustUplink("eth0").Router
+	// fe80::9 > fe80::1: of two equal routes the old code took the lowest gateway.
+	router.MustRun(t, "ip", "-6", "addr", "add", "fe80::9/64", "dev", "todev")
+	router.MustRun(t, "ip", "-6", "addr", "del", "fe80::1/64", "dev", "todev")
+	router.MustRun(t, "ip", "link", "set", "todev", "address", "02:00:5e:10:00:09")
+	// radvd advertises from fe80::9 every 3-4 s; the old route's lifetime runs down.
+	time.Sleep(6 * time.Second)
+	// A re-read of the routes: an address of the uplink goes (a privacy address, say).
+	r.w.Device.MustRun(t, "ip", "-6", "addr", "add", "2001:db8:10::77/64", "dev", "eth0", "nodad")
+	time.Sleep(500 * time.Millisecond)
+	r.w.Device.MustRun(t, "ip", "-6", "addr", "del", "2001:db8:10::77/64", "dev", "eth0")
+	// Long enough for neighbour discovery to give fe80::1 up (5 s DELAY, 3 probes 1 s apart)
+	// and fail_count probes 1 s apart to judge a route through it.
+	time.Sleep(12 * time.Second)
+	main := r.w.Device.MustRun(t, "ip", "-6", "route", "show", "default", "proto", "175")
+	if !strings.Contains(main, "via fe80::9 dev eth0") {
+		t.Fatalf("with a live router on eth0, connmgr's IPv6 default route is\n%s(want via fe80::9 dev eth0)\nkernel's:\n%s\nlog:\n%s",
+			main, r.w.Device.MustRun(t, "ip", "-6", "route", "show", "default"), r.p.Log())
+	}
+	r.echo6("eth0")
+}
