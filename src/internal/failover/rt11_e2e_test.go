@@ -223,9 +223,10 @@ func TestE2EIPv6RouterSwapped(t *testing.T) {
 	r := newDualRig(t)
 	router := r.w.MustUplink("eth0").Router
 	// fe80::9 > fe80::1: of two equal routes the old code took the lowest gateway.
-	router.MustRun(t, "ip", "-6", "addr", "add", "fe80::9/64", "dev", "todev")
+	// The old one goes first (so its radvd sends no final RA from fe80::1), the new one comes.
 	router.MustRun(t, "ip", "-6", "addr", "del", "fe80::1/64", "dev", "todev")
 	router.MustRun(t, "ip", "link", "set", "todev", "address", "02:00:5e:10:00:09")
+	router.MustRun(t, "ip", "-6", "addr", "add", "fe80::9/64", "dev", "todev")
 	// radvd advertises from fe80::9 every 3-4 s; the old route's lifetime runs down.
 	time.Sleep(6 * time.Second)
 	// A re-read of the routes: an address of the uplink goes (a privacy address, say).
