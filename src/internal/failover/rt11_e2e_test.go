@@ -243,3 +243,50 @@ func TestE2EIPv6RouterSwapped(t *testing.T) {
 	}
 	r.echo6("eth0")
 }
+
+// IPv6 dies on Ethernet while its IPv4 works (firewall on: conntrack tracks, as fw4 does): the
+// IPv6 flush of eth0's flows deletes the IPv6 connection's entry and leaves the IPv4 one, the
+// very same entry (its id), not one conntrack picked up again.
+func TestE2EIPv6FlushSparesIPv4(t *testing.T) {
+	o := rigOptions{extra: fastProbes, world: testbed.Options{IPv6: testbed.V6RA}, records: testbed.DefaultRecords6()}
+	r := newRigWith(t, o)
+	r.waitDefault6("eth0", 15*time.Second)
+	c4 := dialEcho(t, r.w)
+	c6 := dialEchoAt(t, r.w, testbed.Echo6URL())
+	for _, c := range []echoConn{c4, c6} {
+		if err := c.works(5 * time.Second); err != nil {
+			t.Fatal(err)
+		}
+	}
+	entry := func(fam, src string) string {
+		t.Helper()
+		out, _ := r.w.Device.Run("conntrack", "-L", "-f", fam, "-p", "tcp", "-s", src, "--dport", "80", "-o", "id")
+		for _, l := range strings.Split(out, "\n") {
+			if f := strings.Fields(l); strings.Contains(l, "ESTABLISHED") && len(f) > 0 {
+				return f[len(f)-1] // id=N: the entry, not a pick-up of the same flow
+			}
+		}
+		return ""
+	}
+	a4, a6 := r.w.MustUplink("eth0").Addr.String(), r.w.MustUplink("eth0").Addr6.String()
+	e4 := entry("ipv4", a4)
+	if e4 == "" || entry("ipv6", a6) == "" {
+		t.Fatalf("no conntrack entries of the connections: %q %q", e4, entry("ipv6", a6))
+	}
+	mark := r.p.Mark()
+	r.fault("eth0", testbed.Fault{Blackhole: true, Family: 6})
+	r.waitDefault6("wlan0", 15*time.Second)
+	deadline := time.Now().Add(5 * time.Second)
+	for entry("ipv6", a6) != "" {
+		if time.Now().After(deadline) {
+			t.Fatalf("eth0's IPv6 connection's entry not flushed\nlog:\n%s", strings.Join(strings.Split(r.p.Log(), "\n")[mark:], "\n"))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if got := entry("ipv4", a4); got != e4 {
+		t.Fatalf("eth0's IPv4 connection's entry changed with the IPv6 flush:\nbefore %s\nafter  %s", e4, got)
+	}
+	if err := c4.works(5 * time.Second); err != nil {
+		t.Fatalf("IPv4 connection over eth0 broken: %v", err)
+	}
+}
