@@ -175,8 +175,8 @@ func TestE2EIPv6OnlyHubNetworkType(t *testing.T) {
 
 // IPv6 disabled on the whole box at runtime (net.ipv6.conf.all.disable_ipv6=1, as an admin
 // does on a hub whose networks have no IPv6): connmgr drops its IPv6 routes and rules, keeps
-// IPv4 where it was, and does not spin on route errors (a few while the devices go one by one:
-// the kernel refuses an IPv6 route with EACCES on a device whose IPv6 is off; one retry a second).
+// IPv4 where it was, and does not spin on route errors (some while the devices go one by one:
+// the kernel refuses an IPv6 route with EACCES on a device whose IPv6 is off; none once settled).
 func TestE2EDisableIPv6OnBox(t *testing.T) {
 	r := newDualRig(t)
 	before := r.watch.count()
@@ -198,6 +198,8 @@ func TestE2EDisableIPv6OnBox(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+	time.Sleep(time.Second)
+	mark = r.p.Mark() // settled: from now on no route error at all
 	time.Sleep(3 * time.Second)
 	if err := dialEcho(t, r.w).works(5 * time.Second); err != nil {
 		t.Fatalf("IPv4 broken with IPv6 disabled: %v", err)
@@ -206,7 +208,7 @@ func TestE2EDisableIPv6OnBox(t *testing.T) {
 		t.Fatalf("the IPv4 default route changed %d times when IPv6 was disabled\nlog:\n%s", n, r.p.Log())
 	}
 	after := strings.Join(strings.Split(r.p.Log(), "\n")[mark:], "\n")
-	if n := strings.Count(after, "route update failed"); n > 5 {
+	if n := strings.Count(after, "route update failed"); n > 0 {
 		t.Fatalf("%d route update failures with IPv6 disabled\nlog since:\n%s", n, after)
 	}
 }
