@@ -397,9 +397,10 @@ func (c *Controller) apply(l *link, now time.Time, ev uplink.Event) {
 	if tr.AddrsChanged && l.m.State().Up() {
 		// Flows of an address the uplink lost cannot come back.
 		var gone []netip.Prefix
-		cur := l.m.Snapshot().Device.Addrs
+		// A deprecated address is not lost: its connections go on.
+		cur := l.m.Snapshot().Device
 		for _, p := range snapBefore.Device.Addrs {
-			if !slices.Contains(cur, p) {
+			if !slices.Contains(cur.Addrs, p) && !slices.Contains(cur.Deprecated, p) {
 				gone = append(gone, p)
 			}
 		}
@@ -545,7 +546,7 @@ func (c *Controller) desired() route.Desired {
 			continue
 		}
 		d.Uplinks = append(d.Uplinks, route.Uplink{Name: l.set.Name, Slot: l.slot, Device: l.set.Device,
-			Addr: p, OtherAddrs: s.Device.Addrs[1:], Gateway: s.Device.Gateway})
+			Addr: p, OtherAddrs: append(slices.Clone(s.Device.Addrs[1:]), s.Device.Deprecated...), Gateway: s.Device.Gateway})
 	}
 	if slices.ContainsFunc(d.Uplinks, func(u route.Uplink) bool { return u.Name == c.selected }) {
 		d.Selected = c.selected

@@ -101,7 +101,9 @@ type defRoute struct {
 // view is the pump goroutine's model of the kernel.
 type view struct {
 	links map[int]linkInfo
-	addrs map[int]map[netip.Prefix]bool // usable addresses, by device
+	// addrs are the usable addresses (true) and the deprecated but still
+	// valid IPv6 ones (false), by device.
+	addrs map[int]map[netip.Prefix]bool
 	// routes are the default routes in the main table, by device.
 	routes map[int]map[defRoute]routeInfo
 }
@@ -138,10 +140,16 @@ func (v *view) device(name string) uplink.Device {
 		return uplink.Device{}
 	}
 	d := uplink.Device{Present: true, AdminUp: li.up, Carrier: li.carrier}
-	for p := range v.addrs[idx] {
-		d.Addrs = append(d.Addrs, p)
+	for p, usable := range v.addrs[idx] {
+		if usable {
+			d.Addrs = append(d.Addrs, p)
+		} else {
+			d.Deprecated = append(d.Deprecated, p)
+		}
 	}
-	slices.SortFunc(d.Addrs, func(a, b netip.Prefix) int { return a.Addr().Compare(b.Addr()) })
+	byAddr := func(a, b netip.Prefix) int { return a.Addr().Compare(b.Addr()) }
+	slices.SortFunc(d.Addrs, byAddr)
+	slices.SortFunc(d.Deprecated, byAddr)
 	// The uplink's own default route of a family is the one with the
 	// lowest metric.
 	d.HasDefault, d.Gateway = v.bestRoute(idx, false)
@@ -477,8 +485,8 @@ func (m *Monitor) dump() (*view, error) {
 		return nil, fmt.Errorf("dump addresses: %w", err)
 	}
 	for _, a := range addrs {
-		if a.Usable() {
-			v.addAddr(a.Index, a.Prefix)
+		if a.Usable() || a.Deprecated() {
+			v.addAddr(a.Index, a.Prefix, a.Usable())
 		}
 	}
 	if err := m.dumpRoutes(h, v); err != nil {
@@ -514,11 +522,11 @@ func (m *Monitor) redumpRoutes() error {
 	return m.dumpRoutes(h, m.v)
 }
 
-func (v *view) addAddr(idx int, p netip.Prefix) {
+func (v *view) addAddr(idx int, p netip.Prefix, usable bool) {
 	if v.addrs[idx] == nil {
 		v.addrs[idx] = map[netip.Prefix]bool{}
 	}
-	v.addrs[idx][p] = true
+	v.addrs[idx][p] = usable
 }
 
 func (v *view) addRoute(idx int, r defRoute, info routeInfo) {
@@ -700,9 +708,10 @@ func (m *Monitor) applyAddr(u rtnl.AddrUpdate) {
 	}
 	if !u.Deleted {
 		// An IPv6 address is announced again as its flags change: usable
-		// once DAD passed, unusable once deprecated or DAD failed.
-		if u.Usable() {
-			m.v.addAddr(u.Index, u.Prefix)
+		// once DAD passed, deprecated once its preferred lifetime is over,
+		// unusable once DAD failed.
+		if u.Usable() || u.Deprecated() {
+			m.v.addAddr(u.Index, u.Prefix, u.Usable())
 		} else {
 			delete(m.v.addrs[u.Index], u.Prefix)
 		}
@@ -753,6 +762,7 @@ func (m *Monitor) emit(resync, own, rules bool) {
 func equalDevice(a, b uplink.Device) bool {
 	return a.Present == b.Present && a.AdminUp == b.AdminUp && a.Carrier == b.Carrier &&
 		a.HasDefault == b.HasDefault && a.Gateway == b.Gateway && slices.Equal(a.Addrs, b.Addrs) &&
+		slices.Equal(a.Deprecated, b.Deprecated) &&
 		a.HasDefault6 == b.HasDefault6 && a.Gateway6 == b.Gateway6
 }
 

@@ -334,6 +334,10 @@ func TestMonitorFollowsIPv6(t *testing.T) {
 	if d := w.cur["eth0"]; !slices.Equal(d.Addrs, []netip.Prefix{netip.MustParsePrefix("198.18.1.2/24"), netip.MustParsePrefix("2001:db8:1::2/64")}) {
 		t.Fatalf("addresses after DAD: %v (DAD-failed and deprecated ones must stay out; IPv4 first)", d.Addrs)
 	}
+	// A deprecated address is still valid: its connections keep their source rule.
+	if d := w.cur["eth0"]; !slices.Equal(d.Deprecated, []netip.Prefix{netip.MustParsePrefix("2001:db8:1::5/64")}) {
+		t.Fatalf("deprecated addresses: %v, want 2001:db8:1::5/64 (and never the DAD-failed one)", d.Deprecated)
+	}
 	if d := w.cur["eth0"]; d.HasDefault6 || d.HasDefault {
 		t.Fatalf("default route without one: %+v", d)
 	}
@@ -379,6 +383,9 @@ func TestMonitorFollowsIPv6(t *testing.T) {
 	// The address deprecated (its preferred lifetime ran out): unusable.
 	must(t, ns.IP("addr change 2001:db8:1::2/64 dev eth0 preferred_lft 0"))
 	w.waitFor(t, "deprecated address gone", func(w *watcher) bool { return !has6(w.cur["eth0"], "2001:db8:1::2/64") })
+	if d := w.cur["eth0"]; !slices.Contains(d.Deprecated, netip.MustParsePrefix("2001:db8:1::2/64")) {
+		t.Fatalf("the address deprecated at runtime is not among the deprecated ones: %v", d.Deprecated)
+	}
 
 	// Admin down removes the IPv6 routes without a message for each.
 	must(t, ns.IP("link set eth0 down"))

@@ -77,6 +77,14 @@ func (a Addr) Usable() bool {
 	return a.Prefix.Addr().Is4() || a.Flags&addrUnusable == 0
 }
 
+// Deprecated says the address is a global IPv6 one whose preferred
+// lifetime is over but which is still valid: no new connection starts
+// from it, but those already using it go on (RFC 4862 5.5.4).
+func (a Addr) Deprecated() bool {
+	return a.Scope == unix.RT_SCOPE_UNIVERSE && a.Prefix.Addr().Is6() &&
+		a.Flags&addrUnusable == unix.IFA_F_DEPRECATED
+}
+
 // Route is an IPv4 or IPv6 route. An invalid Dst is the default route.
 type Route struct {
 	Family    uint8 // unix.AF_INET or AF_INET6; 0 when adding: of the addresses

@@ -104,6 +104,7 @@ func TestAddrUsable(t *testing.T) {
 		{"2001:db8::2/64", unix.RT_SCOPE_UNIVERSE, unix.IFA_F_TENTATIVE, false},
 		{"2001:db8::2/64", unix.RT_SCOPE_UNIVERSE, unix.IFA_F_DEPRECATED, false},
 		{"2001:db8::2/64", unix.RT_SCOPE_UNIVERSE, unix.IFA_F_DADFAILED | unix.IFA_F_TENTATIVE, false},
+		{"2001:db8::2/64", unix.RT_SCOPE_UNIVERSE, unix.IFA_F_DADFAILED | unix.IFA_F_TENTATIVE | unix.IFA_F_DEPRECATED, false},
 		{"fe80::2/64", unix.RT_SCOPE_LINK, unix.IFA_F_PERMANENT, false},
 		{"::1/128", unix.RT_SCOPE_HOST, unix.IFA_F_PERMANENT, false},
 		{"198.18.0.2/24", unix.RT_SCOPE_UNIVERSE, unix.IFA_F_DEPRECATED, true},
@@ -112,6 +113,11 @@ func TestAddrUsable(t *testing.T) {
 		a := Addr{Prefix: netip.MustParsePrefix(c.a), Scope: c.scope, Flags: c.flags}
 		if got := a.Usable(); got != c.want {
 			t.Errorf("%s scope %d flags %#x: usable %v, want %v", c.a, c.scope, c.flags, got, c.want)
+		}
+		// Deprecated: an IPv6 global address unusable for its preferred lifetime alone.
+		wantDep := c.scope == unix.RT_SCOPE_UNIVERSE && c.a[0] == '2' && c.flags == unix.IFA_F_DEPRECATED
+		if got := a.Deprecated(); got != wantDep {
+			t.Errorf("%s scope %d flags %#x: deprecated %v, want %v", c.a, c.scope, c.flags, got, wantDep)
 		}
 	}
 }

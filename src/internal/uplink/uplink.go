@@ -126,6 +126,11 @@ type Device struct {
 	// prefixes, both families, sorted (IPv4 first). IPv6 ones exclude
 	// tentative, deprecated and DAD-failed addresses.
 	Addrs []netip.Prefix
+	// Deprecated are the device's global IPv6 addresses whose preferred
+	// lifetime is over but which are still valid, sorted: they make no
+	// uplink up and source no probe, but the connections already using
+	// them keep their source rules (and their conntrack entries).
+	Deprecated []netip.Prefix
 	// HasDefault says an IPv4 default route through the device exists in
 	// the main table (installed by netifd with the uplink's metric).
 	HasDefault bool
@@ -148,6 +153,11 @@ func (d Device) OfFamily(f Family) Device {
 	for _, p := range d.Addrs {
 		if FamilyOf(p.Addr()) == f {
 			v.Addrs = append(v.Addrs, p)
+		}
+	}
+	for _, p := range d.Deprecated {
+		if FamilyOf(p.Addr()) == f {
+			v.Deprecated = append(v.Deprecated, p)
 		}
 	}
 	if f == IPv6 {
@@ -186,7 +196,7 @@ func (d Device) missing() string {
 }
 
 func (d Device) equalAddrs(o Device) bool {
-	return slices.Equal(d.Addrs, o.Addrs)
+	return slices.Equal(d.Addrs, o.Addrs) && slices.Equal(d.Deprecated, o.Deprecated)
 }
 
 // Event is an input of the state machine.
@@ -336,6 +346,8 @@ func (m *Machine) device(now time.Time, d Device, t *Transition) {
 	old := m.dev
 	d.Addrs = slices.Clone(d.Addrs)
 	slices.SortFunc(d.Addrs, func(a, b netip.Prefix) int { return a.Addr().Compare(b.Addr()) })
+	d.Deprecated = slices.Clone(d.Deprecated)
+	slices.SortFunc(d.Deprecated, func(a, b netip.Prefix) int { return a.Addr().Compare(b.Addr()) })
 	m.dev = d
 	if !m.supported {
 		t.Reason = "disabled by configuration"
@@ -500,6 +512,7 @@ type Snapshot struct {
 func (m *Machine) Snapshot() Snapshot {
 	d := m.dev
 	d.Addrs = slices.Clone(d.Addrs)
+	d.Deprecated = slices.Clone(d.Deprecated)
 	return Snapshot{
 		State: m.state, Since: m.since, Device: d, Fails: m.fails, Successes: m.oks,
 		LastProbe: m.lastProbe, LastProbeEnd: m.lastEnd, LastAlive: m.lastAlive, SRTT: m.srtt,
