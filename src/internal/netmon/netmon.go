@@ -118,6 +118,19 @@ type routeInfo struct {
 	expired bool // it had expired (the kernel keeps it, unused, until its garbage collection)
 }
 
+// better tells whether a route of gateway gw with i beats one of gateway
+// other with o of the same metric: a preferred router, then a later expiry
+// (zero, never, is latest), then the lower gateway.
+func (i routeInfo) better(o routeInfo, gw, other netip.Addr) bool {
+	switch {
+	case i.pref != o.pref:
+		return i.pref > o.pref
+	case !i.until.Equal(o.until):
+		return i.until.IsZero() || (!o.until.IsZero() && i.until.After(o.until))
+	}
+	return gw.Less(other)
+}
+
 // recheckExpired is how often the routes are read while one the kernel
 // keeps has expired: an RA from its router renews it without a message.
 const recheckExpired = 5 * time.Second
@@ -159,18 +172,19 @@ func (v *view) device(name string) uplink.Device {
 
 // bestRoute returns the gateway of the device's lowest-metric default
 // route of a family (of those of that metric, the one of the preferred
-// router, then the lowest gateway) that had not expired, and whether
-// there is one.
+// router, then the one renewed last, then the lowest gateway) that had not
+// expired, and whether there is one. Renewed last: a router replaced without
+// a final RA leaves its route for its whole lifetime (30 min), and its
+// expiry, as last read, is older than its live successor's.
 func (v *view) bestRoute(idx int, v6 bool) (bool, netip.Addr) {
 	var best *defRoute
-	var bestPref int
+	var bestInfo routeInfo
 	for r, info := range v.routes[idx] {
 		if r.v6 != v6 || info.expired {
 			continue
 		}
-		if best == nil || r.metric < best.metric || (r.metric == best.metric &&
-			(info.pref > bestPref || (info.pref == bestPref && r.gw.Less(best.gw)))) {
-			best, bestPref = &r, info.pref
+		if best == nil || r.metric < best.metric || (r.metric == best.metric && info.better(bestInfo, r.gw, best.gw)) {
+			best, bestInfo = &r, info
 		}
 	}
 	if best == nil {
