@@ -146,9 +146,6 @@ func Build(opt Options) (_ *World, err error) {
 	if err := w.Device.Sysctl("net.netfilter.nf_conntrack_acct", "1"); err != nil {
 		return nil, err
 	}
-	if err := w.forgetUsageLedger(); err != nil {
-		return nil, err
-	}
 	if w.Cloud, err = w.newNS("cloud"); err != nil {
 		return nil, err
 	}
@@ -329,32 +326,6 @@ func (w *World) newNS(role string) (*NS, error) {
 	w.nsList = append(w.nsList, ns)
 	w.mu.Unlock()
 	return ns, nil
-}
-
-// usageLedgerDir is where connmgr keeps its usage ledgers (daemon.DefaultUsageLedger's
-// directory); outside init's network namespace, one per namespace, usage.INODE.
-const usageLedgerDir = "/var/run/connmgr"
-
-// forgetUsageLedger removes the usage ledger of the device namespace now and when the world
-// closes: namespace inodes are reused, and connmgr would take a ledger an earlier world (of
-// this boot) left under the same inode for its own, months and limits included.
-func (w *World) forgetUsageLedger() error {
-	var link string
-	if err := w.Device.Do(func() (err error) { link, err = os.Readlink("/proc/thread-self/ns/net"); return err }); err != nil {
-		return fmt.Errorf("testbed: %w", err)
-	}
-	ledger := filepath.Join(usageLedgerDir, "usage."+strings.Trim(strings.TrimPrefix(link, "net:"), "[]"))
-	remove := func() error {
-		if err := os.Remove(ledger); err != nil && !errors.Is(err, os.ErrNotExist) {
-			return err
-		}
-		os.Remove(ledger + ".new")
-		return nil
-	}
-	w.mu.Lock()
-	w.closers = append(w.closers, remove)
-	w.mu.Unlock()
-	return remove()
 }
 
 // OnClose registers f to run when the world is closed, before its namespaces go.
