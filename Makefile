@@ -19,7 +19,7 @@ TOOLS := ip nft iptables ipset conntrack ping shellcheck busybox radvd
 
 export PATH := $(PATH):/usr/local/go/bin
 
-.PHONY: all build test unit fuzz check setup cross run clean bench-failover bench-idle bench-dns bench-dns-hold bench check-opkg check-apk
+.PHONY: all build test unit fuzz check setup cross run clean bench-failover bench-mwan3 bench-idle bench-dns bench-dns-hold bench check-opkg check-apk
 
 all: build
 
@@ -186,6 +186,17 @@ bench-failover: build
 	cd $(SRC) && CONNMGR_BIN=$(BUILD)/connmgr AFCONN_BENCH_FAILOVER=$(RUNS) AFCONN_BENCH_LOSS_PERIOD=$(LOSS_PERIOD) AFCONN_BENCH_CONFIG=$(BENCH_CONFIG) \
 		AFCONN_BENCH_BYTES_WINDOW=$(BYTES_WINDOW) \
 		AFCONN_BENCH_LOAD=$(LOAD_RUNS) $(GO) test -count=1 -timeout 90m -run '$(BENCH_FAILOVER_RUN)' -v ./internal/failover/
+
+# bench-mwan3 measures stock mwan3track next to connmgr's figures (BENCHMARKS.md, issue 13): RUNS
+# black holes per profile (shipped defaults, tuned fast) and the tracked uplink's bytes per hour
+# over BYTES_WINDOW, in a testbed world running stock netifd, ubusd and mwan3track from the root
+# file system MWAN3_ROOT (built by hand from the stock sources, never committed; BENCHMARKS.md
+# says what it holds). Root; about RUNS x 2 minutes + 2 x BYTES_WINDOW.
+MWAN3_ROOT ?=
+bench-mwan3: build
+	@[ -n "$(MWAN3_ROOT)" ] || { echo "bench-mwan3: set MWAN3_ROOT to the stock root file system (BENCHMARKS.md)"; exit 2; }
+	cd $(SRC) && CONNMGR_BIN=$(BUILD)/connmgr AFCONN_STOCK_MWAN3=$(MWAN3_ROOT) AFCONN_BENCH_FAILOVER=$(RUNS) \
+		AFCONN_BENCH_BYTES_WINDOW=$(BYTES_WINDOW) $(GO) test -count=1 -timeout 90m -run '^TestMwan3trackBenchmark$$' -v ./internal/failover/
 
 # bench-idle measures the daemon's CPU share of one core while idle (all uplinks healthy, no
 # traffic but its own probes) over IDLE_FOR, with -d and with the default configuration, each in a

@@ -122,15 +122,20 @@ func benchRuns(t *testing.T) (int, time.Duration) {
 	if runs <= 0 {
 		t.Skip("set AFCONN_BENCH_FAILOVER=N (runs per scenario) or use make bench-failover")
 	}
-	lossPeriod := 60 * time.Second
-	if s := os.Getenv("AFCONN_BENCH_LOSS_PERIOD"); s != "" {
-		d, err := time.ParseDuration(s)
-		if err != nil {
-			t.Fatal(err)
-		}
-		lossPeriod = d
+	return runs, envDuration(t, "AFCONN_BENCH_LOSS_PERIOD", 60*time.Second)
+}
+
+// envDuration is the duration the environment variable name gives, or def when it is unset.
+func envDuration(t testing.TB, name string, def time.Duration) time.Duration {
+	s := os.Getenv(name)
+	if s == "" {
+		return def
 	}
-	return runs, lossPeriod
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		t.Fatalf("%s=%q: %v", name, s, err)
+	}
+	return d
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
@@ -195,14 +200,7 @@ type perHourFigure struct {
 // ways, Ethernet frames) over AFCONN_BENCH_BYTES_WINDOW (default 2 minutes), per hour. The
 // others are taken away by their carrier, so each is in turn the only one left.
 func probeBytesPerHour(t testing.TB, r *rig) []perHourFigure {
-	window := 2 * time.Minute
-	if s := os.Getenv("AFCONN_BENCH_BYTES_WINDOW"); s != "" {
-		d, err := time.ParseDuration(s)
-		if err != nil {
-			t.Fatal(err)
-		}
-		window = d
-	}
+	window := envDuration(t, "AFCONN_BENCH_BYTES_WINDOW", 2*time.Minute)
 	var out []perHourFigure
 	for _, u := range []struct{ dev, what, target string }{
 		{"eth0", "Ethernet (probe_interval 15s)", "<= 1 round per 15 s"},

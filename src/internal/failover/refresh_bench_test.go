@@ -22,13 +22,7 @@ func TestRefreshBenchmark(t *testing.T) {
 	if os.Getenv("AFCONN_BENCH") == "" {
 		t.Skip("benchmark: set AFCONN_BENCH=1")
 	}
-	d := 10 * time.Minute
-	if s := os.Getenv("AFCONN_BENCH_REFRESH"); s != "" {
-		var err error
-		if d, err = time.ParseDuration(s); err != nil {
-			t.Fatal(err)
-		}
-	}
+	d := envDuration(t, "AFCONN_BENCH_REFRESH", 10*time.Minute)
 	r := newRigWith(t, defaultOptions(t, nil))
 	r.waitFirewall()
 	addr := net.JoinHostPort(testbed.EchoAddr.String(), fmt.Sprint(testbed.EchoPort))
