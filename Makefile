@@ -174,17 +174,19 @@ clean:
 # scenarios in a dual-stack world, IPv6's figures next to IPv4's, and an IPv6-only wwan0 left as
 # the last uplink (about RUNS x 20 s more); then LOAD_RUNS rounds of the daemon's CPU and peak RSS
 # at 50,000 packets/s, with the default configuration and with -d (about LOAD_RUNS x 80 s).
+# CARRIER_ONLY=1 runs the carrier-loss scenario alone (many runs in minutes, for a quiet machine).
 # RUNS=0 or LOAD_RUNS=0 skips a part; BENCH_FAILOVER_RUN=^TestFailoverBenchmarkDualStack$$ runs the
 # dual-stack part alone.
 RUNS ?= 20
 LOAD_RUNS ?= 5
 LOSS_PERIOD ?= 60s
+CARRIER_ONLY ?=
 BENCH_CONFIG ?= default
 BYTES_WINDOW ?= 2m
 BENCH_FAILOVER_RUN ?= ^TestFailover(Load)?Benchmark(DualStack)?$$
 bench-failover: build
 	cd $(SRC) && CONNMGR_BIN=$(BUILD)/connmgr AFCONN_BENCH_FAILOVER=$(RUNS) AFCONN_BENCH_LOSS_PERIOD=$(LOSS_PERIOD) AFCONN_BENCH_CONFIG=$(BENCH_CONFIG) \
-		AFCONN_BENCH_BYTES_WINDOW=$(BYTES_WINDOW) \
+		AFCONN_BENCH_BYTES_WINDOW=$(BYTES_WINDOW) AFCONN_BENCH_CARRIER_ONLY=$(CARRIER_ONLY) \
 		AFCONN_BENCH_LOAD=$(LOAD_RUNS) $(GO) test -count=1 -timeout 90m -run '$(BENCH_FAILOVER_RUN)' -v ./internal/failover/
 
 # bench-mwan3 measures stock mwan3track next to connmgr's figures (BENCHMARKS.md, issue 13): RUNS

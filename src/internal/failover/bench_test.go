@@ -63,7 +63,9 @@ func TestFailoverBenchmark(t *testing.T) {
 		broken = append(broken, float64(countBroken(conns)))
 		t.Logf("run %d: carrier %.1f ms (%.1f ms after the carrier report), fail-back %.0f ms", i, carrier[i], kernel[i], failback[i])
 	}
-	for i := range runs {
+	// The other scenarios' runs: none when only carrier loss is measured.
+	others := otherRuns(runs)
+	for i := range others {
 		jitter()
 		start := time.Now()
 		r.fault("eth0", testbed.Fault{Blackhole: true})
@@ -77,14 +79,18 @@ func TestFailoverBenchmark(t *testing.T) {
 	}
 	// With traffic flowing: the hub's cloud session sends a keepalive every 3 s; the time runs
 	// from the first keepalive sent after the fault (issue 13's target).
-	for i := range runs {
+	for i := range others {
 		took, back := keepaliveRun(t, r, time.Duration(rand.IntN(3000))*time.Millisecond)
 		keepalive = append(keepalive, ms(took))
 		failback = append(failback, ms(back))
 		t.Logf("run %d: keepalive unanswered -> switched %.0f ms, fail-back %.0f ms", i, keepalive[i], ms(back))
 	}
-	perHour := probeBytesPerHour(t, r)
-	periods := max(1, runs/5)
+	var perHour []perHourFigure
+	periods := 0
+	if others > 0 {
+		perHour = probeBytesPerHour(t, r)
+		periods = max(1, runs/5)
+	}
 	for range periods {
 		before := r.watch.count()
 		r.fault("eth0", testbed.Fault{LossPercent: 20})
@@ -123,6 +129,16 @@ func benchRuns(t *testing.T) (int, time.Duration) {
 		t.Skip("set AFCONN_BENCH_FAILOVER=N (runs per scenario) or use make bench-failover")
 	}
 	return runs, envDuration(t, "AFCONN_BENCH_LOSS_PERIOD", 60*time.Second)
+}
+
+// otherRuns is the runs of the scenarios other than carrier loss: none when
+// AFCONN_BENCH_CARRIER_ONLY is set (make bench-failover CARRIER_ONLY=1), which measures carrier
+// loss alone, many runs in a few minutes, while the machine is quiet.
+func otherRuns(runs int) int {
+	if os.Getenv("AFCONN_BENCH_CARRIER_ONLY") != "" {
+		return 0
+	}
+	return runs
 }
 
 // envDuration is the duration the environment variable name gives, or def when it is unset.
