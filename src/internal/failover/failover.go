@@ -126,6 +126,11 @@ type link struct {
 	rounds         uint64    // probe rounds started
 	suspect        time.Time // when the current streak of failed rounds began (zero: none)
 	limited        bool      // over its monthly limit (SetLimited)
+	// router is the gateway routed through, of those the link offers;
+	// failedRouters are the offered ones the family failed through (see
+	// routers.go).
+	router        netip.Addr
+	failedRouters []netip.Addr
 }
 
 // Counters count decisions.
@@ -179,7 +184,7 @@ func (c *Controller) Configure(s Settings) {
 			}
 			l = &link{m: uplink.New(now, s.Params)}
 			if d, ok := c.devices[us.Device]; ok {
-				l.m.Handle(now, uplink.DeviceEvent{Device: d.OfFamily(s.Family)})
+				l.m.Handle(now, uplink.DeviceEvent{Device: l.view(d, s.Family)})
 			}
 		}
 		delete(old, us.Name)
@@ -213,7 +218,7 @@ func (c *Controller) DeviceUpdate(devs map[string]uplink.Device) {
 		c.devices[dev] = d
 		for _, l := range c.links {
 			if l.set.Device == dev {
-				c.device(l, now, d.OfFamily(c.set.Family))
+				c.device(l, now, l.view(d, c.set.Family))
 			}
 		}
 	}
@@ -348,6 +353,9 @@ func (c *Controller) ProbeDone(name string, r uplink.ProbeResult) {
 	}
 	l.byUnanswered = false
 	c.apply(l, now, uplink.ProbeEvent{Result: r})
+	if !r.OK && l.m.State() == uplink.ItfUpSF {
+		c.nextRouter(l, now)
+	}
 	c.decide(now, "probe")
 }
 

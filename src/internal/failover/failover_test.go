@@ -30,6 +30,8 @@ type sim struct {
 	started  map[string]int // rounds started per uplink
 	states   []string       // StateChanged calls, network:state
 	switches []string       // Switched calls, from>to
+	// deadRouters are gateways through which every probe fails (a black hole on the link).
+	deadRouters map[netip.Addr]bool
 }
 
 type pendingProbe struct {
@@ -44,10 +46,20 @@ func (s *sim) StartProbe(name, dev string, src netip.Addr, timeout, hedge time.D
 	}
 	s.started[name]++
 	p := pendingProbe{start: s.now, done: s.now.Add(timeout)}
-	if s.healthy[name] {
+	if s.healthy[name] && !s.deadRouters[s.gateway(name)] {
 		p.done, p.ok = s.now.Add(20*time.Millisecond), true
 	}
 	s.pending[name] = p
+}
+
+// gateway is the router uplink name is routed through now.
+func (s *sim) gateway(name string) netip.Addr {
+	for _, u := range s.routes.Uplinks {
+		if u.Name == name {
+			return u.Gateway
+		}
+	}
+	return netip.Addr{}
 }
 func (s *sim) Capture(name, dev string, p []netip.Prefix) { s.capture[name] = p }
 func (s *sim) WakeAt(t time.Time)                         { s.wake = t }
