@@ -2,6 +2,7 @@ package failover_test
 
 import (
 	"net/netip"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -20,45 +21,75 @@ func (r *rig) connmgrRoute6() string {
 	return strings.TrimSpace(r.w.Device.MustRun(r.t, "ip", "-6", "route", "show", "default", "proto", "175"))
 }
 
-// A second router on Ethernet's link advertises itself with the RA's high router preference and
-// drops everything it is given (a misconfigured CPE, a rogue box plugged into the upstream
-// switch) while Ethernet's own router works. The kernel prefers the high one, and so did connmgr's
-// pick of the uplink's gateway: connmgr must route Ethernet's IPv6 through the router its
-// probes prove (the uplink's other one), not keep it on the black hole nor leave a working
-// Ethernet for Wi-Fi.
-func TestE2ERogueRouterOnUplink(t *testing.T) {
-	r := newDualRig(t)
-	mark := r.p.Mark()
-	if _, err := r.w.AddRouter6("eth0", testbed.Router6Options{LinkLocal: rogueLL, Preference: "high", Lifetime: 1800,
-		Prefix: netip.MustParsePrefix("2001:db8:bad::/64")}); err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("kernel's IPv6 default routes:\n%s", r.w.Device.MustRun(t, "ip", "-6", "route", "show", "default"))
-	// fail_count rounds through the black hole, the switch to the uplink's other router, then
-	// recover_count rounds through it (and a fail-back if IPv6 left Ethernet meanwhile).
-	want := "via fe80::1 dev eth0"
-	deadline := time.Now().Add(25 * time.Second)
+// rogueRouter6 is a second router on eth0's link that advertises itself with the RA's high
+// router preference (and a prefix of its own) and drops everything it is given.
+var rogueRouter6 = testbed.Router6Options{LinkLocal: rogueLL, Preference: "high", Lifetime: 1800,
+	Prefix: netip.MustParsePrefix("2001:db8:bad::/64")}
+
+// waitRoute6Via waits until connmgr's IPv6 default route is via want (after at least settle:
+// what it is at once proves nothing), within timeout, then checks that it stays there for stay
+// while the rogue router keeps advertising, and that an IPv6 connection works over Ethernet.
+func (r *rig) waitRoute6Via(want string, settle, timeout, stay time.Duration, mark int) {
+	r.t.Helper()
+	start := time.Now()
 	last := ""
 	for {
 		cur := r.connmgrRoute6()
 		if cur != last {
-			t.Logf("%s connmgr's IPv6 route: %s", time.Now().Format("15:04:05.000"), cur)
+			r.t.Logf("%6.1fs connmgr's IPv6 route: %s", time.Since(start).Seconds(), cur)
 			last = cur
 		}
-		if strings.Contains(cur, want) && time.Until(deadline) < 20*time.Second {
+		if strings.Contains(cur, want) && time.Since(start) >= settle {
 			break
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("with a black-holing router of high preference beside Ethernet's working one, connmgr's IPv6 route is\n%s\n(want %s)\nlog since:\n%s",
-				cur, want, strings.Join(strings.Split(r.p.Log(), "\n")[mark:], "\n"))
+		if time.Since(start) > timeout {
+			r.t.Fatalf("connmgr's IPv6 route is\n%s\n(want %s)\nkernel's:\n%s\nlog since:\n%s", cur, want,
+				r.w.Device.MustRun(r.t, "ip", "-6", "route", "show", "default"), r.logSince(mark))
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
 	r.echo6("eth0")
-	// And it stays there: the rogue router keeps advertising every 3-4 s.
-	time.Sleep(8 * time.Second)
+	time.Sleep(stay)
 	if cur := r.connmgrRoute6(); !strings.Contains(cur, want) {
-		t.Fatalf("connmgr's IPv6 route went back to %q\nlog since:\n%s", cur, strings.Join(strings.Split(r.p.Log(), "\n")[mark:], "\n"))
+		r.t.Fatalf("connmgr's IPv6 route went to %q\nlog since:\n%s", cur, r.logSince(mark))
 	}
 	r.echo6("eth0")
+}
+
+// logSince is the daemon's log from mark on.
+func (r *rig) logSince(mark int) string {
+	return strings.Join(strings.Split(r.p.Log(), "\n")[mark:], "\n")
+}
+
+// The rogue router comes while Ethernet works (a misconfigured CPE, a box plugged into the
+// upstream switch). The kernel prefers it, and so did connmgr's pick of the uplink's gateway:
+// connmgr routed Ethernet's IPv6 into the black hole, failed it over to Wi-Fi and left it there
+// for as long as the rogue advertised. It must keep routing through the router its probes
+// proved.
+func TestE2ERogueRouterOnUplink(t *testing.T) {
+	r := newDualRig(t)
+	mark := r.p.Mark()
+	if _, err := r.w.AddRouter6("eth0", rogueRouter6); err != nil {
+		t.Fatal(err)
+	}
+	r.waitRoute6Via("via fe80::1 dev eth0", 5*time.Second, 25*time.Second, 8*time.Second, mark)
+	if n := r.watch6.count(); n != 1 {
+		t.Errorf("connmgr's IPv6 default route changed %d times after its first (want none)\nlog since:\n%s", n-1, r.logSince(mark))
+	}
+}
+
+// The rogue router is there when connmgr starts: Ethernet's IPv6 is first routed through it
+// (the best-ranked router), fails fail_count rounds, and is then routed through the link's
+// other router, which its probes prove: IPv6 back on Ethernet, through fe80::1.
+func TestE2ERogueRouterBeforeStart(t *testing.T) {
+	r := newRigWith(t, rigOptions{extra: fastProbes, args: []string{"-d"}, world: testbed.Options{IPv6: testbed.V6RA},
+		records: testbed.DefaultRecords6(), before: func(w *testbed.World) {
+			if _, err := w.AddRouter6("eth0", rogueRouter6); err != nil {
+				t.Fatal(err)
+			}
+		}})
+	r.waitRoute6Via("via fe80::1 dev eth0", 0, 25*time.Second, 8*time.Second, 0)
+	if _, err := r.p.WaitLog(regexp.MustCompile(`msg="router failed: trying the link's next one" network=ethnet .*failed=fe80::bad router=fe80::1 .*family=ipv6`), time.Second); err != nil {
+		t.Errorf("no sign of the rogue router failed: %v", err)
+	}
 }
