@@ -93,3 +93,101 @@ func TestE2ERogueRouterBeforeStart(t *testing.T) {
 		t.Errorf("no sign of the rogue router failed: %v", err)
 	}
 }
+
+// lanRA is what a LAN host advertises to the hub: the best default router (high preference,
+// the longest lifetime), a prefix for SLAAC and its own resolver.
+var lanRA = testbed.RA{Src: netip.MustParseAddr("fe80::66"), Preference: "high", Lifetime: 9000,
+	Prefixes: []netip.Prefix{netip.MustParsePrefix("2001:db8:66::/64")}, RDNSS: []netip.Addr{netip.MustParseAddr("2001:db8:66::53")}}
+
+// A host on the hub's LAN (the access point's client network) sends router advertisements to
+// the hub. The lock-down is on (the default configuration). The hub must take no default route
+// and no address from its LAN; connmgr must not treat the LAN as an uplink nor route through it,
+// and its firewall must not open for anything the RA names. With OpenWrt's IPv6 forwarding
+// (on, everywhere) the kernel ignores RAs on the LAN; a hub whose LAN accepts them all the same
+// (accept_ra 2, a misconfiguration) still sends its IPv6 through the uplink connmgr chose, as
+// connmgr's route of metric 1 precedes the RA's of 1024.
+func TestE2ERogueRAFromLAN(t *testing.T) {
+	for _, c := range []struct {
+		name     string
+		acceptRA string // the LAN device's accept_ra
+	}{{"openwrt", "1"}, {"lan-accepts-ra", "2"}} {
+		t.Run(c.name, func(t *testing.T) { rogueRAFromLAN(t, c.acceptRA) })
+	}
+}
+
+func rogueRAFromLAN(t *testing.T, acceptRA string) {
+	o := defaultOptions(t, nil)
+	o.extra = fastProbes
+	o.world = testbed.Options{IPv6: testbed.V6RA}
+	o.records = testbed.DefaultRecords6()
+	var lan *testbed.LAN
+	o.before = func(w *testbed.World) {
+		var err error
+		if lan, err = w.AddLAN("wlan0-1"); err != nil {
+			t.Fatal(err)
+		}
+		// OpenWrt forwards IPv6 (its sysctl defaults); the uplinks take RAs all the same
+		// (accept_ra 2, set by the world).
+		for k, v := range map[string]string{"net.ipv6.conf.all.forwarding": "1", "net.ipv6.conf.wlan0-1.accept_ra": acceptRA} {
+			if err := w.Device.Sysctl(k, v); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := w.Device.IP("addr add 2001:db8:100::1/64 dev wlan0-1 nodad"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r := newRigWith(t, o)
+	r.waitFirewall()
+	r.waitDefault6("eth0", 15*time.Second)
+	mark, changes, changes6 := r.p.Mark(), r.watch.count(), r.watch6.count()
+	elements := func() string {
+		out, _ := r.w.Device.Run("nft", "list", "table", "inet", "afconn")
+		return out
+	}
+	// Three RAs over 7 s: the first and a repeat after the hub's probes ran.
+	for range 3 {
+		if err := lan.NS.SendRAs("eth0", []testbed.RA{lanRA}, 0); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(3500 * time.Millisecond)
+	}
+	routes := r.w.Device.MustRun(t, "ip", "-6", "route", "show", "table", "all", "default")
+	took := strings.Contains(routes, "dev wlan0-1")
+	t.Logf("accept_ra %s on the LAN: the kernel took the RA: %v\n%s", acceptRA, took, routes)
+	if acceptRA == "1" && took {
+		t.Fatalf("the hub took a default route from its LAN:\n%s", routes)
+	}
+	if acceptRA == "2" && !took {
+		t.Fatalf("premise: a LAN with accept_ra 2 takes the RA, but no default route through wlan0-1:\n%s", routes)
+	}
+	if addrs := r.w.Device.MustRun(t, "ip", "-6", "addr", "show"); strings.Contains(addrs, "2001:db8:66:") && acceptRA == "1" {
+		t.Fatalf("the hub took an address from its LAN's RA:\n%s", addrs)
+	}
+	if strings.Contains(r.w.Device.MustRun(t, "ip", "-6", "route", "show", "table", "all", "proto", "175"), "wlan0-1") {
+		t.Fatalf("connmgr routes through the LAN:\n%s", r.w.Device.MustRun(t, "ip", "-6", "route", "show", "table", "all", "proto", "175"))
+	}
+	// The hub's own IPv6, unbound, leaves through Ethernet.
+	if got := r.routeGet6(""); got != "eth0" {
+		t.Fatalf("the hub's IPv6 to the cloud leaves through %s, want eth0", got)
+	}
+	r.echo6("eth0")
+	if n, n6 := r.watch.count()-changes, r.watch6.count()-changes6; n != 0 || n6 != 0 {
+		t.Fatalf("default routes changed (IPv4 %d, IPv6 %d times) after the LAN's RAs\nlog since:\n%s", n, n6, r.logSince(mark))
+	}
+	st := r.status()
+	if st.InUseIPv6 != "ethnet" || st.InUseIPv4 != "ethnet" {
+		t.Fatalf("in use: IPv4 %q, IPv6 %q; want ethnet", st.InUseIPv4, st.InUseIPv6)
+	}
+	for _, u := range st.Uplinks {
+		if u.Device == "wlan0-1" || (u.IPv6 != nil && strings.HasPrefix(u.IPv6.Address, "2001:db8:66:")) {
+			t.Fatalf("the LAN shows as an uplink: %+v", u)
+		}
+	}
+	if fw := elements(); strings.Contains(fw, "2001:db8:66:") || strings.Contains(fw, "wlan0-1") {
+		t.Fatalf("the lock-down opened for the LAN's RA:\n%s", fw)
+	}
+	if log := r.logSince(mark); strings.Contains(log, "wlan0-1") || strings.Contains(log, "2001:db8:66:") {
+		t.Fatalf("connmgr acted on the LAN's RA:\n%s", log)
+	}
+}
