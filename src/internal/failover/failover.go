@@ -127,10 +127,11 @@ type link struct {
 	suspect        time.Time // when the current streak of failed rounds began (zero: none)
 	limited        bool      // over its monthly limit (SetLimited)
 	// router is the gateway routed through, of those the link offers;
-	// failedRouters are the offered ones the family failed through (see
-	// routers.go).
+	// failedRouters are the offered ones the family failed through, and
+	// when; provenRouters those a round succeeded through (routers.go).
 	router        netip.Addr
-	failedRouters []netip.Addr
+	failedRouters map[netip.Addr]time.Time
+	provenRouters []netip.Addr
 }
 
 // Counters count decisions.
@@ -184,7 +185,7 @@ func (c *Controller) Configure(s Settings) {
 			}
 			l = &link{m: uplink.New(now, s.Params)}
 			if d, ok := c.devices[us.Device]; ok {
-				l.m.Handle(now, uplink.DeviceEvent{Device: l.view(d, s.Family)})
+				l.m.Handle(now, uplink.DeviceEvent{Device: l.view(d, s.Family, now)})
 			}
 		}
 		delete(old, us.Name)
@@ -218,7 +219,7 @@ func (c *Controller) DeviceUpdate(devs map[string]uplink.Device) {
 		c.devices[dev] = d
 		for _, l := range c.links {
 			if l.set.Device == dev {
-				c.device(l, now, l.view(d, c.set.Family))
+				c.device(l, now, l.view(d, c.set.Family, now))
 			}
 		}
 	}
@@ -353,7 +354,9 @@ func (c *Controller) ProbeDone(name string, r uplink.ProbeResult) {
 	}
 	l.byUnanswered = false
 	c.apply(l, now, uplink.ProbeEvent{Result: r})
-	if !r.OK && l.m.State() == uplink.ItfUpSF {
+	if r.OK {
+		l.routerProven()
+	} else if l.m.State() == uplink.ItfUpSF {
 		c.nextRouter(l, now)
 	}
 	c.decide(now, "probe")

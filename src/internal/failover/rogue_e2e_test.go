@@ -1,6 +1,7 @@
 package failover_test
 
 import (
+	"net"
 	"net/netip"
 	"regexp"
 	"strings"
@@ -190,4 +191,80 @@ func rogueRAFromLAN(t *testing.T, acceptRA string) {
 	if log := r.logSince(mark); strings.Contains(log, "wlan0-1") || strings.Contains(log, "2001:db8:66:") {
 		t.Fatalf("connmgr acted on the LAN's RA:\n%s", log)
 	}
+}
+
+// floodRAs are n RAs from n routers on a link (fe80::1:0 up), each of medium preference with
+// the longest router lifetime (so that each ranks above the world's router, whose lifetime is
+// shorter) and a prefix of its own (2001:db8:4000::/64 up).
+func floodRAs(n int) []testbed.RA {
+	ras := make([]testbed.RA, n)
+	for i := range ras {
+		a := netip.MustParseAddr("fe80::1:0").As16()
+		a[14], a[15] = byte(i>>8), byte(i)
+		p := netip.MustParseAddr("2001:db8:4000::").As16()
+		p[4], p[5] = byte(0x40+i>>8), byte(i)
+		ras[i] = testbed.RA{Src: netip.AddrFrom16(a), Preference: "medium", Lifetime: 9000,
+			Prefixes: []netip.Prefix{netip.PrefixFrom(netip.AddrFrom16(p), 64)}}
+	}
+	return ras
+}
+
+// An RA flood on Ethernet's link: 1,000 routers that do not exist (no address, nobody answers
+// for them), each with a prefix, each advertised twice. connmgr must not crash nor grow, and its
+// IPv6 must stay on Ethernet's own router, not on a random one of the flood (each ranks above
+// it by its lifetime). The figures: the daemon's CPU during the flood and after, its peak RSS.
+func TestE2ERAFlood(t *testing.T) {
+	r := newRigWith(t, rigOptions{extra: fastProbes, args: []string{"-d"}, ubus: true, world: testbed.Options{IPv6: testbed.V6RA},
+		records: testbed.DefaultRecords6()})
+	r.waitDefault6("eth0", 15*time.Second)
+	host, err := r.w.AddLinkHost("eth0", net.HardwareAddr{0x02, 0, 0x5f, 0xff, 0xff, 0xfe})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hwm0 := procStatus(t, r.p.Pid())["VmHWM"]
+	mark, changes6 := r.p.Mark(), r.watch6.count()
+	cpu := r.cpuClock()
+	start := time.Now()
+	ras := floodRAs(1000)
+	for range 2 {
+		if err := host.SendRAs(testbed.LinkHostDev, ras, 500*time.Microsecond); err != nil {
+			t.Fatal(err)
+		}
+	}
+	during, took := cpu(), time.Since(start)
+	routes := strings.Count(r.w.Device.MustRun(t, "ip", "-6", "route", "show", "default", "dev", "eth0", "proto", "ra"), "\n")
+	if routes < 500 {
+		t.Fatalf("premise: the flood left %d RA default routes on eth0", routes)
+	}
+	after := r.cpuOver(5 * time.Second)
+	st := procStatus(t, r.p.Pid())
+	t.Logf("2,000 RAs from 1,000 routers in %v: the kernel holds %d default routes on eth0; connmgr CPU %.1f%% of a core during, %.1f%% in the 5 s after; VmHWM %.1f -> %.1f MB, VmRSS %.1f MB",
+		took.Round(time.Millisecond), routes, during, after, hwm0, st["VmHWM"], st["VmRSS"])
+	if st["VmHWM"]-hwm0 > 8 {
+		t.Errorf("connmgr's peak RSS grew by %.1f MB with the flood", st["VmHWM"]-hwm0)
+	}
+	if cur := r.connmgrRoute6(); !strings.Contains(cur, "via fe80::1 dev eth0") {
+		t.Fatalf("connmgr's IPv6 route after the flood: %s\nlog since:\n%s", cur, r.logSince(mark))
+	}
+	r.echo6("eth0")
+	if n := r.watch6.count() - changes6; n != 0 {
+		t.Fatalf("connmgr's IPv6 default route changed uplink %d times with the flood\nlog since:\n%s", n, r.logSince(mark))
+	}
+	if s := r.status(); s.InUseIPv6 != "ethnet" {
+		t.Fatalf("in_use_ipv6 %q after the flood", s.InUseIPv6)
+	}
+	// Ethernet's own router dies now: IPv6 must leave for Wi-Fi, not linger on a flood router
+	// (each fails; connmgr tries the next ones only while Ethernet is failed).
+	r.fault("eth0", testbed.Fault{Blackhole: true, Family: 6})
+	r.waitDefault6("wlan0", 15*time.Second)
+	r.echo6("wlan0")
+	time.Sleep(5 * time.Second)
+	if cur := r.connmgrRoute6(); !strings.Contains(cur, "dev wlan0") {
+		t.Fatalf("connmgr's IPv6 route with Ethernet dead and the flood's routers on its link: %s", cur)
+	}
+	t.Logf("CPU with Ethernet failed among 1,000 dead routers: %.1f%% of a core", r.cpuOver(5*time.Second))
+	// Its upstream returns: the router proven before is tried again within 30 s of its
+	// failure, not after the 1,000 others.
+	r.fault("eth0", testbed.Fault{})
+	r.waitRoute6Via("via fe80::1 dev eth0", 0, 45*time.Second, 0, mark)
 }

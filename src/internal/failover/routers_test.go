@@ -1,6 +1,7 @@
 package failover
 
 import (
+	"maps"
 	"net/netip"
 	"slices"
 	"testing"
@@ -71,7 +72,7 @@ func TestAllRoutersDeadCycles(t *testing.T) {
 		s.run(s.now.Add(100 * time.Millisecond))
 		seen[s.gateway("ethnet")] = true
 		l := s.c.link("ethnet")
-		if len(l.failedRouters) > 2 || slices.ContainsFunc(l.failedRouters, func(a netip.Addr) bool { return a != ethGW && a != rogueGW }) {
+		if len(l.failedRouters) > 2 || slices.ContainsFunc(slices.Collect(maps.Keys(l.failedRouters)), func(a netip.Addr) bool { return a != ethGW && a != rogueGW }) {
 			t.Fatalf("failed routers %v", l.failedRouters)
 		}
 	}
@@ -91,4 +92,33 @@ func TestOnlyRouterReplacedFollowed(t *testing.T) {
 	if gw := s.gateway("ethnet"); gw != rogueGW {
 		t.Fatalf("routed through %v, want the new gateway %v", gw, rogueGW)
 	}
+}
+
+// Ethernet's proven router fails (its upstream's outage) among 150 routers that were never
+// proven (an RA flood): each failed round moves on, and the proven one is tried again within
+// routerRetry of its failure, not after the whole flood: once its upstream is back, the uplink
+// recovers through it.
+func TestProvenRouterRetriedBeforeFlood(t *testing.T) {
+	s := newSim(t)
+	gws := []netip.Addr{ethGW}
+	for i := range 150 {
+		gws = append(gws, netip.AddrFrom4([4]byte{198, 18, 11 + byte(i/200), byte(i % 200)}))
+	}
+	s.deadRouters = map[netip.Addr]bool{}
+	for _, a := range gws[1:] {
+		s.deadRouters[a] = true
+	}
+	s.c.DeviceUpdate(map[string]uplink.Device{"eth0": ethRouters(slices.Concat(gws[1:], gws[:1])...)})
+	s.run(s.now.Add(5 * time.Second))
+	if gw := s.gateway("ethnet"); gw != ethGW || s.c.Selected() != "ethnet" {
+		t.Fatalf("the flood moved Ethernet to %v (selected %q)", gw, s.c.Selected())
+	}
+	s.deadRouters[ethGW] = true
+	s.until(5*time.Second, "Ethernet failed", func() bool { return s.c.Selected() == "stanet" })
+	s.run(s.now.Add(5 * time.Second))
+	delete(s.deadRouters, ethGW)
+	took := s.until(40*time.Second, "Ethernet back through its proven router", func() bool {
+		return s.c.Selected() == "ethnet" && s.gateway("ethnet") == ethGW
+	})
+	t.Logf("back %v after its upstream returned", took)
 }

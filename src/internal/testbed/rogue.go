@@ -52,28 +52,15 @@ func (w *World) AddRouter6(dev string, o Router6Options) (*Router6, error) {
 	if !o.LinkLocal.Is6() || !o.LinkLocal.IsLinkLocalUnicast() {
 		return nil, fmt.Errorf("testbed: second router's address %v is no link-local IPv6 address", o.LinkLocal)
 	}
-	ns, err := w.newNS("rr")
+	ll := o.LinkLocal.As16()
+	ns, err := w.AddLinkHost(dev, net.HardwareAddr{0x02, 0x00, 0x5e, ll[13], ll[14], ll[15]})
 	if err != nil {
 		return nil, err
 	}
-	if err := w.prepareV6(ns); err != nil {
-		return nil, err
-	}
-	ll := o.LinkLocal.As16()
-	mac := net.HardwareAddr{0x02, 0x00, 0x5e, ll[13], ll[14], ll[15]}
-	if err := u.Router.IP("link add rogue link todev address "+mac.String()+" type macvlan mode bridge",
-		"link set rogue netns "+ns.Name); err != nil {
-		return nil, err
-	}
-	cmds := []string{
-		"link set lo up",
-		"link set rogue addrgenmode none",
-		"addr add " + o.LinkLocal.String() + "/64 dev rogue",
-		"link set rogue up",
-	}
+	cmds := []string{"addr add " + o.LinkLocal.String() + "/64 dev " + LinkHostDev}
 	if o.Forward {
 		// Through the world's router, whose global address on the link is ::1 of the prefix.
-		cmds = append(cmds, fmt.Sprintf("addr add 2001:db8:%d::99/64 dev rogue nodad", 10*u.Index),
+		cmds = append(cmds, fmt.Sprintf("addr add 2001:db8:%d::99/64 dev %s nodad", 10*u.Index, LinkHostDev),
 			fmt.Sprintf("route add ::/0 via 2001:db8:%d::1", 10*u.Index))
 	} else {
 		cmds = append(cmds, "route add blackhole ::/0")
@@ -85,7 +72,7 @@ func (w *World) AddRouter6(dev string, o Router6Options) (*Router6, error) {
 	if o.Prefix.IsValid() {
 		prefix = fmt.Sprintf("\tprefix %s {\n\t\tAdvOnLink on;\n\t\tAdvAutonomous off;\n\t};\n", o.Prefix)
 	}
-	conf := fmt.Sprintf("interface rogue {\n\tAdvSendAdvert on;\n\tMinRtrAdvInterval 3;\n\tMaxRtrAdvInterval 4;\n"+
+	conf := fmt.Sprintf("interface "+LinkHostDev+" {\n\tAdvSendAdvert on;\n\tMinRtrAdvInterval 3;\n\tMaxRtrAdvInterval 4;\n"+
 		"\tAdvDefaultLifetime %d;\n\tAdvDefaultPreference %s;\n%s};\n", o.Lifetime, o.Preference, prefix)
 	if err := w.startRadvd(ns, conf); err != nil {
 		return nil, err
@@ -102,6 +89,34 @@ func (w *World) AddRouter6(dev string, o Router6Options) (*Router6, error) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// LinkHostDev is the interface of an AddLinkHost namespace on the uplink's link.
+const LinkHostDev = "link0"
+
+// AddLinkHost puts a host of its own namespace on uplink dev's link, beside the world's router
+// (a macvlan of MAC address mac on the router's end of the link, moved into the namespace):
+// its interface LinkHostDev is up, with no address at all (not even link-local).
+func (w *World) AddLinkHost(dev string, mac net.HardwareAddr) (*NS, error) {
+	u := w.Uplink(dev)
+	if u == nil {
+		return nil, fmt.Errorf("testbed: no uplink %s", dev)
+	}
+	ns, err := w.newNS("lh")
+	if err != nil {
+		return nil, err
+	}
+	if err := w.prepareV6(ns); err != nil {
+		return nil, err
+	}
+	if err := u.Router.IP("link add "+LinkHostDev+" link todev address "+mac.String()+" type macvlan mode bridge",
+		"link set "+LinkHostDev+" netns "+ns.Name); err != nil {
+		return nil, err
+	}
+	if err := ns.IP("link set lo up", "link set "+LinkHostDev+" addrgenmode none", "link set "+LinkHostDev+" up"); err != nil {
+		return nil, err
+	}
+	return ns, nil
 }
 
 // startRadvd runs radvd with configuration conf in ns until the world closes.
