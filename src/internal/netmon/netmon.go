@@ -6,7 +6,8 @@
 // uplink's own default route (the lowest-metric one through the device in
 // the main table, not ours: for IPv6 from an RA, proto ra, or from netifd,
 // usually via a link-local gateway; among equal metrics the router of
-// higher RA preference). It coalesces bursts of netlink messages into one
+// higher RA preference) and the gateways of all its default routes, ranked
+// the same way (failover chooses among them). It coalesces bursts of netlink messages into one
 // update. When the kernel drops messages (ENOBUFS:
 // the socket overflowed) it subscribes again and re-dumps everything, so the
 // view never stays wrong. Like tailscale's netmon, one pump goroutine owns
