@@ -132,6 +132,9 @@ type link struct {
 	router        netip.Addr
 	failedRouters map[netip.Addr]time.Time
 	provenRouters []netip.Addr
+	// routeLosses are the last times the uplink went down for lack of its
+	// default route (flap.go).
+	routeLosses []time.Time
 }
 
 // Counters count decisions.
@@ -155,6 +158,9 @@ type Controller struct {
 	applied  *route.Desired // what the kernel was last made to match
 	flushes  []flushReq     // conntrack flushes due once the routes are right
 	devices  map[string]uplink.Device
+	// flapWake is when the first fail-back hold of a link ends (flap.go);
+	// zero when none is held.
+	flapWake time.Time
 }
 
 // New returns a controller with settings s.
@@ -368,6 +374,9 @@ func (c *Controller) Tick() {
 	if c.releaseHeld(now) {
 		c.decide(now, "default route still gone")
 	}
+	if !c.flapWake.IsZero() && !now.Before(c.flapWake) {
+		c.decide(now, "route flap hold over")
+	}
 	if c.routeErr {
 		c.applied = nil
 		c.applyRoutes("retry after error")
@@ -393,6 +402,9 @@ func (c *Controller) Preference() int { return c.pref }
 func (c *Controller) apply(l *link, now time.Time, ev uplink.Event) {
 	snapBefore := l.m.Snapshot()
 	tr := l.m.Handle(now, ev)
+	if de, ok := ev.(uplink.DeviceEvent); ok {
+		l.noteRouteLoss(now, tr, de.Device)
+	}
 	if tr.Changed() {
 		c.env.Log("uplink state", "network", l.set.Name, "device", l.set.Device,
 			"from", tr.From.String(), "to", tr.To.String(), "reason", tr.Reason)
@@ -498,19 +510,24 @@ func (c *Controller) stopCapture(l *link) {
 	}
 }
 
-func (c *Controller) candidates() []selector.Candidate {
+func (c *Controller) candidates(now time.Time) []selector.Candidate {
 	out := make([]selector.Candidate, 0, len(c.links))
+	c.flapWake = time.Time{}
 	for _, l := range c.links {
 		s := l.m.Snapshot()
+		until := l.flapHeldUntil(now)
+		if !until.IsZero() && (c.flapWake.IsZero() || until.Before(c.flapWake)) {
+			c.flapWake = until
+		}
 		out = append(out, selector.Candidate{Name: l.set.Name, Kind: l.set.Kind, Priority: c.priority(l),
-			State: s.State, Successes: s.Successes, Fresh: s.State == uplink.ItfUpSU && s.Fails == 0})
+			State: s.State, Successes: s.Successes, Fresh: s.State == uplink.ItfUpSU && s.Fails == 0, Held: !until.IsZero()})
 	}
 	return out
 }
 
 // decide runs the selector and applies its decision, then reschedules.
 func (c *Controller) decide(now time.Time, trigger string) {
-	d := selector.Select(selector.Input{Candidates: c.candidates(), Current: c.selected,
+	d := selector.Select(selector.Input{Candidates: c.candidates(now), Current: c.selected,
 		Preference: c.pref, RecoverCount: c.set.Params.RecoverCount})
 	changed := d.Switch(c.selected)
 	var from, to UplinkSettings
@@ -634,6 +651,9 @@ func (c *Controller) schedule(now time.Time) {
 		if l.held != nil && (next.IsZero() || l.heldUntil.Before(next)) {
 			next = l.heldUntil
 		}
+	}
+	if !c.flapWake.IsZero() && (next.IsZero() || c.flapWake.Before(next)) {
+		next = c.flapWake
 	}
 	if !next.IsZero() {
 		c.env.WakeAt(next)

@@ -268,3 +268,41 @@ func TestE2ERAFlood(t *testing.T) {
 	r.fault("eth0", testbed.Fault{})
 	r.waitRoute6Via("via fe80::1 dev eth0", 0, 45*time.Second, 0, mark)
 }
+
+// A box on Ethernet's link sends RAs in the name of Ethernet's router (its address and MAC
+// address) with router lifetime 0, once a second: the kernel deletes the router's default route
+// at each, and the router's own RAs (every 3-4 s) add it back. Ethernet's IPv6 is unusable most
+// of the time; connmgr must carry IPv6 on Wi-Fi and not flap between the two (it failed back to
+// Ethernet within a second of each return: 15 switches in 30 s), and leave IPv4 alone.
+func TestE2ESpoofedRouterLifetimeZero(t *testing.T) {
+	r := newDualRig(t)
+	u := r.w.MustUplink("eth0")
+	mac, err := net.ParseMAC(strings.TrimSpace(u.Router.MustRun(t, "cat", "/sys/class/net/todev/address")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	host, err := r.w.AddLinkHost("eth0", net.HardwareAddr{0x02, 0, 0x5f, 0xff, 0xff, 0xfd})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mark, changes, changes6 := r.p.Mark(), r.watch.count(), r.watch6.count()
+	spoof := []testbed.RA{{Src: u.Gateway6, SrcMAC: mac, Lifetime: 0}}
+	for stop := time.Now().Add(30 * time.Second); time.Now().Before(stop); time.Sleep(time.Second) {
+		if err := host.SendRAs(testbed.LinkHostDev, spoof, 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	n := r.watch6.count() - changes6
+	t.Logf("30 s of spoofed lifetime-0 RAs: connmgr's IPv6 route changed uplink %d times; now %s", n, r.connmgrRoute6())
+	// Away, back once (a single loss is no flapping), away again: no more.
+	if n > 3 {
+		t.Errorf("connmgr's IPv6 route changed uplink %d times in 30 s (want at most 3)\nlog since:\n%s", n, r.logSince(mark))
+	}
+	if cur := r.connmgrRoute6(); !strings.Contains(cur, "dev wlan0") {
+		t.Fatalf("connmgr's IPv6 route with Ethernet's route flapping: %s", cur)
+	}
+	r.echo6("wlan0")
+	if n := r.watch.count() - changes; n != 0 {
+		t.Errorf("the IPv4 default route changed %d times", n)
+	}
+}

@@ -164,10 +164,17 @@ type RA struct {
 	Prefixes       []netip.Prefix
 	PrefixLifetime uint32
 	RDNSS          []netip.Addr // recursive DNS servers (lifetime an hour)
+	// SrcMAC, if set, is the frame's source and the RA's source link-layer address (a spoofer
+	// of a router's RAs gives the router's own).
+	SrcMAC net.HardwareAddr
 }
 
-// MAC is the source MAC address SendRAs gives ra: made from its link-local address.
+// MAC is the source MAC address SendRAs gives ra: SrcMAC, else one made from its link-local
+// address.
 func (ra RA) MAC() net.HardwareAddr {
+	if len(ra.SrcMAC) == 6 {
+		return ra.SrcMAC
+	}
 	a := ra.Src.As16()
 	return net.HardwareAddr{0x02, 0x00, 0x5f, a[13], a[14], a[15]}
 }
