@@ -1,7 +1,6 @@
 package capture
 
 import (
-	"context"
 	"encoding/binary"
 	"fmt"
 	"net/netip"
@@ -135,26 +134,14 @@ func world6(t *testing.T) (*testbed.World, netip.Prefix) {
 func TestCaptureInWorld6(t *testing.T) {
 	w, own6 := world6(t)
 	_, r := startIn(t, w, own6)
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-
-	c4, err := w.Device.Dial(ctx, "tcp4", testbed.EchoURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c4.Close()
+	c4, _ := dialIn(t, w.Device, "tcp4", testbed.EchoURL())
 	chat(c4, time.Second)
 	n4, wrong := r.count(uplink.IPv4)
 	if n6, _ := r.count(uplink.IPv6); n4 == 0 || n6 != 0 || wrong != 0 {
 		t.Fatalf("IPv4 replies: %d IPv4 and %d IPv6 reports, %d to the wrong address", n4, n6, wrong)
 	}
 
-	c, err := w.Device.Dial(ctx, "tcp6", echo6.String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	local := netip.MustParseAddrPort(c.LocalAddr().String())
+	c, local := dialIn(t, w.Device, "tcp6", echo6.String())
 	if local.Addr() != dev6 {
 		t.Fatalf("IPv6 connection from %v, want %v", local, dev6)
 	}
@@ -164,29 +151,12 @@ func TestCaptureInWorld6(t *testing.T) {
 		t.Fatalf("IPv6 replies: %d IPv6 reports, %d to the wrong address, %d with since not before at", n6, wrong, r.badAt.Load())
 	}
 
-	if err := w.SetFault("eth0", testbed.Fault{Blackhole: true}); err != nil {
-		t.Fatal(err)
-	}
-	time.Sleep(300 * time.Millisecond)
-	noiseAt := time.Now()
-	for _, n := range []testbed.Noise{
-		{From: netip.AddrPortFrom(beyond6, 5000), To: netip.AddrPortFrom(dev6, 40000), PerSecond: 50},
-		{From: echo6, To: local, TCPFlags: 0x10, PerSecond: 50},
-		{From: echo6, To: local, TCPFlags: 0x18, PerSecond: 50},
-		{From: netip.AddrPortFrom(beyond6, 443), To: netip.AddrPortFrom(dev6, 40001), TCPFlags: 0x10, PerSecond: 50},
-	} {
-		stop, err := w.SendNoise("eth0", n)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer stop()
-	}
 	before := r.n.Load()
-	chat(c, 2*time.Second)
-	if r.after(noiseAt) {
-		t.Fatalf("black hole under IPv6 noise: a report of replies since %v, after the noise began at %v",
-			time.Unix(0, r.since.Load()).Format("15:04:05.000"), noiseAt.Format("15:04:05.000"))
-	}
+	blackHoleUnderNoise(t, w, r, c, "IPv6 noise", nil,
+		testbed.Noise{From: netip.AddrPortFrom(beyond6, 5000), To: netip.AddrPortFrom(dev6, 40000), PerSecond: 50},
+		testbed.Noise{From: echo6, To: local, TCPFlags: 0x10, PerSecond: 50},
+		testbed.Noise{From: echo6, To: local, TCPFlags: 0x18, PerSecond: 50},
+		testbed.Noise{From: netip.AddrPortFrom(beyond6, 443), To: netip.AddrPortFrom(dev6, 40001), TCPFlags: 0x10, PerSecond: 50})
 	t.Logf("%d reports before the black hole, %d after it", before, r.n.Load()-before)
 }
 
@@ -221,14 +191,7 @@ func TestCaptureForwarded6(t *testing.T) {
 	lan.NS.WaitNoTentative(t, 5*time.Second)
 	_, r := startIn(t, w, own6)
 	r.expect(uplink.IPv6, client)
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	c, err := lan.NS.Dial(ctx, "tcp6", echo6.String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	local := netip.MustParseAddrPort(c.LocalAddr().String())
+	c, local := dialIn(t, lan.NS, "tcp6", echo6.String())
 	if local.Addr() != client {
 		t.Fatalf("the client's connection is from %v, want %v (forwarded, not masqueraded)", local, client)
 	}
@@ -236,22 +199,8 @@ func TestCaptureForwarded6(t *testing.T) {
 	if n6, wrong := r.count(uplink.IPv6); n6 == 0 || wrong != 0 {
 		t.Fatalf("forwarded IPv6 replies: %d reports, %d with the wrong local address", n6, wrong)
 	}
-
-	if err := w.SetFault("eth0", testbed.Fault{Blackhole: true}); err != nil {
-		t.Fatal(err)
-	}
-	time.Sleep(300 * time.Millisecond)
-	noiseAt := time.Now()
-	stop, err := w.SendNoise("eth0", testbed.Noise{From: echo6, To: local, TCPFlags: 0x18, PerSecond: 50})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer stop()
-	chat(c, 2*time.Second)
-	if r.after(noiseAt) {
-		t.Fatalf("black hole under spoofed segments to the client: a report of replies since %v, after the noise began at %v",
-			time.Unix(0, r.since.Load()).Format("15:04:05.000"), noiseAt.Format("15:04:05.000"))
-	}
+	blackHoleUnderNoise(t, w, r, c, "spoofed segments to the client", nil,
+		testbed.Noise{From: echo6, To: local, TCPFlags: 0x18, PerSecond: 50})
 }
 
 // The filters hold maxPrefixes own prefixes of each family (each one

@@ -243,17 +243,52 @@ func chat(c net.Conn, d time.Duration) {
 	}
 }
 
-func TestCaptureInWorld(t *testing.T) {
-	w := testbed.New(t, testbed.Options{Uplinks: []string{"eth0"}})
-	u, r := startIn(t, w)
+// dialIn connects from ns to addr (closed when the test ends) and returns the connection and
+// its local end.
+func dialIn(t *testing.T, ns *testbed.NS, network, addr string) (net.Conn, netip.AddrPort) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	c, err := w.Device.Dial(ctx, "tcp4", testbed.EchoURL())
+	c, err := ns.Dial(ctx, network, addr)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c.Close()
-	local := netip.MustParseAddrPort(c.LocalAddr().String())
+	t.Cleanup(func() { c.Close() })
+	return c, netip.MustParseAddrPort(c.LocalAddr().String())
+}
+
+// blackHoleUnderNoise black-holes eth0, calls prepare (if set), waits 300 ms (a report may still
+// come for replies that arrived before the fault: its since says so, and the state machine does
+// not let it outvote a later failed probe), then sends the noise while c keeps writing for 2 s:
+// no report may say replies came after the noise began. what names the noise.
+func blackHoleUnderNoise(t *testing.T, w *testbed.World, r *reports, c net.Conn, what string, prepare func(), noise ...testbed.Noise) {
+	t.Helper()
+	if err := w.SetFault("eth0", testbed.Fault{Blackhole: true}); err != nil {
+		t.Fatal(err)
+	}
+	if prepare != nil {
+		prepare()
+	}
+	time.Sleep(300 * time.Millisecond)
+	noiseAt := time.Now()
+	for _, n := range noise {
+		stop, err := w.SendNoise("eth0", n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer stop()
+	}
+	chat(c, 2*time.Second)
+	if r.after(noiseAt) {
+		t.Fatalf("black hole under %s: a report of replies since %v, after the noise began at %v", what,
+			time.Unix(0, r.since.Load()).Format("15:04:05.000"), noiseAt.Format("15:04:05.000"))
+	}
+}
+
+func TestCaptureInWorld(t *testing.T) {
+	w := testbed.New(t, testbed.Options{Uplinks: []string{"eth0"}})
+	u, r := startIn(t, w)
+	c, local := dialIn(t, w.Device, "tcp4", testbed.EchoURL())
 
 	chat(c, 1500*time.Millisecond)
 	if r.n.Load() == 0 || r.badAt.Load() != 0 {
@@ -263,32 +298,12 @@ func TestCaptureInWorld(t *testing.T) {
 	// Black hole: the connection's own segments go unanswered, and noise
 	// arrives from beyond the subnet: UDP, and TCP ACKs carrying the
 	// connection's very tuple (a blind spoofer: out of the window).
-	if err := w.SetFault("eth0", testbed.Fault{Blackhole: true}); err != nil {
-		t.Fatal(err)
-	}
-	// A report may still come for replies that arrived before the fault:
-	// its since says so (it is before the fault), and the state machine
-	// does not let it outvote a later failed probe.
-	time.Sleep(300 * time.Millisecond)
-	noiseAt := time.Now()
 	beyond := netip.AddrPortFrom(netip.AddrFrom4([4]byte{198, 18, 11, 1}), 5000)
-	for _, n := range []testbed.Noise{
-		{From: beyond, To: netip.AddrPortFrom(u.Addr, 40000), PerSecond: 50},
-		{From: netip.AddrPortFrom(testbed.EchoAddr, testbed.EchoPort), To: local, TCPFlags: 0x10, PerSecond: 50},
-		{From: netip.AddrPortFrom(testbed.EchoAddr, testbed.EchoPort), To: local, TCPFlags: 0x18, PerSecond: 50},
-		{From: beyond, To: netip.AddrPortFrom(u.Addr, 40001), TCPFlags: 0x10, PerSecond: 50},
-	} {
-		stop, err := w.SendNoise("eth0", n)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer stop()
-	}
-	chat(c, 2*time.Second)
-	if r.after(noiseAt) {
-		t.Fatalf("black hole under noise: a report of replies since %v, after the noise began at %v",
-			time.Unix(0, r.since.Load()).Format("15:04:05.000"), noiseAt.Format("15:04:05.000"))
-	}
+	blackHoleUnderNoise(t, w, r, c, "noise", nil,
+		testbed.Noise{From: beyond, To: netip.AddrPortFrom(u.Addr, 40000), PerSecond: 50},
+		testbed.Noise{From: netip.AddrPortFrom(testbed.EchoAddr, testbed.EchoPort), To: local, TCPFlags: 0x10, PerSecond: 50},
+		testbed.Noise{From: netip.AddrPortFrom(testbed.EchoAddr, testbed.EchoPort), To: local, TCPFlags: 0x18, PerSecond: 50},
+		testbed.Noise{From: beyond, To: netip.AddrPortFrom(u.Addr, 40001), TCPFlags: 0x10, PerSecond: 50})
 }
 
 // A download is sampled, not followed: at most one conntrack question and
@@ -297,12 +312,7 @@ func TestCaptureSamplesDownload(t *testing.T) {
 	w := testbed.New(t, testbed.Options{Uplinks: []string{"eth0"}, NoEcho: true})
 	_, r := startIn(t, w)
 	w.Cloud.ServeDownload(t, netip.AddrPortFrom(testbed.EchoAddr, 8080).String(), 0)
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	c, err := w.Device.Dial(ctx, "tcp4", netip.AddrPortFrom(testbed.EchoAddr, 8080).String())
-	if err != nil {
-		t.Fatal(err)
-	}
+	c, _ := dialIn(t, w.Device, "tcp4", netip.AddrPortFrom(testbed.EchoAddr, 8080).String())
 	start := time.Now()
 	n, _ := io.Copy(io.Discard, io.LimitReader(c, 50<<20))
 	c.Close()
@@ -347,31 +357,10 @@ func TestCaptureLiberalConntrack(t *testing.T) {
 // device keep writing while a blind spoofer sends segments with the
 // connection's tuple: no report may say replies came after that.
 func spoofBlackHole(t *testing.T, w *testbed.World, r *reports, prepare func(local netip.AddrPort)) {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	c, err := w.Device.Dial(ctx, "tcp4", testbed.EchoURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	local := netip.MustParseAddrPort(c.LocalAddr().String())
+	c, local := dialIn(t, w.Device, "tcp4", testbed.EchoURL())
 	chat(c, 500*time.Millisecond)
-	if err := w.SetFault("eth0", testbed.Fault{Blackhole: true}); err != nil {
-		t.Fatal(err)
-	}
-	prepare(local)
-	time.Sleep(300 * time.Millisecond)
-	noiseAt := time.Now()
-	stop, err := w.SendNoise("eth0", testbed.Noise{From: netip.AddrPortFrom(testbed.EchoAddr, testbed.EchoPort), To: local, TCPFlags: 0x18, PerSecond: 50})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer stop()
-	chat(c, 2*time.Second)
-	if r.after(noiseAt) {
-		t.Fatalf("black hole under spoofed segments: a report of replies since %v, after the noise began at %v",
-			time.Unix(0, r.since.Load()).Format("15:04:05.000"), noiseAt.Format("15:04:05.000"))
-	}
+	blackHoleUnderNoise(t, w, r, c, "spoofed segments", func() { prepare(local) },
+		testbed.Noise{From: netip.AddrPortFrom(testbed.EchoAddr, testbed.EchoPort), To: local, TCPFlags: 0x18, PerSecond: 50})
 }
 
 // A connection opened TO the device from beyond the subnet (a scanner

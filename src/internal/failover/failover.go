@@ -126,6 +126,15 @@ type link struct {
 	rounds         uint64    // probe rounds started
 	suspect        time.Time // when the current streak of failed rounds began (zero: none)
 	limited        bool      // over its monthly limit (SetLimited)
+	// router is the gateway routed through, of those the link offers;
+	// failedRouters are the offered ones the family failed through, and
+	// when; provenRouters those a round succeeded through (routers.go).
+	router        netip.Addr
+	failedRouters map[netip.Addr]time.Time
+	provenRouters []netip.Addr
+	// routeLosses are the last times the uplink went down for lack of its
+	// default route (flap.go).
+	routeLosses []time.Time
 }
 
 // Counters count decisions.
@@ -149,6 +158,9 @@ type Controller struct {
 	applied  *route.Desired // what the kernel was last made to match
 	flushes  []flushReq     // conntrack flushes due once the routes are right
 	devices  map[string]uplink.Device
+	// flapWake is when the first fail-back hold of a link ends (flap.go);
+	// zero when none is held.
+	flapWake time.Time
 }
 
 // New returns a controller with settings s.
@@ -179,7 +191,7 @@ func (c *Controller) Configure(s Settings) {
 			}
 			l = &link{m: uplink.New(now, s.Params)}
 			if d, ok := c.devices[us.Device]; ok {
-				l.m.Handle(now, uplink.DeviceEvent{Device: d.OfFamily(s.Family)})
+				l.m.Handle(now, uplink.DeviceEvent{Device: l.view(d, s.Family, now)})
 			}
 		}
 		delete(old, us.Name)
@@ -213,7 +225,7 @@ func (c *Controller) DeviceUpdate(devs map[string]uplink.Device) {
 		c.devices[dev] = d
 		for _, l := range c.links {
 			if l.set.Device == dev {
-				c.device(l, now, d.OfFamily(c.set.Family))
+				c.device(l, now, l.view(d, c.set.Family, now))
 			}
 		}
 	}
@@ -348,6 +360,11 @@ func (c *Controller) ProbeDone(name string, r uplink.ProbeResult) {
 	}
 	l.byUnanswered = false
 	c.apply(l, now, uplink.ProbeEvent{Result: r})
+	if r.OK {
+		l.routerProven()
+	} else if l.m.State() == uplink.ItfUpSF {
+		c.nextRouter(l, now)
+	}
 	c.decide(now, "probe")
 }
 
@@ -356,6 +373,9 @@ func (c *Controller) Tick() {
 	now := c.env.Now()
 	if c.releaseHeld(now) {
 		c.decide(now, "default route still gone")
+	}
+	if !c.flapWake.IsZero() && !now.Before(c.flapWake) {
+		c.decide(now, "route flap hold over")
 	}
 	if c.routeErr {
 		c.applied = nil
@@ -382,6 +402,9 @@ func (c *Controller) Preference() int { return c.pref }
 func (c *Controller) apply(l *link, now time.Time, ev uplink.Event) {
 	snapBefore := l.m.Snapshot()
 	tr := l.m.Handle(now, ev)
+	if de, ok := ev.(uplink.DeviceEvent); ok {
+		l.noteRouteLoss(now, tr, de.Device)
+	}
 	if tr.Changed() {
 		c.env.Log("uplink state", "network", l.set.Name, "device", l.set.Device,
 			"from", tr.From.String(), "to", tr.To.String(), "reason", tr.Reason)
@@ -487,19 +510,24 @@ func (c *Controller) stopCapture(l *link) {
 	}
 }
 
-func (c *Controller) candidates() []selector.Candidate {
+func (c *Controller) candidates(now time.Time) []selector.Candidate {
 	out := make([]selector.Candidate, 0, len(c.links))
+	c.flapWake = time.Time{}
 	for _, l := range c.links {
 		s := l.m.Snapshot()
+		until := l.flapHeldUntil(now)
+		if !until.IsZero() && (c.flapWake.IsZero() || until.Before(c.flapWake)) {
+			c.flapWake = until
+		}
 		out = append(out, selector.Candidate{Name: l.set.Name, Kind: l.set.Kind, Priority: c.priority(l),
-			State: s.State, Successes: s.Successes, Fresh: s.State == uplink.ItfUpSU && s.Fails == 0})
+			State: s.State, Successes: s.Successes, Fresh: s.State == uplink.ItfUpSU && s.Fails == 0, Held: !until.IsZero()})
 	}
 	return out
 }
 
 // decide runs the selector and applies its decision, then reschedules.
 func (c *Controller) decide(now time.Time, trigger string) {
-	d := selector.Select(selector.Input{Candidates: c.candidates(), Current: c.selected,
+	d := selector.Select(selector.Input{Candidates: c.candidates(now), Current: c.selected,
 		Preference: c.pref, RecoverCount: c.set.Params.RecoverCount})
 	changed := d.Switch(c.selected)
 	var from, to UplinkSettings
@@ -623,6 +651,9 @@ func (c *Controller) schedule(now time.Time) {
 		if l.held != nil && (next.IsZero() || l.heldUntil.Before(next)) {
 			next = l.heldUntil
 		}
+	}
+	if !c.flapWake.IsZero() && (next.IsZero() || c.flapWake.Before(next)) {
+		next = c.flapWake
 	}
 	if !next.IsZero() {
 		c.env.WakeAt(next)

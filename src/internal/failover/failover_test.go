@@ -30,6 +30,8 @@ type sim struct {
 	started  map[string]int // rounds started per uplink
 	states   []string       // StateChanged calls, network:state
 	switches []string       // Switched calls, from>to
+	// deadRouters are gateways through which every probe fails (a black hole on the link).
+	deadRouters map[netip.Addr]bool
 }
 
 type pendingProbe struct {
@@ -44,10 +46,20 @@ func (s *sim) StartProbe(name, dev string, src netip.Addr, timeout, hedge time.D
 	}
 	s.started[name]++
 	p := pendingProbe{start: s.now, done: s.now.Add(timeout)}
-	if s.healthy[name] {
+	if s.healthy[name] && !s.deadRouters[s.gateway(name)] {
 		p.done, p.ok = s.now.Add(20*time.Millisecond), true
 	}
 	s.pending[name] = p
+}
+
+// gateway is the router uplink name is routed through now.
+func (s *sim) gateway(name string) netip.Addr {
+	for _, u := range s.routes.Uplinks {
+		if u.Name == name {
+			return u.Gateway
+		}
+	}
+	return netip.Addr{}
 }
 func (s *sim) Capture(name, dev string, p []netip.Prefix) { s.capture[name] = p }
 func (s *sim) WakeAt(t time.Time)                         { s.wake = t }
@@ -424,5 +436,43 @@ func TestRouteLossAfterGrace(t *testing.T) {
 	s.c.DeviceUpdate(map[string]uplink.Device{"eth0": down})
 	if s.routes.Selected != "stanet" {
 		t.Fatalf("carrier loss during the grace: selected %q", s.routes.Selected)
+	}
+}
+
+// Ethernet's default route keeps going and coming (spoofed RAs of router lifetime 0 at one a
+// second, the router's own every 4 s): the first loss fails over and back as before; from the
+// second within routeFlapWindow Ethernet is not failed back to, however well it probes while
+// its route is there, until the window after the last-but-one loss passes.
+func TestRouteFlapHoldsFailBack(t *testing.T) {
+	gone := ethDev
+	gone.HasDefault, gone.Gateway = false, netip.Addr{}
+	s := graceSim(t)
+	flap := func() {
+		s.c.DeviceUpdate(map[string]uplink.Device{"eth0": gone})
+		s.run(s.now.Add(3 * time.Second))
+		s.c.DeviceUpdate(map[string]uplink.Device{"eth0": ethDev})
+		s.run(s.now.Add(time.Second))
+	}
+	switches := len(s.switches)
+	flap()
+	if s.c.Selected() != "ethnet" {
+		t.Fatalf("after one route loss and 1 s back: selected %q, want ethnet (fail-back as before)", s.c.Selected())
+	}
+	secondLoss := s.now
+	for range 10 {
+		flap()
+	}
+	if got := s.switches[switches:]; len(got) != 3 || s.c.Selected() != "stanet" {
+		t.Fatalf("switches %q, selected %q: want ethnet>stanet, stanet>ethnet, ethnet>stanet and no more", got, s.c.Selected())
+	}
+	// The flaps end; Ethernet stays: the fail-back comes once the window after the last-but-one
+	// loss is over.
+	lastButOne := secondLoss.Add(8*4*time.Second + DefaultRouteGrace) // each flap's loss counts after the grace
+	s.until(2*routeFlapWindow, "fail-back after the flaps", func() bool { return s.c.Selected() == "ethnet" })
+	if early := lastButOne.Add(routeFlapWindow); s.now.Before(early) {
+		t.Fatalf("failed back at %v, before the hold's end %v", s.now.Sub(t0), early.Sub(t0))
+	}
+	if late := lastButOne.Add(routeFlapWindow + 4*time.Second); s.now.After(late) {
+		t.Fatalf("failed back at %v, long after the hold's end %v\n%s", s.now.Sub(t0), lastButOne.Add(routeFlapWindow).Sub(t0), strings.Join(s.log, "\n"))
 	}
 }

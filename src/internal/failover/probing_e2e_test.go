@@ -25,35 +25,9 @@ const fastProbes = "\toption probe_interval '1s'\n"
 // always does on OpenWrt).
 func TestE2EUnansweredKeepaliveSwitches(t *testing.T) {
 	r := newRigArgs(t, "")
-	c := dialEcho(t, r.w)
-	go io.Copy(io.Discard, c)
-	sent := keepalives(t, c, 3*time.Second)
 	const runs = 3
-	var worst, worstBack time.Duration
-	for i := range runs {
-		// The fault comes at a different phase of the keepalives each run.
-		k := <-sent
-		time.Sleep(time.Duration(300+900*i) * time.Millisecond)
-		faultAt := time.Now()
-		r.fault("eth0", testbed.Fault{Blackhole: true})
-		var next time.Time
-		for next.Before(faultAt) {
-			next = <-sent
-		}
-		at := r.waitDefault("wlan0", 15*time.Second)
-		took := at.Sub(next)
-		t.Logf("run %d: fault %v after a keepalive; switched %v after the next keepalive was sent (%v after the fault)",
-			i, faultAt.Sub(k).Round(time.Millisecond), took.Round(time.Millisecond), at.Sub(faultAt).Round(time.Millisecond))
-		worst = max(worst, took)
-		back := time.Now()
-		r.fault("eth0", testbed.Fault{})
-		atBack := r.waitDefault("eth0", 15*time.Second)
-		t.Logf("run %d: upstream back -> failed back in %v", i, atBack.Sub(back).Round(time.Millisecond))
-		worstBack = max(worstBack, atBack.Sub(back))
-		for len(sent) > 0 {
-			<-sent
-		}
-	}
+	worst, worstBack := r.keepaliveRuns(keepaliveLoop{addr: testbed.EchoURL(), fault: testbed.Fault{Blackhole: true},
+		runs: runs, phase0: 300 * time.Millisecond, phaseStep: 900 * time.Millisecond, wait: r.waitDefault, timeout: 15 * time.Second})
 	if worst > 3*time.Second {
 		t.Errorf("worst: switched %v after the unanswered keepalive, target 3 s\nlog:\n%s", worst, r.p.Log())
 	}
@@ -65,9 +39,58 @@ func TestE2EUnansweredKeepaliveSwitches(t *testing.T) {
 	}
 }
 
+// keepaliveLoop is the loop of the keepalive tests, in either family.
+type keepaliveLoop struct {
+	addr  string        // the echo service the session goes to (host:port of the family's)
+	fault testbed.Fault // what eth0's router does to the family
+	runs  int
+	// Run i injects the fault phase0 + i*phaseStep after a keepalive: a different phase of
+	// the keepalives each run.
+	phase0, phaseStep time.Duration
+	// wait waits for the family's default route through a device (r.waitDefault, r.waitDefault6)
+	// at most timeout, and returns when it moved.
+	wait    func(dev string, timeout time.Duration) time.Time
+	timeout time.Duration
+}
+
+// keepaliveRuns opens a session to k.addr from the device with a keepalive every 3 s; then k.runs
+// times eth0's router gets k.fault, the family must move to wlan0, the fault is lifted and the
+// family must fail back to eth0. It returns the worst time from the first keepalive sent after
+// the fault to the switch, and the worst fail-back (from the fault's end).
+func (r *rig) keepaliveRuns(k keepaliveLoop) (worst, worstBack time.Duration) {
+	t := r.t
+	c := dialEchoAt(t, r.w, k.addr)
+	go io.Copy(io.Discard, c)
+	sent := keepalives(t, c, 3*time.Second)
+	for i := range k.runs {
+		last := <-sent
+		time.Sleep(k.phase0 + time.Duration(i)*k.phaseStep)
+		faultAt := time.Now()
+		r.fault("eth0", k.fault)
+		var next time.Time
+		for next.Before(faultAt) {
+			next = <-sent
+		}
+		at := k.wait("wlan0", k.timeout)
+		took := at.Sub(next)
+		t.Logf("run %d: fault %v after a keepalive; switched %v after the next keepalive was sent (%v after the fault)",
+			i, faultAt.Sub(last).Round(time.Millisecond), took.Round(time.Millisecond), at.Sub(faultAt).Round(time.Millisecond))
+		worst = max(worst, took)
+		back := time.Now()
+		r.fault("eth0", testbed.Fault{})
+		atBack := k.wait("eth0", k.timeout)
+		t.Logf("run %d: upstream back -> failed back in %v", i, atBack.Sub(back).Round(time.Millisecond))
+		worstBack = max(worstBack, atBack.Sub(back))
+		for len(sent) > 0 {
+			<-sent
+		}
+	}
+	return worst, worstBack
+}
+
 // keepalives writes a keepalive on c every period until the test ends, and sends on the
 // channel when it wrote each.
-func keepalives(t *testing.T, c echoConn, every time.Duration) <-chan time.Time {
+func keepalives(t testing.TB, c echoConn, every time.Duration) <-chan time.Time {
 	sent := make(chan time.Time, 100)
 	stop := make(chan struct{})
 	t.Cleanup(func() { close(stop) })

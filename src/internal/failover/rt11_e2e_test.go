@@ -11,11 +11,15 @@ import (
 
 // Red-team tests of issue 11 (IPv6 uplinks): a network that renumbers, and routers that change.
 
-// routeGet6 says which device the device namespace's kernel sends a packet from src to the
-// cloud's echo through.
+// routeGet6 says which device the device namespace's kernel sends a packet from src (any
+// with "") to the cloud's echo through.
 func (r *rig) routeGet6(src string) string {
 	r.t.Helper()
-	out := r.w.Device.MustRun(r.t, "ip", "-6", "route", "get", testbed.Echo6Addr.String(), "from", src)
+	args := []string{"ip", "-6", "route", "get", testbed.Echo6Addr.String()}
+	if src != "" {
+		args = append(args, "from", src)
+	}
+	out := r.w.Device.MustRun(r.t, args...)
 	if f := strings.Fields(out); len(f) > 0 {
 		for i := range f[:len(f)-1] {
 			if f[i] == "dev" {

@@ -1,7 +1,6 @@
 package failover_test
 
 import (
-	"io"
 	"strings"
 	"testing"
 	"time"
@@ -17,34 +16,9 @@ import (
 func TestE2EUnansweredKeepaliveSwitchesIPv6(t *testing.T) {
 	r := newDualRig(t, []string{}...) // firewall on, as shipped
 	before := r.watch.count()
-	c := dialEchoAt(t, r.w, testbed.Echo6URL())
-	go io.Copy(io.Discard, c)
-	sent := keepalives(t, c, 3*time.Second)
 	const runs = 2
-	var worst time.Duration
-	for i := range runs {
-		// The fault comes at a different phase of the keepalives each run.
-		k := <-sent
-		time.Sleep(time.Duration(500+1500*i) * time.Millisecond)
-		faultAt := time.Now()
-		r.fault("eth0", testbed.Fault{Blackhole: true, Family: 6})
-		var next time.Time
-		for next.Before(faultAt) {
-			next = <-sent
-		}
-		at := r.waitDefault6("wlan0", 20*time.Second)
-		took := at.Sub(next)
-		t.Logf("run %d: IPv6 fault %v after a keepalive; IPv6 switched %v after the next keepalive was sent (%v after the fault)",
-			i, faultAt.Sub(k).Round(time.Millisecond), took.Round(time.Millisecond), at.Sub(faultAt).Round(time.Millisecond))
-		worst = max(worst, took)
-		back := time.Now()
-		r.fault("eth0", testbed.Fault{})
-		atBack := r.waitDefault6("eth0", 20*time.Second)
-		t.Logf("run %d: IPv6 upstream back -> failed back in %v", i, atBack.Sub(back).Round(time.Millisecond))
-		for len(sent) > 0 {
-			<-sent
-		}
-	}
+	worst, _ := r.keepaliveRuns(keepaliveLoop{addr: testbed.Echo6URL(), fault: testbed.Fault{Blackhole: true, Family: 6},
+		runs: runs, phase0: 500 * time.Millisecond, phaseStep: 1500 * time.Millisecond, wait: r.waitDefault6, timeout: 20 * time.Second})
 	if worst > 3*time.Second {
 		t.Errorf("worst: IPv6 switched %v after the unanswered keepalive, target 3 s\nlog:\n%s", worst, r.p.Log())
 	}

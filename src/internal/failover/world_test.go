@@ -91,6 +91,8 @@ type rigOptions struct {
 	world     testbed.Options  // the world's shape (dual-stack, IPv6-only uplinks)
 	// noWait skips waiting for eth0's IPv4 default route and stanet's ITFUP_SS at start.
 	noWait bool
+	// before, if set, changes the world before connmgr starts.
+	before func(*testbed.World)
 }
 
 func newRigWith(t testing.TB, o rigOptions) *rig {
@@ -117,6 +119,9 @@ func newRigWith(t testing.TB, o rigOptions) *rig {
 		t.Cleanup(func() { srv.Close() })
 	}
 	r.sock = sock
+	if o.before != nil {
+		o.before(w)
+	}
 	r.p = w.StartConnmgr(t, append(o.args, "-c", dir, "-w", filepath.Join(dir, "whitelist"), "-s", sock)...)
 	if !o.noWait {
 		r.waitDefault("eth0", 15*time.Second)

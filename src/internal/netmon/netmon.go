@@ -6,7 +6,8 @@
 // uplink's own default route (the lowest-metric one through the device in
 // the main table, not ours: for IPv6 from an RA, proto ra, or from netifd,
 // usually via a link-local gateway; among equal metrics the router of
-// higher RA preference). It coalesces bursts of netlink messages into one
+// higher RA preference) and the gateways of all its default routes, ranked
+// the same way (failover chooses among them). It coalesces bursts of netlink messages into one
 // update. When the kernel drops messages (ENOBUFS:
 // the socket overflowed) it subscribes again and re-dumps everything, so the
 // view never stays wrong. Like tailscale's netmon, one pump goroutine owns
@@ -165,32 +166,51 @@ func (v *view) device(name string) uplink.Device {
 	slices.SortFunc(d.Deprecated, byAddr)
 	// The uplink's own default route of a family is the one with the
 	// lowest metric.
-	d.HasDefault, d.Gateway = v.bestRoute(idx, false)
-	d.HasDefault6, d.Gateway6 = v.bestRoute(idx, true)
+	d.HasDefault, d.Gateway, d.Routers = v.bestRoute(idx, false)
+	d.HasDefault6, d.Gateway6, d.Routers6 = v.bestRoute(idx, true)
 	return d
 }
 
 // bestRoute returns the gateway of the device's lowest-metric default
 // route of a family (of those of that metric, the one of the preferred
 // router, then the one renewed last, then the lowest gateway) that had not
-// expired, and whether there is one. Renewed last: a router replaced without
-// a final RA leaves its route for its whole lifetime (30 min), and its
-// expiry, as last read, is older than its live successor's.
-func (v *view) bestRoute(idx int, v6 bool) (bool, netip.Addr) {
-	var best *defRoute
-	var bestInfo routeInfo
+// expired, whether there is one, and the gateways of all its unexpired
+// default routes of the family in that order (each once). Renewed last: a
+// router replaced without a final RA leaves its route for its whole
+// lifetime (30 min), and its expiry, as last read, is older than its live
+// successor's.
+func (v *view) bestRoute(idx int, v6 bool) (bool, netip.Addr, []netip.Addr) {
+	type ranked struct {
+		r    defRoute
+		info routeInfo
+	}
+	var rs []ranked
 	for r, info := range v.routes[idx] {
-		if r.v6 != v6 || info.expired {
-			continue
-		}
-		if best == nil || r.metric < best.metric || (r.metric == best.metric && info.better(bestInfo, r.gw, best.gw)) {
-			best, bestInfo = &r, info
+		if r.v6 == v6 && !info.expired {
+			rs = append(rs, ranked{r, info})
 		}
 	}
-	if best == nil {
-		return false, netip.Addr{}
+	if len(rs) == 0 {
+		return false, netip.Addr{}, nil
 	}
-	return true, best.gw
+	slices.SortFunc(rs, func(a, b ranked) int {
+		switch {
+		case a.r.metric != b.r.metric:
+			return a.r.metric - b.r.metric
+		case a.info.better(b.info, a.r.gw, b.r.gw):
+			return -1
+		case b.info.better(a.info, b.r.gw, a.r.gw):
+			return 1
+		}
+		return 0
+	})
+	var gws []netip.Addr
+	for _, x := range rs {
+		if x.r.gw.IsValid() && !slices.Contains(gws, x.r.gw) {
+			gws = append(gws, x.r.gw)
+		}
+	}
+	return true, rs[0].r.gw, gws
 }
 
 // prefRank orders RA router preferences (RFC 4191): low < medium < high;
@@ -777,7 +797,8 @@ func equalDevice(a, b uplink.Device) bool {
 	return a.Present == b.Present && a.AdminUp == b.AdminUp && a.Carrier == b.Carrier &&
 		a.HasDefault == b.HasDefault && a.Gateway == b.Gateway && slices.Equal(a.Addrs, b.Addrs) &&
 		slices.Equal(a.Deprecated, b.Deprecated) &&
-		a.HasDefault6 == b.HasDefault6 && a.Gateway6 == b.Gateway6
+		a.HasDefault6 == b.HasDefault6 && a.Gateway6 == b.Gateway6 &&
+		slices.Equal(a.Routers, b.Routers) && slices.Equal(a.Routers6, b.Routers6)
 }
 
 // CarrierPolls returns how many carrier poll rounds ran.

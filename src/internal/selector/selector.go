@@ -26,6 +26,10 @@ type Candidate struct {
 	// probe round is out): the in-use uplink is then given that round
 	// before a worse proven one takes over, so start-up does not bounce.
 	Fresh bool
+	// Held says a fail-back to the uplink waits: its default route has
+	// been coming and going (failover's route flap hold). It is still
+	// used when nothing better is up.
+	Held bool
 }
 
 // Automatic is the preference value meaning "no manual preference".
@@ -132,13 +136,23 @@ func Select(in Input) Decision {
 	if tier(best.State) < tier(cur.State) {
 		return Decision{Selected: best.Name, Reason: fmt.Sprintf("%s is %v, %s is %v", best.Name, best.State, cur.Name, cur.State)}
 	}
-	// Same tier, best has the better priority: a fail-back.
+	// Same tier, best has the better priority: a fail-back, to the best
+	// one not held.
 	switch best.State {
 	case uplink.ItfUpSS:
-		if best.Successes >= in.RecoverCount {
-			return Decision{Selected: best.Name, Reason: fmt.Sprintf("fail back to preferred %s after %d consecutive successes", best.Name, best.Successes)}
+		for _, c := range usable {
+			if c.Name == cur.Name || c.State != uplink.ItfUpSS {
+				break
+			}
+			if c.Held {
+				continue
+			}
+			if c.Successes >= in.RecoverCount {
+				return Decision{Selected: c.Name, Reason: fmt.Sprintf("fail back to preferred %s after %d consecutive successes", c.Name, c.Successes)}
+			}
+			return Decision{Selected: cur.Name, Reason: fmt.Sprintf("keep %s: preferred %s has %d of %d successes", cur.Name, c.Name, c.Successes, in.RecoverCount)}
 		}
-		return Decision{Selected: cur.Name, Reason: fmt.Sprintf("keep %s: preferred %s has %d of %d successes", cur.Name, best.Name, best.Successes, in.RecoverCount)}
+		return Decision{Selected: cur.Name, Reason: fmt.Sprintf("keep %s: preferred %s's default route keeps going (fail-back held)", cur.Name, best.Name)}
 	case uplink.ItfUpSU:
 		return Decision{Selected: best.Name, Reason: fmt.Sprintf("nothing proven yet; %s has the better priority", best.Name)}
 	}

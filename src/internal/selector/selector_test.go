@@ -11,6 +11,8 @@ func c(name string, k uplink.Kind, s uplink.State, oks int) Candidate {
 	return Candidate{Name: name, Kind: k, Priority: DefaultPriority(k), State: s, Successes: oks}
 }
 
+func held(c Candidate) Candidate { c.Held = true; return c }
+
 const (
 	SS = uplink.ItfUpSS
 	SU = uplink.ItfUpSU
@@ -49,6 +51,12 @@ func TestSelect(t *testing.T) {
 		{"manual preference for wifi while proven", []Candidate{c("eth", E, SS, 9), c("wifi", W, SS, 1)}, "eth", int(W), "wifi", "manual preference"},
 		{"manual preference ignored while not proven", []Candidate{c("eth", E, SS, 9), c("wifi", W, SF, 0)}, "eth", int(W), "eth", ""},
 		{"manual preference for cellular", []Candidate{c("eth", E, SS, 9), c("wwan", M, SS, 1)}, "eth", int(M), "wwan", "cellular"},
+		{"fail back to a held uplink waits", []Candidate{held(c("eth", E, SS, 9)), c("wifi", W, SS, 50)}, "wifi", Automatic, "wifi", "fail-back held"},
+		{"fail back to the next one not held", []Candidate{held(c("eth", E, SS, 9)), c("wifi", W, SS, 3), c("wwan", M, SS, 50)}, "wwan", Automatic, "wifi", "fail back to preferred wifi"},
+		{"next one not held still counts its successes", []Candidate{held(c("eth", E, SS, 9)), c("wifi", W, SS, 1), c("wwan", M, SS, 50)}, "wwan", Automatic, "wwan", "preferred wifi has 1 of 3"},
+		{"held uplink used when the current fails", []Candidate{held(c("eth", E, SS, 9)), c("wifi", W, SF, 0)}, "wifi", Automatic, "eth", ""},
+		{"held uplink used when nothing is selected", []Candidate{held(c("eth", E, SS, 1)), c("wifi", W, SU, 0)}, "", Automatic, "eth", ""},
+		{"held uplink in use stays", []Candidate{held(c("eth", E, SS, 1)), c("wifi", W, SS, 9)}, "eth", Automatic, "eth", "still the best"},
 		{"priority from configuration", []Candidate{{Name: "eth", Kind: E, Priority: 30, State: SS, Successes: 9}, {Name: "wifi", Kind: W, Priority: 5, State: SS, Successes: 9}}, "", Automatic, "wifi", ""},
 	}
 	for _, tc := range cases {

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -188,15 +187,9 @@ func (w *World) startRouterV6(u *Uplink) error {
 	if w.opt.IPv6 != V6RA {
 		return nil
 	}
-	dir, err := os.MkdirTemp("", "afconn-radvd-")
-	if err != nil {
-		return fmt.Errorf("testbed: %w", err)
-	}
-	w.OnClose(func() error { return os.RemoveAll(dir) })
-	conf := filepath.Join(dir, "radvd.conf")
 	// Unsolicited RAs every 3-4 s, so a test sees one soon after it deleted the route; a
 	// router lifetime of 30 minutes, so a silent upstream failure never ends the route.
-	text := fmt.Sprintf(`interface todev {
+	conf := fmt.Sprintf(`interface todev {
 	AdvSendAdvert on;
 	MinRtrAdvInterval 3;
 	MaxRtrAdvInterval 4;
@@ -209,14 +202,9 @@ func (w *World) startRouterV6(u *Uplink) error {
 	};
 };
 `, u.Prefix6, DNS6Addr)
-	if err := os.WriteFile(conf, []byte(text), 0o644); err != nil {
-		return fmt.Errorf("testbed: %w", err)
-	}
-	p, err := u.Router.Start(nil, "radvd", "-n", "-m", "stderr", "-C", conf, "-p", filepath.Join(dir, "radvd.pid"))
-	if err != nil {
+	if err := w.startRadvd(u.Router, conf); err != nil {
 		return err
 	}
-	w.OnClose(func() error { p.Stop(5 * time.Second); return nil })
 	return w.WaitRoute6(u.Dev, 10*time.Second)
 }
 

@@ -142,6 +142,12 @@ type Device struct {
 	// link-local (without zone: it is always on this device).
 	HasDefault6 bool
 	Gateway6    netip.Addr
+	// Routers and Routers6 are the gateways of all the family's default
+	// routes through the device, best first (Gateway and Gateway6 are the
+	// first): a link may have several routers (two CPEs, a rogue one
+	// advertising itself), and a family's controller routes through the one
+	// its probes prove (failover's router choice), not blindly the best.
+	Routers, Routers6 []netip.Addr
 }
 
 // OfFamily returns the device as one family sees it: only that family's
@@ -161,9 +167,9 @@ func (d Device) OfFamily(f Family) Device {
 		}
 	}
 	if f == IPv6 {
-		v.HasDefault, v.Gateway = d.HasDefault6, d.Gateway6
+		v.HasDefault, v.Gateway, v.Routers = d.HasDefault6, d.Gateway6, d.Routers6
 	} else {
-		v.HasDefault, v.Gateway = d.HasDefault, d.Gateway
+		v.HasDefault, v.Gateway, v.Routers = d.HasDefault, d.Gateway, d.Routers
 	}
 	return v
 }
