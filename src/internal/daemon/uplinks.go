@@ -145,8 +145,9 @@ func failoverSettings(c *config.Config, f uplink.Family) failover.Settings {
 		s.Uplinks = append(s.Uplinks, failover.UplinkSettings{Name: u.Name, Device: u.Device,
 			Kind: uplink.Kind(u.Kind), Priority: u.Priority, ProbeInterval: u.ProbeInterval, Enabled: u.Enabled,
 			ProbeBudget: u.ProbeBudget, ProbeBudgetStandby: u.ProbeBudgetStandby, LimitOff: u.LimitAction == "off",
-			// A budgeted uplink's rounds come rarer than the name's cache lasts.
-			ProbeCost: usage.ProbeCost(m.Probe, u.ProbeBudget > 0 || u.ProbeBudgetStandby > 0)})
+			// A budgeted uplink's rounds come rarer than the name's cache lasts; each family's
+			// rounds cost its own (IPv6's headers are longer).
+			ProbeCost: usage.ProbeCost(m.Probe, u.ProbeBudget > 0 || u.ProbeBudgetStandby > 0, f == uplink.IPv6)})
 	}
 	return s
 }

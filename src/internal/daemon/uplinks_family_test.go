@@ -14,6 +14,7 @@ import (
 	"github.com/afero/af-conn/internal/netmon"
 	"github.com/afero/af-conn/internal/ubus"
 	"github.com/afero/af-conn/internal/uplink"
+	"github.com/afero/af-conn/internal/usage"
 )
 
 // familyRig runs a daemon (firewall off, no bus) on fakeNet with a fake clock that the
@@ -359,8 +360,9 @@ func TestUplinksWithoutIPv6(t *testing.T) {
 }
 
 // The daemon's two controllers share an uplink's probe budget: a dual-stack cellular uplink
-// in use (50K/h by default, 870 bytes a round) gets a round every 126 s in each family; when
-// its IPv6 goes, IPv4 alone gets the whole budget again (63 s).
+// in use (50K/h by default) gets half of it in each family, each family's rounds at their own
+// cost on the wire (IPv4 954 bytes a round: every 138 s; IPv6 1292: every 187 s, the
+// uplink's budget_interval); when its IPv6 goes, IPv4 alone gets the whole budget again (69 s).
 func TestUplinksShareProbeBudget(t *testing.T) {
 	wwanDual := dualDev("198.18.30.2/24", "198.18.30.1", "2001:db8:30::2/64", "fe80::30")
 	r := startFamilyRig(t, map[string]uplink.Device{"eth0": {}, "wlan0": {}, "wwan0": wwanDual}, nil)
@@ -369,8 +371,9 @@ func TestUplinksShareProbeBudget(t *testing.T) {
 		m := byNetwork(s, "modemnet")
 		return m.IPv4 != nil && m.IPv4.StateNum >= 3 && m.IPv6 != nil && m.IPv6.StateNum >= 3
 	})
-	if got := interval(s); got != 126 {
-		t.Fatalf("dual-stack: budget interval %d s, want 126 (half the budget each)", got)
+	// The uplink's budget_interval is its families' longest: IPv6's, at IPv6's cost.
+	if got, want := interval(s), int64(uplink.BudgetFloor(usage.ProbeCost("echo", true, true), 25_000)/time.Second); got != want || want != 187 {
+		t.Fatalf("dual-stack: budget interval %d s, want %d (half the budget each, IPv6's rounds at their cost)", got, want)
 	}
 	r.net.mu.Lock()
 	v4only := wwanDual
@@ -379,5 +382,5 @@ func TestUplinksShareProbeBudget(t *testing.T) {
 	notify := r.net.notify
 	r.net.mu.Unlock()
 	notify(netmon.Update{Devices: map[string]uplink.Device{"wwan0": v4only}})
-	r.wait("IPv6 gone: IPv4 gets the whole budget", func(s Status) bool { return interval(s) == 63 })
+	r.wait("IPv6 gone: IPv4 gets the whole budget", func(s Status) bool { return interval(s) == 69 })
 }
