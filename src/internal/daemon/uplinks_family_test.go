@@ -280,6 +280,17 @@ func TestUplinks464XLAT(t *testing.T) {
 	if !clatProbe {
 		t.Error("the uplink's IPv4 was not probed through the clat device (with its IPv6 resolvers through wwan0)")
 	}
+	// Its IPv4 rounds reach wwan0 translated to IPv6: they are budgeted at IPv6's cost.
+	var cost4, cost6 int
+	if err := r.d.Do(r.ctx, func() {
+		cost4 = r.d.uplinks.settings(r.d.cur.Config, uplink.IPv4).Uplinks[2].ProbeCost
+		cost6 = r.d.uplinks.settings(r.d.cur.Config, uplink.IPv6).Uplinks[2].ProbeCost
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if want := usage.ProbeCost("echo", true, true); cost4 != want || cost6 != want {
+		t.Errorf("a 464XLAT uplink's rounds budgeted at %d bytes (IPv4, through the clat) and %d (IPv6), want IPv6's %d", cost4, cost6, want)
+	}
 	// netifd removes the 464XLAT interface: IPv4 is the uplink's own device's again (none).
 	if err := r.d.Do(r.ctx, func() { r.d.noteL3(info.Network, nil); r.d.uplinks.netifdChanged(info.Network, nil) }); err != nil {
 		t.Fatal(err)
