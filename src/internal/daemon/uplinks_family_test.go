@@ -372,8 +372,8 @@ func TestUplinksWithoutIPv6(t *testing.T) {
 
 // The daemon's two controllers share an uplink's probe budget: a dual-stack cellular uplink
 // in use (50K/h by default) gets half of it in each family, each family's rounds at their own
-// cost on the wire (IPv4 954 bytes a round: every 138 s; IPv6 1292: every 187 s, the
-// uplink's budget_interval); when its IPv6 goes, IPv4 alone gets the whole budget again (69 s).
+// cost on the wire (IPv4 1038 bytes a round: every 150 s; IPv6 1456: every 210 s, the
+// uplink's budget_interval); when its IPv6 goes, IPv4 alone gets the whole budget again (75 s).
 func TestUplinksShareProbeBudget(t *testing.T) {
 	wwanDual := dualDev("198.18.30.2/24", "198.18.30.1", "2001:db8:30::2/64", "fe80::30")
 	r := startFamilyRig(t, map[string]uplink.Device{"eth0": {}, "wlan0": {}, "wwan0": wwanDual}, nil)
@@ -383,7 +383,7 @@ func TestUplinksShareProbeBudget(t *testing.T) {
 		return m.IPv4 != nil && m.IPv4.StateNum >= 3 && m.IPv6 != nil && m.IPv6.StateNum >= 3
 	})
 	// The uplink's budget_interval is its families' longest: IPv6's, at IPv6's cost.
-	if got, want := interval(s), int64(uplink.BudgetFloor(usage.ProbeCost("echo", true, true), 25_000)/time.Second); got != want || want != 187 {
+	if got, want := interval(s), int64(uplink.BudgetFloor(usage.ProbeCost("echo", true, true), 25_000)/time.Second); got != want || want != 210 {
 		t.Fatalf("dual-stack: budget interval %d s, want %d (half the budget each, IPv6's rounds at their cost)", got, want)
 	}
 	r.net.mu.Lock()
@@ -393,5 +393,5 @@ func TestUplinksShareProbeBudget(t *testing.T) {
 	notify := r.net.notify
 	r.net.mu.Unlock()
 	notify(netmon.Update{Devices: map[string]uplink.Device{"wwan0": v4only}})
-	r.wait("IPv6 gone: IPv4 gets the whole budget", func(s Status) bool { return interval(s) == 69 })
+	r.wait("IPv6 gone: IPv4 gets the whole budget", func(s Status) bool { return interval(s) == 75 })
 }

@@ -11,9 +11,9 @@ type Cost struct {
 	HTTP int // TCP and GET probe_url, 204 back (measured with http://echo.afero.io:8204/generate_204)
 	// DNS is one question for echo.afero.io (A, or AAAA in an IPv6 round) and its answer.
 	DNS int
-	// Neighbor is the next hop's check of its neighbour entry for the device after a rare
-	// round (its entry stale: an ARP request and reply, or a neighbour solicitation and
-	// advertisement): the whole exchange, although not every round brings one.
+	// Neighbor is what a rare round (a minute or more after the last) brings besides: the
+	// device and its next hop each find their neighbour entry for the other stale and check
+	// it (an ARP request and reply, or a neighbour solicitation and advertisement, each way).
 	Neighbor int
 }
 
@@ -21,13 +21,13 @@ type Cost struct {
 // frame, an AAAA answer 12 bytes longer than an A one, a neighbour solicitation and
 // advertisement 80 bytes longer than ARP.
 var (
-	Costs4 = Cost{Echo: 690, ICMP: 108, HTTP: 860, DNS: 180, Neighbor: 84}
-	Costs6 = Cost{Echo: 890, ICMP: 140, HTTP: 1060, DNS: 238, Neighbor: 164}
+	Costs4 = Cost{Echo: 690, ICMP: 108, HTTP: 860, DNS: 180, Neighbor: 168}
+	Costs6 = Cost{Echo: 890, ICMP: 140, HTTP: 1060, DNS: 238, Neighbor: 328}
 )
 
 // ProbeCost is what one round of method costs in its family (ipv6 or not). A rare round
 // (rare: budgeted rounds, which come a minute or more apart) also resolves the name (the probe
-// resolves at most once a minute) and brings the next hop's neighbour check.
+// resolves at most once a minute) and brings both ends' neighbour checks.
 func ProbeCost(method string, rare, ipv6 bool) int {
 	c := Costs4
 	if ipv6 {
