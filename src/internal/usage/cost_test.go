@@ -10,6 +10,7 @@ import (
 
 	"github.com/afero/af-conn/internal/probe"
 	"github.com/afero/af-conn/internal/testbed"
+	"github.com/afero/af-conn/internal/uplink"
 )
 
 // wireBytes reads eth0's counters in the device namespace.
@@ -137,6 +138,43 @@ func holdCosts(t *testing.T, w *testbed.World, family string, tg probe.Target, w
 	} {
 		if c.got < c.want*c.least || c.got > c.want*1.1 {
 			t.Errorf("%s %s: %.0f bytes a round on the wire, cost.go says %.0f", family, c.what, c.got, c.want)
+		}
+	}
+}
+
+// What a round is charged, by method, rarity and family, and the least interval the default
+// cellular budgets give each family (one family alone, and half the budget each when the
+// uplink is dual-stack): an IPv6 round charged at IPv4's cost came 1038/1456 as far apart.
+func TestProbeCostByFamily(t *testing.T) {
+	for _, c := range []struct {
+		method     string
+		rare, ipv6 bool
+		want       int
+	}{
+		{"echo", false, false, 690}, {"echo", true, false, 1038}, {"echo", false, true, 890}, {"echo", true, true, 1456},
+		{"icmp", false, false, 108}, {"icmp", true, true, 140 + 238 + 328},
+		{"http", true, false, 860 + 180 + 168}, {"http", false, true, 1060},
+		{"", false, false, 690}, // the default method is echo
+	} {
+		if got := ProbeCost(c.method, c.rare, c.ipv6); got != c.want {
+			t.Errorf("ProbeCost(%q, rare %v, ipv6 %v) = %d, want %d", c.method, c.rare, c.ipv6, got, c.want)
+		}
+	}
+	for _, c := range []struct {
+		what    string
+		ipv6    bool
+		perHour float64
+		want    time.Duration
+	}{
+		{"cellular in use, IPv4 alone", false, 50_000, 75 * time.Second}, // 74.7 s
+		{"cellular in use, IPv6 alone", true, 50_000, 105 * time.Second}, // 104.8 s
+		{"cellular in use, dual-stack: IPv4's half", false, 25_000, 150 * time.Second},
+		{"cellular in use, dual-stack: IPv6's half", true, 25_000, 210 * time.Second},
+		{"cellular standby (1M/month), IPv4 alone", false, 1e6 / 720, 2691 * time.Second}, // 44.9 min
+		{"cellular standby (1M/month), dual-stack: IPv6's half", true, 1e6 / 720 / 2, 7548 * time.Second},
+	} {
+		if got := uplink.BudgetFloor(ProbeCost("echo", true, c.ipv6), c.perHour); got != c.want {
+			t.Errorf("%s: a round every %v, want %v", c.what, got, c.want)
 		}
 	}
 }
