@@ -132,8 +132,9 @@ func holdCosts(t *testing.T, w *testbed.World, family string, tg probe.Target, w
 	}{
 		{"echo", echo, float64(want.Echo), 0.9}, {"dns", echoDNS - echo, float64(want.DNS), 0.9},
 		// Not every rare round brings both checks (an entry may still be fresh or be
-		// confirmed by the round's TCP): cost.go counts both, the most.
-		{"neighbour", rare - echoDNS, float64(want.Neighbor), 0.5},
+		// confirmed by the round's TCP; measured 40 to 95 % of both): cost.go counts both,
+		// the most.
+		{"neighbour", rare - echoDNS, float64(want.Neighbor), 0.25},
 		{"icmp", icmp, float64(want.ICMP), 0.9}, {"http", httpc, float64(want.HTTP), 0.9},
 	} {
 		if c.got < c.want*c.least || c.got > c.want*1.1 {
