@@ -19,7 +19,7 @@ TOOLS := ip nft iptables ipset conntrack ping shellcheck busybox radvd
 
 export PATH := $(PATH):/usr/local/go/bin
 
-.PHONY: all build test unit fuzz check setup cross run clean bench-failover bench-mwan3 bench-idle bench-dns bench-dns-hold bench check-opkg check-apk
+.PHONY: all build test unit fuzz check setup cross run clean bench-failover bench-mwan3 bench-standby bench-idle bench-dns bench-dns-hold bench check-opkg check-apk
 
 all: build
 
@@ -199,6 +199,16 @@ bench-mwan3: build
 	@[ -n "$(MWAN3_ROOT)" ] || { echo "bench-mwan3: set MWAN3_ROOT to the stock root file system (BENCHMARKS.md)"; exit 2; }
 	cd $(SRC) && CONNMGR_BIN=$(BUILD)/connmgr AFCONN_STOCK_MWAN3=$(MWAN3_ROOT) AFCONN_BENCH_FAILOVER=$(RUNS) \
 		AFCONN_BENCH_BYTES_WINDOW=$(BYTES_WINDOW) $(GO) test -count=1 -timeout 90m -run '^TestMwan3trackBenchmark$$' -v ./internal/failover/
+
+# bench-standby counts what a cellular standby costs on the wire (BENCHMARKS.md, issue 13): every
+# byte on wwan0, both ways, while Ethernet is in use and healthy and the hub idle, for each
+# STANDBY_BUDGETS item (probe_budget_standby:rounds) over that many budgeted intervals, next to the
+# budget pro rata (root; about 11 minutes per item of the default list; the default budget,
+# STANDBY_BUDGETS=1M/month:2, takes 83 minutes: a round every 41 minutes).
+STANDBY_BUDGETS ?= 20M/month:5,40M/month:10
+
+bench-standby: build
+	cd $(SRC) && CONNMGR_BIN=$(BUILD)/connmgr AFCONN_BENCH_STANDBY=$(STANDBY_BUDGETS) $(GO) test -count=1 -timeout 180m -run '^TestStandbyBytesBenchmark$$' -v ./internal/failover/
 
 # bench-idle measures the daemon's CPU share of one core while idle (all uplinks healthy, no
 # traffic but its own probes) over IDLE_FOR, with -d and with the default configuration, each in a

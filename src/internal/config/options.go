@@ -134,7 +134,7 @@ var uplinkRows = []row[Uplink]{
 		func(u *Uplink) *time.Duration { return &u.ProbeInterval }),
 	boolRow("enabled", "1", "'0' ignores this uplink.",
 		func(u *Uplink) *bool { return &u.Enabled }),
-	budgetRow("probe_budget", "bytes the uplink's routine probe rounds may spend while it is in use and idle (one round's measured bytes divided by the budget is the least interval: 50K/h with echo, 870 bytes a round with the name's resolution, is a round every 63 s); the uplink's, both families together (a dual-stack uplink's families get half each); 0: no budget, probe_interval alone.",
+	budgetRow("probe_budget", "bytes the uplink's routine probe rounds may spend while it is in use and idle (one round's measured bytes, in the family it probes, divided by the budget is the least interval: 50K/h with echo, 1,038 bytes an IPv4 round with the name's resolution and both ends' ARP, is a round every 75 s; an IPv6 round is 1,456 bytes); the uplink's, both families together (a dual-stack uplink's families get half each); 0: no budget, probe_interval alone.",
 		func(u *Uplink) *float64 { return &u.ProbeBudget }),
 	budgetRow("probe_budget_standby", "the same while the uplink is not in use.",
 		func(u *Uplink) *float64 { return &u.ProbeBudgetStandby }),

@@ -145,10 +145,16 @@ func failoverSettings(c *config.Config, f uplink.Family) failover.Settings {
 		s.Uplinks = append(s.Uplinks, failover.UplinkSettings{Name: u.Name, Device: u.Device,
 			Kind: uplink.Kind(u.Kind), Priority: u.Priority, ProbeInterval: u.ProbeInterval, Enabled: u.Enabled,
 			ProbeBudget: u.ProbeBudget, ProbeBudgetStandby: u.ProbeBudgetStandby, LimitOff: u.LimitAction == "off",
-			// A budgeted uplink's rounds come rarer than the name's cache lasts.
-			ProbeCost: usage.ProbeCost(m.Probe, u.ProbeBudget > 0 || u.ProbeBudgetStandby > 0)})
+			ProbeCost: roundCost(m.Probe, u, f == uplink.IPv6)})
 	}
 	return s
+}
+
+// roundCost is what one of uplink u's probe rounds costs on its wire, in bytes; ipv6: the
+// round's packets are IPv6 there (longer headers, AAAA, neighbour solicitation).
+func roundCost(method string, u config.Uplink, ipv6 bool) int {
+	// A budgeted uplink's rounds come rarer than the name's cache lasts.
+	return usage.ProbeCost(method, u.ProbeBudget > 0 || u.ProbeBudgetStandby > 0, ipv6)
 }
 
 // settings are family f's controller's settings for cfg: on that family's devices, and with
@@ -159,6 +165,15 @@ func failoverSettings(c *config.Config, f uplink.Family) failover.Settings {
 func (u *uplinks) settings(cfg *config.Config, f uplink.Family) failover.Settings {
 	s := failoverSettings(u.d.familyDevices(cfg, f), f)
 	s.Sharers = u.budgetSharers
+	if f == uplink.IPv4 {
+		// A 464XLAT uplink's IPv4 rounds leave by its clat device and reach the uplink's wire
+		// translated to IPv6: they cost what IPv6 rounds do.
+		for i, own := range u.d.withL3Devices(cfg).Uplinks {
+			if s.Uplinks[i].Device != own.Device {
+				s.Uplinks[i].ProbeCost = roundCost(cfg.Main.Probe, own, true)
+			}
+		}
+	}
 	why := ""
 	if err := u.prober.Supports(f); err != nil {
 		why = err.Error()

@@ -14,6 +14,7 @@ import (
 	"github.com/afero/af-conn/internal/netmon"
 	"github.com/afero/af-conn/internal/ubus"
 	"github.com/afero/af-conn/internal/uplink"
+	"github.com/afero/af-conn/internal/usage"
 )
 
 // familyRig runs a daemon (firewall off, no bus) on fakeNet with a fake clock that the
@@ -279,6 +280,17 @@ func TestUplinks464XLAT(t *testing.T) {
 	if !clatProbe {
 		t.Error("the uplink's IPv4 was not probed through the clat device (with its IPv6 resolvers through wwan0)")
 	}
+	// Its IPv4 rounds reach wwan0 translated to IPv6: they are budgeted at IPv6's cost.
+	var cost4, cost6 int
+	if err := r.d.Do(r.ctx, func() {
+		cost4 = r.d.uplinks.settings(r.d.cur.Config, uplink.IPv4).Uplinks[2].ProbeCost
+		cost6 = r.d.uplinks.settings(r.d.cur.Config, uplink.IPv6).Uplinks[2].ProbeCost
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if want := usage.ProbeCost("echo", true, true); cost4 != want || cost6 != want {
+		t.Errorf("a 464XLAT uplink's rounds budgeted at %d bytes (IPv4, through the clat) and %d (IPv6), want IPv6's %d", cost4, cost6, want)
+	}
 	// netifd removes the 464XLAT interface: IPv4 is the uplink's own device's again (none).
 	if err := r.d.Do(r.ctx, func() { r.d.noteL3(info.Network, nil); r.d.uplinks.netifdChanged(info.Network, nil) }); err != nil {
 		t.Fatal(err)
@@ -359,8 +371,9 @@ func TestUplinksWithoutIPv6(t *testing.T) {
 }
 
 // The daemon's two controllers share an uplink's probe budget: a dual-stack cellular uplink
-// in use (50K/h by default, 870 bytes a round) gets a round every 126 s in each family; when
-// its IPv6 goes, IPv4 alone gets the whole budget again (63 s).
+// in use (50K/h by default) gets half of it in each family, each family's rounds at their own
+// cost on the wire (IPv4 1038 bytes a round: every 150 s; IPv6 1456: every 210 s, the
+// uplink's budget_interval); when its IPv6 goes, IPv4 alone gets the whole budget again (75 s).
 func TestUplinksShareProbeBudget(t *testing.T) {
 	wwanDual := dualDev("198.18.30.2/24", "198.18.30.1", "2001:db8:30::2/64", "fe80::30")
 	r := startFamilyRig(t, map[string]uplink.Device{"eth0": {}, "wlan0": {}, "wwan0": wwanDual}, nil)
@@ -369,8 +382,9 @@ func TestUplinksShareProbeBudget(t *testing.T) {
 		m := byNetwork(s, "modemnet")
 		return m.IPv4 != nil && m.IPv4.StateNum >= 3 && m.IPv6 != nil && m.IPv6.StateNum >= 3
 	})
-	if got := interval(s); got != 126 {
-		t.Fatalf("dual-stack: budget interval %d s, want 126 (half the budget each)", got)
+	// The uplink's budget_interval is its families' longest: IPv6's, at IPv6's cost.
+	if got, want := interval(s), int64(uplink.BudgetFloor(usage.ProbeCost("echo", true, true), 25_000)/time.Second); got != want || want != 210 {
+		t.Fatalf("dual-stack: budget interval %d s, want %d (half the budget each, IPv6's rounds at their cost)", got, want)
 	}
 	r.net.mu.Lock()
 	v4only := wwanDual
@@ -379,5 +393,5 @@ func TestUplinksShareProbeBudget(t *testing.T) {
 	notify := r.net.notify
 	r.net.mu.Unlock()
 	notify(netmon.Update{Devices: map[string]uplink.Device{"wwan0": v4only}})
-	r.wait("IPv6 gone: IPv4 gets the whole budget", func(s Status) bool { return interval(s) == 63 })
+	r.wait("IPv6 gone: IPv4 gets the whole budget", func(s Status) bool { return interval(s) == 75 })
 }

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/afero/af-conn/internal/testbed"
+	"github.com/afero/af-conn/internal/usage"
 )
 
 // Red team of issue 13 (evidence-driven probing, budgets): traffic the hub
@@ -51,7 +52,7 @@ func countProbeSYNs(t *testing.T, r *rig) func() int {
 }
 
 // budgetedEthernet gives Ethernet a cellular-like probe budget (50K/h: one
-// echo round about every 63 s while it is in use and idle).
+// echo round about every 75 s while it is in use and idle).
 const budgetedEthernet = "\nconfig uplink 'ethnet'\n\toption type 'ethernet'\n\toption probe_budget '50K/h'\n" +
 	"\nconfig uplink 'stanet'\n\toption type 'wifi'\n\nconfig uplink 'modemnet'\n\toption type 'cellular'\n"
 
@@ -102,7 +103,7 @@ func TestE2ERedTeamUnansweredSYNsStayInBudget(t *testing.T) {
 		attempts, window, n, started)
 	if n > 5 {
 		t.Errorf("%d probe rounds in %v on an uplink with probe_budget 50K/h (%d bytes at %d a round): unanswered traffic to one dead host is not bounded by the budget",
-			n, window, n*870, 870)
+			n, window, n*usage.ProbeCost("echo", true, false), usage.ProbeCost("echo", true, false))
 	}
 	if c := r.watch.count(); c != changes {
 		t.Errorf("the default route changed %d times while only a dead host went unanswered\nlog:\n%s", c-changes, r.p.Log())
@@ -129,7 +130,7 @@ func TestE2ERedTeamOneDeadConnect(t *testing.T) {
 	n := probes() - before
 	t.Logf("one connect to a dead host (SYN + retransmissions over 16 s): %d echo probe rounds on eth0", n)
 	if n > 2 {
-		t.Errorf("one failed connect cost %d probe rounds (%d bytes) on an uplink budgeted 50K/h", n, n*870)
+		t.Errorf("one failed connect cost %d probe rounds (%d bytes) on an uplink budgeted 50K/h", n, n*usage.ProbeCost("echo", true, false))
 	}
 	if c := r.watch.count(); c != changes {
 		t.Errorf("the default route changed %d times\nlog:\n%s", c-changes, r.p.Log())
