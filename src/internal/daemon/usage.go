@@ -175,14 +175,17 @@ func (c *usageComponent) observe() {
 			idx = ifc.Index
 		}
 		c.cur[name] = cur
-		c.ledger.Observe(now, name, dev, idx, cur)
+		c.ledger.Observe(now, sinceBoot(), name, dev, idx, cur)
 		month := c.ledger.Links[name].Month().Total()
 		over := limits[name] > 0 && month >= limits[name]
+		// Told every time, not only on a change: an uplink whose section left the
+		// configuration and came back (or whose device changed) is a new one in the
+		// controllers, which knows nothing of the limit (setLimited is idempotent).
+		c.d.uplinks.setLimited(name, over)
 		if over == c.limited[name] {
 			continue
 		}
 		c.limited[name] = over
-		c.d.uplinks.setLimited(name, over)
 		what := "monthly limit reached"
 		if !over {
 			what = "monthly limit lifted"
@@ -193,6 +196,15 @@ func (c *usageComponent) observe() {
 			"monthly_limit": int64(limits[name]), "limit_reached": over, "action": limitAction(c.d, name),
 		}})
 	}
+}
+
+// sinceBoot is the time since the boot (CLOCK_BOOTTIME: monotonic, suspend included).
+func sinceBoot() time.Duration {
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_BOOTTIME, &ts); err != nil {
+		return 0
+	}
+	return time.Duration(ts.Nano())
 }
 
 func limitAction(d *Daemon, network string) string {

@@ -1,0 +1,70 @@
+package failover_test
+
+import (
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// Red team of issue 13, second round: clocks, counters, the ledger and the
+// configuration as a careless admin or a flaky modem treat them.
+
+// reloadConfig rewrites the rig's /etc/config/connmgr with edit and sends SIGHUP, and waits
+// for connmgr to have applied it.
+func reloadConfig(t *testing.T, r *rig, edit func(string) string) {
+	t.Helper()
+	path := filepath.Join(filepath.Dir(r.sock), "connmgr")
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	next := edit(string(b))
+	if next == string(b) {
+		t.Fatal("the edit changed nothing")
+	}
+	if err := os.WriteFile(path, []byte(next), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	mark := r.p.Mark()
+	if err := r.p.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.p.WaitLogFrom(mark, regexp.MustCompile(`msg=reloaded `), 10*time.Second); err != nil {
+		t.Fatalf("%v\nlog:\n%s", err, r.p.Log())
+	}
+}
+
+// An admin takes the Ethernet uplink out of the configuration and puts it
+// back (two reloads, as LuCI's apply does when a section is re-created):
+// Ethernet is still over its monthly limit, so with limit_action 'off' it
+// must stay unused. The controller makes a new uplink for the returning
+// section; the usage component had noted the limit as already announced,
+// so it never told the new one: the route went back to eth0.
+func TestE2ERedTeamLimitKeptWhenUplinkReturns(t *testing.T) {
+	r := monthlyLimitReached(t, "off")
+	r.waitDefault("wlan0", 5*time.Second)
+	r.waitState("ethnet", "ITFNOTSUPP_SX", 5*time.Second)
+	const section = "\nconfig uplink 'ethnet'\n\toption type 'ethernet'\n\toption monthly_limit '50K'\n\toption limit_action 'off'\n"
+	var saved string
+	reloadConfig(t, r, func(s string) string {
+		saved = s
+		return strings.Replace(s, section, "\n", 1)
+	})
+	time.Sleep(time.Second)
+	reloadConfig(t, r, func(string) string { return saved })
+	changes := r.watch.count()
+	time.Sleep(8 * time.Second) // long enough for eth0 to be proven and taken back (fail-back ~1 s)
+	if c := r.watch.count(); c != changes {
+		t.Errorf("the default route changed %d times after Ethernet's section came back over its limit (limit_action off)\nlog:\n%s", c-changes, r.p.Log())
+	}
+	st := r.status()
+	for _, u := range st.Uplinks {
+		if u.Network == "ethnet" && (!u.LimitReached || u.State != "ITFNOTSUPP_SX") {
+			t.Errorf("ethnet back in the configuration: state %s, limit reached %v; want ITFNOTSUPP_SX, true", u.State, u.LimitReached)
+		}
+	}
+}
