@@ -8,6 +8,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/afero/af-conn/internal/testbed"
 )
 
 // Red team of issue 13, second round: clocks, counters, the ledger and the
@@ -66,5 +68,33 @@ func TestE2ERedTeamLimitKeptWhenUplinkReturns(t *testing.T) {
 		if u.Network == "ethnet" && (!u.LimitReached || u.State != "ITFNOTSUPP_SX") {
 			t.Errorf("ethnet back in the configuration: state %s, limit reached %v; want ITFNOTSUPP_SX, true", u.State, u.LimitReached)
 		}
+	}
+}
+
+// An admin who wants Ethernet probed "never" writes probe_budget '1/month';
+// Ethernet is dual-stack, so each family gets half, and the floor is capped
+// at about a century. The hub downloads over Ethernet, so replies flow: they
+// may defer a routine round by three floors, and three centuries overflowed
+// a Duration: every confirmed reply started a round, the cheapest budget
+// probing the most (the same for an uplink over its monthly limit, whose
+// floor is a century, when replies reach it).
+func TestE2ERedTeamTinyBudgetBusyLink(t *testing.T) {
+	r := newRigWith(t, rigOptions{args: []string{"-d"}, world: testbed.Options{IPv6: testbed.V6RA},
+		records: append(testbed.DefaultRecords6(), testbed.Record{Name: otaName, TTL: 300, Addr: otaAddr}),
+		extra: "\nconfig uplink 'ethnet'\n\toption type 'ethernet'\n\toption probe_budget '1/month'\n" +
+			"\nconfig uplink 'stanet'\n\toption type 'wifi'\n\nconfig uplink 'modemnet'\n\toption type 'cellular'\n"})
+	if err := r.w.TrackConnections(); err != nil {
+		t.Fatal(err)
+	}
+	probes := countProbeSYNs(t, r)
+	time.Sleep(2 * time.Second)
+	before := probes()
+	stop := r.trickle()
+	time.Sleep(10 * time.Second)
+	stop()
+	n := probes() - before
+	t.Logf("10 s of a download on Ethernet with probe_budget 1/month: %d probe rounds", n)
+	if n > 1 {
+		t.Errorf("%d probe rounds in 10 s on an uplink whose budget allows about none", n)
 	}
 }

@@ -86,8 +86,12 @@ func (m *Machine) NextProbe(last time.Time, r Role, iv Intervals) (at time.Time,
 	ref := last
 	if !fast && m.lastAlive.After(ref) && !last.IsZero() {
 		ref = m.lastAlive
-		if bound := last.Add(maxDefer * every); ref.After(bound) {
-			ref = bound
+		// Unbounded when maxDefer intervals overflow a Duration (a floor of
+		// a century): the bound would fall in the past, a round at once.
+		if every <= math.MaxInt64/maxDefer {
+			if bound := last.Add(maxDefer * every); ref.After(bound) {
+				ref = bound
+			}
 		}
 	}
 	if ref.IsZero() || ref.Before(m.upSince) {
