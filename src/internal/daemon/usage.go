@@ -40,6 +40,8 @@ type usageComponent struct {
 	cur     map[string]usage.Bytes // the devices' counters at the last look
 	limited map[string]bool
 	timer   Timer
+	// writeErr is the last failure to write the ledger, logged once ("": none).
+	writeErr string
 }
 
 func newUsage(d *Daemon) *usageComponent {
@@ -221,8 +223,16 @@ func (c *usageComponent) write() {
 	if c.path == "" {
 		return
 	}
-	if err := writeLedgerFile(c.path, c.ledger.Marshal()); err != nil {
+	// A lasting failure (a full tmpfs) is logged once, not at every write: logd's ring
+	// buffer is small, and the same line every 30 s pushes out the rest.
+	err := writeLedgerFile(c.path, c.ledger.Marshal())
+	switch {
+	case err != nil && err.Error() != c.writeErr:
 		c.d.log.Warn("usage ledger not written", "file", c.path, "err", err)
+		c.writeErr = err.Error()
+	case err == nil && c.writeErr != "":
+		c.d.log.Info("usage ledger written again", "file", c.path)
+		c.writeErr = ""
 	}
 }
 
@@ -241,7 +251,9 @@ func writeLedgerFile(path string, data []byte) error {
 	if err := ownDir(dir); err != nil {
 		return err
 	}
-	tmp := path + ".new"
+	// Each process its own temporary file: a second connmgr (one started by hand beside
+	// procd's) must not unlink or rename the first one's half-written file.
+	tmp := path + ".new." + strconv.Itoa(os.Getpid())
 	if err := os.Remove(tmp); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return err
 	}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -32,7 +33,7 @@ func TestUsageLedgerFileRefusesLinks(t *testing.T) {
 		}
 		path := filepath.Join(dir, "connmgr", "usage")
 		os.MkdirAll(filepath.Dir(path), 0o755)
-		if err := os.Symlink(victim, path+".new"); err != nil {
+		if err := os.Symlink(victim, path+".new."+strconv.Itoa(os.Getpid())); err != nil { // the pid is no secret
 			t.Fatal(err)
 		}
 		c, log := newComp(path)

@@ -9,7 +9,10 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/afero/af-conn/internal/testbed"
+	"github.com/afero/af-conn/internal/usage"
 )
 
 // Red team of issue 13, second round: clocks, counters, the ledger and the
@@ -96,5 +99,66 @@ func TestE2ERedTeamTinyBudgetBusyLink(t *testing.T) {
 	t.Logf("10 s of a download on Ethernet with probe_budget 1/month: %d probe rounds", n)
 	if n > 1 {
 		t.Errorf("%d probe rounds in 10 s on an uplink whose budget allows about none", n)
+	}
+}
+
+// The ledger's tmpfs fills up (a careless admin's log file in /var/run, a
+// runaway download to /tmp on a router with 32 MB of RAM). connmgr must
+// keep running, leave the last good ledger whole and no temporary file
+// behind, and say so once, not with every write (every 30 s and every
+// reload: logd's ring buffer is 64 KB on OpenWrt, and the repeated line
+// pushed out what the admin needs), then say when it writes again.
+func TestE2ERedTeamLedgerOnFullTmpfs(t *testing.T) {
+	w := testbed.New(t, testbed.Options{})
+	dir := w.RunDir
+	if err := unix.Mount("tmpfs", dir, "tmpfs", 0, "size=64k,mode=0755"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { unix.Unmount(dir, unix.MNT_DETACH) })
+	r := startRig(t, w, rigOptions{args: []string{"-d"}})
+	if err := r.p.Signal(syscall.SIGHUP); err != nil { // one write at least
+		t.Fatal(err)
+	}
+	r.waitLog(`msg=reloaded `)
+	good, err := os.ReadFile(w.UsageLedger())
+	if err != nil {
+		t.Fatalf("no ledger: %v\nlog:\n%s", err, r.p.Log())
+	}
+	// Fill the tmpfs.
+	filler := filepath.Join(dir, "filler")
+	f, err := os.Create(filler)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for {
+		if _, err := f.Write(make([]byte, 4096)); err != nil {
+			break
+		}
+	}
+	f.Close()
+	for range 3 {
+		reloadConfig(t, r, func(s string) string { return s + "\n" })
+	}
+	if n := strings.Count(r.p.Log(), `msg="usage ledger not written"`); n != 1 {
+		t.Errorf("%d log lines for one lasting failure to write the ledger, want 1\nlog:\n%s", n, r.p.Log())
+	}
+	if !strings.Contains(r.p.Log(), "no space left on device") {
+		t.Errorf("the log does not say why the ledger is not written\nlog:\n%s", r.p.Log())
+	}
+	if b, err := os.ReadFile(w.UsageLedger()); err != nil || string(b) != string(good) {
+		t.Errorf("the last good ledger was not left whole (%v): %q", err, b)
+	}
+	if left, _ := filepath.Glob(w.UsageLedger() + ".new*"); len(left) > 0 {
+		t.Errorf("temporary files left behind: %v", left)
+	}
+	os.Remove(filler)
+	reloadConfig(t, r, func(s string) string { return s + "\n" })
+	r.waitLog(`msg="usage ledger written again"`)
+	b, err := os.ReadFile(w.UsageLedger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := usage.ParseLedger(w.UsageLedger(), b); err != nil {
+		t.Fatal(err)
 	}
 }
