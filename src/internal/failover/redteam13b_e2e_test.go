@@ -162,3 +162,50 @@ func TestE2ERedTeamLedgerOnFullTmpfs(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// A router without a real-time clock boots at its image's build date;
+// connmgr starts and writes its ledger under that month; NTP then sets the
+// clock 18 months forward, and procd restarts connmgr (a crash, a
+// `service connmgr restart`). The ledger's bytes are this month's: the
+// restarted connmgr goes on from them under the month the clock names now,
+// it does not start the month afresh (which would also lift a limit
+// reached). The jump is made in the ledger (the host's clock is shared):
+// its month and last look's wall time put back at the build date, its
+// time since the boot left as connmgr wrote it.
+func TestE2ERedTeamLedgerClockJumpedWhileStopped(t *testing.T) {
+	r := newRigWith(t, rigOptions{ubus: true, args: []string{"-d"}})
+	if err := r.p.Stop(10 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	path := r.w.UsageLedger()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := usage.ParseLedger(path, b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l.SeenBoot == 0 {
+		t.Fatalf("the ledger does not say when, since the boot, it was written:\n%s", b)
+	}
+	build := time.Date(2025, 6, 1, 0, 0, 0, 0, time.UTC)
+	l.Month = usage.MonthOf(build)
+	l.SeenWall = build.Add(time.Duration(l.SeenBoot))
+	const earlier = 10_000_000 // bytes of an earlier life of eth0 this month (a re-created device)
+	l.Links["ethnet"].Earlier = usage.Bytes{Rx: earlier}
+	if err := os.WriteFile(path, l.Marshal(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Dir(r.sock)
+	r.p = r.w.StartConnmgr(t, "-d", "-c", dir, "-w", filepath.Join(dir, "whitelist"), "-s", r.sock)
+	r.waitState("stanet", "ITFUP_SS", 15*time.Second)
+	kernel, month, _ := uplinkUsage(t, r.sock)
+	if want := usage.MonthOf(time.Now()); r.status().UsageMonth != want {
+		t.Errorf("usage month %q, want the clock's %q", r.status().UsageMonth, want)
+	}
+	if got := month["eth0"].Rx; got < earlier+kernel["eth0"].Rx {
+		t.Errorf("eth0's month after the jump: %d bytes in, want the ledger's %d + the kernel's %d: the month started afresh\nlog:\n%s",
+			got, earlier, kernel["eth0"].Rx, r.p.Log())
+	}
+}
