@@ -154,11 +154,15 @@ func (c *usageComponent) observe() {
 	if !c.d.uplinks.started() {
 		return
 	}
+	// The devices' indexes before and after the counters: a device re-created meanwhile (a
+	// modem reset) changed its index, and its counters may be either life's: not taken now.
+	before := ifindexes()
 	counters, err := usage.ReadNetDev("/proc/net/dev")
 	if err != nil {
 		c.d.log.Warn("link counters unreadable", "err", err)
 		return
 	}
+	after := ifindexes()
 	now := c.d.clock.Now()
 	limits := map[string]uint64{}
 	for _, u := range c.d.cur.Config.Uplinks {
@@ -172,13 +176,17 @@ func (c *usageComponent) observe() {
 		if !ok {
 			continue // no such device now
 		}
-		idx := 0
-		if ifc, err := net.InterfaceByName(dev); err == nil {
-			idx = ifc.Index
+		idx := before[dev]
+		if idx != after[dev] {
+			idx = 0 // unknown: the ledger skips the look
 		}
 		c.cur[name] = cur
 		c.ledger.Observe(now, sinceBoot(), name, dev, idx, cur)
-		month := c.ledger.Links[name].Month().Total()
+		lk := c.ledger.Links[name]
+		if lk == nil {
+			continue // not looked at yet (its index unknown)
+		}
+		month := lk.Month().Total()
 		over := limits[name] > 0 && month >= limits[name]
 		// Told every time, not only on a change: an uplink whose section left the
 		// configuration and came back (or whose device changed) is a new one in the
@@ -198,6 +206,20 @@ func (c *usageComponent) observe() {
 			"monthly_limit": int64(limits[name]), "limit_reached": over, "action": limitAction(c.d, name),
 		}})
 	}
+}
+
+// ifindexes are the interface indexes of the namespace's devices by name (none if they
+// cannot be read).
+func ifindexes() map[string]int {
+	m := map[string]int{}
+	ifs, err := net.Interfaces()
+	if err != nil {
+		return m
+	}
+	for _, i := range ifs {
+		m[i.Name] = i.Index
+	}
+	return m
 }
 
 // sinceBoot is the time since the boot (CLOCK_BOOTTIME: monotonic, suspend included).

@@ -116,7 +116,9 @@ func NewLedger(boot string) *Ledger { return &Ledger{Boot: boot, Links: map[stri
 func MonthOf(t time.Time) string { return t.UTC().Format("2006-01") }
 
 // Observe takes an uplink's device counters at now (wall clock), boot
-// (time since the boot, CLOCK_BOOTTIME).
+// (time since the boot, CLOCK_BOOTTIME). A look without the device's
+// interface index (ifindex 0: unknown) is skipped: the counters might be
+// another device's, whose whole life would be counted again.
 //
 // Months follow the wall clock, but an OpenWrt router has no real-time
 // clock: it boots at its image's build date and NTP sets the clock later,
@@ -126,6 +128,9 @@ func MonthOf(t time.Time) string { return t.UTC().Format("2006-01") }
 // it in an earlier month does a new month begin. The month's bytes so far
 // stay, under the month the clock names now.
 func (l *Ledger) Observe(now time.Time, boot time.Duration, network, device string, ifindex int, cur Bytes) {
+	if ifindex <= 0 {
+		return
+	}
 	m := MonthOf(now)
 	last := l.SeenWall
 	if l.SeenBoot > 0 && boot >= l.SeenBoot {

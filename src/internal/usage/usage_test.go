@@ -198,3 +198,15 @@ func TestLedgerCountersWrapAndRename(t *testing.T) {
 		{day.Add(4 * time.Minute), time.Hour + 4*time.Minute, "wan", 8, 50, 300, Bytes{g4 + 9650, 100_001_300}, "2026-12"},
 	})
 }
+
+// A look without the device's interface index (the lookup failed, or the
+// device was re-created between reading the counters and its index) says
+// nothing about which device the counters are of: it is skipped, not taken
+// as a new device (whose whole life would be counted again).
+func TestLedgerUnknownIndex(t *testing.T) {
+	runLedger(t, NewLedger("b"), []ledgerStep{
+		{day, time.Hour, "wwan0", 5, 1000, 500, Bytes{1000, 500}, "2026-12"},
+		{day.Add(30 * time.Second), time.Hour + 30*time.Second, "wwan0", 0, 1100, 600, Bytes{1000, 500}, "2026-12"},
+		{day.Add(time.Minute), time.Hour + time.Minute, "wwan0", 5, 1200, 700, Bytes{1200, 700}, "2026-12"},
+	})
+}
