@@ -209,3 +209,39 @@ func TestE2ERedTeamLedgerClockJumpedWhileStopped(t *testing.T) {
 			got, earlier, kernel["eth0"].Rx, r.p.Log())
 	}
 }
+
+// A flaky modem while connmgr runs: wwan0 carries traffic, disappears (the
+// USB device resets), and comes back as a new device (new index, counters
+// from zero) that carries more. The month never goes backwards, keeps what
+// the old device had counted at connmgr's last look, and adds the new
+// device's counters once.
+func TestE2ERedTeamUsageModemFlapsWhileRunning(t *testing.T) {
+	r := newRigWith(t, rigOptions{ubus: true, args: []string{"-d"}})
+	sendVia(t, r.w, "wwan0")
+	_, month, _ := uplinkUsage(t, r.sock) // connmgr's last look at the old device
+	old := month["wwan0"]
+	if old.Total() == 0 {
+		t.Fatal("no bytes on wwan0")
+	}
+	if err := r.w.Device.IP("link del wwan0"); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(500 * time.Millisecond)
+	st := r.status()
+	for _, u := range st.Uplinks {
+		if u.Network == "modemnet" && u.MonthRxBytes+u.MonthTxBytes < old.Total() {
+			t.Errorf("wwan0 gone: month %d bytes, was %d", u.MonthRxBytes+u.MonthTxBytes, old.Total())
+		}
+	}
+	createWwan0(t, r.w)
+	r.waitState("modemnet", "ITFUP_SS", 15*time.Second)
+	sendVia(t, r.w, "wwan0")
+	before := deviceCounters(t, r.w)["wwan0"]
+	_, month, _ = uplinkUsage(t, r.sock)
+	after := deviceCounters(t, r.w)["wwan0"]
+	m := month["wwan0"]
+	t.Logf("old device %+v at the last look; new device %+v..%+v; month %+v", old, before, after, m)
+	if m.Total() < old.Total()+before.Total() || m.Total() > old.Total()+after.Total() {
+		t.Errorf("month %d bytes, want the old device's %d + the new one's %d..%d", m.Total(), old.Total(), before.Total(), after.Total())
+	}
+}
