@@ -245,3 +245,22 @@ func TestE2ERedTeamUsageModemFlapsWhileRunning(t *testing.T) {
 		t.Errorf("month %d bytes, want the old device's %d + the new one's %d..%d", m.Total(), old.Total(), before.Total(), after.Total())
 	}
 }
+
+// procd respawns connmgr (or an admin restarts it) while Ethernet is over its
+// monthly limit with limit_action 'off': the restarted connmgr must not
+// route over Ethernet, even for a moment, before it has read the ledger.
+func TestE2ERedTeamLimitKeptOverRestart(t *testing.T) {
+	r := monthlyLimitReached(t, "off")
+	r.waitDefault("wlan0", 5*time.Second)
+	if err := r.p.Stop(10 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Dir(r.sock)
+	r.p = r.w.StartConnmgr(t, "-d", "-c", dir, "-w", filepath.Join(dir, "whitelist"), "-s", r.sock)
+	r.waitState("ethnet", "ITFNOTSUPP_SX", 10*time.Second)
+	r.waitDefault("wlan0", 10*time.Second)
+	time.Sleep(2 * time.Second)
+	if m := regexp.MustCompile(`msg="switch uplink" .*to=ethnet.*`).FindString(r.p.Log()); m != "" {
+		t.Errorf("the restarted connmgr routed over Ethernet, over its limit: %s\nlog:\n%s", m, r.p.Log())
+	}
+}
