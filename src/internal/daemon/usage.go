@@ -117,6 +117,11 @@ func (c *usageComponent) load(boot string) {
 			c.ledger = l
 		}
 	}
+	// Limits announced before a restart are not announced again (still applied at the
+	// first look).
+	for name, on := range c.ledger.Reached {
+		c.limited[name] = on
+	}
 }
 
 func (c *usageComponent) reload(_, _ *Loaded) { c.sample() }
@@ -196,6 +201,7 @@ func (c *usageComponent) observe() {
 			continue
 		}
 		c.limited[name] = over
+		c.ledger.Reached[name] = over
 		what := "monthly limit reached"
 		if !over {
 			what = "monthly limit lifted"

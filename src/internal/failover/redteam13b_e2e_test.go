@@ -1,17 +1,21 @@
 package failover_test
 
 import (
+	"context"
 	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
 	"golang.org/x/sys/unix"
 
+	"github.com/afero/af-conn/internal/daemon"
 	"github.com/afero/af-conn/internal/testbed"
+	"github.com/afero/af-conn/internal/ubus"
 	"github.com/afero/af-conn/internal/usage"
 )
 
@@ -248,19 +252,38 @@ func TestE2ERedTeamUsageModemFlapsWhileRunning(t *testing.T) {
 
 // procd respawns connmgr (or an admin restarts it) while Ethernet is over its
 // monthly limit with limit_action 'off': the restarted connmgr must not
-// route over Ethernet, even for a moment, before it has read the ledger.
+// route over Ethernet, even for a moment, before it has read the ledger; and
+// a restart is no news: connmgr.usage must not say again that the limit was
+// reached (a hub that texts its owner on the event would, at every respawn).
 func TestE2ERedTeamLimitKeptOverRestart(t *testing.T) {
 	r := monthlyLimitReached(t, "off")
 	r.waitDefault("wlan0", 5*time.Second)
 	if err := r.p.Stop(10 * time.Second); err != nil {
 		t.Fatal(err)
 	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	conn, err := ubus.Dial(ctx, r.sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	var events atomic.Int32
+	if err := conn.Listen(ctx, func(string, ubus.Table) { events.Add(1) }, daemon.NoticeUsage); err != nil {
+		t.Fatal(err)
+	}
 	dir := filepath.Dir(r.sock)
 	r.p = r.w.StartConnmgr(t, "-d", "-c", dir, "-w", filepath.Join(dir, "whitelist"), "-s", r.sock)
 	r.waitState("ethnet", "ITFNOTSUPP_SX", 10*time.Second)
 	r.waitDefault("wlan0", 10*time.Second)
+	if _, err := conn.Call(ctx, "connmgr", "status", nil); err != nil { // a look at the counters
+		t.Fatal(err)
+	}
 	time.Sleep(2 * time.Second)
 	if m := regexp.MustCompile(`msg="switch uplink" .*to=ethnet.*`).FindString(r.p.Log()); m != "" {
 		t.Errorf("the restarted connmgr routed over Ethernet, over its limit: %s\nlog:\n%s", m, r.p.Log())
+	}
+	if n := events.Load(); n != 0 {
+		t.Errorf("%d %s events after a restart, the limit reached before it and still\nlog:\n%s", n, daemon.NoticeUsage, r.p.Log())
 	}
 }

@@ -103,6 +103,9 @@ type Ledger struct {
 	SeenWall time.Time
 	SeenBoot time.Duration
 	Links    map[string]*Link
+	// Reached names the uplinks whose monthly limit was announced as
+	// reached (kept by the daemon: a restart is no news).
+	Reached map[string]bool
 }
 
 // Of says whether the ledger is the one of this boot and network
@@ -110,7 +113,9 @@ type Ledger struct {
 func (l *Ledger) Of(boot, netns string) bool { return l.Boot == boot && l.Netns == netns }
 
 // NewLedger returns an empty ledger of boot.
-func NewLedger(boot string) *Ledger { return &Ledger{Boot: boot, Links: map[string]*Link{}} }
+func NewLedger(boot string) *Ledger {
+	return &Ledger{Boot: boot, Links: map[string]*Link{}, Reached: map[string]bool{}}
+}
 
 // MonthOf is the ledger's month of t.
 func MonthOf(t time.Time) string { return t.UTC().Format("2006-01") }
@@ -207,6 +212,11 @@ func (l *Ledger) Marshal() []byte {
 		fmt.Fprintf(&b, "link %s %s %d %d %d %d %d %d %d\n", name, lk.Device, lk.Ifindex,
 			lk.Base.Rx, lk.Base.Tx, lk.Last.Rx, lk.Last.Tx, lk.Earlier.Rx, lk.Earlier.Tx)
 	}
+	for name, on := range l.Reached {
+		if on {
+			fmt.Fprintf(&b, "reached %s\n", name)
+		}
+	}
 	return b.Bytes()
 }
 
@@ -240,6 +250,8 @@ func ParseLedger(path string, b []byte) (*Ledger, error) {
 				return nil, bad(fmt.Sprintf("seen %q %q: not a wall time (s) and a positive time since the boot (ns)", f[1], f[2]))
 			}
 			l.SeenWall, l.SeenBoot = time.Unix(wall, 0).UTC(), time.Duration(boot)
+		case len(f) == 2 && f[0] == "reached":
+			l.Reached[f[1]] = true
 		case len(f) == 10 && f[0] == "link":
 			var n [7]uint64
 			for i := range n {

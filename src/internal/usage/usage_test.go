@@ -56,12 +56,15 @@ func TestLedger(t *testing.T) {
 	step(day.Add(3*time.Minute), "wwan0", 10, 50, 60, Bytes{3100 + 50, 750 + 60})                 // re-created again
 	step(day.Add(4*time.Minute), "3g-modemnet", 11, 10, 10, Bytes{3160, 820})                     // another device (PPP)
 	step(time.Date(2027, 1, 1, 0, 0, 1, 0, time.UTC), "3g-modemnet", 11, 110, 30, Bytes{100, 20}) // a new month
-	// Restart of connmgr: the ledger read back goes on where it was.
+	// Restart of connmgr: the ledger read back goes on where it was, the limits
+	// announced as reached with it.
+	l.Reached["modemnet"], l.Reached["ethnet"] = true, false
 	back, err := ParseLedger("/var/run/connmgr/usage", l.Marshal())
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !back.Of("boot-a", "4096") || back.Of("boot-a", "8192") || back.Of("boot-b", "4096") || back.Month != "2027-01" || *back.Links["modemnet"] != *l.Links["modemnet"] {
+	if !back.Of("boot-a", "4096") || back.Of("boot-a", "8192") || back.Of("boot-b", "4096") || back.Month != "2027-01" || *back.Links["modemnet"] != *l.Links["modemnet"] ||
+		!back.Reached["modemnet"] || back.Reached["ethnet"] || len(back.Reached) != 1 {
 		t.Fatalf("read back %+v %+v, wrote %+v", back, back.Links["modemnet"], l.Links["modemnet"])
 	}
 	l = back
