@@ -6,7 +6,6 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -15,7 +14,6 @@ import (
 
 	"github.com/afero/af-conn/internal/daemon"
 	"github.com/afero/af-conn/internal/testbed"
-	"github.com/afero/af-conn/internal/ubus"
 	"github.com/afero/af-conn/internal/usage"
 )
 
@@ -263,15 +261,7 @@ func TestE2ERedTeamLimitKeptOverRestart(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	conn, err := ubus.Dial(ctx, r.sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	var events atomic.Int32
-	if err := conn.Listen(ctx, func(string, ubus.Table) { events.Add(1) }, daemon.NoticeUsage); err != nil {
-		t.Fatal(err)
-	}
+	conn, events := usageEvents(ctx, t, r.sock)
 	dir := filepath.Dir(r.sock)
 	r.p = r.w.StartConnmgr(t, "-d", "-c", dir, "-w", filepath.Join(dir, "whitelist"), "-s", r.sock)
 	r.waitState("ethnet", "ITFNOTSUPP_SX", 10*time.Second)
@@ -283,7 +273,7 @@ func TestE2ERedTeamLimitKeptOverRestart(t *testing.T) {
 	if m := regexp.MustCompile(`msg="switch uplink" .*to=ethnet.*`).FindString(r.p.Log()); m != "" {
 		t.Errorf("the restarted connmgr routed over Ethernet, over its limit: %s\nlog:\n%s", m, r.p.Log())
 	}
-	if n := events.Load(); n != 0 {
+	if n := len(events); n != 0 {
 		t.Errorf("%d %s events after a restart, the limit reached before it and still\nlog:\n%s", n, daemon.NoticeUsage, r.p.Log())
 	}
 }
