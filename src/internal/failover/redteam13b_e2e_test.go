@@ -277,3 +277,21 @@ func TestE2ERedTeamLimitKeptOverRestart(t *testing.T) {
 		t.Errorf("%d %s events after a restart, the limit reached before it and still\nlog:\n%s", n, daemon.NoticeUsage, r.p.Log())
 	}
 }
+
+// A generous budget is no constraint: Ethernet probed every 200 ms with
+// probe_budget '100M/h' (a round every 31 ms would be within it) gets its
+// rounds every 200 ms. The budget's interval was rounded up to the whole
+// second, so any budget at all held rounds to one a second.
+func TestE2ERedTeamGenerousBudget(t *testing.T) {
+	r := newRigWith(t, rigOptions{args: []string{"-d"}, extra: "\nconfig uplink 'ethnet'\n\toption type 'ethernet'\n\toption probe_interval '200ms'\n\toption probe_budget '100M/h'\n" +
+		"\nconfig uplink 'stanet'\n\toption type 'wifi'\n\nconfig uplink 'modemnet'\n\toption type 'cellular'\n"})
+	probes := countProbeSYNs(t, r)
+	time.Sleep(time.Second)
+	before := probes()
+	time.Sleep(5 * time.Second)
+	n := probes() - before
+	t.Logf("5 s of idle Ethernet, probe_interval 200ms, probe_budget 100M/h: %d rounds", n)
+	if n < 15 {
+		t.Errorf("%d rounds in 5 s, want about 25 (probe_interval 200ms; the budget allows a round every 31 ms)", n)
+	}
+}

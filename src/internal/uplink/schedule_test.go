@@ -118,6 +118,9 @@ func TestBudgetFloor(t *testing.T) {
 		{565, 0, 0},
 		{0, 100, 0},
 		{1000, 1e-12, maxFloor},
+		// A generous budget (probe_budget '100M/h', probe_interval '200ms'): 31.3 ms, not
+		// a whole second that would hold rounds to one a second whatever the interval.
+		{870, 100e6, 32 * time.Millisecond},
 	} {
 		if got := BudgetFloor(c.cost, c.perHour); got != c.want {
 			t.Errorf("BudgetFloor(%d, %v) = %v, want %v", c.cost, c.perHour, got, c.want)
