@@ -121,6 +121,8 @@ func TestE2EMonthlyLimitOff(t *testing.T) {
 	r := monthlyLimitReached(t, "off")
 	r.waitDefault("wlan0", 5*time.Second)
 	r.waitState("ethnet", "ITFNOTSUPP_SX", 5*time.Second)
+	// The log says why: not "disabled by configuration", which sends the admin looking there.
+	r.waitLog(`msg="uplink state" network=ethnet .*to=ITFNOTSUPP_SX reason="over its monthly limit \(limit_action off\)"`)
 }
 
 // With limit_action 'last_resort' Ethernet over its limit is used only while nothing else is
