@@ -1,6 +1,8 @@
 package usage
 
 import (
+	"math/rand/v2"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -212,4 +214,47 @@ func TestLedgerUnknownIndex(t *testing.T) {
 		{day.Add(30 * time.Second), time.Hour + 30*time.Second, "wwan0", 0, 1100, 600, Bytes{1000, 500}, "2026-12"},
 		{day.Add(time.Minute), time.Hour + time.Minute, "wwan0", 5, 1200, 700, Bytes{1200, 700}, "2026-12"},
 	})
+}
+
+// Whatever a device's counters do within a month (grow, wrap at 32 bits,
+// reset, the device re-created under a new index, renamed, unknown index,
+// the wall clock jumping either way by less than a month's boundary's
+// reach), the month's bytes never go backwards.
+func TestLedgerNeverBackwards(t *testing.T) {
+	rng := rand.New(rand.NewPCG(13, 13))
+	for run := range 200 {
+		l := NewLedger("b")
+		wall, boot := time.Date(2026, 12, 10, 0, 0, 0, 0, time.UTC), time.Minute
+		idx, cur := 5, Bytes{}
+		var prev Bytes
+		for step := range 100 {
+			switch rng.IntN(10) {
+			case 0:
+				idx, cur = idx+1, Bytes{} // re-created
+			case 1:
+				cur = Bytes{rng.Uint64N(1000), rng.Uint64N(1000)} // reset
+			case 2:
+				cur.Rx = (cur.Rx + rng.Uint64N(1<<31)) % (1 << 32) // 32-bit wrap perhaps
+			case 3:
+				wall = wall.Add(time.Duration(rng.IntN(10)-5) * 24 * time.Hour) // jump
+			}
+			cur = cur.add(Bytes{rng.Uint64N(1 << 20), rng.Uint64N(1 << 20)})
+			d := time.Duration(rng.IntN(60)) * time.Second
+			wall, boot = wall.Add(d), boot+d
+			i := idx
+			if rng.IntN(20) == 0 {
+				i = 0
+			}
+			l.Observe(wall, boot, "m", "wwan"+strconv.Itoa(rng.IntN(2)), i, cur)
+			lk := l.Links["m"]
+			if lk == nil {
+				continue
+			}
+			got := lk.Month()
+			if got.Rx < prev.Rx || got.Tx < prev.Tx {
+				t.Fatalf("run %d step %d: month went from %+v to %+v (ledger %+v)", run, step, prev, got, *lk)
+			}
+			prev = got
+		}
+	}
 }
