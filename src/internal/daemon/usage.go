@@ -98,6 +98,7 @@ func (c *usageComponent) load(boot string) {
 	if c.path == "" {
 		return
 	}
+	removeDeadTemps(c.path)
 	b, err := readLedgerFile(c.path)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
@@ -300,6 +301,22 @@ func writeLedgerFile(path string, data []byte) error {
 		os.Remove(tmp)
 	}
 	return err
+}
+
+// removeDeadTemps removes the temporary ledger files of connmgr processes that are gone
+// (killed between writing and renaming): each process has its own, so a respawn loop would
+// otherwise leave one per crash on the tmpfs.
+func removeDeadTemps(path string) {
+	if ownDir(filepath.Dir(path)) != nil {
+		return
+	}
+	temps, _ := filepath.Glob(path + ".new.*")
+	for _, f := range temps {
+		pid, err := strconv.Atoi(strings.TrimPrefix(f, path+".new."))
+		if err == nil && pid > 0 && unix.Kill(pid, 0) == unix.ESRCH {
+			os.Remove(f)
+		}
+	}
 }
 
 // readLedgerFile reads the ledger at path, not through a link, from a directory
