@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -293,5 +294,36 @@ func TestE2ERedTeamGenerousBudget(t *testing.T) {
 	t.Logf("5 s of idle Ethernet, probe_interval 200ms, probe_budget 100M/h: %d rounds", n)
 	if n < 15 {
 		t.Errorf("%d rounds in 5 s, want about 25 (probe_interval 200ms; the budget allows a round every 31 ms)", n)
+	}
+}
+
+// A cellular plan's limit is money: the limit must be seen soon after the
+// month reaches it, not up to a whole sampling interval (30 s) later, when
+// 30 s of a 150 Mbit/s LTE download are 560 MB past it. A download at about
+// 140 KB/s over Ethernet with a 3 MB monthly limit: connmgr's "limit
+// reached" must come within about 2 s of traffic past the limit.
+func TestE2ERedTeamLimitSeenPromptly(t *testing.T) {
+	r := newRigWith(t, rigOptions{args: []string{"-d"}, records: []testbed.Record{{Name: otaName, TTL: 300, Addr: otaAddr}},
+		extra: "\nconfig uplink 'ethnet'\n\toption type 'ethernet'\n\toption monthly_limit '3M'\n\toption limit_action 'off'\n" +
+			"\nconfig uplink 'stanet'\n\toption type 'wifi'\n\nconfig uplink 'modemnet'\n\toption type 'cellular'\n"})
+	start := deviceCounters(t, r.w)["eth0"]
+	at := time.Now()
+	stop := r.trickle()
+	defer stop()
+	line, err := r.p.WaitLog(regexp.MustCompile(`msg="monthly limit reached" network=ethnet .*bytes=(\d+)`), 60*time.Second)
+	if err != nil {
+		t.Fatalf("%v\nlog:\n%s", err, r.p.Log())
+	}
+	took := time.Since(at)
+	stop()
+	now := deviceCounters(t, r.w)["eth0"]
+	rate := float64(now.Total()-start.Total()) / took.Seconds()
+	m := regexp.MustCompile(`bytes=(\d+)`).FindStringSubmatch(line)
+	seen, _ := strconv.ParseUint(m[1], 10, 64)
+	over := float64(seen) - 3e6
+	t.Logf("download at %.0f KB/s: limit reached after %v, at %d bytes: %.0f KB (%.1f s of traffic) past the 3 MB limit",
+		rate/1e3, took.Round(time.Millisecond), seen, over/1e3, over/rate)
+	if over > 2.5*rate {
+		t.Errorf("the limit was seen %.1f s of traffic (%.0f KB) after the month reached it", over/rate, over/1e3)
 	}
 }
