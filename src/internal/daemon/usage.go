@@ -40,10 +40,16 @@ type usageComponent struct {
 	cur     map[string]usage.Bytes // the devices' counters at the last look
 	limited map[string]bool
 	timer   Timer
+	// writeErr is the last failure to write the ledger, logged once ("": none).
+	writeErr string
+	written  time.Time         // the last write
+	prev     map[string]uint64 // the months' bytes at prevAt, for their rate (nextLook)
+	prevAt   time.Time
 }
 
 func newUsage(d *Daemon) *usageComponent {
-	return &usageComponent{d: d, path: d.opts.UsageLedger, cur: map[string]usage.Bytes{}, limited: map[string]bool{}}
+	return &usageComponent{d: d, path: d.opts.UsageLedger, cur: map[string]usage.Bytes{}, limited: map[string]bool{},
+		prev: map[string]uint64{}}
 }
 
 // UsageLedgerPath is DefaultUsageLedger, or beside it a ledger of this network namespace
@@ -96,6 +102,7 @@ func (c *usageComponent) load(boot string) {
 	if c.path == "" {
 		return
 	}
+	removeDeadTemps(c.path)
 	b, err := readLedgerFile(c.path)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
@@ -115,15 +122,24 @@ func (c *usageComponent) load(boot string) {
 			c.ledger = l
 		}
 	}
+	// Limits announced before a restart are not announced again (still applied at the
+	// first look).
+	for name, on := range c.ledger.Reached {
+		c.limited[name] = on
+	}
 }
 
-func (c *usageComponent) reload(_, _ *Loaded) { c.sample() }
+func (c *usageComponent) reload(_, _ *Loaded) {
+	c.written = time.Time{} // written at once
+	c.sample()
+}
 
 func (c *usageComponent) stop() {
 	if c.timer != nil {
 		c.timer.Stop()
 	}
-	c.sample()
+	c.observe()
+	c.write()
 }
 
 type usageTick struct{}
@@ -137,14 +153,53 @@ func (usageTick) apply(d *Daemon) {
 	}
 }
 
-// sample observes, writes the ledger, and asks for the next sample.
+// sample observes, writes the ledger (every usageEvery), and asks for the next sample.
 func (c *usageComponent) sample() {
 	if c.timer != nil {
 		c.timer.Stop()
 	}
-	c.timer = c.d.after(usageEvery, usageTick{})
 	c.observe()
-	c.write()
+	now := c.d.clock.Now()
+	if c.written.IsZero() || now.Sub(c.written) >= usageEvery {
+		c.write()
+		c.written = now
+	}
+	c.timer = c.d.after(c.nextLook(now), usageTick{})
+}
+
+// limitLookEvery is how often an uplink with a monthly limit not yet reached is looked at:
+// a limit is money, and 30 s of a 150 Mbit/s LTE download are 560 MB.
+const limitLookEvery = 5 * time.Second
+
+// nextLook is when the counters are looked at next: every usageEvery, every limitLookEvery
+// while an uplink has a limit not reached, and, as one nears its limit at the rate of the
+// last looks, at half the time it would take to reach it (at least a second apart).
+func (c *usageComponent) nextLook(now time.Time) time.Duration {
+	every := usageEvery
+	for _, u := range c.d.cur.Config.Uplinks {
+		lk := c.ledger.Links[u.Name]
+		if u.MonthlyLimit == 0 || c.limited[u.Name] || lk == nil {
+			continue
+		}
+		every = min(every, limitLookEvery)
+		month := lk.Month().Total()
+		prev, ok := c.prev[u.Name]
+		dt := now.Sub(c.prevAt)
+		if ok && month > prev && month < u.MonthlyLimit && dt > 0 {
+			rate := float64(month-prev) / dt.Seconds()
+			eta := time.Duration(float64(u.MonthlyLimit-month) / rate * float64(time.Second))
+			every = min(every, max(eta/2, time.Second))
+		}
+	}
+	// The rate is measured between looks at least a second apart (status calls look too).
+	if dt := now.Sub(c.prevAt); c.prevAt.IsZero() || dt >= time.Second {
+		clear(c.prev)
+		for name, lk := range c.ledger.Links {
+			c.prev[name] = lk.Month().Total()
+		}
+		c.prevAt = now
+	}
+	return every
 }
 
 // observe reads the counters and updates the ledger and the limits.
@@ -152,11 +207,15 @@ func (c *usageComponent) observe() {
 	if !c.d.uplinks.started() {
 		return
 	}
+	// The devices' indexes before and after the counters: a device re-created meanwhile (a
+	// modem reset) changed its index, and its counters may be either life's: not taken now.
+	before := ifindexes()
 	counters, err := usage.ReadNetDev("/proc/net/dev")
 	if err != nil {
 		c.d.log.Warn("link counters unreadable", "err", err)
 		return
 	}
+	after := ifindexes()
 	now := c.d.clock.Now()
 	limits := map[string]uint64{}
 	for _, u := range c.d.cur.Config.Uplinks {
@@ -170,19 +229,27 @@ func (c *usageComponent) observe() {
 		if !ok {
 			continue // no such device now
 		}
-		idx := 0
-		if ifc, err := net.InterfaceByName(dev); err == nil {
-			idx = ifc.Index
+		idx := before[dev]
+		if idx != after[dev] {
+			idx = 0 // unknown: the ledger skips the look
 		}
 		c.cur[name] = cur
-		c.ledger.Observe(now, name, dev, idx, cur)
-		month := c.ledger.Links[name].Month().Total()
+		c.ledger.Observe(now, sinceBoot(), name, dev, idx, cur)
+		lk := c.ledger.Links[name]
+		if lk == nil {
+			continue // not looked at yet (its index unknown)
+		}
+		month := lk.Month().Total()
 		over := limits[name] > 0 && month >= limits[name]
+		// Told every time, not only on a change: an uplink whose section left the
+		// configuration and came back (or whose device changed) is a new one in the
+		// controllers, which knows nothing of the limit (setLimited is idempotent).
+		c.d.uplinks.setLimited(name, over)
 		if over == c.limited[name] {
 			continue
 		}
 		c.limited[name] = over
-		c.d.uplinks.setLimited(name, over)
+		c.ledger.Reached[name] = over
 		what := "monthly limit reached"
 		if !over {
 			what = "monthly limit lifted"
@@ -193,6 +260,29 @@ func (c *usageComponent) observe() {
 			"monthly_limit": int64(limits[name]), "limit_reached": over, "action": limitAction(c.d, name),
 		}})
 	}
+}
+
+// ifindexes are the interface indexes of the namespace's devices by name (none if they
+// cannot be read).
+func ifindexes() map[string]int {
+	m := map[string]int{}
+	ifs, err := net.Interfaces()
+	if err != nil {
+		return m
+	}
+	for _, i := range ifs {
+		m[i.Name] = i.Index
+	}
+	return m
+}
+
+// sinceBoot is the time since the boot (CLOCK_BOOTTIME: monotonic, suspend included).
+func sinceBoot() time.Duration {
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_BOOTTIME, &ts); err != nil {
+		return 0
+	}
+	return time.Duration(ts.Nano())
 }
 
 func limitAction(d *Daemon, network string) string {
@@ -209,8 +299,16 @@ func (c *usageComponent) write() {
 	if c.path == "" {
 		return
 	}
-	if err := writeLedgerFile(c.path, c.ledger.Marshal()); err != nil {
+	// A lasting failure (a full tmpfs) is logged once, not at every write: logd's ring
+	// buffer is small, and the same line every 30 s pushes out the rest.
+	err := writeLedgerFile(c.path, c.ledger.Marshal())
+	switch {
+	case err != nil && err.Error() != c.writeErr:
 		c.d.log.Warn("usage ledger not written", "file", c.path, "err", err)
+		c.writeErr = err.Error()
+	case err == nil && c.writeErr != "":
+		c.d.log.Info("usage ledger written again", "file", c.path)
+		c.writeErr = ""
 	}
 }
 
@@ -229,7 +327,9 @@ func writeLedgerFile(path string, data []byte) error {
 	if err := ownDir(dir); err != nil {
 		return err
 	}
-	tmp := path + ".new"
+	// Each process its own temporary file: a second connmgr (one started by hand beside
+	// procd's) must not unlink or rename the first one's half-written file.
+	tmp := path + ".new." + strconv.Itoa(os.Getpid())
 	if err := os.Remove(tmp); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return err
 	}
@@ -248,6 +348,22 @@ func writeLedgerFile(path string, data []byte) error {
 		os.Remove(tmp)
 	}
 	return err
+}
+
+// removeDeadTemps removes the temporary ledger files of connmgr processes that are gone
+// (killed between writing and renaming): each process has its own, so a respawn loop would
+// otherwise leave one per crash on the tmpfs.
+func removeDeadTemps(path string) {
+	if ownDir(filepath.Dir(path)) != nil {
+		return
+	}
+	temps, _ := filepath.Glob(path + ".new.*")
+	for _, f := range temps {
+		pid, err := strconv.Atoi(strings.TrimPrefix(f, path+".new."))
+		if err == nil && pid > 0 && unix.Kill(pid, 0) == unix.ESRCH {
+			os.Remove(f)
+		}
+	}
 }
 
 // readLedgerFile reads the ledger at path, not through a link, from a directory

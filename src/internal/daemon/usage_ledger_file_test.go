@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -32,7 +33,7 @@ func TestUsageLedgerFileRefusesLinks(t *testing.T) {
 		}
 		path := filepath.Join(dir, "connmgr", "usage")
 		os.MkdirAll(filepath.Dir(path), 0o755)
-		if err := os.Symlink(victim, path+".new"); err != nil {
+		if err := os.Symlink(victim, path+".new."+strconv.Itoa(os.Getpid())); err != nil { // the pid is no secret
 			t.Fatal(err)
 		}
 		c, log := newComp(path)
@@ -82,4 +83,29 @@ func TestUsageLedgerFileRefusesLinks(t *testing.T) {
 			t.Fatalf("nothing logged: %s", log)
 		}
 	})
+}
+
+// A connmgr killed between writing its temporary ledger and renaming it
+// leaves the file (each process has its own): the next one removes those of
+// processes that are gone, not those of a connmgr still running.
+func TestUsageLedgerDeadTemps(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "connmgr")
+	os.Mkdir(dir, 0o755)
+	path := filepath.Join(dir, "usage")
+	dead, live := path+".new.2147483646", path+".new."+strconv.Itoa(os.Getppid())
+	for _, f := range []string{dead, live} {
+		if err := os.WriteFile(f, []byte("connmgr-usage 1\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var log bytes.Buffer
+	c := newUsage(&Daemon{log: logline.New(&log, nil)})
+	c.path = path
+	c.load("boot-1")
+	if _, err := os.Stat(dead); err == nil {
+		t.Error("a dead process's temporary ledger was left")
+	}
+	if _, err := os.Stat(live); err != nil {
+		t.Errorf("a live process's temporary ledger was removed: %v", err)
+	}
 }

@@ -198,7 +198,7 @@ func (c *Controller) Configure(s Settings) {
 		l.set, l.slot = us, i
 		l.m.SetParams(s.Params)
 		c.links = append(c.links, l)
-		c.apply(l, now, uplink.SupportEvent{Supported: c.supported(l)})
+		c.apply(l, now, c.support(l))
 	}
 	for _, l := range old {
 		c.stopCapture(l)
@@ -710,8 +710,18 @@ func (c *Controller) SetLimited(name string, on bool) {
 	}
 	l.limited = on
 	now := c.env.Now()
-	c.apply(l, now, uplink.SupportEvent{Supported: c.supported(l)})
+	c.apply(l, now, c.support(l))
 	c.decide(now, "monthly limit")
+}
+
+// support is the uplink's SupportEvent, saying why when its monthly limit
+// switched it off (the log's reason: not the configuration).
+func (c *Controller) support(l *link) uplink.SupportEvent {
+	e := uplink.SupportEvent{Supported: c.supported(l)}
+	if l.set.Enabled && !e.Supported {
+		e.Why = "over its monthly limit (limit_action off)"
+	}
+	return e
 }
 
 // supported: enabled in the configuration, and not switched off by its

@@ -182,21 +182,7 @@ func TestE2ERedTeamUDPOnlyBlackhole(t *testing.T) {
 func TestE2ERedTeamUsageDeviceRecreatedWhileStopped(t *testing.T) {
 	r := newRigWith(t, rigOptions{ubus: true, args: []string{"-d"}})
 	ledgerOf(t, r)
-	send := func() {
-		t.Helper()
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		c, err := r.w.Device.DialVia(ctx, "wwan0", "tcp", testbed.EchoURL())
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
-		if err := (echoConn{c}).works(2 * time.Second); err != nil {
-			t.Fatal(err)
-		}
-		c.Write([]byte(strings.Repeat("x", 20000) + "\n"))
-		time.Sleep(300 * time.Millisecond)
-	}
+	send := func() { sendVia(t, r.w, "wwan0") }
 	send()
 	// The ledger's last look is at the stop, somewhere between these two readings: an ARP
 	// exchange or a late segment can cross the link while connmgr stops.
@@ -205,19 +191,7 @@ func TestE2ERedTeamUsageDeviceRecreatedWhileStopped(t *testing.T) {
 		t.Fatal(err)
 	}
 	old := deviceCounters(t, r.w)["wwan0"]
-	u := r.w.Uplink("wwan0")
-	if err := r.w.Device.IP("link del wwan0",
-		"link add wwan0 type veth peer name todev netns "+u.Router.Name); err != nil {
-		t.Fatal(err)
-	}
-	if err := u.Router.IP("addr add "+u.Gateway.String()+"/24 dev todev", "link set todev up"); err != nil {
-		t.Fatal(err)
-	}
-	if err := r.w.Device.IP("link set wwan0 up", "addr add "+u.Addr.String()+"/24 dev wwan0",
-		"route add default via "+u.Gateway.String()+" dev wwan0 metric 50"); err != nil {
-		t.Fatal(err)
-	}
-	time.Sleep(500 * time.Millisecond)
+	recreateWwan0(t, r.w)
 	send()
 	dir := filepath.Dir(r.sock)
 	r.p = r.w.StartConnmgr(t, "-d", "-c", dir, "-w", filepath.Join(dir, "whitelist"), "-s", r.sock)
@@ -230,4 +204,48 @@ func TestE2ERedTeamUsageDeviceRecreatedWhileStopped(t *testing.T) {
 	if m.Total() < oldFrom.Total()+before.Total() || m.Total() > old.Total()+after.Total() {
 		t.Errorf("month %d bytes, want the old device's %d..%d + the new one's %d..%d", m.Total(), oldFrom.Total(), old.Total(), before.Total(), after.Total())
 	}
+}
+
+// recreateWwan0 deletes wwan0 and creates it anew, as a modem reset does: a new interface
+// index, counters from zero, the same address and route.
+func recreateWwan0(t *testing.T, w *testbed.World) {
+	t.Helper()
+	if err := w.Device.IP("link del wwan0"); err != nil {
+		t.Fatal(err)
+	}
+	createWwan0(t, w)
+}
+
+// createWwan0 creates wwan0 (absent) with its address and route.
+func createWwan0(t *testing.T, w *testbed.World) {
+	t.Helper()
+	u := w.Uplink("wwan0")
+	if err := w.Device.IP("link add wwan0 type veth peer name todev netns " + u.Router.Name); err != nil {
+		t.Fatal(err)
+	}
+	if err := u.Router.IP("addr add "+u.Gateway.String()+"/24 dev todev", "link set todev up"); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Device.IP("link set wwan0 up", "addr add "+u.Addr.String()+"/24 dev wwan0",
+		"route add default via "+u.Gateway.String()+" dev wwan0 metric 50"); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(500 * time.Millisecond)
+}
+
+// sendVia sends about 20 KB through dev to the echo service and back.
+func sendVia(t *testing.T, w *testbed.World, dev string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	c, err := w.Device.DialVia(ctx, dev, "tcp", testbed.EchoURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := (echoConn{c}).works(2 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	c.Write([]byte(strings.Repeat("x", 20000) + "\n"))
+	time.Sleep(300 * time.Millisecond)
 }

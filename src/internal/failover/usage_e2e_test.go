@@ -121,6 +121,8 @@ func TestE2EMonthlyLimitOff(t *testing.T) {
 	r := monthlyLimitReached(t, "off")
 	r.waitDefault("wlan0", 5*time.Second)
 	r.waitState("ethnet", "ITFNOTSUPP_SX", 5*time.Second)
+	// The log says why: not "disabled by configuration", which sends the admin looking there.
+	r.waitLog(`msg="uplink state" network=ethnet .*to=ITFNOTSUPP_SX reason="over its monthly limit \(limit_action off\)"`)
 }
 
 // With limit_action 'last_resort' Ethernet over its limit is used only while nothing else is
@@ -143,19 +145,7 @@ func monthlyLimitReached(t *testing.T, action string) *rig {
 	ledgerOf(t, r)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	conn, err := ubus.Dial(ctx, r.sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	events := make(chan ubus.Table, 4)
-	if err := conn.Listen(ctx, func(ev string, data ubus.Table) {
-		if ev == daemon.NoticeUsage {
-			events <- data
-		}
-	}, daemon.NoticeUsage); err != nil {
-		t.Fatal(err)
-	}
+	conn, events := usageEvents(ctx, t, r.sock)
 	// Below the limit so far (the rig found Ethernet in use); 64 KB echoed over Ethernet pass
 	// it, and a status call reads the counters.
 	if _, err := conn.Call(ctx, "connmgr", "status", nil); err != nil {
@@ -228,4 +218,27 @@ func TestE2EUsageStaleLedger(t *testing.T) {
 	if !strings.Contains(r.p.Log(), "another network namespace; counting afresh") {
 		t.Errorf("no word of the stale ledger in the log:\n%s", r.p.Log())
 	}
+}
+
+// usageEvents listens on the rig's ubus for connmgr.usage until ctx ends (the connection is
+// closed when the test ends).
+func usageEvents(ctx context.Context, t *testing.T, sock string) (*ubus.Conn, chan ubus.Table) {
+	t.Helper()
+	conn, err := ubus.Dial(ctx, sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	events := make(chan ubus.Table, 16)
+	if err := conn.Listen(ctx, func(ev string, data ubus.Table) {
+		if ev == daemon.NoticeUsage {
+			select {
+			case events <- data:
+			default:
+			}
+		}
+	}, daemon.NoticeUsage); err != nil {
+		t.Fatal(err)
+	}
+	return conn, events
 }

@@ -96,7 +96,11 @@ type rigOptions struct {
 }
 
 func newRigWith(t testing.TB, o rigOptions) *rig {
-	w := testbed.New(t, o.world)
+	return startRig(t, testbed.New(t, o.world), o)
+}
+
+// startRig is newRigWith in a world already made (o.world is not used).
+func startRig(t testing.TB, w *testbed.World, o rigOptions) *rig {
 	if _, err := w.StartDNS(append(testbed.DefaultRecords(), o.records...)); err != nil {
 		t.Fatal(err)
 	}

@@ -86,8 +86,12 @@ func (m *Machine) NextProbe(last time.Time, r Role, iv Intervals) (at time.Time,
 	ref := last
 	if !fast && m.lastAlive.After(ref) && !last.IsZero() {
 		ref = m.lastAlive
-		if bound := last.Add(maxDefer * every); ref.After(bound) {
-			ref = bound
+		// Unbounded when maxDefer intervals overflow a Duration (a floor of
+		// a century): the bound would fall in the past, a round at once.
+		if every <= math.MaxInt64/maxDefer {
+			if bound := last.Add(maxDefer * every); ref.After(bound) {
+				ref = bound
+			}
 		}
 	}
 	if ref.IsZero() || ref.Before(m.upSince) {
@@ -112,8 +116,14 @@ func BudgetFloor(cost int, perHour float64) time.Duration {
 	if f > float64(maxFloor) {
 		return maxFloor // a budget of a few bytes a month: about never
 	}
-	// Up to the second: rounding down would spend a little over the budget.
-	return time.Duration(math.Ceil(f/float64(time.Second))) * time.Second
+	// Up to the second (to the millisecond below one: a generous budget must
+	// not hold rounds to one a second whatever probe_interval says): rounding
+	// down would spend a little over the budget.
+	unit := time.Second
+	if f < float64(time.Second) {
+		unit = time.Millisecond
+	}
+	return time.Duration(math.Ceil(f/float64(unit))) * unit
 }
 
 // maxFloor bounds BudgetFloor (a Duration holds about 292 years).

@@ -47,6 +47,12 @@ func TestNextProbe(t *testing.T) {
 		}, Role{InUse: true}, last.Add(4 * time.Second), true},
 		{"idle in use: the budget's floor", proven, Role{InUse: true, Floor: 41 * time.Second}, last.Add(41 * time.Second), true},
 		{"idle in use: interval above the floor", proven, Role{InUse: true, Floor: 500 * ms}, last.Add(time.Second), true},
+		// probe_budget '1/month' (a careless "never"), or an uplink over its monthly limit
+		// as a last resort: a floor of about a century. Replies on the link defer by at most
+		// three floors, and three centuries overflowed a Duration: the bound fell in the
+		// past, and every reply started a round.
+		{"busy link, a century's floor: not at once", func(m *Machine) { proven(m); m.Handle(last.Add(700*ms), AliveEvent{Since: last}) },
+			Role{InUse: true, Floor: maxFloor}, last.Add(700 * ms).Add(maxFloor), true},
 		{"cellular standby: the budget's floor", proven, Role{Kind: Cellular, Floor: 30 * time.Minute}, last.Add(30 * time.Minute), true},
 		{"unanswered traffic after the last round: at once", proven, Role{InUse: true, Unanswered: last.Add(300 * ms)}, last.Add(300 * ms), true},
 		{"unanswered traffic: not bound by the floor", proven, Role{InUse: true, Floor: time.Hour, Unanswered: last.Add(300 * ms)}, last.Add(300 * ms), true},
@@ -112,6 +118,9 @@ func TestBudgetFloor(t *testing.T) {
 		{565, 0, 0},
 		{0, 100, 0},
 		{1000, 1e-12, maxFloor},
+		// A generous budget (probe_budget '100M/h', probe_interval '200ms'): 31.3 ms, not
+		// a whole second that would hold rounds to one a second whatever the interval.
+		{870, 100e6, 32 * time.Millisecond},
 	} {
 		if got := BudgetFloor(c.cost, c.perHour); got != c.want {
 			t.Errorf("BudgetFloor(%d, %v) = %v, want %v", c.cost, c.perHour, got, c.want)

@@ -224,7 +224,11 @@ type AliveEvent struct{ Since time.Time }
 type ProbeEvent struct{ Result ProbeResult }
 
 // SupportEvent enables or disables the uplink (configuration).
-type SupportEvent struct{ Supported bool }
+type SupportEvent struct {
+	Supported bool
+	// Why says what took support away (default: "disabled by configuration").
+	Why string
+}
 
 func (DeviceEvent) isEvent()  {}
 func (AliveEvent) isEvent()   {}
@@ -303,7 +307,7 @@ func (m *Machine) Handle(now time.Time, ev Event) Transition {
 	case DeviceEvent:
 		m.device(now, e.Device, &t)
 	case SupportEvent:
-		m.support(now, e.Supported, &t)
+		m.support(now, e.Supported, e.Why, &t)
 	case AliveEvent:
 		m.alive(now, e.Since, &t)
 	case ProbeEvent:
@@ -325,7 +329,7 @@ func (m *Machine) set(now time.Time, s State, t *Transition, reason string) {
 	m.transitions++
 }
 
-func (m *Machine) support(now time.Time, on bool, t *Transition) {
+func (m *Machine) support(now time.Time, on bool, why string, t *Transition) {
 	if on == m.supported {
 		t.Reason = "support unchanged"
 		return
@@ -333,7 +337,10 @@ func (m *Machine) support(now time.Time, on bool, t *Transition) {
 	m.supported = on
 	if !on {
 		m.resetCounts()
-		m.set(now, ItfNotSuppSX, t, "disabled by configuration")
+		if why == "" {
+			why = "disabled by configuration"
+		}
+		m.set(now, ItfNotSuppSX, t, why)
 		return
 	}
 	// Re-enabled: judge the device afresh.

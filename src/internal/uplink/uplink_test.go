@@ -186,9 +186,9 @@ func TestTransitions(t *testing.T) {
 		{"disabled and re-enabled", []step{
 			{0, DeviceEvent{up()}, ItfUpSU, "", true},
 			{10 * ms, ok(ms), ItfUpSS, "", false},
-			{20 * ms, SupportEvent{false}, ItfNotSuppSX, "disabled by configuration", false},
+			{20 * ms, SupportEvent{Supported: false}, ItfNotSuppSX, "disabled by configuration", false},
 			{30 * ms, DeviceEvent{up()}, ItfNotSuppSX, "disabled", false},
-			{40 * ms, SupportEvent{true}, ItfUpSU, "enabled by configuration", true},
+			{40 * ms, SupportEvent{Supported: true}, ItfUpSU, "enabled by configuration", true},
 		}},
 		{"point-to-point default route without gateway is up", []step{
 			{0, DeviceEvent{with(func(d *Device) { d.Gateway = netip.Addr{} })}, ItfUpSU, "", true},

@@ -12,6 +12,12 @@
 // what moved between the last look and a re-creation. A reboot starts a
 // new ledger: the first one of a boot counts each device from its
 // creation, i.e. from about the boot.
+//
+// Months follow the wall clock, whose jumps (NTP setting a router that has
+// no real-time clock, months or years after its image's build date) are no
+// month passing: the time since the boot says how much time really passed.
+// A counter that falls on the same device (same interface index) wrapped
+// at 32 bits, or was reset by its driver; a device renamed is the same one.
 package usage
 
 import (
@@ -92,7 +98,14 @@ type Ledger struct {
 	// that had the same inode, or the same file name, is not this one's.
 	Netns string
 	Month string // "2006-01", UTC
-	Links map[string]*Link
+	// SeenWall and SeenBoot are the last look's time on the wall clock and
+	// since the boot (zero: no look yet, or a ledger that did not say).
+	SeenWall time.Time
+	SeenBoot time.Duration
+	Links    map[string]*Link
+	// Reached names the uplinks whose monthly limit was announced as
+	// reached (kept by the daemon: a restart is no news).
+	Reached map[string]bool
 }
 
 // Of says whether the ledger is the one of this boot and network
@@ -100,20 +113,47 @@ type Ledger struct {
 func (l *Ledger) Of(boot, netns string) bool { return l.Boot == boot && l.Netns == netns }
 
 // NewLedger returns an empty ledger of boot.
-func NewLedger(boot string) *Ledger { return &Ledger{Boot: boot, Links: map[string]*Link{}} }
+func NewLedger(boot string) *Ledger {
+	return &Ledger{Boot: boot, Links: map[string]*Link{}, Reached: map[string]bool{}}
+}
 
 // MonthOf is the ledger's month of t.
 func MonthOf(t time.Time) string { return t.UTC().Format("2006-01") }
 
-// Observe takes an uplink's device counters at now.
-func (l *Ledger) Observe(now time.Time, network, device string, ifindex int, cur Bytes) {
-	if m := MonthOf(now); m != l.Month {
+// Observe takes an uplink's device counters at now (wall clock), boot
+// (time since the boot, CLOCK_BOOTTIME). A look without the device's
+// interface index (ifindex 0: unknown) is skipped: the counters might be
+// another device's, whose whole life would be counted again.
+//
+// Months follow the wall clock, but an OpenWrt router has no real-time
+// clock: it boots at its image's build date and NTP sets the clock later,
+// months or years forward (or back). A jump of the clock is no month
+// passing: the last look is placed on the clock as it is now by the time
+// since the boot that passed since (monotonic), and only when that places
+// it in an earlier month does a new month begin. The month's bytes so far
+// stay, under the month the clock names now.
+func (l *Ledger) Observe(now time.Time, boot time.Duration, network, device string, ifindex int, cur Bytes) {
+	if ifindex <= 0 {
+		return
+	}
+	m := MonthOf(now)
+	last := l.SeenWall
+	if l.SeenBoot > 0 && boot >= l.SeenBoot {
+		last = now.Add(-(boot - l.SeenBoot))
+	}
+	switch {
+	case l.Month == "":
+		l.Month = m
+	case last.IsZero() && m != l.Month, !last.IsZero() && MonthOf(last) != m:
 		// A new month: what moved since the last look counts for it.
 		for _, lk := range l.Links {
 			lk.Base, lk.Earlier = lk.Last, Bytes{}
 		}
 		l.Month = m
+	default:
+		l.Month = m // the clock jumped: the same month, maybe under another name
 	}
+	l.SeenWall, l.SeenBoot = now, boot
 	lk := l.Links[network]
 	if lk == nil {
 		// First look in this boot: the device's whole life counts (a
@@ -121,13 +161,32 @@ func (l *Ledger) Observe(now time.Time, network, device string, ifindex int, cur
 		lk = &Link{Device: device, Ifindex: ifindex}
 		l.Links[network] = lk
 	}
-	if lk.Device != device || lk.Ifindex != ifindex || cur.Rx < lk.Last.Rx || cur.Tx < lk.Last.Tx {
+	switch {
+	case lk.Ifindex != ifindex:
 		// Another device, or the same re-created: its counters began anew.
-		lk.Earlier = lk.Month()
-		lk.Base = Bytes{}
-		lk.Device, lk.Ifindex = device, ifindex
+		lk.Earlier, lk.Base = lk.Month(), Bytes{}
+	case cur.Rx < lk.Last.Rx || cur.Tx < lk.Last.Tx:
+		// The same device (an index is not reused), its counters fell: a
+		// 32-bit counter wrapped, or the driver reset them.
+		lk.Earlier = lk.Month().add(Bytes{moved(lk.Last.Rx, cur.Rx), moved(lk.Last.Tx, cur.Tx)})
+		lk.Base = cur
 	}
+	lk.Device, lk.Ifindex = device, ifindex // a device renamed keeps its index
 	lk.Last = cur
+}
+
+// moved is what a counter moved from last to cur: past a 32-bit wrap when
+// it fell from within 2^31 below 2^32 to within 2^31 above 0 (a driver's
+// 32-bit counters on a 32-bit kernel), else from zero (reset).
+func moved(last, cur uint64) uint64 {
+	const wrap = 1 << 32
+	switch {
+	case cur >= last:
+		return cur - last
+	case last < wrap && wrap-last+cur < wrap/2:
+		return wrap - last + cur
+	}
+	return cur
 }
 
 // ledgerMagic starts a ledger file.
@@ -146,9 +205,17 @@ func (l *Ledger) Marshal() []byte {
 	if l.Month != "" {
 		fmt.Fprintf(&b, "month %s\n", l.Month)
 	}
+	if l.SeenBoot > 0 {
+		fmt.Fprintf(&b, "seen %d %d\n", l.SeenWall.Unix(), int64(l.SeenBoot))
+	}
 	for name, lk := range l.Links {
 		fmt.Fprintf(&b, "link %s %s %d %d %d %d %d %d %d\n", name, lk.Device, lk.Ifindex,
 			lk.Base.Rx, lk.Base.Tx, lk.Last.Rx, lk.Last.Tx, lk.Earlier.Rx, lk.Earlier.Tx)
+	}
+	for name, on := range l.Reached {
+		if on {
+			fmt.Fprintf(&b, "reached %s\n", name)
+		}
 	}
 	return b.Bytes()
 }
@@ -176,6 +243,15 @@ func ParseLedger(path string, b []byte) (*Ledger, error) {
 				return nil, bad("month " + strconv.Quote(f[1]) + " is not YYYY-MM")
 			}
 			l.Month = f[1]
+		case len(f) == 3 && f[0] == "seen":
+			wall, err1 := strconv.ParseInt(f[1], 10, 64)
+			boot, err2 := strconv.ParseInt(f[2], 10, 64)
+			if err1 != nil || err2 != nil || boot <= 0 {
+				return nil, bad(fmt.Sprintf("seen %q %q: not a wall time (s) and a positive time since the boot (ns)", f[1], f[2]))
+			}
+			l.SeenWall, l.SeenBoot = time.Unix(wall, 0).UTC(), time.Duration(boot)
+		case len(f) == 2 && f[0] == "reached":
+			l.Reached[f[1]] = true
 		case len(f) == 10 && f[0] == "link":
 			var n [7]uint64
 			for i := range n {
