@@ -3,7 +3,6 @@ package failover_test
 import (
 	"context"
 	"net"
-	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -193,8 +192,7 @@ func TestE2ERedTeamUsageDeviceRecreatedWhileStopped(t *testing.T) {
 	old := deviceCounters(t, r.w)["wwan0"]
 	recreateWwan0(t, r.w)
 	send()
-	dir := filepath.Dir(r.sock)
-	r.p = r.w.StartConnmgr(t, "-d", "-c", dir, "-w", filepath.Join(dir, "whitelist"), "-s", r.sock)
+	r.restart()
 	r.waitState("modemnet", "ITFUP_SS", 15*time.Second)
 	before := deviceCounters(t, r.w)["wwan0"]
 	_, month, _ := uplinkUsage(t, r.sock)

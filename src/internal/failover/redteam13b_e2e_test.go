@@ -200,8 +200,7 @@ func TestE2ERedTeamLedgerClockJumpedWhileStopped(t *testing.T) {
 	if err := os.WriteFile(path, l.Marshal(), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	dir := filepath.Dir(r.sock)
-	r.p = r.w.StartConnmgr(t, "-d", "-c", dir, "-w", filepath.Join(dir, "whitelist"), "-s", r.sock)
+	r.restart()
 	r.waitState("stanet", "ITFUP_SS", 15*time.Second)
 	kernel, month, _ := uplinkUsage(t, r.sock)
 	if want := usage.MonthOf(time.Now()); r.status().UsageMonth != want {
@@ -263,8 +262,7 @@ func TestE2ERedTeamLimitKeptOverRestart(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	conn, events := usageEvents(ctx, t, r.sock)
-	dir := filepath.Dir(r.sock)
-	r.p = r.w.StartConnmgr(t, "-d", "-c", dir, "-w", filepath.Join(dir, "whitelist"), "-s", r.sock)
+	r.restart()
 	r.waitState("ethnet", "ITFNOTSUPP_SX", 10*time.Second)
 	r.waitDefault("wlan0", 10*time.Second)
 	if _, err := conn.Call(ctx, "connmgr", "status", nil); err != nil { // a look at the counters

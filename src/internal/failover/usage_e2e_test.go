@@ -4,7 +4,6 @@ import (
 	"context"
 	"io"
 	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -109,8 +108,7 @@ func TestE2EUsageMatchesKernel(t *testing.T) {
 	if err := dialEcho(t, r.w).works(2 * time.Second); err != nil {
 		t.Fatal(err)
 	}
-	dir := filepath.Dir(r.sock)
-	r.p = r.w.StartConnmgr(t, "-d", "-c", dir, "-w", filepath.Join(dir, "whitelist"), "-s", r.sock)
+	r.restart()
 	r.waitState("stanet", "ITFUP_SS", 15*time.Second)
 	check("restarted")
 }
@@ -206,8 +204,7 @@ func TestE2EUsageStaleLedger(t *testing.T) {
 	if err := os.WriteFile(ledger, l.Marshal(), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	dir := filepath.Dir(r.sock)
-	r.p = r.w.StartConnmgr(t, "-d", "-c", dir, "-w", filepath.Join(dir, "whitelist"), "-s", r.sock)
+	r.restart()
 	r.waitState("stanet", "ITFUP_SS", 15*time.Second)
 	kernel, month, _ := uplinkUsage(t, r.sock)
 	for _, dev := range []string{"eth0", "wlan0", "wwan0"} {

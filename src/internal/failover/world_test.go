@@ -33,6 +33,7 @@ type rig struct {
 	watch  *routeWatch
 	watch6 *routeWatch // connmgr's IPv6 default route (dual-stack worlds only)
 	sock   string      // the ubus socket connmgr was given (a ubusd runs there with rigOptions.ubus)
+	args   []string    // connmgr's command line, for restart
 }
 
 // writeConfig writes the UCI files of a three-uplink device probing the
@@ -126,12 +127,18 @@ func startRig(t testing.TB, w *testbed.World, o rigOptions) *rig {
 	if o.before != nil {
 		o.before(w)
 	}
-	r.p = w.StartConnmgr(t, append(o.args, "-c", dir, "-w", filepath.Join(dir, "whitelist"), "-s", sock)...)
+	r.args = append(append([]string{}, o.args...), "-c", dir, "-w", filepath.Join(dir, "whitelist"), "-s", sock)
+	r.p = w.StartConnmgr(t, r.args...)
 	if !o.noWait {
 		r.waitDefault("eth0", 15*time.Second)
 		r.waitState("stanet", "ITFUP_SS", 15*time.Second)
 	}
 	return r
+}
+
+// restart starts connmgr again with the rig's command line (the one before is stopped).
+func (r *rig) restart() {
+	r.p = r.w.StartConnmgr(r.t, r.args...)
 }
 
 // waitState waits for the daemon to log that network reached state.
