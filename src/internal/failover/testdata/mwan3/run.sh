@@ -1,6 +1,7 @@
 #!/bin/sh
-# run.sh ROOT BENCH: runs stock OpenWrt user space (ubusd, netifd, mwan3track, busybox) from the
-# root file system ROOT inside the caller's network namespace, for TestMwan3trackBenchmark.
+# run.sh ROOT BENCH: runs stock OpenWrt user space (ubusd, netifd with OpenWrt's dhcp.sh and
+# udhcpc, mwan3track, busybox) from the root file system ROOT inside the caller's network
+# namespace, for TestMwan3trackBenchmark (the DHCP server is the test's, on the router).
 # ROOT is built by hand from the stock sources (see BENCHMARKS.md) and never committed; this
 # script only runs it. BENCH holds the test's config/ (network, mwan3) and hotplug.d/; the
 # hotplug script there appends each iface event to BENCH/events. Everything runs in a private
@@ -26,6 +27,7 @@ exec chroot "$ROOT" /bin/sh -c '
 	/sbin/ubusd &
 	while ! ubus list >/dev/null 2>&1; do sleep 0.1; done
 	/sbin/netifd &
+	# wan is up once udhcpc has its lease and netifd has applied it.
 	while ! ubus call network.interface.wan status 2>/dev/null | grep -q "\"up\": true"; do sleep 0.1; done
 	echo "wan up"
 	exec /usr/sbin/mwan3track wan
