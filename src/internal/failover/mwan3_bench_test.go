@@ -27,15 +27,7 @@ import (
 // (BENCHMARKS.md says what it holds), and AFCONN_BENCH_FAILOVER runs per profile. Nothing of
 // connmgr runs here: the connmgr rows come from TestFailoverBenchmark on the same world.
 func TestMwan3trackBenchmark(t *testing.T) {
-	root := os.Getenv("AFCONN_STOCK_MWAN3")
-	if root == "" {
-		t.Skip("set AFCONN_STOCK_MWAN3 to a root file system with stock netifd, ubusd and mwan3track (BENCHMARKS.md)")
-	}
-	for _, f := range []string{"sbin/netifd", "sbin/ubusd", "usr/sbin/mwan3track", "lib/mwan3/libwrap_mwan3_sockopt.so.1.0", "lib/functions/network.sh"} {
-		if _, err := os.Stat(filepath.Join(root, f)); err != nil {
-			t.Fatalf("AFCONN_STOCK_MWAN3=%s: %v", root, err)
-		}
-	}
+	root := stockRoot(t)
 	runs, _ := benchRuns(t)
 	window := envDuration(t, "AFCONN_BENCH_BYTES_WINDOW", 2*time.Minute)
 	profiles := []struct {
@@ -83,6 +75,22 @@ func TestMwan3trackBenchmark(t *testing.T) {
 	}
 	fmt.Println(b.String())
 	t.Log(b.String())
+}
+
+// stockRoot is the root file system AFCONN_STOCK_MWAN3 names, once it holds what the bench runs
+// (netifd's DHCP support included); the test is skipped without it.
+func stockRoot(t *testing.T) string {
+	root := os.Getenv("AFCONN_STOCK_MWAN3")
+	if root == "" {
+		t.Skip("set AFCONN_STOCK_MWAN3 to a root file system with stock netifd, ubusd and mwan3track (BENCHMARKS.md)")
+	}
+	for _, f := range []string{"sbin/netifd", "sbin/ubusd", "usr/sbin/mwan3track", "lib/mwan3/libwrap_mwan3_sockopt.so.1.0",
+		"lib/functions/network.sh", "lib/netifd/proto/dhcp.sh", "lib/netifd/dhcp.script", "lib/netifd/netifd-proto.sh", "sbin/udhcpc"} {
+		if _, err := os.Stat(filepath.Join(root, f)); err != nil {
+			t.Fatalf("AFCONN_STOCK_MWAN3=%s: %v (BENCHMARKS.md says what it holds)", root, err)
+		}
+	}
+	return root
 }
 
 // mwan3Rig is stock netifd and mwan3track tracking eth0 of a one-uplink world.
@@ -185,10 +193,7 @@ config interface 'wan'
 // ways, for the bytes per hour BENCHMARKS.md gives next to mwan3track's: a 60 s lease renews at
 // 30 s, the same exchange OpenWrt's 12 h lease makes every 6 hours.
 func TestMwan3DHCPRenewalBytes(t *testing.T) {
-	root := os.Getenv("AFCONN_STOCK_MWAN3")
-	if root == "" {
-		t.Skip("set AFCONN_STOCK_MWAN3 to a root file system with stock netifd, ubusd and mwan3track (BENCHMARKS.md)")
-	}
+	root := stockRoot(t)
 	const lease = time.Minute
 	m := startMwan3track(t, root, "", lease)
 	frames, bytes := countDHCPExchange(t, m.w, "eth0", lease)
